@@ -1,0 +1,302 @@
+//! Virtual-clock tests of the connection machine: liveness, pings, rate limit, join gating.
+
+use super::*;
+use loudsync_protocol::DeviceType;
+
+fn t0() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ms: 1_700_000_000_000,
+    }
+}
+
+fn drain(c: &mut Connection) -> Vec<ConnAction> {
+    std::iter::from_fn(|| c.poll_action()).collect()
+}
+
+const JOIN: &str = r#"{"type":"join","sessionId":"s1","deviceInfo":{"id":"d1","name":"Phone","type":"client"}}"#;
+
+fn joined(now: Now) -> Connection {
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(now, JOIN);
+    let actions = drain(&mut c);
+    assert!(matches!(&actions[..], [ConnAction::Join(j)] if j.device_info.kind == DeviceType::Client));
+    c.handle_join_result(now, Ok(()));
+    assert_eq!(c.phase(), Phase::Joined);
+    c
+}
+
+fn error_code(a: &ConnAction) -> Option<ErrorCode> {
+    match a {
+        ConnAction::Reply(ServerMessage::Error { code, .. }, _) => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn ping_is_answered_with_the_same_timestamp_before_and_after_join() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(now, r#"{"type":"ping","timestamp":123}"#);
+    let a = drain(&mut c);
+    assert_eq!(a.len(), 1);
+    match &a[0] {
+        ConnAction::Reply(ServerMessage::Pong, Stamp::Echo(n)) => assert_eq!(n.to_string(), "123"),
+        other => panic!("{other:?}"),
+    }
+    let mut c = joined(now);
+    c.handle_text(now, r#"{"type":"ping","timestamp":-9}"#);
+    assert!(matches!(&drain(&mut c)[..], [ConnAction::Reply(ServerMessage::Pong, Stamp::Echo(n))] if n.to_string() == "-9"));
+}
+
+#[test]
+fn session_messages_before_join_are_invalid_and_keep_the_socket() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    for text in [
+        r#"{"type":"leave"}"#,
+        r#"{"type":"member_list"}"#,
+        r#"{"type":"kick","memberId":"x"}"#,
+        r#"{"type":"message","data":1}"#,
+    ] {
+        c.handle_text(now, text);
+        let a = drain(&mut c);
+        assert_eq!(a.len(), 1, "{text}");
+        assert_eq!(error_code(&a[0]), Some(ErrorCode::InvalidMessage));
+        match &a[0] {
+            ConnAction::Reply(ServerMessage::Error { message, .. }, _) => {
+                assert!(message.contains("send `join` first"), "{message}")
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(c.phase(), Phase::AwaitingJoin);
+}
+
+#[test]
+fn bad_frames_get_invalid_message_and_the_socket_stays() {
+    let now = t0();
+    let mut c = joined(now);
+    c.handle_text(now, "{oops");
+    c.handle_text(now, r#"{"type":"nope"}"#);
+    c.handle_binary(now);
+    c.handle_text(now, r#"{"type":"kick","memberId":5}"#);
+    let a = drain(&mut c);
+    assert_eq!(a.len(), 4);
+    assert!(a.iter().all(|x| error_code(x) == Some(ErrorCode::InvalidMessage)));
+    assert_eq!(c.phase(), Phase::Joined);
+}
+
+#[test]
+fn joined_messages_are_forwarded_to_the_session() {
+    let now = t0();
+    let mut c = joined(now);
+    c.handle_text(now, r#"{"type":"kick","memberId":"c2","reason":"bye"}"#);
+    c.handle_text(now, r#"{"type":"member_list"}"#);
+    c.handle_text(now, r#"{"type":"message","data":{"pos":3},"to":"c3"}"#);
+    c.handle_text(now, r#"{"type":"leave"}"#);
+    let a = drain(&mut c);
+    assert_eq!(
+        a,
+        vec![
+            ConnAction::Session(MemberCommand::Kick { member_id: "c2".into(), reason: Some("bye".into()) }),
+            ConnAction::Session(MemberCommand::MemberList),
+            ConnAction::Session(MemberCommand::Message {
+                data: serde_json::json!({"pos":3}),
+                to: Some("c3".into())
+            }),
+            ConnAction::Session(MemberCommand::Leave),
+        ]
+    );
+}
+
+#[test]
+fn second_join_is_invalid() {
+    let now = t0();
+    let mut c = joined(now);
+    c.handle_text(now, JOIN);
+    let a = drain(&mut c);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::InvalidMessage));
+}
+
+#[test]
+fn version_mismatch_rejects_and_closes_normally() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(
+        now,
+        r#"{"type":"join","sessionId":"s","protocolVersion":"2.0","deviceInfo":{"id":"d","name":"n","type":"client"}}"#,
+    );
+    let a = drain(&mut c);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::VersionMismatch));
+    assert_eq!(a[1], ConnAction::Close { code: 1000, reason: "join rejected".into() });
+}
+
+#[test]
+fn join_rejection_is_sent_then_closed_with_1000() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    c.handle_join_result(now, Err(ServerMessage::error(ErrorCode::SessionNotFound, "no")));
+    let a = drain(&mut c);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::SessionNotFound));
+    assert!(matches!(a[1], ConnAction::Close { code: 1000, .. }));
+    assert_eq!(c.phase(), Phase::Closed);
+}
+
+#[test]
+fn heartbeat_timeout_on_a_virtual_clock() {
+    let now = t0();
+    let mut c = joined(now);
+    // Heartbeats every 5 s keep it alive for a minute.
+    for i in 1..=12 {
+        let t = now.plus(Duration::from_secs(5 * i));
+        c.handle_text(t, r#"{"type":"heartbeat"}"#);
+        c.handle_timeout(t);
+        assert!(drain(&mut c).iter().all(|a| !matches!(a, ConnAction::Close { .. })));
+    }
+    // Then silence: removed at the first check at or after 15 s of silence.
+    let last = now.plus(Duration::from_secs(60));
+    let mut t = last;
+    let closed_at = loop {
+        t = t.plus(Duration::from_secs(1));
+        if c.poll_timeout().is_some_and(|d| d <= t.instant) {
+            c.handle_timeout(t);
+        }
+        let a = drain(&mut c);
+        if a.iter().any(|a| matches!(a, ConnAction::Close { .. })) {
+            assert!(a.contains(&ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Timeout))));
+            break t;
+        }
+        assert!(t.instant < last.instant + Duration::from_secs(30), "never timed out");
+    };
+    let silent = closed_at.instant - last.instant;
+    assert!(silent >= Duration::from_secs(15) && silent <= Duration::from_secs(20), "{silent:?}");
+}
+
+#[test]
+fn any_valid_message_refreshes_liveness_but_invalid_ones_do_not() {
+    let now = t0();
+    let cfg = ConnectionConfig {
+        heartbeat_timeout: Duration::from_secs(15),
+        heartbeat_check_interval: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut c = Connection::new(cfg.clone(), now);
+    c.handle_text(now.plus(Duration::from_secs(14)), r#"{"type":"ping","timestamp":1}"#);
+    c.handle_timeout(now.plus(Duration::from_secs(20)));
+    assert!(drain(&mut c).iter().all(|a| !matches!(a, ConnAction::Close { .. })));
+
+    let mut c = Connection::new(cfg, now);
+    c.handle_text(now.plus(Duration::from_secs(14)), "garbage");
+    c.handle_pong(now.plus(Duration::from_secs(14)), &[0; 8]);
+    c.handle_timeout(now.plus(Duration::from_secs(15)));
+    assert!(drain(&mut c).iter().any(|a| matches!(a, ConnAction::Close { .. })));
+}
+
+#[test]
+fn latency_is_measured_with_pings() {
+    let now = t0();
+    let mut c = joined(now);
+    let t = now.plus(Duration::from_secs(5));
+    assert_eq!(c.poll_timeout(), Some(t.instant));
+    c.handle_timeout(t);
+    let a = drain(&mut c);
+    let payload = a
+        .iter()
+        .find_map(|a| match a {
+            ConnAction::Ping(p) => Some(*p),
+            _ => None,
+        })
+        .expect("a ping");
+    c.handle_pong(t.plus(Duration::from_millis(37)), &payload);
+    assert_eq!(drain(&mut c), vec![ConnAction::Session(MemberCommand::Latency(37))]);
+    // A stale or foreign pong measures nothing.
+    c.handle_pong(t.plus(Duration::from_millis(50)), &payload);
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
+fn rate_limit_errors_once_then_closes_if_it_persists() {
+    let now = t0();
+    let cfg = ConnectionConfig {
+        rate_per_sec: 10,
+        rate_burst: 5,
+        ..Default::default()
+    };
+    let mut c = Connection::new(cfg, now);
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    c.handle_join_result(now, Ok(()));
+    for _ in 0..4 {
+        c.handle_text(now, r#"{"type":"heartbeat"}"#);
+    }
+    assert!(drain(&mut c).is_empty());
+    c.handle_text(now, r#"{"type":"heartbeat"}"#);
+    let a = drain(&mut c);
+    assert_eq!(a.len(), 1);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::RateLimited));
+    // Slowing down recovers without a close.
+    let later = now.plus(Duration::from_secs(1));
+    c.handle_text(later, r#"{"type":"heartbeat"}"#);
+    assert!(drain(&mut c).is_empty());
+    // Flooding on: an error, then a close with 1008 after another burst.
+    let mut closed = false;
+    for _ in 0..40 {
+        c.handle_text(later, r#"{"type":"heartbeat"}"#);
+        for a in drain(&mut c) {
+            if let ConnAction::Close { code, .. } = a {
+                assert_eq!(code, 1008);
+                closed = true;
+            }
+        }
+    }
+    assert!(closed);
+    assert_eq!(c.phase(), Phase::Closed);
+}
+
+#[test]
+fn oversized_application_message_gets_too_large() {
+    let now = t0();
+    let cfg = ConnectionConfig {
+        max_data_bytes: 64,
+        ..Default::default()
+    };
+    let mut c = Connection::new(cfg, now);
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    c.handle_join_result(now, Ok(()));
+    let big = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(100));
+    c.handle_text(now, &big);
+    let a = drain(&mut c);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::TooLarge));
+    assert_eq!(c.phase(), Phase::Joined);
+}
+
+#[test]
+fn socket_close_and_overflow_tell_the_session() {
+    let now = t0();
+    let mut c = joined(now);
+    c.handle_socket_closed();
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))]
+    );
+    let mut c = joined(now);
+    c.handle_outbound_overflow();
+    let a = drain(&mut c);
+    assert_eq!(a[0], ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error)));
+    assert!(matches!(a[1], ConnAction::Close { code: 1008, .. }));
+}
+
+#[test]
+fn unjoined_socket_that_stays_silent_is_closed_without_a_session_event() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_timeout(now.plus(Duration::from_secs(15)));
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Close { code: 1000, reason: "heartbeat timeout".into() }]
+    );
+}

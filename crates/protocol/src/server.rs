@@ -1,0 +1,213 @@
+//! Server-to-client messages and [`encode`], which adds the `timestamp` every one carries.
+
+use serde::Serialize;
+use serde_json::{Number, Value};
+
+use crate::types::{ErrorCode, LeaveReason, MemberInfo};
+
+/// The session summary carried by `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// The session's display name.
+    pub name: String,
+    /// The host's `clientId`; `null` while a session created over HTTP has no host yet.
+    pub host_id: Option<String>,
+}
+
+/// A message from the server. [`encode`] serialises it with its `type` and a `timestamp`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The join succeeded; `clientId` is the member's id from now on.
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        /// The id the server assigned to this member.
+        client_id: String,
+        /// The session joined.
+        session_info: SessionInfo,
+    },
+    /// Every member: host first, then in join order.
+    MemberList {
+        /// The members.
+        members: Vec<MemberInfo>,
+    },
+    /// A member joined (sent to everyone but the joiner).
+    MemberJoined {
+        /// The new member.
+        member: MemberInfo,
+    },
+    /// A member left.
+    #[serde(rename_all = "camelCase")]
+    MemberLeft {
+        /// The member's `clientId`.
+        member_id: String,
+        /// Why it left.
+        reason: LeaveReason,
+    },
+    /// You were removed from the session; the server closes the socket.
+    Kicked {
+        /// Why.
+        reason: String,
+    },
+    /// The session ended; the server closes the socket.
+    SessionClosed {
+        /// Why.
+        reason: String,
+    },
+    /// The reply to `ping`. Its timestamp is the ping's, see [`Stamp::Echo`].
+    Pong,
+    /// Something went wrong.
+    Error {
+        /// The machine-readable code.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+        /// Extra structured information, e.g. `{maxMembers, currentMembers}` for `session_full`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        details: Option<Value>,
+    },
+    /// Application data from another member.
+    Message {
+        /// The sender's `clientId`.
+        from: String,
+        /// The data as the sender gave it.
+        data: Value,
+    },
+}
+
+impl ServerMessage {
+    /// An `error` without details.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The wire `type` of this message.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::MemberList { .. } => "member_list",
+            ServerMessage::MemberJoined { .. } => "member_joined",
+            ServerMessage::MemberLeft { .. } => "member_left",
+            ServerMessage::Kicked { .. } => "kicked",
+            ServerMessage::SessionClosed { .. } => "session_closed",
+            ServerMessage::Pong => "pong",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Message { .. } => "message",
+        }
+    }
+}
+
+/// The `timestamp` a message is sent with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stamp {
+    /// The server's clock, in ms since the Unix epoch.
+    Now(u64),
+    /// A client's value echoed unchanged (the `pong` to a `ping`).
+    Echo(Number),
+}
+
+#[derive(Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    message: &'a ServerMessage,
+    timestamp: &'a Stamp,
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stamp::Now(ms) => s.serialize_u64(*ms),
+            Stamp::Echo(n) => n.serialize(s),
+        }
+    }
+}
+
+/// Serialises a message with its `timestamp`, ready to be sent as one text frame.
+pub fn encode(message: &ServerMessage, timestamp: &Stamp) -> String {
+    serde_json::to_string(&Stamped { message, timestamp })
+        .expect("server messages always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ConnectionStatus;
+    use serde_json::json;
+
+    fn enc(m: &ServerMessage) -> Value {
+        serde_json::from_str(&encode(m, &Stamp::Now(1706889600100))).unwrap()
+    }
+
+    #[test]
+    fn welcome_matches_the_document() {
+        let m = ServerMessage::Welcome {
+            client_id: "client-789".into(),
+            session_info: SessionInfo {
+                id: "abc123".into(),
+                name: "Rishad's Party".into(),
+                host_id: Some("host-001".into()),
+            },
+        };
+        assert_eq!(
+            enc(&m),
+            json!({"type":"welcome","timestamp":1706889600100u64,"clientId":"client-789",
+                   "sessionInfo":{"id":"abc123","name":"Rishad's Party","hostId":"host-001"}})
+        );
+    }
+
+    #[test]
+    fn every_message_has_type_and_timestamp() {
+        let member = MemberInfo {
+            id: "c".into(),
+            name: "n".into(),
+            is_host: false,
+            connection_status: ConnectionStatus::Connected,
+            joined_at: 1,
+            latency: Some(23),
+        };
+        let all = [
+            ServerMessage::MemberList { members: vec![member.clone()] },
+            ServerMessage::MemberJoined { member },
+            ServerMessage::MemberLeft { member_id: "c".into(), reason: LeaveReason::Timeout },
+            ServerMessage::Kicked { reason: "r".into() },
+            ServerMessage::SessionClosed { reason: "r".into() },
+            ServerMessage::Pong,
+            ServerMessage::error(ErrorCode::SessionFull, "full"),
+            ServerMessage::Message { from: "c".into(), data: json!([1]) },
+        ];
+        for m in all {
+            let v = enc(&m);
+            assert_eq!(v["type"], m.type_name());
+            assert_eq!(v["timestamp"], 1706889600100u64);
+        }
+    }
+
+    #[test]
+    fn member_left_and_error_fields() {
+        assert_eq!(
+            enc(&ServerMessage::MemberLeft { member_id: "c7".into(), reason: LeaveReason::Kicked }),
+            json!({"type":"member_left","timestamp":1706889600100u64,"memberId":"c7","reason":"kicked"})
+        );
+        let e = ServerMessage::Error {
+            code: ErrorCode::SessionFull,
+            message: "full".into(),
+            details: Some(json!({"maxMembers":10,"currentMembers":10})),
+        };
+        assert_eq!(enc(&e)["details"]["maxMembers"], 10);
+        assert_eq!(enc(&e)["code"], "session_full");
+    }
+
+    #[test]
+    fn pong_echoes_the_client_timestamp() {
+        let n: Number = serde_json::from_str("-42").unwrap();
+        let v: Value = serde_json::from_str(&encode(&ServerMessage::Pong, &Stamp::Echo(n))).unwrap();
+        assert_eq!(v, json!({"type":"pong","timestamp":-42}));
+    }
+}
