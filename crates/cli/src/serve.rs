@@ -1,0 +1,209 @@
+//! `loudsync serve`: merges flags > environment > config file > defaults, runs the server
+//! until SIGTERM or Ctrl-C, then shuts it down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use loudsync_server::{Server, ServerConfig};
+use serde::Serialize;
+
+/// Flags of `loudsync serve`. Every flag is optional: unset ones fall through to the
+/// environment, the config file, then the default.
+#[derive(Args, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML config file (keys as the flag names, e.g. `max-members = 20`).
+    #[arg(long, env = "LOUDSYNC_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+
+    /// Address to listen on [default: 0.0.0.0:8080].
+    #[arg(long, env = "LOUDSYNC_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+
+    /// Default session capacity, the host included [default: 10].
+    #[arg(long, env = "LOUDSYNC_MAX_MEMBERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_members: Option<usize>,
+
+    /// Remove a member silent this long [default: 15s].
+    #[arg(long, env = "LOUDSYNC_HEARTBEAT_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    heartbeat_timeout: Option<Duration>,
+
+    /// How often liveness is checked [default: 5s].
+    #[arg(long, env = "LOUDSYNC_HEARTBEAT_CHECK_INTERVAL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    heartbeat_check_interval: Option<Duration>,
+
+    /// How often each member's round-trip time is measured with a WebSocket ping [default: 5s].
+    #[arg(long, env = "LOUDSYNC_LATENCY_INTERVAL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    latency_interval: Option<Duration>,
+
+    /// Largest WebSocket message accepted; larger closes the socket with 1009 [default: 65536].
+    #[arg(long, env = "LOUDSYNC_MAX_MESSAGE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<usize>,
+
+    /// Largest application `message` relayed; larger gets an `error` too_large [default: 16384].
+    #[arg(long, env = "LOUDSYNC_MAX_DATA_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_data_bytes: Option<usize>,
+
+    /// Messages per second per connection, on average; 0 disables [default: 100].
+    #[arg(long, env = "LOUDSYNC_RATE_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<u32>,
+
+    /// Messages per connection allowed in a burst [default: 200].
+    #[arg(long, env = "LOUDSYNC_RATE_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_burst: Option<u32>,
+
+    /// Bytes a member's outbound queue may hold before it is dropped as too slow [default: 262144].
+    #[arg(long, env = "LOUDSYNC_OUTBOUND_QUEUE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbound_queue_bytes: Option<usize>,
+
+    /// Require `Authorization: Bearer TOKEN` on /v1/*; without it /v1/* answers loopback only.
+    #[arg(long, env = "LOUDSYNC_ADMIN_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_token: Option<String>,
+
+    /// On shutdown, wait at most this long for sockets to close [default: 5s].
+    #[arg(long, env = "LOUDSYNC_DRAIN_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    drain_timeout: Option<Duration>,
+
+    /// After sending a close frame, wait at most this long for the client's [default: 1s].
+    #[arg(long, env = "LOUDSYNC_CLOSE_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    close_timeout: Option<Duration>,
+
+    /// Log filter, e.g. `info` or `loudsync_server=debug` [default: info].
+    #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
+    #[serde(skip)]
+    log: String,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 15s, 2m)"))
+}
+
+mod opt_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Merges defaults < config file < environment < flags.
+    pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(path) = &self.config {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        // Clap has already put each flag over its `LOUDSYNC_*` variable.
+        figment = figment.merge(Serialized::defaults(self));
+        let config: ServerConfig = figment.extract().context("invalid settings")?;
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+/// Runs the server until a shutdown signal.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let server = Server::bind(config)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!("loudsync listening on http://{}", server.local_addr());
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("loudsync.toml");
+        std::fs::write(&file, "max-members = 20\nheartbeat-timeout = \"30s\"\nrate-limit = 7\n").unwrap();
+        let t = T::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--heartbeat-timeout",
+            "500ms",
+        ]);
+        let c = t.args.resolve().unwrap();
+        assert_eq!(c.max_members, 20);
+        assert_eq!(c.rate_limit, 7);
+        assert_eq!(c.heartbeat_timeout, Duration::from_millis(500));
+        assert_eq!(c.heartbeat_check_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "max-memberz = 20\n").unwrap();
+        let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
+        let err = format!("{:#}", t.args.resolve().unwrap_err());
+        assert!(err.contains("max-memberz"), "{err}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Server settings, with the documents' defaults. The CLI layers flags, `LOUDSYNC_*`
+//! environment variables and a TOML file over these.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loudsync_core::connection::ConnectionConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be configured with. Durations are written like `500ms` or `15s`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (HTTP and WebSocket on one port).
+    pub listen: SocketAddr,
+    /// Default capacity of a session, host included.
+    pub max_members: usize,
+    /// A member silent this long is removed.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How often liveness is checked.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_check_interval: Duration,
+    /// How often the server measures each member's round-trip time with a WebSocket ping.
+    #[serde(with = "humantime_serde")]
+    pub latency_interval: Duration,
+    /// Largest accepted WebSocket message; larger ones close the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Largest application `message` frame relayed; larger ones get an `error` (`too_large`).
+    pub max_data_bytes: usize,
+    /// Messages per second allowed per connection on average (0 disables the limit).
+    pub rate_limit: u32,
+    /// Messages allowed in a burst per connection.
+    pub rate_burst: u32,
+    /// Bytes a member's outbound queue may hold before it is disconnected as too slow.
+    pub outbound_queue_bytes: usize,
+    /// Bearer token for `/v1/*`; without it only loopback clients may use `/v1/*`.
+    pub admin_token: Option<String>,
+    /// On shutdown, how long to wait for sockets to close before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// After the server sends a close frame, how long it waits for the client's.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let conn = ConnectionConfig::default();
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_members: 10,
+            heartbeat_timeout: conn.heartbeat_timeout,
+            heartbeat_check_interval: conn.heartbeat_check_interval,
+            latency_interval: conn.latency_interval,
+            max_message_bytes: 64 * 1024,
+            max_data_bytes: conn.max_data_bytes,
+            rate_limit: conn.rate_per_sec,
+            rate_burst: conn.rate_burst,
+            outbound_queue_bytes: 256 * 1024,
+            admin_token: None,
+            drain_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The part of the settings the connection state machine needs.
+    pub fn connection(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            heartbeat_timeout: self.heartbeat_timeout,
+            heartbeat_check_interval: self.heartbeat_check_interval,
+            latency_interval: self.latency_interval,
+            rate_per_sec: self.rate_limit,
+            rate_burst: self.rate_burst,
+            max_data_bytes: self.max_data_bytes,
+        }
+    }
+
+    /// Checks values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_members == 0 {
+            return Err("max-members must be at least 1".into());
+        }
+        for (name, d) in [
+            ("heartbeat-timeout", self.heartbeat_timeout),
+            ("heartbeat-check-interval", self.heartbeat_check_interval),
+            ("latency-interval", self.latency_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.max_message_bytes < 256 {
+            return Err("max-message-bytes must be at least 256".into());
+        }
+        if self.outbound_queue_bytes < self.max_message_bytes {
+            return Err("outbound-queue-bytes must be at least max-message-bytes".into());
+        }
+        Ok(())
+    }
+}

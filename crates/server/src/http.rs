@@ -1,0 +1,286 @@
+//! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, and the
+//! `/v1/sessions` admin API with its access rule (bearer token, or loopback only).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use hyper_util::rt::TokioIo;
+use loudsync_protocol::{client::MAX_NAME_BYTES, close_code};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_websockets::{Limits, ServerBuilder};
+
+use crate::sessions::SessionInput;
+use crate::{socket, App};
+
+/// Builds the router for one server.
+pub fn router(app: Arc<App>) -> Router {
+    let admin = Router::new()
+        .route("/v1/sessions", get(list_sessions).post(create_session))
+        .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
+        .layer(middleware::from_fn_with_state(app.clone(), require_admin));
+    Router::new()
+        .route("/", get(websocket))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(admin)
+        .with_state(app)
+}
+
+/// A JSON error body `{code, message}`, like the WebSocket `error`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"code": code, "message": message.into()}))).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::prometheus().render(),
+    )
+        .into_response()
+}
+
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The RFC 6455 handshake, then hand the upgraded stream to a socket task.
+async fn websocket(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let headers = req.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "loudsync: this endpoint speaks the LoudSync protocol over WebSocket; \
+             see /healthz, /metrics and /v1/sessions for HTTP\n",
+        )
+            .into_response();
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version; use 13\n",
+        )
+            .into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    if app.is_shutting_down() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down");
+    }
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
+    };
+    let max_message_bytes = app.config.max_message_bytes;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = ServerBuilder::new()
+                    .limits(Limits::default().max_payload_len(Some(max_message_bytes)))
+                    .serve(TokioIo::new(upgraded));
+                socket::run(app, ws, peer).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only.
+async fn require_admin(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match &app.config.admin_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {}
+                Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong admin token"),
+                None => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this API needs `Authorization: Bearer <admin token>`",
+                    )
+                }
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "without --admin-token the admin API answers loopback clients only",
+            )
+        }
+        None => {}
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateSession {
+    name: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    max_members: Option<usize>,
+}
+
+/// Largest `maxMembers` a session may be created with.
+pub const MAX_SESSION_CAPACITY: usize = 100_000;
+
+async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req: CreateSession = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", format!("body: {e}")),
+    };
+    if req.name.trim().is_empty() || req.name.len() > MAX_NAME_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`name` must be 1 to {MAX_NAME_BYTES} bytes"),
+        );
+    }
+    let max_members = req.max_members.unwrap_or(app.config.max_members);
+    if !(1..=MAX_SESSION_CAPACITY).contains(&max_members) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`maxMembers` must be between 1 and {MAX_SESSION_CAPACITY}"),
+        );
+    }
+    let id = match req.id {
+        Some(id) if valid_session_id(&id) => id,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "`id` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`",
+            )
+        }
+        None => new_session_code(),
+    };
+    match app.registry.create(&app, id.clone(), req.name, max_members) {
+        Ok(handle) => match handle.view().await {
+            Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
+            None => error(StatusCode::CONFLICT, "session_not_found", "the session ended at once"),
+        },
+        Err(_) => error(
+            StatusCode::CONFLICT,
+            "session_exists",
+            format!("session `{id}` already exists"),
+        ),
+    }
+}
+
+fn valid_session_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A session code like the LOUDSYNC app's (`A1B2C3`; shown as `A1B-2C3`).
+fn new_session_code() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..6)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+async fn list_sessions(State(app): State<Arc<App>>) -> Response {
+    let mut sessions = Vec::new();
+    for handle in app.registry.all() {
+        if let Some(view) = handle.view().await {
+            sessions.push(view);
+        }
+    }
+    sessions.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(json!({ "sessions": sessions })).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        format!("session `{id}` does not exist"),
+    )
+}
+
+async fn get_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.registry.get(&id) {
+        Some(handle) => match handle.view().await {
+            Some(view) => Json(view).into_response(),
+            None => not_found(&id),
+        },
+        None => not_found(&id),
+    }
+}
+
+async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let Some(handle) = app.registry.get(&id) else {
+        return not_found(&id);
+    };
+    let (done, ack) = tokio::sync::oneshot::channel();
+    if !handle.send(SessionInput::Close {
+        reason: "Session closed by the server administrator".into(),
+        code: close_code::NORMAL,
+        done: Some(done),
+    }) {
+        return not_found(&id);
+    }
+    let _ = ack.await;
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,157 @@
+//! A member's outbound queue: the one path every server-to-client frame takes.
+//!
+//! Producers (the session, the connection itself) push already-encoded frames; the socket's
+//! task drains them. The queue is bounded in bytes: a push past the limit marks the outbox
+//! overflowed and wakes the socket task, which disconnects the member as too slow instead of
+//! letting memory grow. A later layer (resume) can number and retain frames here.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::Waker;
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+
+/// One queued frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutFrame {
+    /// A JSON text frame, shared by every recipient of a broadcast.
+    Text(Bytes),
+    /// A WebSocket ping control frame (latency measurement).
+    Ping([u8; 8]),
+    /// Close the socket with this code and reason; nothing after it is sent.
+    Close(u16, String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<OutFrame>,
+    bytes: usize,
+    overflowed: bool,
+    closed: bool,
+}
+
+/// A bounded, byte-counted queue with a single consumer.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    waker: AtomicWaker,
+    limit: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes of text frames.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            waker: AtomicWaker::new(),
+            limit,
+        }
+    }
+
+    /// Queues a frame. Returns `false` if it was not queued: the outbox is closed, or this
+    /// frame overflowed it (the consumer is woken to drop the member).
+    pub fn push(&self, frame: OutFrame) -> bool {
+        let mut st = self.state.lock().expect("outbox lock");
+        if st.closed || st.overflowed {
+            return false;
+        }
+        match &frame {
+            OutFrame::Text(b) => {
+                if st.bytes + b.len() > self.limit {
+                    st.overflowed = true;
+                    drop(st);
+                    self.waker.wake();
+                    return false;
+                }
+                st.bytes += b.len();
+            }
+            OutFrame::Close(..) => st.closed = true,
+            OutFrame::Ping(_) => {}
+        }
+        st.frames.push_back(frame);
+        drop(st);
+        self.waker.wake();
+        true
+    }
+
+    /// Registers the consumer's waker; call before [`Outbox::pop`] so no push is missed.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Takes the next frame.
+    pub fn pop(&self) -> Option<OutFrame> {
+        let mut st = self.state.lock().expect("outbox lock");
+        let frame = st.frames.pop_front()?;
+        if let OutFrame::Text(b) = &frame {
+            st.bytes -= b.len();
+        }
+        Some(frame)
+    }
+
+    /// Queues a close even past an overflow (dropping what an overflowed queue holds, since
+    /// that member is being disconnected for not reading it). Ignored once closed.
+    pub fn force_close(&self, code: u16, reason: String) {
+        let mut st = self.state.lock().expect("outbox lock");
+        if st.closed {
+            return;
+        }
+        if st.overflowed {
+            st.frames.clear();
+            st.bytes = 0;
+        }
+        st.closed = true;
+        st.frames.push_back(OutFrame::Close(code, reason));
+        drop(st);
+        self.waker.wake();
+    }
+
+    /// Whether a push overflowed the limit.
+    pub fn overflowed(&self) -> bool {
+        self.state.lock().expect("outbox lock").overflowed
+    }
+
+    /// Bytes of text frames waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().expect("outbox lock").bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_counts_bytes() {
+        let o = Outbox::new(100);
+        assert!(o.push(OutFrame::Text(Bytes::from_static(b"abc"))));
+        assert!(o.push(OutFrame::Ping([1; 8])));
+        assert_eq!(o.queued_bytes(), 3);
+        assert_eq!(o.pop(), Some(OutFrame::Text(Bytes::from_static(b"abc"))));
+        assert_eq!(o.pop(), Some(OutFrame::Ping([1; 8])));
+        assert_eq!(o.pop(), None);
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn overflow_refuses_and_flags() {
+        let o = Outbox::new(10);
+        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 8]))));
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 8]))));
+        assert!(o.overflowed());
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1]))));
+        // The disconnect still gets its close frame, and only it.
+        o.force_close(1008, "slow".into());
+        assert_eq!(o.pop(), Some(OutFrame::Close(1008, "slow".into())));
+        assert_eq!(o.pop(), None);
+    }
+
+    #[test]
+    fn nothing_after_close() {
+        let o = Outbox::new(10);
+        assert!(o.push(OutFrame::Close(1000, "bye".into())));
+        assert!(!o.push(OutFrame::Text(Bytes::from_static(b"x"))));
+        assert!(!o.push(OutFrame::Close(1001, "again".into())));
+    }
+}
