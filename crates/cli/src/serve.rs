@@ -114,7 +114,11 @@ impl ServeArgs {
     pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
         let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
         if let Some(path) = &self.config {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         // Clap has already put each flag over its `LOUDSYNC_*` variable.
@@ -152,8 +156,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -181,7 +185,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loudsync-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("loudsync.toml");
-        std::fs::write(&file, "max-members = 20\nheartbeat-timeout = \"30s\"\nrate-limit = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "max-members = 20\nheartbeat-timeout = \"30s\"\nrate-limit = 7\n",
+        )
+        .unwrap();
         let t = T::parse_from([
             "x",
             "--config",

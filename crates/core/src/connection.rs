@@ -233,9 +233,10 @@ impl Connection {
             self.next_check = t + self.config.heartbeat_check_interval;
             if t.saturating_duration_since(self.last_seen) >= self.config.heartbeat_timeout {
                 if self.phase == Phase::Joined {
-                    self.actions.push_back(ConnAction::Session(
-                        MemberCommand::Disconnected(LeaveReason::Timeout),
-                    ));
+                    self.actions
+                        .push_back(ConnAction::Session(MemberCommand::Disconnected(
+                            LeaveReason::Timeout,
+                        )));
                 }
                 self.close(close_code::NORMAL, "heartbeat timeout");
                 return;
@@ -253,9 +254,10 @@ impl Connection {
     /// The socket closed (peer close, I/O error, end of stream) without the server closing it.
     pub fn handle_socket_closed(&mut self) {
         if self.phase == Phase::Joined {
-            self.actions.push_back(ConnAction::Session(MemberCommand::Disconnected(
-                LeaveReason::Error,
-            )));
+            self.actions
+                .push_back(ConnAction::Session(MemberCommand::Disconnected(
+                    LeaveReason::Error,
+                )));
         }
         self.phase = Phase::Closed;
     }
@@ -263,11 +265,15 @@ impl Connection {
     /// The member's outbound queue overflowed: it cannot keep up, so it is dropped.
     pub fn handle_outbound_overflow(&mut self) {
         if self.phase == Phase::Joined {
-            self.actions.push_back(ConnAction::Session(MemberCommand::Disconnected(
-                LeaveReason::Error,
-            )));
+            self.actions
+                .push_back(ConnAction::Session(MemberCommand::Disconnected(
+                    LeaveReason::Error,
+                )));
         }
-        self.close(close_code::POLICY_VIOLATION, "outbound queue overflow: client too slow");
+        self.close(
+            close_code::POLICY_VIOLATION,
+            "outbound queue overflow: client too slow",
+        );
     }
 
     /// The server (session or shutdown) closed this socket; the session already knows.
@@ -307,9 +313,10 @@ impl Connection {
             );
         } else if self.rate_violations > self.config.rate_burst.max(1) {
             if self.phase == Phase::Joined {
-                self.actions.push_back(ConnAction::Session(MemberCommand::Disconnected(
-                    LeaveReason::Error,
-                )));
+                self.actions
+                    .push_back(ConnAction::Session(MemberCommand::Disconnected(
+                        LeaveReason::Error,
+                    )));
             }
             self.close(close_code::POLICY_VIOLATION, "rate limit exceeded");
         }
@@ -319,9 +326,10 @@ impl Connection {
     fn handle_message(&mut self, now: Now, message: ClientMessage, frame_len: usize) {
         let type_name = message.type_name();
         match message {
-            ClientMessage::Ping { timestamp } => self
-                .actions
-                .push_back(ConnAction::Reply(ServerMessage::Pong, Stamp::Echo(timestamp))),
+            ClientMessage::Ping { timestamp } => self.actions.push_back(ConnAction::Reply(
+                ServerMessage::Pong,
+                Stamp::Echo(timestamp),
+            )),
             ClientMessage::Heartbeat => {}
             ClientMessage::Join(join) => match self.phase {
                 Phase::AwaitingJoin => {
@@ -352,7 +360,9 @@ impl Connection {
                     self.reply_error(
                         now,
                         ErrorCode::InvalidMessage,
-                        format!("{type_name}: send `join` first; this connection is not in a session"),
+                        format!(
+                            "{type_name}: send `join` first; this connection is not in a session"
+                        ),
                     );
                     return;
                 }
@@ -376,7 +386,9 @@ impl Connection {
                         }
                         MemberCommand::Message { data, to }
                     }
-                    ClientMessage::Join(_) | ClientMessage::Ping { .. } | ClientMessage::Heartbeat => {
+                    ClientMessage::Join(_)
+                    | ClientMessage::Ping { .. }
+                    | ClientMessage::Heartbeat => {
                         unreachable!("handled above")
                     }
                 };

@@ -155,7 +155,12 @@ impl Session {
     /// join finds no connected host (`unauthorized`), capacity (`session_full`). On success it
     /// queues `welcome` and `member_list` to the joiner and `member_joined` to the others.
     /// On failure it returns the `error` to send; nothing is queued.
-    pub fn handle_join(&mut self, now: Now, member_id: String, join: &Join) -> Result<(), ServerMessage> {
+    pub fn handle_join(
+        &mut self,
+        now: Now,
+        member_id: String,
+        join: &Join,
+    ) -> Result<(), ServerMessage> {
         if self.ended {
             return Err(ServerMessage::error(
                 ErrorCode::SessionNotFound,
@@ -166,7 +171,10 @@ impl Session {
         if self.members.iter().any(|m| m.device_id == device.id) {
             return Err(ServerMessage::error(
                 ErrorCode::AlreadyJoined,
-                format!("device `{}` is already connected to session `{}`", device.id, self.id),
+                format!(
+                    "device `{}` is already connected to session `{}`",
+                    device.id, self.id
+                ),
             ));
         }
         let as_host = device.kind == DeviceType::Host;
@@ -213,10 +221,15 @@ impl Session {
         );
         self.send(
             Recipients::One(member_id.clone()),
-            ServerMessage::MemberList { members: self.member_infos() },
+            ServerMessage::MemberList {
+                members: self.member_infos(),
+            },
         );
         if self.members.len() > 1 {
-            self.send(Recipients::AllExcept(member_id), ServerMessage::MemberJoined { member: info });
+            self.send(
+                Recipients::AllExcept(member_id),
+                ServerMessage::MemberJoined { member: info },
+            );
         }
         Ok(())
     }
@@ -252,24 +265,33 @@ impl Session {
             MemberCommand::Disconnected(reason) => self.remove(member_id, reason, "disconnected"),
             MemberCommand::MemberList => self.send(
                 Recipients::One(member_id.to_string()),
-                ServerMessage::MemberList { members: self.member_infos() },
+                ServerMessage::MemberList {
+                    members: self.member_infos(),
+                },
             ),
             MemberCommand::Latency(ms) => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) {
                     m.latency = Some(ms);
                 }
             }
-            MemberCommand::Kick { member_id: target, reason } => {
-                self.kick(member_id, is_host, &target, reason)
-            }
+            MemberCommand::Kick {
+                member_id: target,
+                reason,
+            } => self.kick(member_id, is_host, &target, reason),
             MemberCommand::Message { data, to } => match to {
                 None => self.send(
                     Recipients::AllExcept(member_id.to_string()),
-                    ServerMessage::Message { from: member_id.to_string(), data },
+                    ServerMessage::Message {
+                        from: member_id.to_string(),
+                        data,
+                    },
                 ),
                 Some(to) if self.members.iter().any(|m| m.id == to) => self.send(
                     Recipients::One(to),
-                    ServerMessage::Message { from: member_id.to_string(), data },
+                    ServerMessage::Message {
+                        from: member_id.to_string(),
+                        data,
+                    },
                 ),
                 Some(to) => self.error(
                     member_id,
@@ -282,7 +304,11 @@ impl Session {
 
     fn kick(&mut self, from: &str, is_host: bool, target: &str, reason: Option<String>) {
         if !is_host {
-            return self.error(from, ErrorCode::Unauthorized, "kick: only the host may kick members");
+            return self.error(
+                from,
+                ErrorCode::Unauthorized,
+                "kick: only the host may kick members",
+            );
         }
         if target == from {
             return self.error(
@@ -299,7 +325,10 @@ impl Session {
             );
         }
         let reason = reason.unwrap_or_else(|| "Host removed you from the session".to_string());
-        self.send(Recipients::One(target.to_string()), ServerMessage::Kicked { reason });
+        self.send(
+            Recipients::One(target.to_string()),
+            ServerMessage::Kicked { reason },
+        );
         self.remove(target, LeaveReason::Kicked, "kicked");
     }
 
@@ -319,7 +348,10 @@ impl Session {
         });
         self.send(
             Recipients::All,
-            ServerMessage::MemberLeft { member_id: member_id.to_string(), reason },
+            ServerMessage::MemberLeft {
+                member_id: member_id.to_string(),
+                reason,
+            },
         );
     }
 
@@ -334,7 +366,12 @@ impl Session {
         if self.ended {
             return;
         }
-        self.send(Recipients::All, ServerMessage::SessionClosed { reason: reason.to_string() });
+        self.send(
+            Recipients::All,
+            ServerMessage::SessionClosed {
+                reason: reason.to_string(),
+            },
+        );
         for m in std::mem::take(&mut self.members) {
             self.actions.push_back(SessionAction::Close {
                 member: m.id,
@@ -348,7 +385,10 @@ impl Session {
     }
 
     fn error(&mut self, member_id: &str, code: ErrorCode, message: impl Into<String>) {
-        self.send(Recipients::One(member_id.to_string()), ServerMessage::error(code, message));
+        self.send(
+            Recipients::One(member_id.to_string()),
+            ServerMessage::error(code, message),
+        );
     }
 
     fn send(&mut self, to: Recipients, message: ServerMessage) {

@@ -132,8 +132,8 @@ pub const CLIENT_TYPES: &[&str] = &[
 /// Unknown extra fields are ignored (so clients may send `timestamp` or future fields), but a
 /// missing or mistyped known field is an error naming the type and the field.
 pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))?;
     let Value::Object(object) = value else {
         return Err(DecodeError::new(format!(
             "a message must be a JSON object, got {}",
@@ -202,7 +202,8 @@ fn fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
     object: Map<String, Value>,
 ) -> Result<T, DecodeError> {
-    serde_json::from_value(Value::Object(object)).map_err(|e| DecodeError::new(format!("{kind}: {e}")))
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| DecodeError::new(format!("{kind}: {e}")))
 }
 
 fn validate_join(join: &Join) -> Result<(), DecodeError> {
@@ -213,7 +214,9 @@ fn validate_join(join: &Join) -> Result<(), DecodeError> {
     ];
     for (field, value) in checks {
         if value.trim().is_empty() {
-            return Err(DecodeError::new(format!("join: field `{field}` must not be empty")));
+            return Err(DecodeError::new(format!(
+                "join: field `{field}` must not be empty"
+            )));
         }
         if value.len() > MAX_NAME_BYTES {
             return Err(DecodeError::new(format!(
@@ -271,7 +274,9 @@ mod tests {
                "deviceInfo":{"id":"device-456","name":"Rishad's iPhone","type":"client"}}"#,
         )
         .unwrap();
-        let ClientMessage::Join(join) = msg else { panic!("not a join") };
+        let ClientMessage::Join(join) = msg else {
+            panic!("not a join")
+        };
         assert_eq!(join.session_id, "abc123");
         assert_eq!(join.device_info.id, "device-456");
         assert_eq!(join.device_info.kind, DeviceType::Client);
@@ -282,17 +287,31 @@ mod tests {
     fn decodes_every_other_type() {
         assert_eq!(
             decode(r#"{"type":"leave","reason":"bye"}"#).unwrap(),
-            ClientMessage::Leave { reason: Some("bye".into()) }
+            ClientMessage::Leave {
+                reason: Some("bye".into())
+            }
         );
-        assert_eq!(decode(r#"{"type":"heartbeat","timestamp":1}"#).unwrap(), ClientMessage::Heartbeat);
-        assert_eq!(decode(r#"{"type":"member_list"}"#).unwrap(), ClientMessage::MemberList);
+        assert_eq!(
+            decode(r#"{"type":"heartbeat","timestamp":1}"#).unwrap(),
+            ClientMessage::Heartbeat
+        );
+        assert_eq!(
+            decode(r#"{"type":"member_list"}"#).unwrap(),
+            ClientMessage::MemberList
+        );
         assert_eq!(
             decode(r#"{"type":"kick","memberId":"c2"}"#).unwrap(),
-            ClientMessage::Kick { member_id: "c2".into(), reason: None }
+            ClientMessage::Kick {
+                member_id: "c2".into(),
+                reason: None
+            }
         );
         assert_eq!(
             decode(r#"{"type":"message","data":{"track":3},"to":"c9"}"#).unwrap(),
-            ClientMessage::Message { data: serde_json::json!({"track":3}), to: Some("c9".into()) }
+            ClientMessage::Message {
+                data: serde_json::json!({"track":3}),
+                to: Some("c9".into())
+            }
         );
     }
 
@@ -317,13 +336,21 @@ mod tests {
         assert_eq!(err(r#"{"x":1}"#), "missing field `type`");
         assert!(err(r#"{"type":5}"#).contains("`type` must be a string"));
         assert!(err(r#"{"type":"dance"}"#).contains("unknown message type `dance`"));
-        assert!(err(r#"{"type":"join","sessionId":"s"}"#).contains("join: missing field `deviceInfo`"));
-        assert!(err(r#"{"type":"join","sessionId":7,"deviceInfo":{"id":"d","name":"n","type":"client"}}"#)
-            .contains("join: invalid type: integer `7`, expected a string"));
-        assert!(err(r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n","type":"boss"}}"#)
-            .contains("unknown variant `boss`"));
-        assert!(err(r#"{"type":"join","sessionId":"","deviceInfo":{"id":"d","name":"n","type":"client"}}"#)
-            .contains("`sessionId` must not be empty"));
+        assert!(
+            err(r#"{"type":"join","sessionId":"s"}"#).contains("join: missing field `deviceInfo`")
+        );
+        assert!(err(
+            r#"{"type":"join","sessionId":7,"deviceInfo":{"id":"d","name":"n","type":"client"}}"#
+        )
+        .contains("join: invalid type: integer `7`, expected a string"));
+        assert!(err(
+            r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n","type":"boss"}}"#
+        )
+        .contains("unknown variant `boss`"));
+        assert!(err(
+            r#"{"type":"join","sessionId":"","deviceInfo":{"id":"d","name":"n","type":"client"}}"#
+        )
+        .contains("`sessionId` must not be empty"));
         assert!(err(r#"{"type":"kick"}"#).contains("kick: missing field `memberId`"));
         assert!(err(r#"{"type":"message"}"#).contains("message: missing field `data`"));
     }

@@ -173,14 +173,22 @@ mod tests {
             latency: Some(23),
         };
         let all = [
-            ServerMessage::MemberList { members: vec![member.clone()] },
+            ServerMessage::MemberList {
+                members: vec![member.clone()],
+            },
             ServerMessage::MemberJoined { member },
-            ServerMessage::MemberLeft { member_id: "c".into(), reason: LeaveReason::Timeout },
+            ServerMessage::MemberLeft {
+                member_id: "c".into(),
+                reason: LeaveReason::Timeout,
+            },
             ServerMessage::Kicked { reason: "r".into() },
             ServerMessage::SessionClosed { reason: "r".into() },
             ServerMessage::Pong,
             ServerMessage::error(ErrorCode::SessionFull, "full"),
-            ServerMessage::Message { from: "c".into(), data: json!([1]) },
+            ServerMessage::Message {
+                from: "c".into(),
+                data: json!([1]),
+            },
         ];
         for m in all {
             let v = enc(&m);
@@ -192,7 +200,10 @@ mod tests {
     #[test]
     fn member_left_and_error_fields() {
         assert_eq!(
-            enc(&ServerMessage::MemberLeft { member_id: "c7".into(), reason: LeaveReason::Kicked }),
+            enc(&ServerMessage::MemberLeft {
+                member_id: "c7".into(),
+                reason: LeaveReason::Kicked
+            }),
             json!({"type":"member_left","timestamp":1706889600100u64,"memberId":"c7","reason":"kicked"})
         );
         let e = ServerMessage::Error {
@@ -207,7 +218,8 @@ mod tests {
     #[test]
     fn pong_echoes_the_client_timestamp() {
         let n: Number = serde_json::from_str("-42").unwrap();
-        let v: Value = serde_json::from_str(&encode(&ServerMessage::Pong, &Stamp::Echo(n))).unwrap();
+        let v: Value =
+            serde_json::from_str(&encode(&ServerMessage::Pong, &Stamp::Echo(n))).unwrap();
         assert_eq!(v, json!({"type":"pong","timestamp":-42}));
     }
 }

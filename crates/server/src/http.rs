@@ -1,7 +1,7 @@
 //! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, and the
 //! `/v1/sessions` admin API with its access rule (bearer token, or loopback only).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -38,7 +38,11 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// A JSON error body `{code, message}`, like the WebSocket `error`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"code": code, "message": message.into()}))).into_response()
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -81,7 +85,11 @@ async fn websocket(
         )
             .into_response();
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return (
             StatusCode::BAD_REQUEST,
             [(header::SEC_WEBSOCKET_VERSION, "13")],
@@ -93,14 +101,22 @@ async fn websocket(
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
     };
     if app.is_shutting_down() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        );
     }
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());
     sha.update(WEBSOCKET_GUID.as_bytes());
     let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection cannot be upgraded\n",
+        )
+            .into_response();
     };
     let max_message_bytes = app.config.max_message_bytes;
     tokio::spawn(async move {
@@ -133,35 +149,43 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    match &app.config.admin_token {
-        Some(token) => {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match given {
-                Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {}
-                Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong admin token"),
-                None => {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "this API needs `Authorization: Bearer <admin token>`",
-                    )
-                }
-            }
-        }
-        None if !peer.ip().is_loopback() => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "without --admin-token the admin API answers loopback clients only",
-            )
-        }
-        None => {}
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match admin_access(app.config.admin_token.as_deref(), peer.ip(), authorization) {
+        Ok(()) => next.run(req).await,
+        Err((status, code, message)) => error(status, code, message),
     }
-    next.run(req).await
+}
+
+/// The admin access rule, on its own so it can be tested for any peer address.
+pub fn admin_access(
+    token: Option<&str>,
+    peer: IpAddr,
+    authorization: Option<&str>,
+) -> Result<(), (StatusCode, &'static str, &'static str)> {
+    match token {
+        Some(token) => match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err((
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong admin token",
+            )),
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this API needs `Authorization: Bearer <admin token>`",
+            )),
+        },
+        None if peer.is_loopback() => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "without --admin-token the admin API answers loopback clients only",
+        )),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -184,7 +208,13 @@ pub const MAX_SESSION_CAPACITY: usize = 100_000;
 async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let req: CreateSession = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", format!("body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("body: {e}"),
+            )
+        }
     };
     if req.name.trim().is_empty() || req.name.len() > MAX_NAME_BYTES {
         return error(
@@ -215,7 +245,11 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match app.registry.create(&app, id.clone(), req.name, max_members) {
         Ok(handle) => match handle.view().await {
             Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
-            None => error(StatusCode::CONFLICT, "session_not_found", "the session ended at once"),
+            None => error(
+                StatusCode::CONFLICT,
+                "session_not_found",
+                "the session ended at once",
+            ),
         },
         Err(_) => error(
             StatusCode::CONFLICT,
@@ -283,4 +317,51 @@ async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     }
     let _ = ack.await;
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_access_rule() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: IpAddr = "::1".parse().unwrap();
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        assert!(admin_access(None, lo, None).is_ok());
+        assert!(admin_access(None, lo6, None).is_ok());
+        assert_eq!(
+            admin_access(None, lan, None).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+        assert!(admin_access(Some("s3cret"), lan, Some("Bearer s3cret")).is_ok());
+        assert_eq!(
+            admin_access(Some("s3cret"), lo, None).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            admin_access(Some("s3cret"), lan, Some("Bearer nope"))
+                .unwrap_err()
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            admin_access(Some("s3cret"), lan, Some("s3cret"))
+                .unwrap_err()
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn session_ids_and_codes() {
+        assert!(valid_session_id("A1B2C3"));
+        assert!(valid_session_id("party_1-x"));
+        assert!(!valid_session_id(""));
+        assert!(!valid_session_id("has space"));
+        assert!(!valid_session_id(&"x".repeat(65)));
+        let code = new_session_code();
+        assert_eq!(code.len(), 6);
+        assert!(valid_session_id(&code));
+    }
 }

@@ -115,7 +115,12 @@ impl Registry {
 
     /// Every live session.
     pub fn all(&self) -> Vec<SessionHandle> {
-        self.sessions.lock().expect("registry").values().cloned().collect()
+        self.sessions
+            .lock()
+            .expect("registry")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Creates an empty session and starts its task.
@@ -174,7 +179,12 @@ impl Registry {
             Some(h) => {
                 let id = join.session_id.clone();
                 if let Err(mpsc::error::SendError(SessionInput::Join { reply, .. })) =
-                    h.tx.send(SessionInput::Join { member_id, join, outbox, reply })
+                    h.tx.send(SessionInput::Join {
+                        member_id,
+                        join,
+                        outbox,
+                        reply,
+                    })
                 {
                     let _ = reply.send(Err(not_found(&id)));
                 }
@@ -222,7 +232,12 @@ impl SessionOwner {
         while let Some(input) = rx.recv().await {
             let now = now();
             match input {
-                SessionInput::Join { member_id, join, outbox, reply } => {
+                SessionInput::Join {
+                    member_id,
+                    join,
+                    outbox,
+                    reply,
+                } => {
                     let result = self.session.handle_join(now, member_id.clone(), &join);
                     if result.is_ok() {
                         self.outboxes.insert(member_id, outbox);
@@ -270,7 +285,9 @@ impl SessionOwner {
                         format!("session `{}` has ended", self.session.id()),
                     )));
                 }
-                SessionInput::Close { done: Some(done), .. } => {
+                SessionInput::Close {
+                    done: Some(done), ..
+                } => {
                     let _ = done.send(());
                 }
                 _ => {}
@@ -288,27 +305,14 @@ impl SessionOwner {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
                     let bytes = Bytes::from(encode(&message, &Stamp::Now(now.unix_ms)));
-                    let mut sent = 0u64;
-                    let mut deliver = |outbox: &Arc<Outbox>| {
-                        outbox.push(OutFrame::Text(bytes.clone()));
-                        sent += 1;
-                    };
-                    match &to {
-                        Recipients::One(id) => {
-                            if let Some(o) = self.outboxes.get(id) {
-                                deliver(o);
-                            }
-                        }
-                        Recipients::AllExcept(id) => self
-                            .outboxes
-                            .iter()
-                            .filter(|(k, _)| *k != id)
-                            .for_each(|(_, o)| deliver(o)),
-                        Recipients::All => self.outboxes.values().for_each(deliver),
-                    }
+                    let sent = deliver(&self.outboxes, &to, &bytes);
                     self.app.metrics.frames_sent.increment(sent);
                 }
-                SessionAction::Close { member, code, reason } => {
+                SessionAction::Close {
+                    member,
+                    code,
+                    reason,
+                } => {
                     if let Some(outbox) = self.outboxes.remove(&member) {
                         outbox.push(OutFrame::Close(code, reason));
                         self.app.metrics.members.decrement(1.0);
@@ -317,5 +321,54 @@ impl SessionOwner {
                 SessionAction::Ended => {}
             }
         }
+    }
+}
+
+/// Queues the same encoded bytes for every recipient; returns how many it was queued for.
+fn deliver(outboxes: &HashMap<String, Arc<Outbox>>, to: &Recipients, bytes: &Bytes) -> u64 {
+    let mut queued = 0;
+    let mut push = |outbox: &Arc<Outbox>| {
+        if outbox.push(OutFrame::Text(bytes.clone())) {
+            queued += 1;
+        }
+    };
+    match to {
+        Recipients::One(id) => outboxes.get(id).into_iter().for_each(push),
+        Recipients::AllExcept(id) => outboxes
+            .iter()
+            .filter(|(k, _)| *k != id)
+            .for_each(|(_, o)| push(o)),
+        Recipients::All => outboxes.values().for_each(push),
+    }
+    queued
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broadcast_is_encoded_once_and_shared() {
+        let outboxes: HashMap<String, Arc<Outbox>> = ["a", "b", "c"]
+            .into_iter()
+            .map(|k| (k.to_string(), Arc::new(Outbox::new(1 << 20))))
+            .collect();
+        let bytes = Bytes::from(r#"{"type":"member_left"}"#.to_string());
+        assert_eq!(
+            deliver(&outboxes, &Recipients::AllExcept("a".into()), &bytes),
+            2
+        );
+        assert_eq!(outboxes["a"].pop(), None);
+        for k in ["b", "c"] {
+            match outboxes[k].pop() {
+                Some(OutFrame::Text(b)) => assert_eq!(b.as_ptr(), bytes.as_ptr(), "copied for {k}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(deliver(&outboxes, &Recipients::All, &bytes), 3);
+        assert_eq!(
+            deliver(&outboxes, &Recipients::One("ghost".into()), &bytes),
+            0
+        );
     }
 }

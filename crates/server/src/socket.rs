@@ -102,7 +102,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                     return;
                 }
                 Event::Timer => {
-                    if self.close_deadline.is_some_and(|d| d <= TokioInstant::now()) {
+                    if self
+                        .close_deadline
+                        .is_some_and(|d| d <= TokioInstant::now())
+                    {
                         self.conn.handle_socket_closed();
                         self.carry_out_actions().await;
                         return;
@@ -151,7 +154,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                     if let ServerMessage::Error { code, .. } = &message {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
-                    self.outbox.push(OutFrame::Text(Bytes::from(encode(&message, &stamp))));
+                    self.outbox
+                        .push(OutFrame::Text(Bytes::from(encode(&message, &stamp))));
                 }
                 ConnAction::Ping(payload) => {
                     self.outbox.push(OutFrame::Ping(payload));
@@ -207,7 +211,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                 Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
                 Poll::Pending => break,
             }
-            let Some(frame) = self.outbox.pop() else { break };
+            let Some(frame) = self.outbox.pop() else {
+                break;
+            };
             let (message, closing) = match frame {
                 OutFrame::Text(bytes) => (Message::text(bytes), false),
                 OutFrame::Ping(payload) => (Message::ping(Bytes::copy_from_slice(&payload)), false),

@@ -14,13 +14,16 @@ fn drain(c: &mut Connection) -> Vec<ConnAction> {
     std::iter::from_fn(|| c.poll_action()).collect()
 }
 
-const JOIN: &str = r#"{"type":"join","sessionId":"s1","deviceInfo":{"id":"d1","name":"Phone","type":"client"}}"#;
+const JOIN: &str =
+    r#"{"type":"join","sessionId":"s1","deviceInfo":{"id":"d1","name":"Phone","type":"client"}}"#;
 
 fn joined(now: Now) -> Connection {
     let mut c = Connection::new(ConnectionConfig::default(), now);
     c.handle_text(now, JOIN);
     let actions = drain(&mut c);
-    assert!(matches!(&actions[..], [ConnAction::Join(j)] if j.device_info.kind == DeviceType::Client));
+    assert!(
+        matches!(&actions[..], [ConnAction::Join(j)] if j.device_info.kind == DeviceType::Client)
+    );
     c.handle_join_result(now, Ok(()));
     assert_eq!(c.phase(), Phase::Joined);
     c
@@ -46,7 +49,9 @@ fn ping_is_answered_with_the_same_timestamp_before_and_after_join() {
     }
     let mut c = joined(now);
     c.handle_text(now, r#"{"type":"ping","timestamp":-9}"#);
-    assert!(matches!(&drain(&mut c)[..], [ConnAction::Reply(ServerMessage::Pong, Stamp::Echo(n))] if n.to_string() == "-9"));
+    assert!(
+        matches!(&drain(&mut c)[..], [ConnAction::Reply(ServerMessage::Pong, Stamp::Echo(n))] if n.to_string() == "-9")
+    );
 }
 
 #[test]
@@ -83,7 +88,9 @@ fn bad_frames_get_invalid_message_and_the_socket_stays() {
     c.handle_text(now, r#"{"type":"kick","memberId":5}"#);
     let a = drain(&mut c);
     assert_eq!(a.len(), 4);
-    assert!(a.iter().all(|x| error_code(x) == Some(ErrorCode::InvalidMessage)));
+    assert!(a
+        .iter()
+        .all(|x| error_code(x) == Some(ErrorCode::InvalidMessage)));
     assert_eq!(c.phase(), Phase::Joined);
 }
 
@@ -99,7 +106,10 @@ fn joined_messages_are_forwarded_to_the_session() {
     assert_eq!(
         a,
         vec![
-            ConnAction::Session(MemberCommand::Kick { member_id: "c2".into(), reason: Some("bye".into()) }),
+            ConnAction::Session(MemberCommand::Kick {
+                member_id: "c2".into(),
+                reason: Some("bye".into())
+            }),
             ConnAction::Session(MemberCommand::MemberList),
             ConnAction::Session(MemberCommand::Message {
                 data: serde_json::json!({"pos":3}),
@@ -129,7 +139,13 @@ fn version_mismatch_rejects_and_closes_normally() {
     );
     let a = drain(&mut c);
     assert_eq!(error_code(&a[0]), Some(ErrorCode::VersionMismatch));
-    assert_eq!(a[1], ConnAction::Close { code: 1000, reason: "join rejected".into() });
+    assert_eq!(
+        a[1],
+        ConnAction::Close {
+            code: 1000,
+            reason: "join rejected".into()
+        }
+    );
 }
 
 #[test]
@@ -138,7 +154,10 @@ fn join_rejection_is_sent_then_closed_with_1000() {
     let mut c = Connection::new(ConnectionConfig::default(), now);
     c.handle_text(now, JOIN);
     drain(&mut c);
-    c.handle_join_result(now, Err(ServerMessage::error(ErrorCode::SessionNotFound, "no")));
+    c.handle_join_result(
+        now,
+        Err(ServerMessage::error(ErrorCode::SessionNotFound, "no")),
+    );
     let a = drain(&mut c);
     assert_eq!(error_code(&a[0]), Some(ErrorCode::SessionNotFound));
     assert!(matches!(a[1], ConnAction::Close { code: 1000, .. }));
@@ -154,7 +173,9 @@ fn heartbeat_timeout_on_a_virtual_clock() {
         let t = now.plus(Duration::from_secs(5 * i));
         c.handle_text(t, r#"{"type":"heartbeat"}"#);
         c.handle_timeout(t);
-        assert!(drain(&mut c).iter().all(|a| !matches!(a, ConnAction::Close { .. })));
+        assert!(drain(&mut c)
+            .iter()
+            .all(|a| !matches!(a, ConnAction::Close { .. })));
     }
     // Then silence: removed at the first check at or after 15 s of silence.
     let last = now.plus(Duration::from_secs(60));
@@ -166,13 +187,21 @@ fn heartbeat_timeout_on_a_virtual_clock() {
         }
         let a = drain(&mut c);
         if a.iter().any(|a| matches!(a, ConnAction::Close { .. })) {
-            assert!(a.contains(&ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Timeout))));
+            assert!(a.contains(&ConnAction::Session(MemberCommand::Disconnected(
+                LeaveReason::Timeout
+            ))));
             break t;
         }
-        assert!(t.instant < last.instant + Duration::from_secs(30), "never timed out");
+        assert!(
+            t.instant < last.instant + Duration::from_secs(30),
+            "never timed out"
+        );
     };
     let silent = closed_at.instant - last.instant;
-    assert!(silent >= Duration::from_secs(15) && silent <= Duration::from_secs(20), "{silent:?}");
+    assert!(
+        silent >= Duration::from_secs(15) && silent <= Duration::from_secs(20),
+        "{silent:?}"
+    );
 }
 
 #[test]
@@ -184,15 +213,22 @@ fn any_valid_message_refreshes_liveness_but_invalid_ones_do_not() {
         ..Default::default()
     };
     let mut c = Connection::new(cfg.clone(), now);
-    c.handle_text(now.plus(Duration::from_secs(14)), r#"{"type":"ping","timestamp":1}"#);
+    c.handle_text(
+        now.plus(Duration::from_secs(14)),
+        r#"{"type":"ping","timestamp":1}"#,
+    );
     c.handle_timeout(now.plus(Duration::from_secs(20)));
-    assert!(drain(&mut c).iter().all(|a| !matches!(a, ConnAction::Close { .. })));
+    assert!(drain(&mut c)
+        .iter()
+        .all(|a| !matches!(a, ConnAction::Close { .. })));
 
     let mut c = Connection::new(cfg, now);
     c.handle_text(now.plus(Duration::from_secs(14)), "garbage");
     c.handle_pong(now.plus(Duration::from_secs(14)), &[0; 8]);
     c.handle_timeout(now.plus(Duration::from_secs(15)));
-    assert!(drain(&mut c).iter().any(|a| matches!(a, ConnAction::Close { .. })));
+    assert!(drain(&mut c)
+        .iter()
+        .any(|a| matches!(a, ConnAction::Close { .. })));
 }
 
 #[test]
@@ -211,7 +247,10 @@ fn latency_is_measured_with_pings() {
         })
         .expect("a ping");
     c.handle_pong(t.plus(Duration::from_millis(37)), &payload);
-    assert_eq!(drain(&mut c), vec![ConnAction::Session(MemberCommand::Latency(37))]);
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Session(MemberCommand::Latency(37))]
+    );
     // A stale or foreign pong measures nothing.
     c.handle_pong(t.plus(Duration::from_millis(50)), &payload);
     assert!(drain(&mut c).is_empty());
@@ -281,12 +320,17 @@ fn socket_close_and_overflow_tell_the_session() {
     c.handle_socket_closed();
     assert_eq!(
         drain(&mut c),
-        vec![ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))]
+        vec![ConnAction::Session(MemberCommand::Disconnected(
+            LeaveReason::Error
+        ))]
     );
     let mut c = joined(now);
     c.handle_outbound_overflow();
     let a = drain(&mut c);
-    assert_eq!(a[0], ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error)));
+    assert_eq!(
+        a[0],
+        ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))
+    );
     assert!(matches!(a[1], ConnAction::Close { code: 1008, .. }));
 }
 
@@ -297,6 +341,9 @@ fn unjoined_socket_that_stays_silent_is_closed_without_a_session_event() {
     c.handle_timeout(now.plus(Duration::from_secs(15)));
     assert_eq!(
         drain(&mut c),
-        vec![ConnAction::Close { code: 1000, reason: "heartbeat timeout".into() }]
+        vec![ConnAction::Close {
+            code: 1000,
+            reason: "heartbeat timeout".into()
+        }]
     );
 }

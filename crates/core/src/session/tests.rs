@@ -14,7 +14,11 @@ fn now() -> Now {
 fn join(device: &str, kind: DeviceType) -> Join {
     Join {
         session_id: "s1".into(),
-        device_info: DeviceInfo { id: device.into(), name: format!("{device} name"), kind },
+        device_info: DeviceInfo {
+            id: device.into(),
+            name: format!("{device} name"),
+            kind,
+        },
         session_name: None,
         protocol_version: None,
     }
@@ -27,9 +31,15 @@ fn drain(s: &mut Session) -> Vec<SessionAction> {
 /// A session with a host `h` and members `c1..=n`.
 fn session_with(n: usize) -> Session {
     let mut s = Session::new("s1".into(), "Party".into(), 10);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
+    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+        .unwrap();
     for i in 1..=n {
-        s.handle_join(now(), format!("c{i}"), &join(&format!("dev-{i}"), DeviceType::Client)).unwrap();
+        s.handle_join(
+            now(),
+            format!("c{i}"),
+            &join(&format!("dev-{i}"), DeviceType::Client),
+        )
+        .unwrap();
     }
     drain(&mut s);
     s
@@ -45,11 +55,19 @@ fn code(e: &ServerMessage) -> ErrorCode {
 #[test]
 fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
     let mut s = session_with(1);
-    s.handle_join(now(), "c2".into(), &join("dev-2", DeviceType::Client)).unwrap();
+    s.handle_join(now(), "c2".into(), &join("dev-2", DeviceType::Client))
+        .unwrap();
     let a = drain(&mut s);
     assert_eq!(a.len(), 3);
     match &a[0] {
-        SessionAction::Send { to: Recipients::One(id), message: ServerMessage::Welcome { client_id, session_info } } => {
+        SessionAction::Send {
+            to: Recipients::One(id),
+            message:
+                ServerMessage::Welcome {
+                    client_id,
+                    session_info,
+                },
+        } => {
             assert_eq!(id, "c2");
             assert_eq!(client_id, "c2");
             assert_eq!(session_info.host_id.as_deref(), Some("h"));
@@ -58,7 +76,10 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
         other => panic!("{other:?}"),
     }
     match &a[1] {
-        SessionAction::Send { to: Recipients::One(id), message: ServerMessage::MemberList { members } } => {
+        SessionAction::Send {
+            to: Recipients::One(id),
+            message: ServerMessage::MemberList { members },
+        } => {
             assert_eq!(id, "c2");
             let ids: Vec<_> = members.iter().map(|m| m.id.as_str()).collect();
             assert_eq!(ids, ["h", "c1", "c2"]);
@@ -67,7 +88,10 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
         other => panic!("{other:?}"),
     }
     match &a[2] {
-        SessionAction::Send { to: Recipients::AllExcept(id), message: ServerMessage::MemberJoined { member } } => {
+        SessionAction::Send {
+            to: Recipients::AllExcept(id),
+            message: ServerMessage::MemberJoined { member },
+        } => {
             assert_eq!(id, "c2");
             assert_eq!(member.id, "c2");
             assert_eq!(member.name, "dev-2 name");
@@ -79,9 +103,11 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
 #[test]
 fn host_is_listed_first_even_when_it_joins_late() {
     let mut s = Session::new("s1".into(), "Lobby".into(), 10);
-    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
+    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client))
+        .unwrap();
     assert_eq!(s.session_info().host_id, None);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
+    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+        .unwrap();
     let ids: Vec<_> = s.member_infos().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, ["h", "c1"]);
     assert_eq!(s.host_id(), Some("h"));
@@ -90,22 +116,44 @@ fn host_is_listed_first_even_when_it_joins_late() {
 #[test]
 fn join_validation_order_already_joined_then_host_then_capacity() {
     let mut s = Session::new("s1".into(), "P".into(), 2);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
-    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
+    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+        .unwrap();
+    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client))
+        .unwrap();
     drain(&mut s);
     // Full, but the duplicate device is reported first.
-    assert_eq!(code(&s.handle_join(now(), "x".into(), &join("dev-1", DeviceType::Client)).unwrap_err()), ErrorCode::AlreadyJoined);
+    assert_eq!(
+        code(
+            &s.handle_join(now(), "x".into(), &join("dev-1", DeviceType::Client))
+                .unwrap_err()
+        ),
+        ErrorCode::AlreadyJoined
+    );
     // A second host, even when full, is unauthorized.
-    assert_eq!(code(&s.handle_join(now(), "x".into(), &join("dev-h2", DeviceType::Host)).unwrap_err()), ErrorCode::Unauthorized);
-    let full = s.handle_join(now(), "x".into(), &join("dev-2", DeviceType::Client)).unwrap_err();
+    assert_eq!(
+        code(
+            &s.handle_join(now(), "x".into(), &join("dev-h2", DeviceType::Host))
+                .unwrap_err()
+        ),
+        ErrorCode::Unauthorized
+    );
+    let full = s
+        .handle_join(now(), "x".into(), &join("dev-2", DeviceType::Client))
+        .unwrap_err();
     match full {
         ServerMessage::Error { code, details, .. } => {
             assert_eq!(code, ErrorCode::SessionFull);
-            assert_eq!(details, Some(serde_json::json!({"maxMembers": 2, "currentMembers": 2})));
+            assert_eq!(
+                details,
+                Some(serde_json::json!({"maxMembers": 2, "currentMembers": 2}))
+            );
         }
         _ => unreachable!(),
     }
-    assert!(drain(&mut s).is_empty(), "a rejected join sends nothing to members");
+    assert!(
+        drain(&mut s).is_empty(),
+        "a rejected join sends nothing to members"
+    );
     assert_eq!(s.member_count(), 2);
 }
 
@@ -117,10 +165,17 @@ fn leave_tells_the_others_and_closes_the_leaver() {
     assert_eq!(
         a,
         vec![
-            SessionAction::Close { member: "c1".into(), code: 1000, reason: "left".into() },
+            SessionAction::Close {
+                member: "c1".into(),
+                code: 1000,
+                reason: "left".into()
+            },
             SessionAction::Send {
                 to: Recipients::All,
-                message: ServerMessage::MemberLeft { member_id: "c1".into(), reason: LeaveReason::Left }
+                message: ServerMessage::MemberLeft {
+                    member_id: "c1".into(),
+                    reason: LeaveReason::Left
+                }
             },
         ]
     );
@@ -131,27 +186,49 @@ fn leave_tells_the_others_and_closes_the_leaver() {
 fn disconnect_and_timeout_give_member_left_with_their_reason() {
     let mut s = session_with(2);
     s.handle_command(now(), "c1", MemberCommand::Disconnected(LeaveReason::Error));
-    s.handle_command(now(), "c2", MemberCommand::Disconnected(LeaveReason::Timeout));
+    s.handle_command(
+        now(),
+        "c2",
+        MemberCommand::Disconnected(LeaveReason::Timeout),
+    );
     let reasons: Vec<_> = drain(&mut s)
         .into_iter()
         .filter_map(|a| match a {
-            SessionAction::Send { message: ServerMessage::MemberLeft { member_id, reason }, .. } => Some((member_id, reason)),
+            SessionAction::Send {
+                message: ServerMessage::MemberLeft { member_id, reason },
+                ..
+            } => Some((member_id, reason)),
             _ => None,
         })
         .collect();
-    assert_eq!(reasons, vec![("c1".into(), LeaveReason::Error), ("c2".into(), LeaveReason::Timeout)]);
+    assert_eq!(
+        reasons,
+        vec![
+            ("c1".into(), LeaveReason::Error),
+            ("c2".into(), LeaveReason::Timeout)
+        ]
+    );
 }
 
 #[test]
 fn kick_by_host_removes_the_target() {
     let mut s = session_with(2);
-    s.handle_command(now(), "h", MemberCommand::Kick { member_id: "c2".into(), reason: None });
+    s.handle_command(
+        now(),
+        "h",
+        MemberCommand::Kick {
+            member_id: "c2".into(),
+            reason: None,
+        },
+    );
     let a = drain(&mut s);
     assert_eq!(
         a[0],
         SessionAction::Send {
             to: Recipients::One("c2".into()),
-            message: ServerMessage::Kicked { reason: "Host removed you from the session".into() }
+            message: ServerMessage::Kicked {
+                reason: "Host removed you from the session".into()
+            }
         }
     );
     assert!(matches!(&a[1], SessionAction::Close { member, .. } if member == "c2"));
@@ -159,7 +236,10 @@ fn kick_by_host_removes_the_target() {
         a[2],
         SessionAction::Send {
             to: Recipients::All,
-            message: ServerMessage::MemberLeft { member_id: "c2".into(), reason: LeaveReason::Kicked }
+            message: ServerMessage::MemberLeft {
+                member_id: "c2".into(),
+                reason: LeaveReason::Kicked
+            }
         }
     );
 }
@@ -167,14 +247,38 @@ fn kick_by_host_removes_the_target() {
 #[test]
 fn kick_errors() {
     let mut s = session_with(2);
-    s.handle_command(now(), "c1", MemberCommand::Kick { member_id: "c2".into(), reason: None });
-    s.handle_command(now(), "h", MemberCommand::Kick { member_id: "nobody".into(), reason: None });
-    s.handle_command(now(), "h", MemberCommand::Kick { member_id: "h".into(), reason: None });
+    s.handle_command(
+        now(),
+        "c1",
+        MemberCommand::Kick {
+            member_id: "c2".into(),
+            reason: None,
+        },
+    );
+    s.handle_command(
+        now(),
+        "h",
+        MemberCommand::Kick {
+            member_id: "nobody".into(),
+            reason: None,
+        },
+    );
+    s.handle_command(
+        now(),
+        "h",
+        MemberCommand::Kick {
+            member_id: "h".into(),
+            reason: None,
+        },
+    );
     let a = drain(&mut s);
     let codes: Vec<_> = a
         .iter()
         .map(|a| match a {
-            SessionAction::Send { to: Recipients::One(to), message } => (to.clone(), code(message)),
+            SessionAction::Send {
+                to: Recipients::One(to),
+                message,
+            } => (to.clone(), code(message)),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -191,11 +295,21 @@ fn kick_errors() {
 
 #[test]
 fn host_leave_or_drop_ends_the_session_for_everyone() {
-    for command in [MemberCommand::Leave, MemberCommand::Disconnected(LeaveReason::Error), MemberCommand::Disconnected(LeaveReason::Timeout)] {
+    for command in [
+        MemberCommand::Leave,
+        MemberCommand::Disconnected(LeaveReason::Error),
+        MemberCommand::Disconnected(LeaveReason::Timeout),
+    ] {
         let mut s = session_with(2);
         s.handle_command(now(), "h", command);
         let a = drain(&mut s);
-        assert!(matches!(&a[0], SessionAction::Send { to: Recipients::All, message: ServerMessage::SessionClosed { .. } }));
+        assert!(matches!(
+            &a[0],
+            SessionAction::Send {
+                to: Recipients::All,
+                message: ServerMessage::SessionClosed { .. }
+            }
+        ));
         let closed: Vec<_> = a
             .iter()
             .filter_map(|a| match a {
@@ -218,26 +332,74 @@ fn admin_close_uses_the_given_reason_and_code() {
         a[0],
         SessionAction::Send {
             to: Recipients::All,
-            message: ServerMessage::SessionClosed { reason: "Server shutting down".into() }
+            message: ServerMessage::SessionClosed {
+                reason: "Server shutting down".into()
+            }
         }
     );
-    assert!(a.iter().any(|a| matches!(a, SessionAction::Close { code: 1001, .. })));
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, SessionAction::Close { code: 1001, .. })));
     // An ended session rejects joins.
-    assert_eq!(code(&s.handle_join(now(), "z".into(), &join("z", DeviceType::Client)).unwrap_err()), ErrorCode::SessionNotFound);
+    assert_eq!(
+        code(
+            &s.handle_join(now(), "z".into(), &join("z", DeviceType::Client))
+                .unwrap_err()
+        ),
+        ErrorCode::SessionNotFound
+    );
 }
 
 #[test]
 fn messages_go_to_everyone_else_or_to_one() {
     let mut s = session_with(2);
     let data = serde_json::json!({"track": "x", "position": 12.5});
-    s.handle_command(now(), "c1", MemberCommand::Message { data: data.clone(), to: None });
-    s.handle_command(now(), "c1", MemberCommand::Message { data: data.clone(), to: Some("h".into()) });
-    s.handle_command(now(), "c1", MemberCommand::Message { data: data.clone(), to: Some("ghost".into()) });
+    s.handle_command(
+        now(),
+        "c1",
+        MemberCommand::Message {
+            data: data.clone(),
+            to: None,
+        },
+    );
+    s.handle_command(
+        now(),
+        "c1",
+        MemberCommand::Message {
+            data: data.clone(),
+            to: Some("h".into()),
+        },
+    );
+    s.handle_command(
+        now(),
+        "c1",
+        MemberCommand::Message {
+            data: data.clone(),
+            to: Some("ghost".into()),
+        },
+    );
     let a = drain(&mut s);
-    let msg = ServerMessage::Message { from: "c1".into(), data };
-    assert_eq!(a[0], SessionAction::Send { to: Recipients::AllExcept("c1".into()), message: msg.clone() });
-    assert_eq!(a[1], SessionAction::Send { to: Recipients::One("h".into()), message: msg });
-    assert!(matches!(&a[2], SessionAction::Send { to: Recipients::One(c), message } if c == "c1" && code(message) == ErrorCode::InvalidMessage));
+    let msg = ServerMessage::Message {
+        from: "c1".into(),
+        data,
+    };
+    assert_eq!(
+        a[0],
+        SessionAction::Send {
+            to: Recipients::AllExcept("c1".into()),
+            message: msg.clone()
+        }
+    );
+    assert_eq!(
+        a[1],
+        SessionAction::Send {
+            to: Recipients::One("h".into()),
+            message: msg
+        }
+    );
+    assert!(
+        matches!(&a[2], SessionAction::Send { to: Recipients::One(c), message } if c == "c1" && code(message) == ErrorCode::InvalidMessage)
+    );
 }
 
 #[test]
@@ -247,7 +409,10 @@ fn latency_and_member_list_request() {
     s.handle_command(now(), "c1", MemberCommand::MemberList);
     let a = drain(&mut s);
     match &a[..] {
-        [SessionAction::Send { to: Recipients::One(c), message: ServerMessage::MemberList { members } }] => {
+        [SessionAction::Send {
+            to: Recipients::One(c),
+            message: ServerMessage::MemberList { members },
+        }] => {
             assert_eq!(c, "c1");
             assert_eq!(members[1].latency, Some(42));
             assert_eq!(members[0].latency, None);

@@ -75,7 +75,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
     }
 
     /// The next JSON message; control frames are skipped; panics on close or timeout.
@@ -162,7 +165,12 @@ pub fn join_msg(session: &str, device: &str, kind: &str) -> Value {
 }
 
 /// Joins and returns the client with its `welcome` and `member_list`.
-pub async fn join(addr: SocketAddr, session: &str, device: &str, kind: &str) -> (Client, Value, Value) {
+pub async fn join(
+    addr: SocketAddr,
+    session: &str,
+    device: &str,
+    kind: &str,
+) -> (Client, Value, Value) {
     let mut c = Client::connect(addr).await;
     c.send(join_msg(session, device, kind)).await;
     let welcome = c.recv_type("welcome").await;
