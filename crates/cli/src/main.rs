@@ -1,5 +1,6 @@
 //! The `loudsync` binary: parses the command line and runs the chosen command.
 
+mod bench;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +24,18 @@ enum Command {
     /// given by --config (keys as the flag names, e.g. `heartbeat-timeout = "15s"`), then the
     /// defaults shown below.
     Serve(serve::ServeArgs),
+    /// Load-test a server with many real WebSocket members and report the figures.
+    Bench(bench::BenchArgs),
+    /// Internal: one worker process of `loudsync bench`.
+    #[command(hide = true)]
+    BenchWorker,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker => bench::worker::run(),
     }
 }

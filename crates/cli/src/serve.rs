@@ -52,7 +52,7 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_message_bytes: Option<usize>,
 
-    /// Largest application `message` relayed; larger gets an `error` too_large [default: 16384].
+    /// Largest `message` frame (whole JSON text) relayed; larger gets an `error` too_large [default: 16384].
     #[arg(long, env = "LOUDSYNC_MAX_DATA_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_data_bytes: Option<usize>,

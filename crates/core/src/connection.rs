@@ -115,6 +115,7 @@ pub enum Phase {
 pub struct Connection {
     config: ConnectionConfig,
     phase: Phase,
+    opened: Instant,
     last_seen: Instant,
     next_check: Instant,
     next_ping: Instant,
@@ -133,6 +134,7 @@ impl Connection {
         Connection {
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, t),
             phase: Phase::AwaitingJoin,
+            opened: t,
             last_seen: t,
             next_check: t + config.heartbeat_check_interval,
             next_ping: t + config.latency_interval,
@@ -232,13 +234,17 @@ impl Connection {
         if t >= self.next_check {
             self.next_check = t + self.config.heartbeat_check_interval;
             if t.saturating_duration_since(self.last_seen) >= self.config.heartbeat_timeout {
-                if self.phase == Phase::Joined {
-                    self.actions
-                        .push_back(ConnAction::Session(MemberCommand::Disconnected(
-                            LeaveReason::Timeout,
-                        )));
-                }
-                self.close(close_code::NORMAL, "heartbeat timeout");
+                self.drop_member(
+                    LeaveReason::Timeout,
+                    close_code::NORMAL,
+                    "heartbeat timeout",
+                );
+                return;
+            }
+            if self.phase == Phase::AwaitingJoin
+                && t.saturating_duration_since(self.opened) >= self.config.heartbeat_timeout
+            {
+                self.close(close_code::NORMAL, "no join within the heartbeat timeout");
                 return;
             }
         }
@@ -264,13 +270,8 @@ impl Connection {
 
     /// The member's outbound queue overflowed: it cannot keep up, so it is dropped.
     pub fn handle_outbound_overflow(&mut self) {
-        if self.phase == Phase::Joined {
-            self.actions
-                .push_back(ConnAction::Session(MemberCommand::Disconnected(
-                    LeaveReason::Error,
-                )));
-        }
-        self.close(
+        self.drop_member(
+            LeaveReason::Error,
             close_code::POLICY_VIOLATION,
             "outbound queue overflow: client too slow",
         );
@@ -279,6 +280,17 @@ impl Connection {
     /// The server (session or shutdown) closed this socket; the session already knows.
     pub fn handle_closed_by_server(&mut self) {
         self.phase = Phase::Closed;
+    }
+
+    /// Closes the socket and then tells the session, in that order, so this close (and its
+    /// code) is queued before any close the session sends back.
+    fn drop_member(&mut self, reason: LeaveReason, code: u16, close_reason: &str) {
+        let was_joined = self.phase == Phase::Joined;
+        self.close(code, close_reason);
+        if was_joined {
+            self.actions
+                .push_back(ConnAction::Session(MemberCommand::Disconnected(reason)));
+        }
     }
 
     fn close(&mut self, code: u16, reason: &str) {
@@ -312,13 +324,11 @@ impl Connection {
                 ),
             );
         } else if self.rate_violations > self.config.rate_burst.max(1) {
-            if self.phase == Phase::Joined {
-                self.actions
-                    .push_back(ConnAction::Session(MemberCommand::Disconnected(
-                        LeaveReason::Error,
-                    )));
-            }
-            self.close(close_code::POLICY_VIOLATION, "rate limit exceeded");
+            self.drop_member(
+                LeaveReason::Error,
+                close_code::POLICY_VIOLATION,
+                "rate limit exceeded",
+            );
         }
         false
     }

@@ -202,13 +202,37 @@ fn fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
     object: Map<String, Value>,
 ) -> Result<T, DecodeError> {
-    serde_json::from_value(Value::Object(object))
-        .map_err(|e| DecodeError::new(format!("{kind}: {e}")))
+    serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+        // Name the nested object a problem is in (`deviceInfo`), not only the field.
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            DecodeError::new(format!("{kind}: {inner}"))
+        } else {
+            DecodeError::new(format!("{kind}: in `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Longest session id, in bytes.
+pub const MAX_SESSION_ID_BYTES: usize = 64;
+
+/// Whether `id` is a valid session id: 1 to 64 characters of `A-Z a-z 0-9 - _`. The same rule
+/// holds for `join` and the HTTP API, so every session can be addressed in a URL path.
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=MAX_SESSION_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn validate_join(join: &Join) -> Result<(), DecodeError> {
+    if !valid_session_id(&join.session_id) {
+        return Err(DecodeError::new(format!(
+            "join: field `sessionId` must be 1 to {MAX_SESSION_ID_BYTES} characters of A-Z, a-z, 0-9, `-` and `_`"
+        )));
+    }
     let checks = [
-        ("sessionId", join.session_id.as_str()),
         ("deviceInfo.id", join.device_info.id.as_str()),
         ("deviceInfo.name", join.device_info.name.as_str()),
     ];
@@ -226,9 +250,9 @@ fn validate_join(join: &Join) -> Result<(), DecodeError> {
         }
     }
     if let Some(name) = &join.session_name {
-        if name.len() > MAX_NAME_BYTES {
+        if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(DecodeError::new(format!(
-                "join: field `sessionName` is longer than the {MAX_NAME_BYTES}-byte limit"
+                "join: field `sessionName` must be 1 to {MAX_NAME_BYTES} bytes, not blank"
             )));
         }
     }
@@ -342,7 +366,7 @@ mod tests {
         assert!(err(
             r#"{"type":"join","sessionId":7,"deviceInfo":{"id":"d","name":"n","type":"client"}}"#
         )
-        .contains("join: invalid type: integer `7`, expected a string"));
+        .contains("join: in `sessionId`: invalid type: integer `7`, expected a string"));
         assert!(err(
             r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n","type":"boss"}}"#
         )
@@ -350,7 +374,17 @@ mod tests {
         assert!(err(
             r#"{"type":"join","sessionId":"","deviceInfo":{"id":"d","name":"n","type":"client"}}"#
         )
-        .contains("`sessionId` must not be empty"));
+        .contains("`sessionId` must be 1 to 64 characters"));
+        assert!(err(
+            r#"{"type":"join","sessionId":"a b","deviceInfo":{"id":"d","name":"n","type":"client"}}"#
+        )
+        .contains("`sessionId` must be 1 to 64 characters"));
+        assert_eq!(
+            err(r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n"}}"#),
+            "join: in `deviceInfo`: missing field `type`"
+        );
+        assert!(err(r#"{"type":"join","sessionId":"s","sessionName":" ","deviceInfo":{"id":"d","name":"n","type":"host"}}"#)
+            .contains("`sessionName` must be 1 to 256 bytes"));
         assert!(err(r#"{"type":"kick"}"#).contains("kick: missing field `memberId`"));
         assert!(err(r#"{"type":"message"}"#).contains("message: missing field `data`"));
     }

@@ -13,7 +13,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use hyper_util::rt::TokioIo;
-use loudsync_protocol::{client::MAX_NAME_BYTES, close_code};
+use loudsync_protocol::client::{valid_session_id, MAX_NAME_BYTES};
+use loudsync_protocol::close_code;
 use serde::Deserialize;
 use serde_json::json;
 use tokio_websockets::{Limits, ServerBuilder};
@@ -257,13 +258,6 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
             format!("session `{id}` already exists"),
         ),
     }
-}
-
-fn valid_session_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A session code like the LOUDSYNC app's (`A1B2C3`; shown as `A1B-2C3`).

@@ -31,13 +31,13 @@ pub struct Metrics {
     pub members: Gauge,
     /// Text/binary frames received from clients.
     pub frames_received: Counter,
-    /// Frames queued to clients (a broadcast counts once per recipient).
+    /// Text frames queued to clients (a broadcast counts once per recipient).
     pub frames_sent: Counter,
     /// Successful joins.
     pub joins: Counter,
     /// Members disconnected because their outbound queue overflowed.
     pub slow_consumer_disconnects: Counter,
-    /// Sockets closed for heartbeat silence.
+    /// Members removed for heartbeat silence.
     pub heartbeat_timeouts: Counter,
 }
 

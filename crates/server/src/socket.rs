@@ -34,8 +34,8 @@ enum Event {
     Overflow,
     /// The server closed the socket (a close frame was written from the outbox).
     ServerClosed,
-    /// The client broke the WebSocket protocol or a limit; the library is closing the socket.
-    Failed(String),
+    /// The client broke the WebSocket protocol or a limit.
+    Failed(tokio_websockets::Error),
 }
 
 /// The member this socket carries, once joined.
@@ -117,8 +117,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                     self.app.metrics.slow_consumer_disconnects.increment(1);
                     self.conn.handle_outbound_overflow();
                 }
-                Event::Failed(why) => {
-                    tracing::debug!(why, "websocket protocol error");
+                Event::Failed(error) => {
+                    tracing::debug!(%error, "websocket protocol error");
+                    // The library queues a close for most errors itself, but not for a
+                    // fragmented message over the limit; queue ours (refused if it already did).
+                    let code = match error {
+                        tokio_websockets::Error::PayloadTooLong { .. } => {
+                            CloseCode::MESSAGE_TOO_BIG
+                        }
+                        _ => CloseCode::PROTOCOL_ERROR,
+                    };
+                    let _ = Pin::new(&mut self.ws)
+                        .start_send(Message::close(Some(code), "frame rejected"));
                     self.conn.handle_socket_closed();
                     self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
                 }
@@ -154,6 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                     if let ServerMessage::Error { code, .. } = &message {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
+                    self.app.metrics.frames_sent.increment(1);
                     self.outbox
                         .push(OutFrame::Text(Bytes::from(encode(&message, &stamp))));
                 }
@@ -240,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
             Poll::Ready(Some(Err(tokio_websockets::Error::Io(_)))) | Poll::Ready(None) => {
                 return Poll::Ready(Event::Gone)
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Failed(e.to_string())),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Failed(e)),
             Poll::Pending => {}
         }
         if sleep.poll(cx).is_ready() {

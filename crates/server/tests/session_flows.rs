@@ -390,7 +390,10 @@ async fn bad_input_gets_invalid_message_and_the_socket_survives() {
         ("[1,2,3]", "must be a JSON object"),
         (r#"{"type":"dance"}"#, "unknown message type `dance`"),
         (r#"{"timestamp":1}"#, "missing field `type`"),
-        (r#"{"type":"kick","memberId":42}"#, "kick: invalid type"),
+        (
+            r#"{"type":"kick","memberId":42}"#,
+            "kick: in `memberId`: invalid type",
+        ),
         (
             r#"{"type":"join","sessionId":"s"}"#,
             "join: missing field `deviceInfo`",
@@ -401,7 +404,7 @@ async fn bad_input_gets_invalid_message_and_the_socket_survives() {
         ),
         (
             r#"{"type":"ping","timestamp":"soon"}"#,
-            "ping: invalid type",
+            "ping: in `timestamp`: invalid type",
         ),
     ];
     for c in [&mut clients[1], &mut fresh] {
@@ -458,6 +461,28 @@ async fn a_frame_over_the_size_limit_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_fragmented_message_over_the_size_limit_also_closes_with_1009() {
+    let mut config = test_config();
+    config.max_message_bytes = 1024;
+    config.outbound_queue_bytes = 4096;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let (mut host, _, _) = join(addr, "s", "h", "host").await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c = Client::connect_with(addr, "/", tcp, tokio_websockets::Config::default().frame_size(256)).await;
+    c.send(join_msg("s", "frag", "client")).await;
+    c.recv_type("welcome").await;
+    c.recv_type("member_list").await;
+    host.recv_type("member_joined").await;
+    // Eight frames of 256 bytes: each under the limit, the message over it.
+    c.send(json!({"type": "message", "data": "y".repeat(2000)})).await;
+    let (_, end) = c.recv_end().await;
+    assert!(matches!(end, Ended::Close(1009, _)), "{end:?}");
+    assert_eq!(host.recv_type("member_left").await["reason"], "error");
+}
+
+// Multi-threaded, so the session task races the socket task: the 1008 must still win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_member_gets_rate_limited_then_closed_1008() {
     let mut config = test_config();
     config.rate_limit = 20;

@@ -178,6 +178,7 @@ fn heartbeat_timeout_on_a_virtual_clock() {
             .all(|a| !matches!(a, ConnAction::Close { .. })));
     }
     // Then silence: removed at the first check at or after 15 s of silence.
+    // (The session hears of it after the close is queued.)
     let last = now.plus(Duration::from_secs(60));
     let mut t = last;
     let closed_at = loop {
@@ -213,6 +214,9 @@ fn any_valid_message_refreshes_liveness_but_invalid_ones_do_not() {
         ..Default::default()
     };
     let mut c = Connection::new(cfg.clone(), now);
+    c.handle_text(now, JOIN);
+    c.handle_join_result(now, Ok(()));
+    drain(&mut c);
     c.handle_text(
         now.plus(Duration::from_secs(14)),
         r#"{"type":"ping","timestamp":1}"#,
@@ -284,11 +288,14 @@ fn rate_limit_errors_once_then_closes_if_it_persists() {
     let mut closed = false;
     for _ in 0..40 {
         c.handle_text(later, r#"{"type":"heartbeat"}"#);
-        for a in drain(&mut c) {
-            if let ConnAction::Close { code, .. } = a {
-                assert_eq!(code, 1008);
-                closed = true;
-            }
+        let a = drain(&mut c);
+        if let Some(ConnAction::Close { code, .. }) = a.first() {
+            assert_eq!(*code, 1008);
+            assert_eq!(
+                a[1],
+                ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))
+            );
+            closed = true;
         }
     }
     assert!(closed);
@@ -327,11 +334,12 @@ fn socket_close_and_overflow_tell_the_session() {
     let mut c = joined(now);
     c.handle_outbound_overflow();
     let a = drain(&mut c);
+    // The close comes first so its code wins over any close the session queues back.
+    assert!(matches!(a[0], ConnAction::Close { code: 1008, .. }));
     assert_eq!(
-        a[0],
+        a[1],
         ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))
     );
-    assert!(matches!(a[1], ConnAction::Close { code: 1008, .. }));
 }
 
 #[test]
@@ -345,5 +353,24 @@ fn unjoined_socket_that_stays_silent_is_closed_without_a_session_event() {
             code: 1000,
             reason: "heartbeat timeout".into()
         }]
+    );
+}
+
+#[test]
+fn a_socket_that_never_joins_is_closed_even_if_it_pings() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    for i in 1..=4 {
+        let t = now.plus(Duration::from_secs(5 * i));
+        c.handle_text(t, r#"{"type":"ping","timestamp":1}"#);
+        c.handle_timeout(t);
+    }
+    let a = drain(&mut c);
+    assert!(
+        a.contains(&ConnAction::Close {
+            code: 1000,
+            reason: "no join within the heartbeat timeout".into()
+        }),
+        "{a:?}"
     );
 }

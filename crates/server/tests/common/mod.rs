@@ -60,8 +60,19 @@ impl Client {
     }
 
     pub async fn connect_on(addr: SocketAddr, path: &str, tcp: TcpStream) -> Client {
+        Self::connect_with(addr, path, tcp, tokio_websockets::Config::default()).await
+    }
+
+    /// Connects with a client-side WebSocket config (e.g. a small frame size to fragment).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        tcp: TcpStream,
+        config: tokio_websockets::Config,
+    ) -> Client {
         let uri = format!("ws://{addr}{path}");
         let (ws, _) = ClientBuilder::new()
+            .config(config)
             .uri(&uri)
             .unwrap()
             .connect_on(tcp)
