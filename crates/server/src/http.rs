@@ -247,9 +247,9 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(handle) => match handle.view().await {
             Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
             None => error(
-                StatusCode::CONFLICT,
-                "session_not_found",
-                "the session ended at once",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the session ended as it was created",
             ),
         },
         Err(_) => error(

@@ -46,8 +46,9 @@ pub enum SessionInput {
     Join {
         /// The `clientId` generated for it.
         member_id: String,
-        /// The join message.
-        join: Join,
+        /// The join message (boxed: it is the largest input, and every slot of the session's
+        /// channel is as large as the largest input).
+        join: Box<Join>,
         /// Its outbound queue.
         outbox: Arc<Outbox>,
         /// Where the answer goes.
@@ -181,7 +182,7 @@ impl Registry {
                 if let Err(mpsc::error::SendError(SessionInput::Join { reply, .. })) =
                     h.tx.send(SessionInput::Join {
                         member_id,
-                        join,
+                        join: Box::new(join),
                         outbox,
                         reply,
                     })

@@ -469,13 +469,20 @@ async fn a_fragmented_message_over_the_size_limit_also_closes_with_1009() {
     let addr = server.local_addr();
     let (mut host, _, _) = join(addr, "s", "h", "host").await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut c = Client::connect_with(addr, "/", tcp, tokio_websockets::Config::default().frame_size(256)).await;
+    let mut c = Client::connect_with(
+        addr,
+        "/",
+        tcp,
+        tokio_websockets::Config::default().frame_size(256),
+    )
+    .await;
     c.send(join_msg("s", "frag", "client")).await;
     c.recv_type("welcome").await;
     c.recv_type("member_list").await;
     host.recv_type("member_joined").await;
     // Eight frames of 256 bytes: each under the limit, the message over it.
-    c.send(json!({"type": "message", "data": "y".repeat(2000)})).await;
+    c.send(json!({"type": "message", "data": "y".repeat(2000)}))
+        .await;
     let (_, end) = c.recv_end().await;
     assert!(matches!(end, Ended::Close(1009, _)), "{end:?}");
     assert_eq!(host.recv_type("member_left").await["reason"], "error");

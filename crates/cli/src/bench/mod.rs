@@ -390,6 +390,10 @@ fn print_table(r: &Value) {
             format!("{:.1} MiB", mib(&s["rss_loaded_bytes"])),
         );
         row(
+            "server RSS at end of hold",
+            format!("{:.1} MiB", mib(&s["rss_end_bytes"])),
+        );
+        row(
             "server RSS per member",
             format!(
                 "{:.0} bytes",
