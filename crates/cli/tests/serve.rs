@@ -72,7 +72,7 @@ async fn next_text(c: &mut WebSocketStream<TcpStream>) -> Value {
             .await
             .expect("timely message")
             .expect("open")
-            .expect("ok");
+            .unwrap_or_else(|e| panic!("read error: {e:?}"));
         if let Some(t) = m.as_text() {
             return serde_json::from_str(t).unwrap();
         }
@@ -103,11 +103,20 @@ async fn environment_sets_capacity_and_flags_win_over_it() {
 
 #[tokio::test]
 async fn sigterm_closes_members_with_session_closed_and_exits() {
+    stop_with_signal("-TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_closes_members_with_session_closed_and_exits() {
+    stop_with_signal("-INT").await;
+}
+
+async fn stop_with_signal(signal: &str) {
     let mut s = serve(&[], &[]);
     let (mut host, _) = join(s.addr, "h", "host").await;
     assert_eq!(next_text(&mut host).await["type"], "member_list");
     let status = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
+        .args([signal, &s.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

@@ -101,3 +101,36 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_document_and_the_issue() {
+        let c = ServerConfig::default();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.max_members, 10);
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(15));
+        assert_eq!(c.heartbeat_check_interval, Duration::from_secs(5));
+        assert_eq!(c.latency_interval, Duration::from_secs(5));
+        assert_eq!(c.max_message_bytes, 64 * 1024);
+        assert_eq!((c.rate_limit, c.rate_burst), (100, 200));
+        assert_eq!(c.admin_token, None);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn nonsense_is_rejected() {
+        let c = ServerConfig {
+            max_members: 0,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("max-members"));
+        let c = ServerConfig {
+            heartbeat_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("heartbeat-timeout"));
+    }
+}

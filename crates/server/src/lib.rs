@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::serve::ListenerExt;
 use loudsync_core::Now;
 use loudsync_protocol::close_code;
 use tokio::net::TcpListener;
@@ -142,6 +143,10 @@ impl Server {
         let (stop_accepting, stopped) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            // Small frames both ways: without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let result = axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
