@@ -13,7 +13,7 @@ pub mod server;
 pub mod types;
 
 pub use client::{decode, ClientMessage, DecodeError, Join};
-pub use server::{encode, ServerMessage, SessionInfo, Stamp};
+pub use server::{decode_server, encode, ServerMessage, SessionInfo, Stamp};
 pub use types::{ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason, MemberInfo};
 
 /// The protocol version this server speaks (`MAJOR.MINOR`); a `join` whose optional

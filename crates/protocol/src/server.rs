@@ -1,12 +1,12 @@
 //! Server-to-client messages and [`encode`], which adds the `timestamp` every one carries.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
 use crate::types::{ErrorCode, LeaveReason, MemberInfo};
 
 /// The session summary carried by `welcome`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The session id.
@@ -18,7 +18,7 @@ pub struct SessionInfo {
 }
 
 /// A message from the server. [`encode`] serialises it with its `type` and a `timestamp`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The join succeeded; `clientId` is the member's id from now on.
@@ -66,7 +66,7 @@ pub enum ServerMessage {
         /// A human-readable explanation.
         message: String,
         /// Extra structured information, e.g. `{maxMembers, currentMembers}` for `session_full`.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none", default)]
         details: Option<Value>,
     },
     /// Application data from another member.
@@ -127,6 +127,14 @@ impl Serialize for Stamp {
             Stamp::Echo(n) => n.serialize(s),
         }
     }
+}
+
+/// Decodes a server message (the client side of the protocol), with its `timestamp`.
+/// Unknown fields are ignored, so newer servers stay readable.
+pub fn decode_server(text: &str) -> Result<(ServerMessage, Option<Number>), serde_json::Error> {
+    let value: Value = serde_json::from_str(text)?;
+    let timestamp = value.get("timestamp").and_then(|t| t.as_number().cloned());
+    Ok((serde_json::from_value(value)?, timestamp))
 }
 
 /// Serialises a message with its `timestamp`, ready to be sent as one text frame.
@@ -213,6 +221,35 @@ mod tests {
         };
         assert_eq!(enc(&e)["details"]["maxMembers"], 10);
         assert_eq!(enc(&e)["code"], "session_full");
+    }
+
+    #[test]
+    fn every_message_decodes_back() {
+        let msgs = [
+            ServerMessage::Welcome {
+                client_id: "c".into(),
+                session_info: SessionInfo {
+                    id: "s".into(),
+                    name: "n".into(),
+                    host_id: None,
+                },
+            },
+            ServerMessage::Pong,
+            ServerMessage::error(ErrorCode::AlreadyJoined, "x"),
+            ServerMessage::Message {
+                from: "c".into(),
+                data: json!({"a": [1]}),
+            },
+            ServerMessage::MemberLeft {
+                member_id: "c".into(),
+                reason: LeaveReason::Error,
+            },
+        ];
+        for m in msgs {
+            let (back, ts) = decode_server(&encode(&m, &Stamp::Now(5))).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(ts.unwrap().as_u64(), Some(5));
+        }
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! Client settings, with the protocol document's defaults (heartbeat and ping every 5 s,
+//! 3 reconnection attempts 2 s apart).
+
+use std::time::Duration;
+
+use loudsync_protocol::{DeviceInfo, DeviceType};
+
+/// How to reconnect after the connection is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconnectPolicy {
+    /// Attempts before giving up (the state becomes `failed`). 0 disables reconnection.
+    pub attempts: u32,
+    /// Wait before each attempt (the first, with backoff).
+    pub delay: Duration,
+    /// Optional exponential backoff with jitter.
+    pub backoff: Option<Backoff>,
+}
+
+/// Exponential backoff: attempt `n` waits `delay * factor^(n-1)`, at most `max_delay`,
+/// then randomised by up to `jitter` of itself either way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Growth per attempt (e.g. 2.0).
+    pub factor: f64,
+    /// Upper bound on the wait.
+    pub max_delay: Duration,
+    /// Fraction of the wait to randomise, 0.0 to 1.0.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            attempts: 3,
+            delay: Duration::from_secs(2),
+            backoff: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The wait before attempt `attempt` (1-based).
+    pub fn delay_before(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+        let Some(b) = &self.backoff else {
+            return self.delay;
+        };
+        let grown =
+            self.delay.as_secs_f64() * b.factor.max(1.0).powi(attempt.saturating_sub(1) as i32);
+        let capped = grown.min(b.max_delay.as_secs_f64());
+        let jitter = b.jitter.clamp(0.0, 1.0);
+        let spread = capped * jitter * (rng.f64() * 2.0 - 1.0);
+        Duration::from_secs_f64((capped + spread).max(0.0))
+    }
+}
+
+/// Everything a client needs to connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// WebSocket URL, e.g. `ws://127.0.0.1:8080/`.
+    pub url: String,
+    /// The session to join (a host opens it if it does not exist).
+    pub session_id: String,
+    /// This device.
+    pub device: DeviceInfo,
+    /// For a host: the name of the session it opens.
+    pub session_name: Option<String>,
+    /// How often to send `heartbeat` and `ping` (document: 5 s).
+    pub heartbeat_interval: Duration,
+    /// Hearing nothing from the server (not even a control frame) this long counts as a lost
+    /// connection (document: 15 s, three missed intervals).
+    pub silence_timeout: Duration,
+    /// How long to wait for `welcome` after sending `join`.
+    pub join_timeout: Duration,
+    /// How long to wait for the server to close the socket after `leave`.
+    pub leave_timeout: Duration,
+    /// Reconnection.
+    pub reconnect: ReconnectPolicy,
+    /// Seed for backoff jitter (fixed in tests; random by default).
+    pub jitter_seed: u64,
+}
+
+impl ClientConfig {
+    /// A configuration with the document's defaults.
+    pub fn new(url: impl Into<String>, session_id: impl Into<String>, device: DeviceInfo) -> Self {
+        ClientConfig {
+            url: url.into(),
+            session_id: session_id.into(),
+            device,
+            session_name: None,
+            heartbeat_interval: Duration::from_secs(5),
+            silence_timeout: Duration::from_secs(15),
+            join_timeout: Duration::from_secs(10),
+            leave_timeout: Duration::from_secs(2),
+            reconnect: ReconnectPolicy::default(),
+            jitter_seed: fastrand::u64(..),
+        }
+    }
+
+    /// A host of `session_id` named `session_name`.
+    pub fn host(
+        url: impl Into<String>,
+        session_id: impl Into<String>,
+        session_name: impl Into<String>,
+        device_id: impl Into<String>,
+        device_name: impl Into<String>,
+    ) -> Self {
+        let mut c = Self::new(
+            url,
+            session_id,
+            DeviceInfo {
+                id: device_id.into(),
+                name: device_name.into(),
+                kind: DeviceType::Host,
+            },
+        );
+        c.session_name = Some(session_name.into());
+        c
+    }
+
+    /// A member (`client`) of `session_id`.
+    pub fn member(
+        url: impl Into<String>,
+        session_id: impl Into<String>,
+        device_id: impl Into<String>,
+        device_name: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            url,
+            session_id,
+            DeviceInfo {
+                id: device_id.into(),
+                name: device_name.into(),
+                kind: DeviceType::Client,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_delay_by_default() {
+        let p = ReconnectPolicy::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(p.attempts, 3);
+        for n in 1..=3 {
+            assert_eq!(p.delay_before(n, &mut rng), Duration::from_secs(2));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let p = ReconnectPolicy {
+            attempts: 10,
+            delay: Duration::from_millis(100),
+            backoff: Some(Backoff {
+                factor: 2.0,
+                max_delay: Duration::from_secs(1),
+                jitter: 0.2,
+            }),
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (n, base) in [
+            (1, 100.0),
+            (2, 200.0),
+            (3, 400.0),
+            (4, 800.0),
+            (5, 1000.0),
+            (9, 1000.0),
+        ] {
+            let d = p.delay_before(n, &mut rng).as_secs_f64() * 1000.0;
+            assert!(
+                d >= base * 0.8 - 0.001 && d <= base * 1.2 + 0.001,
+                "attempt {n}: {d}"
+            );
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The Rust client SDK for LoudSync.
+//!
+//! Connect with a URL, a session id and this device's `{id, name, type}`; get a [`Client`]
+//! handle for commands and an [`Events`] stream of typed [`Event`]s. The client sends
+//! `heartbeat` and `ping` every 5 s, keeps a member table and its own latency, and reconnects
+//! (3 attempts, 2 s apart by default) whenever the connection ends without the protocol ending
+//! it. `kicked`, `session_closed` and a rejected first join end it for good.
+//!
+//! ```no_run
+//! use loudsync_client::{Client, ClientConfig, Event};
+//!
+//! # async fn run() -> Result<(), loudsync_client::ClientError> {
+//! let config = ClientConfig::member("ws://127.0.0.1:8080/", "party", "phone-7", "Sara's phone");
+//! let (client, mut events) = Client::connect(config).await?;
+//! client.send(serde_json::json!({"track": "Blue in Green"}))?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::MemberJoined(m) => println!("{} joined", m.name),
+//!         Event::Message { from, data } => println!("{from}: {data}"),
+//!         Event::Kicked { .. } | Event::SessionClosed { .. } => break,
+//!         _ => {}
+//!     }
+//! }
+//! client.leave().await;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`config`]: settings and reconnection policy.
+//! - [`machine`]: every client rule as a sans-IO state machine, tested on a virtual clock.
+//! - this module: the tokio driver that owns the socket.
+
+pub mod config;
+pub mod machine;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use loudsync_protocol::{server::SessionInfo, MemberInfo};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+
+pub use config::{Backoff, ClientConfig, ReconnectPolicy};
+pub use loudsync_protocol::{ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason};
+use machine::{Action, Machine};
+pub use machine::{ConnectionState, Event, ServerError};
+
+/// What can go wrong for a caller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The first connection could not be made.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The server refused the first join (`session_not_found`, `session_full`, ...).
+    #[error("join rejected: {0}")]
+    Rejected(ServerError),
+    /// A command was given while not connected (connecting, reconnecting or ended).
+    #[error("not connected")]
+    NotConnected,
+}
+
+/// What the client currently knows, readable at any time.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The connection state.
+    pub state: ConnectionState,
+    /// This member's id, while joined.
+    pub client_id: Option<String>,
+    /// The session, while joined.
+    pub session: Option<SessionInfo>,
+    /// The member table: host first, then join order; each with status and latency.
+    pub members: Vec<MemberInfo>,
+    /// This client's last measured round-trip time, in ms.
+    pub latency: Option<u64>,
+}
+
+enum Command {
+    Leave(oneshot::Sender<()>),
+    Ping,
+    Kick {
+        member_id: String,
+        reason: Option<String>,
+    },
+    MemberList,
+    Message {
+        data: Value,
+        to: Option<String>,
+    },
+}
+
+/// A handle to a connected client. Cheap to clone; the connection ends when [`Client::leave`]
+/// is called or every handle is dropped.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// The stream of events of one client.
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection is over and every event was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl Client {
+    /// Connects and joins. Returns once `welcome` arrived, or with the reason the first
+    /// connection or join failed (no reconnection is attempted for those).
+    pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (first_tx, first_rx) = oneshot::channel();
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            state: ConnectionState::Disconnected,
+            client_id: None,
+            session: None,
+            members: Vec::new(),
+            latency: None,
+        }));
+        let driver = Driver {
+            leave_timeout: config.leave_timeout,
+            url: config.url.clone(),
+            machine: Machine::new(config, Instant::now(), unix_ms()),
+            ws: None,
+            events: ev_tx,
+            snapshot: snapshot.clone(),
+            first: Some(first_tx),
+            leaving: Vec::new(),
+            leave_deadline: None,
+            seen_generation: u64::MAX,
+        };
+        tokio::spawn(driver.run(cmd_rx));
+        match first_rx.await {
+            Ok(Ok(())) => Ok((
+                Client {
+                    commands: cmd_tx,
+                    snapshot,
+                },
+                Events { rx: ev_rx },
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Connect("client task ended".into())),
+        }
+    }
+
+    /// Everything the client currently knows.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().expect("snapshot").clone()
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.snapshot.lock().expect("snapshot").state
+    }
+
+    /// The member table.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.snapshot.lock().expect("snapshot").members.clone()
+    }
+
+    /// This member's id, while joined.
+    pub fn client_id(&self) -> Option<String> {
+        self.snapshot.lock().expect("snapshot").client_id.clone()
+    }
+
+    /// This client's last measured round-trip time, in ms.
+    pub fn latency(&self) -> Option<u64> {
+        self.snapshot.lock().expect("snapshot").latency
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        if self.state() != ConnectionState::Connected {
+            return Err(ClientError::NotConnected);
+        }
+        self.commands
+            .send(command)
+            .map_err(|_| ClientError::NotConnected)
+    }
+
+    /// Sends a `ping` now (the client also pings every heartbeat interval).
+    pub fn ping(&self) -> Result<(), ClientError> {
+        self.command(Command::Ping)
+    }
+
+    /// Host only: removes a member (`unauthorized` comes back as an [`Event::Error`] otherwise).
+    pub fn kick(&self, member_id: &str, reason: Option<&str>) -> Result<(), ClientError> {
+        self.command(Command::Kick {
+            member_id: member_id.to_string(),
+            reason: reason.map(str::to_string),
+        })
+    }
+
+    /// Asks for a fresh member list (arrives as [`Event::MemberList`]).
+    pub fn request_member_list(&self) -> Result<(), ClientError> {
+        self.command(Command::MemberList)
+    }
+
+    /// Sends application data to every other member.
+    pub fn send(&self, data: Value) -> Result<(), ClientError> {
+        self.command(Command::Message { data, to: None })
+    }
+
+    /// Sends application data to one member.
+    pub fn send_to(&self, member_id: &str, data: Value) -> Result<(), ClientError> {
+        self.command(Command::Message {
+            data,
+            to: Some(member_id.to_string()),
+        })
+    }
+
+    /// Leaves the session and waits until the connection is closed. For the host this ends
+    /// the session for everyone.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Host only: ends the session for everyone (the host's `leave`).
+    pub async fn close_session(&self) {
+        self.leave().await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The task that owns the socket and carries out the machine's actions.
+struct Driver {
+    url: String,
+    leave_timeout: Duration,
+    machine: Machine,
+    ws: Option<Ws>,
+    events: mpsc::UnboundedSender<Event>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    first: Option<oneshot::Sender<Result<(), ClientError>>>,
+    leaving: Vec<oneshot::Sender<()>>,
+    leave_deadline: Option<tokio::time::Instant>,
+    seen_generation: u64,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.machine.start(Instant::now());
+        let mut close_code: Option<u16> = None;
+        let mut handles_gone = false;
+        loop {
+            self.carry_out().await;
+            if self.machine.is_ended() {
+                break;
+            }
+            let deadline = [
+                self.machine
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std),
+                self.leave_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            tokio::select! {
+                frame = next_frame(&mut self.ws) => match frame {
+                    Some(Ok(m)) => {
+                        let now = Instant::now();
+                        if let Some(text) = m.as_text() {
+                            self.machine.handle_text(now, text);
+                        } else if let Some((code, _)) = m.as_close() {
+                            close_code = Some(code.into());
+                        } else {
+                            self.machine.handle_activity(now);
+                        }
+                    }
+                    Some(Err(_)) | None => {
+                        self.ws = None;
+                        self.machine.handle_closed(Instant::now(), close_code.take());
+                    }
+                },
+                command = commands.recv(), if !handles_gone => {
+                    let now = Instant::now();
+                    let _ = match command {
+                        Some(Command::Leave(done)) => {
+                            self.leaving.push(done);
+                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
+                            self.machine.leave(now);
+                            Ok(())
+                        }
+                        Some(Command::Ping) => self.machine.ping(now),
+                        Some(Command::Kick { member_id, reason }) => {
+                            self.machine.kick(now, &member_id, reason.as_deref())
+                        }
+                        Some(Command::MemberList) => self.machine.request_member_list(now),
+                        Some(Command::Message { data, to }) => {
+                            self.machine.send_message(now, data, to.as_deref())
+                        }
+                        None => {
+                            // Every handle is gone: leave politely.
+                            handles_gone = true;
+                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
+                            self.machine.leave(now);
+                            Ok(())
+                        }
+                    };
+                }
+                _ = sleep_until(deadline) => {
+                    if self.leave_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                        self.leave_deadline = None;
+                        self.machine.handle_leave_timeout();
+                    } else {
+                        self.machine.handle_timeout(Instant::now());
+                    }
+                }
+            }
+        }
+        if let Some(mut ws) = self.ws.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), ws.close()).await;
+        }
+        for done in self.leaving.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    async fn carry_out(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Connect => match connect(&self.url).await {
+                    Ok(ws) => {
+                        self.ws = Some(ws);
+                        self.machine.handle_connected(Instant::now());
+                    }
+                    Err(e) => self.machine.handle_connect_failed(Instant::now(), &e),
+                },
+                Action::Send(text) => {
+                    if let Some(ws) = self.ws.as_mut() {
+                        // A failed send shows up as the stream ending; nothing to do here.
+                        let _ = ws.send(Message::text(text)).await;
+                    }
+                }
+                Action::CloseSocket => {
+                    if let Some(mut ws) = self.ws.take() {
+                        let _ = tokio::time::timeout(Duration::from_millis(200), ws.close()).await;
+                    }
+                }
+                Action::Emit(event) => {
+                    if let Some(first) = self.first.take() {
+                        match &event {
+                            Event::Welcome { .. } => {
+                                let _ = first.send(Ok(()));
+                            }
+                            Event::Error(e) => {
+                                let _ = first.send(Err(ClientError::Rejected(e.clone())));
+                            }
+                            Event::Failed { reason } => {
+                                let _ = first.send(Err(ClientError::Connect(reason.clone())));
+                            }
+                            _ => self.first = Some(first),
+                        }
+                    }
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        if self.machine.generation() != self.seen_generation {
+            self.seen_generation = self.machine.generation();
+            let mut s = self.snapshot.lock().expect("snapshot");
+            s.state = self.machine.state();
+            s.client_id = self.machine.client_id().map(str::to_string);
+            s.session = self.machine.session().cloned();
+            s.members = self.machine.members().to_vec();
+            s.latency = self.machine.latency();
+        }
+    }
+}
+
+async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, tokio_websockets::Error>> {
+    match ws.as_mut() {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(url: &str) -> Result<Ws, String> {
+    let builder = ClientBuilder::new()
+        .uri(url)
+        .map_err(|e| format!("bad URL {url}: {e}"))?;
+    let connecting = builder.connect();
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok((ws, _))) => {
+            #[allow(irrefutable_let_patterns)] // refutable when a TLS feature is enabled
+            if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+                let _ = tcp.set_nodelay(true);
+            }
+            Ok(ws)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}

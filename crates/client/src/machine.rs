@@ -1,0 +1,659 @@
+//! The client's rules as a sans-IO state machine: connection states, join, heartbeats and
+//! pings, latency, the member table, silence detection, and reconnection with its attempts.
+//!
+//! The driver ([`crate::Client`]) owns the socket and the clock; this machine owns every
+//! decision. It takes inputs through `handle_*` methods with the current time and tells the
+//! driver what to do through [`Machine::poll_action`] and [`Machine::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use loudsync_protocol::{
+    close_code, decode_server, server::SessionInfo, DeviceInfo, ErrorCode, LeaveReason, MemberInfo,
+    ServerMessage,
+};
+use serde_json::{json, Value};
+
+use crate::config::ClientConfig;
+
+/// The connection states, as the protocol document names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// No active connection.
+    Disconnected,
+    /// The first connection attempt is in progress.
+    Connecting,
+    /// Connected and joined.
+    Connected,
+    /// The connection was lost; attempting to reconnect.
+    Reconnecting,
+    /// All reconnection attempts are exhausted.
+    Failed,
+}
+
+impl ConnectionState {
+    /// The document's lowercase name (`"connected"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Reconnecting => "reconnecting",
+            ConnectionState::Failed => "failed",
+        }
+    }
+}
+
+/// An `error` from the server, typed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServerError {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// The server's explanation.
+    pub message: String,
+    /// Extra information (e.g. `{maxMembers, currentMembers}` for `session_full`).
+    pub details: Option<Value>,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The connection state changed.
+    StateChanged(ConnectionState),
+    /// Joined (again, after a reconnection: the server assigns a new id each time).
+    Welcome {
+        /// This member's id in the session.
+        client_id: String,
+        /// The session.
+        session: SessionInfo,
+    },
+    /// The full member list (host first, then join order).
+    MemberList(Vec<MemberInfo>),
+    /// A member joined.
+    MemberJoined(MemberInfo),
+    /// A member left.
+    MemberLeft {
+        /// Its id.
+        member_id: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The host removed this member; the connection ends without reconnecting.
+    Kicked {
+        /// The host's reason.
+        reason: String,
+    },
+    /// The session ended; the connection ends without reconnecting.
+    SessionClosed {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server reported an error.
+    Error(ServerError),
+    /// A new round-trip time, measured from this client's own `ping`.
+    Latency {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Application data from another member.
+    Message {
+        /// The sender's id.
+        from: String,
+        /// The data.
+        data: Value,
+    },
+    /// The connection was lost; a reconnection follows (or `Failed`, if no attempts are left).
+    ConnectionLost {
+        /// What happened.
+        reason: String,
+    },
+    /// A reconnection attempt is starting.
+    Reconnecting {
+        /// 1-based attempt number.
+        attempt: u32,
+        /// Attempts allowed.
+        of: u32,
+    },
+    /// Reconnection gave up; the state is `failed`.
+    Failed {
+        /// Why the last attempt failed.
+        reason: String,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Open a new socket and report [`Machine::handle_connected`] or
+    /// [`Machine::handle_connect_failed`].
+    Connect,
+    /// Send this text frame.
+    Send(String),
+    /// Close the socket (a lost connection the machine detected itself, or the end).
+    CloseSocket,
+    /// Deliver this event to the application.
+    Emit(Event),
+}
+
+/// Why a command could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The client is not connected (connecting, reconnecting, failed or ended).
+    #[error("not connected")]
+    NotConnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started.
+    Idle,
+    /// A socket is being opened; `attempt` 0 is the first connect.
+    Connecting { attempt: u32 },
+    /// `join` sent, waiting for `welcome`.
+    Joining { attempt: u32, deadline: Instant },
+    /// Joined.
+    Connected,
+    /// Waiting before reconnection attempt `attempt`.
+    Waiting { attempt: u32, at: Instant },
+    /// Over: left, kicked, session closed, rejected, or failed.
+    Ended,
+}
+
+/// How the current socket is expected to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// Not ending: a close is a lost connection.
+    None,
+    /// This client sent `leave`.
+    Leaving,
+    /// `kicked` arrived.
+    Kicked(String),
+    /// `session_closed` arrived; final unless the server closes with 1001 (going away).
+    SessionClosed(String),
+}
+
+/// The client state machine.
+#[derive(Debug)]
+pub struct Machine {
+    config: ClientConfig,
+    phase: Phase,
+    state: ConnectionState,
+    ending: Ending,
+    client_id: Option<String>,
+    session: Option<SessionInfo>,
+    members: Vec<MemberInfo>,
+    latency: Option<u64>,
+    last_heard: Instant,
+    next_beat: Instant,
+    /// The reason the connection was last lost, for `Failed`.
+    lost_reason: String,
+    rng: fastrand::Rng,
+    /// Bumped whenever what [`Machine::snapshot`] shows changes.
+    generation: u64,
+    actions: VecDeque<Action>,
+    /// Unix ms at `epoch` (to stamp messages without a wall clock).
+    epoch: (Instant, u64),
+}
+
+impl Machine {
+    /// A machine for `config`; `now` and `unix_ms` anchor its clock.
+    pub fn new(config: ClientConfig, now: Instant, unix_ms: u64) -> Self {
+        Machine {
+            rng: fastrand::Rng::with_seed(config.jitter_seed),
+            config,
+            phase: Phase::Idle,
+            state: ConnectionState::Disconnected,
+            ending: Ending::None,
+            client_id: None,
+            session: None,
+            members: Vec::new(),
+            latency: None,
+            last_heard: now,
+            next_beat: now,
+            lost_reason: String::new(),
+            generation: 0,
+            actions: VecDeque::new(),
+            epoch: (now, unix_ms),
+        }
+    }
+
+    /// Whether the connection is over for good (left, kicked, closed, rejected or failed).
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// This member's id, while joined.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The session, while joined.
+    pub fn session(&self) -> Option<&SessionInfo> {
+        self.session.as_ref()
+    }
+
+    /// The member table: host first, then join order.
+    pub fn members(&self) -> &[MemberInfo] {
+        &self.members
+    }
+
+    /// The last round-trip time this client measured, in ms.
+    pub fn latency(&self) -> Option<u64> {
+        self.latency
+    }
+
+    /// A counter that changes whenever state, ids, members or latency change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connected => Some(
+                self.next_beat
+                    .min(self.last_heard + self.config.silence_timeout),
+            ),
+            Phase::Joining { deadline, .. } => Some(deadline),
+            Phase::Waiting { at, .. } => Some(at),
+            Phase::Idle | Phase::Connecting { .. } | Phase::Ended => None,
+        }
+    }
+
+    /// Starts the first connection.
+    pub fn start(&mut self, _now: Instant) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.phase = Phase::Connecting { attempt: 0 };
+        self.set_state(ConnectionState::Connecting);
+        self.actions.push_back(Action::Connect);
+    }
+
+    /// The socket is open: send `join`.
+    pub fn handle_connected(&mut self, now: Instant) {
+        let Phase::Connecting { attempt } = self.phase else {
+            return;
+        };
+        self.ending = Ending::None;
+        self.last_heard = now;
+        self.phase = Phase::Joining {
+            attempt,
+            deadline: now + self.config.join_timeout,
+        };
+        let device: &DeviceInfo = &self.config.device;
+        let mut join = json!({
+            "type": "join",
+            "timestamp": self.unix_ms(now),
+            "sessionId": self.config.session_id,
+            "deviceInfo": device,
+            "protocolVersion": loudsync_protocol::PROTOCOL_VERSION,
+        });
+        if let Some(name) = &self.config.session_name {
+            join["sessionName"] = json!(name);
+        }
+        self.actions.push_back(Action::Send(join.to_string()));
+    }
+
+    /// The socket could not be opened.
+    pub fn handle_connect_failed(&mut self, now: Instant, reason: &str) {
+        let Phase::Connecting { attempt } = self.phase else {
+            return;
+        };
+        self.attempt_failed(now, attempt, format!("could not connect: {reason}"));
+    }
+
+    /// Any frame arrived (control frames included): the server is alive.
+    pub fn handle_activity(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// A text frame arrived.
+    pub fn handle_text(&mut self, now: Instant, text: &str) {
+        self.last_heard = now;
+        let Ok((message, timestamp)) = decode_server(text) else {
+            return; // Not for us (a newer server's message); ignore.
+        };
+        match (self.phase, message) {
+            (
+                Phase::Joining { .. },
+                ServerMessage::Welcome {
+                    client_id,
+                    session_info,
+                },
+            ) => {
+                self.phase = Phase::Connected;
+                self.next_beat = now;
+                self.client_id = Some(client_id.clone());
+                self.session = Some(session_info.clone());
+                self.members.clear();
+                self.bump();
+                self.set_state(ConnectionState::Connected);
+                self.emit(Event::Welcome {
+                    client_id,
+                    session: session_info,
+                });
+            }
+            (
+                Phase::Joining { attempt, .. },
+                ServerMessage::Error {
+                    code,
+                    message,
+                    details,
+                },
+            ) => {
+                let error = ServerError {
+                    code,
+                    message,
+                    details,
+                };
+                let retryable =
+                    matches!(code, ErrorCode::AlreadyJoined | ErrorCode::SessionNotFound);
+                self.actions.push_back(Action::CloseSocket);
+                if attempt > 0 && retryable {
+                    self.attempt_failed(now, attempt, format!("rejoin refused: {error}"));
+                } else {
+                    self.emit(Event::Error(error.clone()));
+                    if attempt > 0 {
+                        self.fail(format!("rejoin refused: {error}"));
+                    } else {
+                        self.end();
+                    }
+                }
+            }
+            (Phase::Connected, message) => self.handle_session_message(now, message, timestamp),
+            _ => {}
+        }
+    }
+
+    fn handle_session_message(
+        &mut self,
+        now: Instant,
+        message: ServerMessage,
+        timestamp: Option<serde_json::Number>,
+    ) {
+        match message {
+            ServerMessage::MemberList { members } => {
+                self.members = members.clone();
+                self.bump();
+                self.emit(Event::MemberList(members));
+            }
+            ServerMessage::MemberJoined { member } => {
+                self.members.retain(|m| m.id != member.id);
+                if member.is_host {
+                    self.members.insert(0, member.clone());
+                } else {
+                    self.members.push(member.clone());
+                }
+                self.bump();
+                self.emit(Event::MemberJoined(member));
+            }
+            ServerMessage::MemberLeft { member_id, reason } => {
+                self.members.retain(|m| m.id != member_id);
+                self.bump();
+                self.emit(Event::MemberLeft { member_id, reason });
+            }
+            ServerMessage::Kicked { reason } => self.ending = Ending::Kicked(reason),
+            ServerMessage::SessionClosed { reason } => self.ending = Ending::SessionClosed(reason),
+            ServerMessage::Pong => {
+                if let Some(sent) = timestamp.and_then(|t| t.as_u64()) {
+                    let ms = self.unix_ms(now).saturating_sub(sent);
+                    self.latency = Some(ms);
+                    self.bump();
+                    self.emit(Event::Latency { ms });
+                }
+            }
+            ServerMessage::Error {
+                code,
+                message,
+                details,
+            } => self.emit(Event::Error(ServerError {
+                code,
+                message,
+                details,
+            })),
+            ServerMessage::Message { from, data } => self.emit(Event::Message { from, data }),
+            ServerMessage::Welcome { .. } => {}
+        }
+    }
+
+    /// The socket ended; `close_code` is the server's close code if a close frame came.
+    pub fn handle_closed(&mut self, now: Instant, close_code: Option<u16>) {
+        match self.phase {
+            Phase::Connected | Phase::Joining { .. } => {}
+            _ => return,
+        }
+        let attempt = match self.phase {
+            Phase::Joining { attempt, .. } => attempt,
+            _ => 0,
+        };
+        match std::mem::replace(&mut self.ending, Ending::None) {
+            Ending::Leaving => self.end(),
+            Ending::Kicked(reason) => {
+                self.emit(Event::Kicked { reason });
+                self.end();
+            }
+            Ending::SessionClosed(reason) if close_code != Some(close_code::GOING_AWAY) => {
+                self.emit(Event::SessionClosed { reason });
+                self.end();
+            }
+            Ending::SessionClosed(reason) => {
+                self.lose(now, attempt, format!("server going away: {reason}"))
+            }
+            Ending::None => {
+                let why = match close_code {
+                    Some(code) => format!("connection closed by the server ({code})"),
+                    None => "connection dropped".to_string(),
+                };
+                self.lose(now, attempt, why);
+            }
+        }
+    }
+
+    /// Timers: heartbeat and ping, silence detection, join timeout, reconnection delay.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connected => {
+                if now.saturating_duration_since(self.last_heard) >= self.config.silence_timeout {
+                    self.actions.push_back(Action::CloseSocket);
+                    self.lose(
+                        now,
+                        0,
+                        "no sign of the server within the silence timeout".into(),
+                    );
+                    return;
+                }
+                if now >= self.next_beat {
+                    self.next_beat = now + self.config.heartbeat_interval;
+                    let ts = self.unix_ms(now);
+                    self.actions.push_back(Action::Send(
+                        json!({"type": "heartbeat", "timestamp": ts}).to_string(),
+                    ));
+                    self.actions.push_back(Action::Send(
+                        json!({"type": "ping", "timestamp": ts}).to_string(),
+                    ));
+                }
+            }
+            Phase::Joining { attempt, deadline } if now >= deadline => {
+                self.actions.push_back(Action::CloseSocket);
+                self.attempt_failed(now, attempt, "no welcome within the join timeout".into());
+            }
+            Phase::Waiting { attempt, at } if now >= at => {
+                self.phase = Phase::Connecting { attempt };
+                self.emit(Event::Reconnecting {
+                    attempt,
+                    of: self.config.reconnect.attempts,
+                });
+                self.actions.push_back(Action::Connect);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `leave`; the server closes the socket. Ends at once if not connected.
+    pub fn leave(&mut self, now: Instant) {
+        if self.phase == Phase::Connected {
+            self.ending = Ending::Leaving;
+            let ts = self.unix_ms(now);
+            self.actions.push_back(Action::Send(
+                json!({"type": "leave", "timestamp": ts}).to_string(),
+            ));
+        } else if self.phase != Phase::Ended {
+            self.actions.push_back(Action::CloseSocket);
+            self.end();
+        }
+    }
+
+    /// The driver gave up waiting for the server to close after `leave`.
+    pub fn handle_leave_timeout(&mut self) {
+        if self.ending == Ending::Leaving {
+            self.actions.push_back(Action::CloseSocket);
+            self.end();
+        }
+    }
+
+    /// Sends a `ping` now (one is also sent every heartbeat interval).
+    pub fn ping(&mut self, now: Instant) -> Result<(), CommandError> {
+        let ts = self.unix_ms(now);
+        self.send(json!({"type": "ping", "timestamp": ts}))
+    }
+
+    /// Host only: removes a member.
+    pub fn kick(
+        &mut self,
+        now: Instant,
+        member_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let mut msg =
+            json!({"type": "kick", "timestamp": self.unix_ms(now), "memberId": member_id});
+        if let Some(r) = reason {
+            msg["reason"] = json!(r);
+        }
+        self.send(msg)
+    }
+
+    /// Asks for a fresh member list.
+    pub fn request_member_list(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.send(json!({"type": "member_list", "timestamp": self.unix_ms(now)}))
+    }
+
+    /// Sends application data to everyone else, or to one member.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        data: Value,
+        to: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let mut msg = json!({"type": "message", "timestamp": self.unix_ms(now), "data": data});
+        if let Some(to) = to {
+            msg["to"] = json!(to);
+        }
+        self.send(msg)
+    }
+
+    fn send(&mut self, msg: Value) -> Result<(), CommandError> {
+        if self.phase != Phase::Connected || self.ending != Ending::None {
+            return Err(CommandError::NotConnected);
+        }
+        self.actions.push_back(Action::Send(msg.to_string()));
+        Ok(())
+    }
+
+    /// The connection was lost: start reconnecting, or fail if no attempts are configured.
+    fn lose(&mut self, now: Instant, attempt: u32, reason: String) {
+        self.emit(Event::ConnectionLost {
+            reason: reason.clone(),
+        });
+        self.clear_session();
+        if attempt > 0 {
+            // Lost while rejoining: that attempt failed.
+            self.attempt_failed(now, attempt, reason);
+        } else {
+            self.lost_reason = reason;
+            self.schedule(now, 1);
+        }
+    }
+
+    fn attempt_failed(&mut self, now: Instant, attempt: u32, reason: String) {
+        if attempt == 0 {
+            // The very first connection: nothing to reconnect to.
+            self.emit(Event::Failed { reason });
+            self.phase = Phase::Ended;
+            self.set_state(ConnectionState::Failed);
+            return;
+        }
+        self.lost_reason = reason;
+        self.schedule(now, attempt + 1);
+    }
+
+    fn schedule(&mut self, now: Instant, attempt: u32) {
+        let policy = &self.config.reconnect;
+        if attempt > policy.attempts {
+            let reason = std::mem::take(&mut self.lost_reason);
+            self.fail(reason);
+            return;
+        }
+        let delay = policy.delay_before(attempt, &mut self.rng);
+        self.phase = Phase::Waiting {
+            attempt,
+            at: now + delay,
+        };
+        self.set_state(ConnectionState::Reconnecting);
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.clear_session();
+        self.phase = Phase::Ended;
+        self.set_state(ConnectionState::Failed);
+        self.emit(Event::Failed { reason });
+    }
+
+    fn end(&mut self) {
+        self.clear_session();
+        self.phase = Phase::Ended;
+        self.set_state(ConnectionState::Disconnected);
+    }
+
+    fn clear_session(&mut self) {
+        self.client_id = None;
+        self.session = None;
+        self.members.clear();
+        self.latency = None;
+        self.bump();
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state;
+            self.bump();
+            self.emit(Event::StateChanged(state));
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.actions.push_back(Action::Emit(event));
+    }
+
+    fn bump(&mut self) {
+        self.generation += 1;
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,429 @@
+//! The client rules on a virtual clock: join, member table, heartbeats, latency, silence,
+//! reconnection attempts, and the endings that must not reconnect.
+
+use super::*;
+use crate::config::ClientConfig;
+use std::time::Duration;
+
+const T0_MS: u64 = 1_800_000_000_000;
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::member("ws://x/", "s1", "dev-1", "Phone");
+    c.jitter_seed = 1;
+    c
+}
+
+struct Rig {
+    m: Machine,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(config: ClientConfig) -> Rig {
+        let t0 = Instant::now();
+        Rig {
+            m: Machine::new(config, t0, T0_MS),
+            t0,
+            now: t0,
+        }
+    }
+    fn at(&mut self, d: Duration) -> Instant {
+        self.now = self.t0 + d;
+        self.now
+    }
+    fn drain(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.m.poll_action()).collect()
+    }
+    fn events(&mut self) -> Vec<Event> {
+        self.drain()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Emit(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+    fn text(&mut self, v: serde_json::Value) {
+        let now = self.now;
+        self.m.handle_text(now, &v.to_string());
+    }
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+    /// Runs timers until `until`, in 100 ms steps; returns every action.
+    fn run_until(&mut self, until: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut t = self.elapsed();
+        while t < until {
+            t += Duration::from_millis(100);
+            let now = self.at(t);
+            if self.m.poll_timeout().is_some_and(|d| d <= now) {
+                self.m.handle_timeout(now);
+            }
+            out.extend(self.drain());
+        }
+        out
+    }
+    /// Connects and joins with `client_id`.
+    fn join(&mut self, client_id: &str) {
+        let now = self.now;
+        self.m.handle_connected(now);
+        self.text(
+            serde_json::json!({"type":"welcome","timestamp":1,"clientId":client_id,
+            "sessionInfo":{"id":"s1","name":"S","hostId":"h"}}),
+        );
+        self.text(serde_json::json!({"type":"member_list","timestamp":1,"members":[
+            {"id":"h","name":"Host","isHost":true,"connectionStatus":"connected","joinedAt":1,"latency":12},
+            {"id":client_id,"name":"Phone","isHost":false,"connectionStatus":"connected","joinedAt":2}]}));
+    }
+}
+
+fn sends(actions: &[Action]) -> Vec<serde_json::Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(t) => Some(serde_json::from_str(t).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started() -> Rig {
+    let mut r = Rig::new(config());
+    r.m.start(r.now);
+    assert_eq!(
+        r.drain(),
+        vec![
+            Action::Emit(Event::StateChanged(ConnectionState::Connecting)),
+            Action::Connect
+        ]
+    );
+    r
+}
+
+fn connected() -> Rig {
+    let mut r = started();
+    r.join("c1");
+    r.drain();
+    r
+}
+
+#[test]
+fn join_sends_device_info_then_welcome_connects_and_fills_the_member_table() {
+    let mut r = Rig::new({
+        let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
+        c.jitter_seed = 1;
+        c
+    });
+    r.m.start(r.now);
+    r.drain();
+    r.m.handle_connected(r.now);
+    let join = &sends(&r.drain())[0];
+    assert_eq!(join["type"], "join");
+    assert_eq!(join["sessionId"], "s1");
+    assert_eq!(join["sessionName"], "Party");
+    assert_eq!(
+        join["deviceInfo"],
+        serde_json::json!({"id":"mac","name":"Mac","type":"host"})
+    );
+    assert_eq!(join["protocolVersion"], "1.0");
+
+    let mut r = started();
+    r.join("c1");
+    let ev = r.events();
+    assert!(ev.contains(&Event::StateChanged(ConnectionState::Connected)));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Welcome { client_id, .. } if client_id == "c1")));
+    assert!(matches!(ev.last(), Some(Event::MemberList(m)) if m.len() == 2));
+    assert_eq!(r.m.state(), ConnectionState::Connected);
+    assert_eq!(r.m.client_id(), Some("c1"));
+    assert_eq!(r.m.members()[0].latency, Some(12));
+
+    r.text(
+        serde_json::json!({"type":"member_joined","timestamp":1,"member":
+        {"id":"c2","name":"Tab","isHost":false,"connectionStatus":"connected","joinedAt":3}}),
+    );
+    let ids: Vec<_> = r.m.members().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, ["h", "c1", "c2"]);
+    r.text(serde_json::json!({"type":"member_left","timestamp":1,"memberId":"c1","reason":"left"}));
+    let ids: Vec<_> = r.m.members().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, ["h", "c2"]);
+    let ev = r.events();
+    assert!(matches!(&ev[0], Event::MemberJoined(m) if m.id == "c2"));
+    assert_eq!(
+        ev[1],
+        Event::MemberLeft {
+            member_id: "c1".into(),
+            reason: LeaveReason::Left
+        }
+    );
+}
+
+#[test]
+fn heartbeat_and_ping_every_interval_and_latency_from_own_send_time() {
+    let mut r = connected();
+    let actions = r.run_until(Duration::from_millis(10_050));
+    let sent = sends(&actions);
+    let kinds: Vec<_> = sent
+        .iter()
+        .map(|v| v["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "heartbeat",
+            "ping",
+            "heartbeat",
+            "ping",
+            "heartbeat",
+            "ping"
+        ]
+    );
+    let ping_ts = sent[5]["timestamp"].as_u64().unwrap();
+    // The first beat goes out at the first timer after joining (the 100 ms step), then every 5 s.
+    assert_eq!(ping_ts, T0_MS + 10_100);
+    r.at(Duration::from_millis(10_137));
+    r.m.handle_activity(r.now);
+    r.text(serde_json::json!({"type":"pong","timestamp":ping_ts}));
+    assert_eq!(r.events(), vec![Event::Latency { ms: 37 }]);
+    assert_eq!(r.m.latency(), Some(37));
+}
+
+#[test]
+fn silence_is_a_lost_connection_then_three_attempts_two_seconds_apart_then_failed() {
+    let mut r = connected();
+    // The server answers nothing: after 15 s the client notices.
+    let actions = r.run_until(Duration::from_secs(16));
+    let lost_at = actions
+        .iter()
+        .position(|a| *a == Action::CloseSocket)
+        .expect("closes the socket");
+    assert!(
+        actions[lost_at..].contains(&Action::Emit(Event::StateChanged(
+            ConnectionState::Reconnecting
+        )))
+    );
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+    assert_eq!(
+        r.m.client_id(),
+        None,
+        "session state is cleared while reconnecting"
+    );
+    // Attempts 2 s apart (each connect fails at once), then failed.
+    let mut attempts = Vec::new();
+    let mut failed_reason = None;
+    let mut t = r.elapsed();
+    while t < Duration::from_secs(30) && r.m.state() != ConnectionState::Failed {
+        t += Duration::from_millis(100);
+        let now = r.at(t);
+        if r.m.poll_timeout().is_some_and(|d| d <= now) {
+            r.m.handle_timeout(now);
+        }
+        for a in r.drain() {
+            if a == Action::Connect {
+                attempts.push(t);
+                r.m.handle_connect_failed(now, "refused");
+            }
+            if let Action::Emit(Event::Failed { reason }) = a {
+                failed_reason = Some(reason);
+            }
+        }
+        if let Some(Action::Emit(Event::Failed { reason })) = r.m.poll_action() {
+            failed_reason = Some(reason);
+        }
+    }
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[1] - attempts[0], Duration::from_secs(2));
+    assert_eq!(attempts[2] - attempts[1], Duration::from_secs(2));
+    assert_eq!(r.m.state(), ConnectionState::Failed);
+    assert!(r.m.is_ended());
+    let reason = failed_reason.unwrap_or_else(|| {
+        r.events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Failed { reason } => Some(reason),
+                _ => None,
+            })
+            .expect("a Failed event")
+    });
+    assert!(reason.contains("could not connect: refused"), "{reason}");
+}
+
+#[test]
+fn already_joined_and_session_not_found_on_rejoin_are_failed_attempts() {
+    let mut r = connected();
+    r.m.handle_closed(r.now, None); // 1006: dropped
+    let ev = r.events();
+    assert!(matches!(&ev[0], Event::ConnectionLost { reason } if reason.contains("dropped")));
+    for (i, code) in ["already_joined", "session_not_found"]
+        .into_iter()
+        .enumerate()
+    {
+        let acts = r.run_until(r.elapsed() + Duration::from_secs(2));
+        assert!(acts.contains(&Action::Connect), "attempt {}", i + 1);
+        r.m.handle_connected(r.now);
+        r.drain();
+        r.text(serde_json::json!({"type":"error","timestamp":1,"code":code,"message":"m"}));
+        let acts = r.drain();
+        assert!(acts.contains(&Action::CloseSocket));
+        assert_eq!(
+            r.m.state(),
+            ConnectionState::Reconnecting,
+            "{code} is not final"
+        );
+    }
+    // Third attempt succeeds: connected again with a new id.
+    r.run_until(r.elapsed() + Duration::from_secs(2));
+    r.join("c9");
+    assert_eq!(r.m.state(), ConnectionState::Connected);
+    assert_eq!(r.m.client_id(), Some("c9"));
+    // And the attempt count starts over for the next loss.
+    r.m.handle_closed(r.now, None);
+    r.drain();
+    let acts = r.run_until(r.elapsed() + Duration::from_secs(2));
+    assert!(acts.contains(&Action::Emit(Event::Reconnecting { attempt: 1, of: 3 })));
+}
+
+#[test]
+fn other_join_errors_on_rejoin_fail_at_once() {
+    let mut r = connected();
+    r.m.handle_closed(r.now, Some(1011));
+    r.run_until(r.elapsed() + Duration::from_secs(2));
+    r.m.handle_connected(r.now);
+    r.text(
+        serde_json::json!({"type":"error","timestamp":1,"code":"session_full","message":"full"}),
+    );
+    let ev = r.events();
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Error(ServerError {
+            code: ErrorCode::SessionFull,
+            ..
+        })
+    )));
+    assert!(ev.iter().any(|e| matches!(e, Event::Failed { .. })));
+    assert_eq!(r.m.state(), ConnectionState::Failed);
+}
+
+#[test]
+fn kicked_ends_without_reconnecting_and_clears_the_session() {
+    let mut r = connected();
+    r.text(serde_json::json!({"type":"kicked","timestamp":1,"reason":"bye"}));
+    r.m.handle_closed(r.now, Some(1000));
+    let ev = r.events();
+    assert!(ev.contains(&Event::Kicked {
+        reason: "bye".into()
+    }));
+    assert!(ev.contains(&Event::StateChanged(ConnectionState::Disconnected)));
+    assert!(r.m.is_ended());
+    assert!(r.m.members().is_empty() && r.m.client_id().is_none());
+    assert!(
+        r.run_until(Duration::from_secs(30)).is_empty(),
+        "no reconnection"
+    );
+}
+
+#[test]
+fn session_closed_is_final_unless_the_server_is_going_away() {
+    let mut r = connected();
+    r.text(
+        serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Host ended the session"}),
+    );
+    r.m.handle_closed(r.now, Some(1000));
+    let ev = r.events();
+    assert!(ev.contains(&Event::SessionClosed {
+        reason: "Host ended the session".into()
+    }));
+    assert!(r.m.is_ended());
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+
+    let mut r = connected();
+    r.text(
+        serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Server shutting down"}),
+    );
+    r.m.handle_closed(r.now, Some(1001));
+    let ev = r.events();
+    assert!(!ev.iter().any(|e| matches!(e, Event::SessionClosed { .. })));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionLost { reason } if reason.contains("going away"))));
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+}
+
+#[test]
+fn first_join_rejection_ends_without_reconnecting() {
+    let mut r = started();
+    r.m.handle_connected(r.now);
+    r.text(
+        serde_json::json!({"type":"error","timestamp":1,"code":"session_not_found","message":"no"}),
+    );
+    let acts = r.drain();
+    assert!(acts.contains(&Action::CloseSocket));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::Error(ServerError {
+            code: ErrorCode::SessionNotFound,
+            ..
+        }))
+    )));
+    assert!(r.m.is_ended());
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+}
+
+#[test]
+fn first_connect_failure_is_failed_without_retrying() {
+    let mut r = started();
+    r.m.handle_connect_failed(r.now, "connection refused");
+    let ev = r.events();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Failed { reason } if reason.contains("connection refused"))));
+    assert_eq!(r.m.state(), ConnectionState::Failed);
+    assert!(r.run_until(Duration::from_secs(30)).is_empty());
+}
+
+#[test]
+fn commands_need_a_connection_and_leave_ends_cleanly() {
+    let mut r = started();
+    assert_eq!(
+        r.m.send_message(r.now, serde_json::json!(1), None),
+        Err(CommandError::NotConnected)
+    );
+    let mut r = connected();
+    r.m.kick(r.now, "c2", Some("rude")).unwrap();
+    r.m.send_message(r.now, serde_json::json!({"a":1}), Some("h"))
+        .unwrap();
+    r.m.request_member_list(r.now).unwrap();
+    let sent = sends(&r.drain());
+    assert_eq!(sent[0]["type"], "kick");
+    assert_eq!(sent[0]["memberId"], "c2");
+    assert_eq!(sent[0]["reason"], "rude");
+    assert_eq!(sent[1]["to"], "h");
+    assert_eq!(sent[2]["type"], "member_list");
+    r.m.leave(r.now);
+    assert_eq!(sends(&r.drain())[0]["type"], "leave");
+    assert_eq!(
+        r.m.ping(r.now),
+        Err(CommandError::NotConnected),
+        "nothing after leave"
+    );
+    r.m.handle_closed(r.now, Some(1000));
+    assert!(r
+        .events()
+        .contains(&Event::StateChanged(ConnectionState::Disconnected)));
+    assert!(r.m.is_ended());
+}
+
+#[test]
+fn join_timeout_counts_as_a_failed_attempt() {
+    let mut r = connected();
+    r.m.handle_closed(r.now, None);
+    r.run_until(r.elapsed() + Duration::from_secs(2));
+    r.m.handle_connected(r.now);
+    r.drain();
+    let acts = r.run_until(r.elapsed() + Duration::from_secs(11));
+    assert!(acts.contains(&Action::CloseSocket));
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+}
