@@ -1,7 +1,10 @@
 //! The `loudsync` binary: parses the command line and runs the chosen command.
 
 mod bench;
+mod live;
 mod serve;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,16 @@ enum Command {
     /// given by --config (keys as the flag names, e.g. `heartbeat-timeout = "15s"`), then the
     /// defaults shown below.
     Serve(serve::ServeArgs),
+    /// Open a session as its host and watch it live (Ctrl-C ends the session).
+    ///
+    /// Exit codes: 0 left, 3 kicked, 4 session closed, 5 could not connect (or reconnection
+    /// failed), 6 join rejected (the code is printed).
+    Host(live::HostArgs),
+    /// Join a session and watch it live (Ctrl-C leaves).
+    ///
+    /// Exit codes: 0 left, 3 kicked, 4 session closed, 5 could not connect (or reconnection
+    /// failed), 6 join rejected (the code is printed).
+    Join(live::JoinArgs),
     /// Load-test a server with many real WebSocket members and report the figures.
     Bench(bench::BenchArgs),
     /// Internal: one worker process of `loudsync bench`.
@@ -31,11 +44,13 @@ enum Command {
     BenchWorker,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::BenchWorker => bench::worker::run(),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Host(args) => live::host(args),
+        Command::Join(args) => live::join(args),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
     }
 }

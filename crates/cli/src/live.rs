@@ -1,0 +1,386 @@
+//! `loudsync host` and `loudsync join`: a person (or a script) in a session.
+//!
+//! On a terminal, a live view that redraws in place: the session, each member with host mark,
+//! status and latency, and the last events. On a pipe, or with `--json`, one JSON object per
+//! event per line. Ctrl-C leaves cleanly. The exit code says how it ended (see [`Exit`]).
+
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Args;
+use loudsync_client::{Client, ClientConfig, ClientError, Event, Snapshot};
+use serde_json::{json, Value};
+
+/// How a `host` or `join` run ended, as its process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Left on request (Ctrl-C): 0.
+    Left = 0,
+    /// Removed by the host: 3.
+    Kicked = 3,
+    /// The session ended: 4.
+    SessionClosed = 4,
+    /// Could not connect, or the connection was lost and reconnection failed: 5.
+    CouldNotConnect = 5,
+    /// The server refused the join (the code is printed): 6.
+    Rejected = 6,
+}
+
+/// `loudsync host`.
+#[derive(Args)]
+pub struct HostArgs {
+    /// Session id to open (1-64 of A-Z a-z 0-9 - _).
+    #[arg(long)]
+    session: String,
+    /// The session's display name [default: "<device name>'s session"].
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// `loudsync join`.
+#[derive(Args)]
+pub struct JoinArgs {
+    /// Session id to join.
+    #[arg(long)]
+    session: String,
+    /// This device's name, shown to the others.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Server WebSocket URL.
+    #[arg(long, env = "LOUDSYNC_URL", default_value = "ws://127.0.0.1:8080/")]
+    url: String,
+    /// This device's id [default: random]; the server rejects a second connection with the same id.
+    #[arg(long)]
+    device_id: Option<String>,
+    /// This device's name (for `host`) [default: the host name of this machine].
+    #[arg(long)]
+    device_name: Option<String>,
+    /// One JSON event per line instead of the live view (the default on a pipe).
+    #[arg(long)]
+    json: bool,
+}
+
+fn device_id(given: &Option<String>) -> String {
+    given
+        .clone()
+        .unwrap_or_else(|| format!("cli-{:08x}", fastrand::u32(..)))
+}
+
+fn machine_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "loudsync-cli".into())
+}
+
+/// Runs `loudsync host`.
+pub fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
+    let device_name = args.common.device_name.clone().unwrap_or_else(machine_name);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{device_name}'s session"));
+    let config = ClientConfig::host(
+        &args.common.url,
+        &args.session,
+        name,
+        device_id(&args.common.device_id),
+        device_name,
+    );
+    run(config, &args.common)
+}
+
+/// Runs `loudsync join`.
+pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let config = ClientConfig::member(
+        &args.common.url,
+        &args.session,
+        device_id(&args.common.device_id),
+        &args.name,
+    );
+    run(config, &args.common)
+}
+
+fn run(config: ClientConfig, common: &CommonArgs) -> anyhow::Result<ExitCode> {
+    let json_mode = common.json || !std::io::stdout().is_terminal();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(session(config, json_mode))?;
+    Ok(ExitCode::from(exit as u8))
+}
+
+async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> {
+    let mut out = Output::new(json_mode);
+    // Installed before connecting so an early Ctrl-C is a clean leave, not a kill.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (client, mut events) = match Client::connect(config).await {
+        Ok(c) => c,
+        Err(ClientError::Rejected(e)) => {
+            out.final_line(
+                json!({"event": "rejected", "code": e.code.as_str(), "message": e.message}),
+                &format!("rejected ({}): {}", e.code, e.message),
+            );
+            return Ok(Exit::Rejected);
+        }
+        Err(e) => {
+            out.final_line(
+                json!({"event": "failed", "reason": e.to_string()}),
+                &e.to_string(),
+            );
+            return Ok(Exit::CouldNotConnect);
+        }
+    };
+    // Member latencies are measured by the server; refresh the list to show them.
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(5));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ending = None;
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => {
+                let _ = client.request_member_list();
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match &event {
+                    Event::Kicked { .. } => ending = Some(Exit::Kicked),
+                    Event::SessionClosed { .. } => ending = Some(Exit::SessionClosed),
+                    Event::Failed { .. } => ending = Some(Exit::CouldNotConnect),
+                    _ => {}
+                }
+                out.event(&client.snapshot(), &event);
+            }
+        }
+    }
+    if let Some(exit) = ending {
+        out.finish();
+        return Ok(exit);
+    }
+    client.leave().await;
+    out.final_line(json!({"event": "left"}), "left the session");
+    Ok(Exit::Left)
+}
+
+/// Where events go: the live view or JSON lines.
+struct Output {
+    json: bool,
+    recent: VecDeque<String>,
+}
+
+impl Output {
+    fn new(json: bool) -> Self {
+        Output {
+            json,
+            recent: VecDeque::new(),
+        }
+    }
+
+    fn event(&mut self, snapshot: &Snapshot, event: &Event) {
+        if self.json {
+            println!("{}", event_json(event));
+            return;
+        }
+        if !matches!(event, Event::Latency { .. }) {
+            self.recent.push_back(describe(event));
+            while self.recent.len() > 8 {
+                self.recent.pop_front();
+            }
+        }
+        let mut stdout = std::io::stdout().lock();
+        // Home, clear screen, then the view.
+        let _ = write!(stdout, "\x1b[H\x1b[2J{}", render(snapshot, &self.recent));
+        let _ = stdout.flush();
+    }
+
+    fn final_line(&mut self, value: Value, human: &str) {
+        if self.json {
+            println!("{value}");
+        } else {
+            eprintln!("{human}");
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.json {
+            println!();
+        }
+    }
+}
+
+/// The live view as text.
+pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
+    let mut v = String::new();
+    let (sid, sname) = s
+        .session
+        .as_ref()
+        .map(|x| (x.id.as_str(), x.name.as_str()))
+        .unwrap_or(("-", "-"));
+    v.push_str(&format!(
+        "session {sname} ({sid})   state: {}",
+        s.state.as_str()
+    ));
+    if let Some(ms) = s.latency {
+        v.push_str(&format!("   my latency: {ms} ms"));
+    }
+    v.push_str(&format!(
+        "\nyou are {}\n\n  {:<2}{:<24} {:<16} {:<13} {:>8}\n",
+        s.client_id.as_deref().unwrap_or("-"),
+        "",
+        "NAME",
+        "ID",
+        "STATUS",
+        "LATENCY"
+    ));
+    for m in &s.members {
+        let mark = if m.is_host { "*" } else { "" };
+        let me = if Some(&m.id) == s.client_id.as_ref() {
+            " (you)"
+        } else {
+            ""
+        };
+        let latency = m
+            .latency
+            .map(|l| format!("{l} ms"))
+            .unwrap_or_else(|| "-".into());
+        let status = format!("{:?}", m.connection_status).to_lowercase();
+        v.push_str(&format!(
+            "  {mark:<2}{:<24} {:<16} {:<13} {latency:>8}\n",
+            format!("{}{me}", m.name),
+            m.id,
+            status
+        ));
+    }
+    v.push_str(&format!(
+        "\n{} members   * = host   Ctrl-C leaves\n\nrecent:\n",
+        s.members.len()
+    ));
+    for line in recent {
+        v.push_str(&format!("  {line}\n"));
+    }
+    v
+}
+
+fn describe(e: &Event) -> String {
+    match e {
+        Event::StateChanged(s) => format!("state: {}", s.as_str()),
+        Event::Welcome { client_id, session } => format!("joined {} as {client_id}", session.id),
+        Event::MemberList(m) => format!("member list: {} members", m.len()),
+        Event::MemberJoined(m) => format!("{} joined", m.name),
+        Event::MemberLeft { member_id, reason } => {
+            format!("{member_id} left ({reason:?})").to_lowercase()
+        }
+        Event::Kicked { reason } => format!("kicked: {reason}"),
+        Event::SessionClosed { reason } => format!("session closed: {reason}"),
+        Event::Error(e) => format!("error {}: {}", e.code, e.message),
+        Event::Latency { ms } => format!("latency {ms} ms"),
+        Event::Message { from, data } => format!("{from}: {data}"),
+        Event::ConnectionLost { reason } => format!("connection lost: {reason}"),
+        Event::Reconnecting { attempt, of } => format!("reconnecting ({attempt}/{of})"),
+        Event::Failed { reason } => format!("failed: {reason}"),
+    }
+}
+
+/// One event as a JSON line.
+pub fn event_json(e: &Event) -> Value {
+    match e {
+        Event::StateChanged(s) => json!({"event": "state", "state": s.as_str()}),
+        Event::Welcome { client_id, session } => {
+            json!({"event": "welcome", "clientId": client_id, "session": session})
+        }
+        Event::MemberList(m) => json!({"event": "member_list", "members": m}),
+        Event::MemberJoined(m) => json!({"event": "member_joined", "member": m}),
+        Event::MemberLeft { member_id, reason } => {
+            json!({"event": "member_left", "memberId": member_id, "reason": reason})
+        }
+        Event::Kicked { reason } => json!({"event": "kicked", "reason": reason}),
+        Event::SessionClosed { reason } => json!({"event": "session_closed", "reason": reason}),
+        Event::Error(e) => {
+            json!({"event": "error", "code": e.code.as_str(), "message": e.message, "details": e.details})
+        }
+        Event::Latency { ms } => json!({"event": "latency", "ms": ms}),
+        Event::Message { from, data } => json!({"event": "message", "from": from, "data": data}),
+        Event::ConnectionLost { reason } => json!({"event": "connection_lost", "reason": reason}),
+        Event::Reconnecting { attempt, of } => {
+            json!({"event": "reconnecting", "attempt": attempt, "of": of})
+        }
+        Event::Failed { reason } => json!({"event": "failed", "reason": reason}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loudsync_client::{ConnectionState, ConnectionStatus, ErrorCode, ServerError};
+    use loudsync_protocol::{server::SessionInfo, MemberInfo};
+
+    fn member(id: &str, name: &str, host: bool, latency: Option<u64>) -> MemberInfo {
+        MemberInfo {
+            id: id.into(),
+            name: name.into(),
+            is_host: host,
+            connection_status: ConnectionStatus::Connected,
+            joined_at: 1,
+            latency,
+        }
+    }
+
+    #[test]
+    fn live_view_shows_session_members_host_mark_status_latency_and_events() {
+        let s = Snapshot {
+            state: ConnectionState::Connected,
+            client_id: Some("c_me".into()),
+            session: Some(SessionInfo {
+                id: "party".into(),
+                name: "Friday".into(),
+                host_id: Some("c_h".into()),
+            }),
+            members: vec![
+                member("c_h", "Mac", true, Some(12)),
+                member("c_me", "Phone", false, None),
+            ],
+            latency: Some(3),
+        };
+        let recent: VecDeque<String> = ["Phone joined".to_string()].into();
+        let view = render(&s, &recent);
+        assert!(view.contains("session Friday (party)"));
+        assert!(view.contains("state: connected"));
+        assert!(view.contains("my latency: 3 ms"));
+        let host_line = view.lines().find(|l| l.contains("Mac")).unwrap();
+        assert!(host_line.trim_start().starts_with('*'), "{host_line}");
+        assert!(host_line.contains("12 ms") && host_line.contains("connected"));
+        let me_line = view.lines().find(|l| l.contains("Phone (you)")).unwrap();
+        assert!(!me_line.trim_start().starts_with('*'));
+        assert!(view.contains("Phone joined"));
+    }
+
+    #[test]
+    fn events_as_json_lines() {
+        assert_eq!(
+            event_json(&Event::Kicked { reason: "r".into() }),
+            json!({"event": "kicked", "reason": "r"})
+        );
+        let e = Event::Error(ServerError {
+            code: ErrorCode::Unauthorized,
+            message: "m".into(),
+            details: None,
+        });
+        assert_eq!(event_json(&e)["code"], "unauthorized");
+        assert_eq!(
+            event_json(&Event::StateChanged(ConnectionState::Reconnecting))["state"],
+            "reconnecting"
+        );
+    }
+}
