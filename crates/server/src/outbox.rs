@@ -58,7 +58,9 @@ impl Outbox {
         }
         match &frame {
             OutFrame::Text(b) => {
-                if st.bytes + b.len() > self.limit {
+                // The limit bounds the backlog: one frame larger than it (a big session's
+                // member_list) is still accepted into an empty queue.
+                if st.bytes > 0 && st.bytes + b.len() > self.limit {
                     st.overflowed = true;
                     drop(st);
                     self.waker.wake();
@@ -145,6 +147,15 @@ mod tests {
         o.force_close(1008, "slow".into());
         assert_eq!(o.pop(), Some(OutFrame::Close(1008, "slow".into())));
         assert_eq!(o.pop(), None);
+    }
+
+    #[test]
+    fn one_large_frame_fits_an_empty_queue() {
+        let o = Outbox::new(10);
+        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 50]))));
+        assert!(!o.overflowed());
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1]))));
+        assert!(o.overflowed());
     }
 
     #[test]

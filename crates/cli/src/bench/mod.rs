@@ -1,12 +1,16 @@
 //! `loudsync bench`: the load generator's coordinator. It plans the members, spreads them over
 //! worker processes (one process may hold at most 20 000 open files here), drives the phases,
-//! samples the server's RSS and CPU from `/proc`, and prints the results.
+//! samples the server's RSS and CPU from `/proc` and its counters from `/metrics`, and prints
+//! the results as a table, as JSON, and optionally as an SVG latency plot.
 
+pub mod http;
+pub mod plot;
 pub mod probe;
 pub mod worker;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +20,7 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use worker::{decode_hist, SessionPlan, WorkerReport, WorkerSpec};
+use worker::{decode_hist, Mode, SessionPlan, WorkerReport, WorkerSpec};
 
 /// Load scenarios against a LoudSync server.
 #[derive(Args)]
@@ -30,6 +34,15 @@ enum Scenario {
     /// N members in sessions of S, heartbeating and pinging at the document's rates, held for a
     /// duration: server memory per member, CPU, ping RTT, and false timeouts.
     Idle(IdleArgs),
+    /// Members join as fast as the server takes them (connect, upgrade, join, welcome and
+    /// member_list; they leave at the end): joins per second and join latency.
+    JoinStorm(JoinStormArgs),
+    /// Members join and leave continuously at a given rate, sessions kept full: join latency
+    /// under churn, RTT of the members who stay, and CPU.
+    Churn(ChurnArgs),
+    /// One session of N members; each joiner gets every later member_joined: time to fill,
+    /// broadcast delivery, and ping RTT afterwards.
+    BigSession(BigSessionArgs),
 }
 
 /// Options every scenario shares.
@@ -41,12 +54,15 @@ pub struct Common {
     /// Start a server for the run (`loudsync serve` on 127.0.0.1, random port) and measure it.
     #[arg(long)]
     spawn_server: bool,
-    /// Extra arguments for the spawned server, e.g. `--server-arg=--max-members=5000`.
+    /// Extra arguments for the spawned server, e.g. `--server-arg=--rate-limit=0`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
     /// PID of a server on this machine, to report its RSS and CPU.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Admin token of the server, for the scenarios that create a session over HTTP.
+    #[arg(long, env = "LOUDSYNC_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Worker processes to spread clients over.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -54,12 +70,18 @@ pub struct Common {
     /// connections than one source address has ports.
     #[arg(long, default_value_t = 1)]
     sources: u8,
-    /// Joins in flight at once per worker.
+    /// Joins in flight at once, per worker.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Heartbeat and ping interval of each member.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Draw the latency distributions to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// Options of `bench idle`.
@@ -76,18 +98,200 @@ pub struct IdleArgs {
     /// How long to hold them after all have joined.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Heartbeat and ping interval of each member.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    interval: Duration,
     /// Wait after the last join before measuring memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,
 }
 
+/// Options of `bench join-storm`.
+#[derive(Args)]
+pub struct JoinStormArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Joins in all (every member stays until the end, so at most ~19 000 per server).
+    #[arg(long, default_value_t = 10000)]
+    members: usize,
+    /// Members per session, host included.
+    #[arg(long, default_value_t = 10)]
+    session_size: usize,
+}
+
+/// Options of `bench churn`.
+#[derive(Args)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Members kept in sessions.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Members per session, host included.
+    #[arg(long, default_value_t = 10)]
+    session_size: usize,
+    /// Leave+join replacements per second, in all.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// How long to churn.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
+/// Options of `bench big-session`.
+#[derive(Args)]
+pub struct BigSessionArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Members of the one session (it is created over HTTP with this capacity).
+    #[arg(long, default_value_t = 5000)]
+    members: usize,
+    /// How long to measure ping RTT once it is full.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
 /// Runs the chosen scenario.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
     match args.scenario {
-        Scenario::Idle(a) => idle(a),
+        Scenario::Idle(a) => {
+            let plan = Plan::sessions("idle", &a.common, a.members, a.session_size, Mode::Idle);
+            execute(&a.common, plan.hold(a.settle, a.duration))
+        }
+        Scenario::JoinStorm(a) => {
+            let plan = Plan::sessions(
+                "join-storm",
+                &a.common,
+                a.members,
+                a.session_size,
+                Mode::Idle,
+            );
+            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO))
+        }
+        Scenario::Churn(a) => {
+            let workers = a.common.workers.max(1) as f64;
+            let mode = Mode::Churn {
+                rate: a.rate / workers,
+                seconds: a.duration.as_secs_f64(),
+            };
+            let plan = Plan::sessions("churn", &a.common, a.members, a.session_size, mode);
+            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO))
+        }
+        Scenario::BigSession(a) => execute(
+            &a.common,
+            Plan::big_session(&a.common, a.members, a.duration),
+        ),
+    }
+}
+
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 20_000 => eprintln!(
+            "note: open-file limit is {n}; each worker process holds its members' sockets, use --workers to spread them"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: cannot raise the open-file limit ({e}); use more --workers"),
+    }
+}
+
+/// What one run does.
+struct Plan {
+    scenario: &'static str,
+    specs: Vec<WorkerSpec>,
+    members: usize,
+    settle: Duration,
+    hold: Duration,
+    /// Create this session over HTTP first (id, capacity).
+    create: Option<(String, usize)>,
+    /// For big-session: how many `member_joined` must arrive in all.
+    expect_member_joined: Option<u64>,
+}
+
+impl Plan {
+    fn base(common: &Common, tag: &str) -> WorkerSpec {
+        WorkerSpec {
+            addr: "127.0.0.1:1".parse().expect("placeholder"),
+            path: "/".into(),
+            sessions: Vec::new(),
+            sources: Vec::new(),
+            interval_ms: common.interval.as_millis() as u64,
+            concurrency: common.concurrency,
+            tag: tag.to_string(),
+            mode: Mode::Idle,
+        }
+    }
+
+    /// `members` in sessions of `size`, whole sessions per worker, each with a host.
+    fn sessions(
+        scenario: &'static str,
+        common: &Common,
+        members: usize,
+        size: usize,
+        mode: Mode,
+    ) -> Plan {
+        let size = size.max(1);
+        let sessions = members.div_ceil(size);
+        let tag = format!("b{:x}", fastrand::u32(..));
+        let workers = common.workers.clamp(1, sessions.max(1));
+        let mut specs: Vec<WorkerSpec> = (0..workers)
+            .map(|w| WorkerSpec {
+                mode: mode.clone(),
+                ..Self::base(common, &format!("{tag}w{w}"))
+            })
+            .collect();
+        let mut left = members;
+        for k in 0..sessions {
+            let n = left.min(size);
+            left -= n;
+            specs[k % workers].sessions.push(SessionPlan {
+                id: format!("{tag}-{k}"),
+                members: n,
+                with_host: true,
+            });
+        }
+        Plan {
+            scenario,
+            specs,
+            members,
+            settle: Duration::ZERO,
+            hold: Duration::ZERO,
+            create: None,
+            expect_member_joined: None,
+        }
+    }
+
+    /// One session created over HTTP with capacity `members`, filled by every worker.
+    fn big_session(common: &Common, members: usize, hold: Duration) -> Plan {
+        let tag = format!("b{:x}", fastrand::u32(..));
+        let id = format!("{tag}-big");
+        let workers = common.workers.max(1);
+        let specs = (0..workers)
+            .map(|w| {
+                let share = members / workers + usize::from(w < members % workers);
+                WorkerSpec {
+                    sessions: vec![SessionPlan {
+                        id: id.clone(),
+                        members: share,
+                        with_host: false,
+                    }],
+                    ..Self::base(common, &format!("{tag}w{w}"))
+                }
+            })
+            .collect();
+        let n = members as u64;
+        Plan {
+            scenario: "big-session",
+            specs,
+            members,
+            settle: Duration::ZERO,
+            hold,
+            create: Some((id, members)),
+            expect_member_joined: Some(n * n.saturating_sub(1) / 2),
+        }
+    }
+
+    fn hold(mut self, settle: Duration, hold: Duration) -> Plan {
+        self.settle = settle;
+        self.hold = hold;
+        self
     }
 }
 
@@ -122,10 +326,10 @@ fn spawn_server(extra: &[String]) -> anyhow::Result<SpawnedServer> {
     Ok(SpawnedServer { child, addr })
 }
 
-/// Where to connect: address, path, and the server's pid if known.
-fn target(
-    common: &Common,
-) -> anyhow::Result<(SocketAddr, String, Option<u32>, Option<SpawnedServer>)> {
+type Target = (SocketAddr, String, Option<u32>, Option<SpawnedServer>);
+
+/// Where to connect: address, path, the server's pid if known, and the server if spawned.
+fn target(common: &Common) -> anyhow::Result<Target> {
     if common.spawn_server {
         let s = spawn_server(&common.server_args)?;
         return Ok((s.addr, "/".into(), Some(s.child.id()), Some(s)));
@@ -147,11 +351,12 @@ fn target(
 
 fn sources(n: u8, server: SocketAddr) -> Vec<IpAddr> {
     if !server.ip().is_loopback() || !server.is_ipv4() {
-        return vec![if server.is_ipv4() {
-            IpAddr::from([0, 0, 0, 0])
+        let any: IpAddr = if server.is_ipv4() {
+            [0, 0, 0, 0].into()
         } else {
-            "::".parse().unwrap()
-        }];
+            "::".parse().expect("ip")
+        };
+        return vec![any];
     }
     (1..=n.max(1))
         .map(|i| IpAddr::from([127, 0, 0, i]))
@@ -168,10 +373,10 @@ enum Line {
     Exited(usize),
 }
 
-fn spawn_workers(specs: Vec<WorkerSpec>) -> anyhow::Result<(Vec<Worker>, mpsc::Receiver<Line>)> {
+fn spawn_workers(specs: &[WorkerSpec]) -> anyhow::Result<(Vec<Worker>, mpsc::Receiver<Line>)> {
     let (tx, rx) = mpsc::channel();
     let mut workers = Vec::new();
-    for (i, spec) in specs.into_iter().enumerate() {
+    for (i, spec) in specs.iter().enumerate() {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("bench-worker")
             .stdin(Stdio::piped())
@@ -180,7 +385,7 @@ fn spawn_workers(specs: Vec<WorkerSpec>) -> anyhow::Result<(Vec<Worker>, mpsc::R
             .spawn()
             .context("spawn worker")?;
         let mut stdin = child.stdin.take().expect("piped");
-        writeln!(stdin, "{}", serde_json::to_string(&spec)?)?;
+        writeln!(stdin, "{}", serde_json::to_string(spec)?)?;
         let stdout = child.stdout.take().expect("piped");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -203,7 +408,7 @@ fn tell(workers: &mut [Worker], what: &str) {
     }
 }
 
-/// Waits until every worker has sent an event of `kind`, showing progress.
+/// Waits until every worker has sent an event of `kind`, showing a progress line.
 fn wait_for(
     rx: &mpsc::Receiver<Line>,
     n: usize,
@@ -213,8 +418,9 @@ fn wait_for(
 ) -> anyhow::Result<Vec<Value>> {
     let mut got: Vec<Option<Value>> = vec![None; n];
     let mut progress = vec![0u64; n];
+    let started = Instant::now();
     while got.iter().any(Option::is_none) {
-        match rx.recv_timeout(Duration::from_secs(120)) {
+        match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(Line::Event(i, v)) => {
                 if v["event"] == kind {
                     got[i] = Some(v.clone());
@@ -222,8 +428,13 @@ fn wait_for(
                 if let Some(j) = v["joined"].as_u64() {
                     progress[i] = j;
                 }
-                if !quiet {
-                    eprint!("\r  joined {}/{}   ", progress.iter().sum::<u64>(), total);
+                if !quiet && kind == "ready" {
+                    eprint!(
+                        "\r  joined {}/{} ({:.1} s)   ",
+                        progress.iter().sum::<u64>(),
+                        total,
+                        started.elapsed().as_secs_f64()
+                    );
                 }
             }
             Ok(Line::Exited(i)) if got[i].is_none() => bail!("worker {i} exited early"),
@@ -231,7 +442,7 @@ fn wait_for(
             Err(_) => bail!("workers stopped reporting"),
         }
     }
-    if !quiet {
+    if !quiet && kind == "ready" {
         eprintln!();
     }
     Ok(got.into_iter().flatten().collect())
@@ -249,138 +460,270 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-fn idle(args: IdleArgs) -> anyhow::Result<()> {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let common = &args.common;
+/// The server counters the run reads from `/metrics`.
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    frames_sent: f64,
+    slow_consumer_disconnects: f64,
+}
+
+fn counters(addr: SocketAddr) -> Option<Counters> {
+    let (status, body) = http::request(addr, "GET", "/metrics", None, None).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let get = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Some(Counters {
+        frames_sent: get("loudsync_frames_sent_total"),
+        slow_consumer_disconnects: get("loudsync_slow_consumer_disconnects_total"),
+    })
+}
+
+fn execute(common: &Common, mut plan: Plan) -> anyhow::Result<()> {
     let (addr, path, pid, _server) = target(common)?;
     let quiet = common.json;
-    let baseline = pid.and_then(probe::sample);
-    let size = args.session_size.max(1);
-    let sessions = args.members.div_ceil(size);
-    let tag = format!("b{}", fastrand::u32(..));
-    let workers_n = common.workers.clamp(1, sessions.max(1));
-    let sources = sources(common.sources, addr);
-    let mut specs: Vec<WorkerSpec> = (0..workers_n)
-        .map(|w| WorkerSpec {
-            addr,
-            path: path.clone(),
-            sessions: Vec::new(),
-            sources: sources.clone(),
-            interval_ms: args.interval.as_millis() as u64,
-            concurrency: common.concurrency,
-            tag: format!("{tag}w{w}"),
-        })
-        .collect();
-    let mut left = args.members;
-    for k in 0..sessions {
-        let members = left.min(size);
-        left -= members;
-        specs[k % workers_n].sessions.push(SessionPlan {
-            id: format!("{tag}-{k}"),
-            members,
-        });
+    let srcs = sources(common.sources, addr);
+    for s in plan.specs.iter_mut() {
+        s.addr = addr;
+        s.path = path.clone();
+        s.sources = srcs.clone();
     }
+    if let Some((id, capacity)) = &plan.create {
+        let body = json!({"name": "bench", "id": id, "maxMembers": capacity}).to_string();
+        let (status, text) = http::request(
+            addr,
+            "POST",
+            "/v1/sessions",
+            Some(&body),
+            common.admin_token.as_deref(),
+        )
+        .context("create the session over HTTP")?;
+        if status != 201 {
+            bail!("creating the session failed: {status} {text}");
+        }
+    }
+    let workers_n = plan.specs.len();
     if !quiet {
         eprintln!(
-            "idle: {} members in {} sessions of {} over {} workers, target {addr}",
-            args.members, sessions, size, workers_n
+            "{}: {} members over {} workers against {addr}{}",
+            plan.scenario,
+            plan.members,
+            workers_n,
+            pid.map(|p| format!(" (server pid {p})"))
+                .unwrap_or_default()
         );
     }
+    let baseline = pid.and_then(probe::sample);
     let started = Instant::now();
-    let (mut workers, rx) = spawn_workers(specs)?;
-    let ready = wait_for(&rx, workers_n, "ready", args.members, quiet)?;
+    let (mut workers, rx) = spawn_workers(&plan.specs)?;
+    let ready = wait_for(&rx, workers_n, "ready", plan.members, quiet)?;
     let join_time = started.elapsed();
+    let after_join = pid.and_then(probe::sample);
     let joined: u64 = ready.iter().filter_map(|v| v["joined"].as_u64()).sum();
     let failed: u64 = ready.iter().filter_map(|v| v["failed"].as_u64()).sum();
-    tell(&mut workers, "hold");
-    std::thread::sleep(args.settle);
+
+    // The measured phase.
+    let before_hold = counters(addr);
+    tell(&mut workers, "go");
+    std::thread::sleep(plan.settle);
     let loaded = pid.and_then(probe::sample);
     let hold_start = Instant::now();
-    std::thread::sleep(args.duration);
-    let end = pid.and_then(probe::sample);
+    if let Mode::Churn { .. } = plan.specs[0].mode {
+        wait_for(&rx, workers_n, "churned", 0, true)?;
+    } else {
+        std::thread::sleep(plan.hold);
+    }
+    // Big session: wait (bounded) for every member_joined to be delivered.
+    if let Some(expected) = plan.expect_member_joined {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            tell(&mut workers, "report");
+            let seen: u64 = collect_reports(&rx, workers_n)?
+                .iter()
+                .map(|r| r.member_joined_seen)
+                .sum();
+            if seen >= expected || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let hold = hold_start.elapsed();
+    let end = pid.and_then(probe::sample);
+    let after_hold = counters(addr);
     tell(&mut workers, "report");
-    let reports: Vec<WorkerReport> = wait_for(&rx, workers_n, "report", args.members, true)?
-        .into_iter()
-        .map(|v| serde_json::from_value(v["report"].clone()))
-        .collect::<Result<_, _>>()?;
+    let reports = collect_reports(&rx, workers_n)?;
     tell(&mut workers, "exit");
     for w in workers.iter_mut() {
         let _ = w.child.wait();
     }
-    let mut rtt = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+
+    let mut rtt = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut join = rtt.clone();
+    let mut churn_join = rtt.clone();
     for r in &reports {
         rtt.add(decode_hist(&r.rtt_hist)?)?;
         join.add(decode_hist(&r.join_hist)?)?;
+        churn_join.add(decode_hist(&r.churn_join_hist)?)?;
     }
-    let timeouts: u64 = reports.iter().map(|r| r.timeouts_seen).sum();
-    let closed: u64 = reports.iter().map(|r| r.closed_by_server).sum();
-    let errors: u64 = reports.iter().map(|r| r.errors).sum();
-    let server = match (baseline, loaded, end) {
-        (Some(b), Some(l), Some(e)) => json!({
-            "rss_empty_bytes": b.rss_bytes,
-            "rss_loaded_bytes": l.rss_bytes,
-            "rss_end_bytes": e.rss_bytes,
-            "rss_per_member_bytes": (l.rss_bytes.saturating_sub(b.rss_bytes)) as f64 / joined.max(1) as f64,
-            "cpu_percent_during_hold": 100.0 * (e.cpu.saturating_sub(l.cpu)).as_secs_f64() / hold.as_secs_f64(),
-        }),
+    let sum = |f: fn(&WorkerReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let frames_in_hold = match (before_hold, after_hold) {
+        (Some(a), Some(b)) => Some(b.frames_sent - a.frames_sent),
+        _ => None,
+    };
+    let slow_consumers = after_hold.map(|c| c.slow_consumer_disconnects);
+    let server = match (baseline, after_join, loaded, end) {
+        (Some(b), Some(j), Some(l), Some(e)) => {
+            let join_cpu = j.cpu.saturating_sub(b.cpu).as_secs_f64();
+            let hold_cpu = e.cpu.saturating_sub(l.cpu).as_secs_f64();
+            json!({
+                "rss_empty_bytes": b.rss_bytes,
+                "rss_loaded_bytes": l.rss_bytes,
+                "rss_end_bytes": e.rss_bytes,
+                "rss_per_member_bytes": (l.rss_bytes.saturating_sub(b.rss_bytes)) as f64 / joined.max(1) as f64,
+                "cpu_ms_per_join": 1000.0 * join_cpu / joined.max(1) as f64,
+                "cpu_percent_during_hold": 100.0 * hold_cpu / hold.as_secs_f64().max(1e-9),
+                "cpu_us_per_delivered_frame": frames_in_hold.filter(|f| *f > 0.0).map(|f| 1e6 * hold_cpu / f),
+            })
+        }
         _ => Value::Null,
     };
     let result = json!({
-        "scenario": "idle",
-        "members": args.members,
-        "session_size": size,
+        "scenario": plan.scenario,
+        "members": plan.members,
         "workers": workers_n,
         "joined": joined,
         "join_failed": failed,
         "join_time_s": join_time.as_secs_f64(),
+        "joins_per_s": joined as f64 / join_time.as_secs_f64().max(1e-9),
         "hold_s": hold.as_secs_f64(),
         "join_latency": percentiles(&join),
         "ping_rtt": percentiles(&rtt),
-        "false_timeouts": timeouts,
-        "closed_by_server": closed,
-        "errors": errors,
+        "churned": sum(|r| r.churned),
+        "churn_join_latency": percentiles(&churn_join),
+        "member_joined_seen": sum(|r| r.member_joined_seen),
+        "member_joined_expected": plan.expect_member_joined,
+        "frames_delivered_during_hold": frames_in_hold,
+        "false_timeouts": sum(|r| r.timeouts_seen),
+        "closed_by_server": sum(|r| r.closed_by_server),
+        "dropped_1008": sum(|r| r.dropped_1008),
+        "slow_consumer_disconnects_total": slow_consumers,
+        "errors": sum(|r| r.errors),
         "server": server,
     });
+    if let Some(path) = &common.plot {
+        let mut series = vec![("join latency", &join)];
+        if !rtt.is_empty() {
+            series.push(("ping RTT", &rtt));
+        }
+        if !churn_join.is_empty() {
+            series.push(("join latency under churn", &churn_join));
+        }
+        std::fs::write(
+            path,
+            plot::svg(&format!("loudsync bench {}", plan.scenario), &series),
+        )
+        .with_context(|| format!("write {}", path.display()))?;
+    }
     if common.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         print_table(&result);
     }
-    if failed > 0 || timeouts > 0 || closed > 0 {
-        bail!("{failed} joins failed, {timeouts} false timeouts, {closed} members closed by the server");
+    let problems = [
+        (failed, "joins failed"),
+        (sum(|r| r.timeouts_seen), "false timeouts"),
+        (sum(|r| r.closed_by_server), "members closed by the server"),
+    ];
+    let problems: Vec<String> = problems
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if let Some(expected) = plan.expect_member_joined {
+        let seen = sum(|r| r.member_joined_seen);
+        if seen != expected {
+            bail!("{seen} of {expected} member_joined delivered");
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join(", "));
     }
     Ok(())
 }
 
+fn collect_reports(rx: &mpsc::Receiver<Line>, n: usize) -> anyhow::Result<Vec<WorkerReport>> {
+    wait_for(rx, n, "report", 0, true)?
+        .into_iter()
+        .map(|v| serde_json::from_value(v["report"].clone()).context("worker report"))
+        .collect()
+}
+
 fn print_table(r: &Value) {
-    let row = |k: &str, v: String| println!("  {k:<28} {v}");
-    println!("idle benchmark");
+    let row = |k: &str, v: String| println!("  {k:<30} {v}");
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!("{} benchmark", r["scenario"].as_str().unwrap_or("?"));
     row(
         "members joined",
         format!(
-            "{} ({} failed) in {:.2} s",
+            "{} ({} failed) in {:.2} s: {:.0} joins/s",
             r["joined"],
             r["join_failed"],
-            r["join_time_s"].as_f64().unwrap_or(0.0)
+            f(&r["join_time_s"]),
+            f(&r["joins_per_s"])
         ),
     );
-    for (name, key) in [("join latency", "join_latency"), ("ping RTT", "ping_rtt")] {
-        let h = &r[key];
+    let hist = |name: &str, h: &Value| {
+        if h["count"].as_u64().unwrap_or(0) > 0 {
+            row(
+                name,
+                format!(
+                    "p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  (n={})",
+                    h["p50_ms"], h["p90_ms"], h["p99_ms"], h["p999_ms"], h["max_ms"], h["count"]
+                ),
+            );
+        }
+    };
+    hist("join latency", &r["join_latency"]);
+    hist("join latency under churn", &r["churn_join_latency"]);
+    hist("ping RTT", &r["ping_rtt"]);
+    if r["churned"].as_u64().unwrap_or(0) > 0 {
         row(
-            name,
+            "replacements (leave + join)",
+            format!("{} in {:.1} s", r["churned"], f(&r["hold_s"])),
+        );
+    }
+    if !r["member_joined_expected"].is_null() {
+        row(
+            "member_joined delivered",
             format!(
-                "p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  (n={})",
-                h["p50_ms"], h["p90_ms"], h["p99_ms"], h["p999_ms"], h["max_ms"], h["count"]
+                "{} of {}",
+                r["member_joined_seen"], r["member_joined_expected"]
             ),
         );
     }
+    if !r["frames_delivered_during_hold"].is_null() {
+        row(
+            "frames delivered (measured phase)",
+            format!("{}", r["frames_delivered_during_hold"]),
+        );
+    }
     row("false timeouts", r["false_timeouts"].to_string());
-    row("closed by server", r["closed_by_server"].to_string());
+    row(
+        "closed by server",
+        format!(
+            "{} (1008: {}; server slow-consumer drops: {})",
+            r["closed_by_server"], r["dropped_1008"], r["slow_consumer_disconnects_total"]
+        ),
+    );
     let s = &r["server"];
     if !s.is_null() {
-        let mib = |b: &Value| b.as_f64().unwrap_or(0.0) / 1048576.0;
+        let mib = |b: &Value| f(b) / 1048576.0;
         row(
             "server RSS empty",
             format!("{:.1} MiB", mib(&s["rss_empty_bytes"])),
@@ -390,22 +733,26 @@ fn print_table(r: &Value) {
             format!("{:.1} MiB", mib(&s["rss_loaded_bytes"])),
         );
         row(
-            "server RSS at end of hold",
+            "server RSS at end",
             format!("{:.1} MiB", mib(&s["rss_end_bytes"])),
         );
         row(
             "server RSS per member",
-            format!(
-                "{:.0} bytes",
-                s["rss_per_member_bytes"].as_f64().unwrap_or(0.0)
-            ),
+            format!("{:.0} bytes", f(&s["rss_per_member_bytes"])),
         );
         row(
-            "server CPU during hold",
-            format!(
-                "{:.1} %",
-                s["cpu_percent_during_hold"].as_f64().unwrap_or(0.0)
-            ),
+            "server CPU per join",
+            format!("{:.3} ms", f(&s["cpu_ms_per_join"])),
         );
+        row(
+            "server CPU, measured phase",
+            format!("{:.1} % of a core", f(&s["cpu_percent_during_hold"])),
+        );
+        if !s["cpu_us_per_delivered_frame"].is_null() {
+            row(
+                "server CPU per delivered frame",
+                format!("{:.2} us", f(&s["cpu_us_per_delivered_frame"])),
+            );
+        }
     }
 }

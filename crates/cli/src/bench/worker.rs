@@ -1,11 +1,13 @@
 //! A load-generator worker process: opens its share of members, joins them, keeps them alive
 //! at the document's rates, measures, and reports to the coordinator as JSON lines on stdout.
 //!
-//! Protocol with the coordinator: the spec arrives as the first line on stdin; the worker
-//! prints `progress` lines while joining and one `ready` line; on the stdin line `hold` it
-//! runs the hold phase, prints `done`, and exits when stdin says `exit` (or closes).
+//! Protocol with the coordinator: the [`WorkerSpec`] arrives as the first line on stdin; the
+//! worker prints `progress` lines while joining and one `ready` line; then it obeys stdin
+//! lines: `go` starts the scenario's measured phase (recording RTTs; churning for `churn`),
+//! `report` prints a `report` line, `exit` leaves every member and exits.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
 /// One session this worker fills.
@@ -24,8 +26,24 @@ use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 pub struct SessionPlan {
     /// Session id.
     pub id: String,
-    /// Members including the host (the first one joins as host).
+    /// Members this worker puts in it.
     pub members: usize,
+    /// Whether the first of them joins as host (else the session must exist).
+    pub with_host: bool,
+}
+
+/// What the measured phase does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Mode {
+    /// Keep members alive and record ping RTTs.
+    Idle,
+    /// Replace members: `rate` leave+join pairs per second (this worker's share), for `seconds`.
+    Churn {
+        /// Replacements per second.
+        rate: f64,
+        /// How long.
+        seconds: f64,
+    },
 }
 
 /// What a worker is asked to do.
@@ -35,7 +53,7 @@ pub struct WorkerSpec {
     pub addr: SocketAddr,
     /// The WebSocket path.
     pub path: String,
-    /// Sessions to fill, each entirely by this worker.
+    /// Sessions to fill.
     pub sessions: Vec<SessionPlan>,
     /// Source addresses to spread connections over.
     pub sources: Vec<IpAddr>,
@@ -45,23 +63,33 @@ pub struct WorkerSpec {
     pub concurrency: usize,
     /// Distinguishes device ids between runs and workers.
     pub tag: String,
+    /// The measured phase.
+    pub mode: Mode,
 }
 
-/// What the worker reports at the end.
+/// What the worker reports.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct WorkerReport {
-    /// Members that joined.
+    /// Members that joined in the join phase.
     pub joined: u64,
     /// Members whose connect or join failed.
     pub join_failed: u64,
     /// Join latency histogram (µs), serialised.
     pub join_hist: String,
-    /// Ping RTT histogram (µs), serialised.
+    /// Ping RTT histogram (µs) during the measured phase, serialised.
     pub rtt_hist: String,
+    /// Churn: join latency of replacement members (µs), serialised.
+    pub churn_join_hist: String,
+    /// Churn: replacements done.
+    pub churned: u64,
     /// `member_left` with reason `timeout` seen by any member (false timeouts).
     pub timeouts_seen: u64,
-    /// Members whose socket the server closed during the hold.
+    /// `member_joined` messages received by this worker's members.
+    pub member_joined_seen: u64,
+    /// Members whose socket the server closed unexpectedly.
     pub closed_by_server: u64,
+    /// ... of which with 1008 (slow consumer or rate limit).
+    pub dropped_1008: u64,
     /// `error` messages received.
     pub errors: u64,
 }
@@ -70,15 +98,21 @@ type Ws = WebSocketStream<TcpStream>;
 
 struct Shared {
     start: Instant,
+    spec: WorkerSpec,
     rtt: Mutex<Histogram<u64>>,
     join: Mutex<Histogram<u64>>,
-    timeouts_seen: Mutex<u64>,
-    closed: Mutex<u64>,
-    errors: Mutex<u64>,
+    churn_join: Mutex<Histogram<u64>>,
+    timeouts_seen: AtomicU64,
+    member_joined_seen: AtomicU64,
+    closed: AtomicU64,
+    dropped_1008: AtomicU64,
+    errors: AtomicU64,
+    next_device: AtomicU64,
+    recording: watch::Receiver<bool>,
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
 
 /// Serialises a histogram to base64 (V2 format).
@@ -105,6 +139,13 @@ fn emit(v: Value) {
     println!("{v}");
 }
 
+/// A member kept alive by a task; dropping `leave` (or sending on it) makes it leave.
+struct Live {
+    session: usize,
+    is_host: bool,
+    leave: oneshot::Sender<()>,
+}
+
 /// Entry point of `loudsync bench-worker`.
 pub fn run() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -115,22 +156,33 @@ pub fn run() -> anyhow::Result<()> {
         let mut stdin = BufReader::new(tokio::io::stdin()).lines();
         let spec_line = stdin.next_line().await?.context("no spec on stdin")?;
         let spec: WorkerSpec = serde_json::from_str(&spec_line).context("bad spec")?;
+        let (recording_tx, recording) = watch::channel(false);
         let shared = Arc::new(Shared {
             start: Instant::now(),
+            spec,
             rtt: Mutex::new(histogram()),
             join: Mutex::new(histogram()),
-            timeouts_seen: Mutex::new(0),
-            closed: Mutex::new(0),
-            errors: Mutex::new(0),
+            churn_join: Mutex::new(histogram()),
+            timeouts_seen: AtomicU64::new(0),
+            member_joined_seen: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            dropped_1008: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            next_device: AtomicU64::new(0),
+            recording,
         });
-        let (hold_tx, hold_rx) = watch::channel(false);
-        let (joined, failed) = join_all(&spec, &shared, hold_rx).await;
+        let (mut live, failed) = join_all(&shared).await;
+        let joined = live.len() as u64;
         emit(json!({"event": "ready", "joined": joined, "failed": failed}));
-        // Wait for `hold`, then `done` ... `exit`.
+        let churned = Arc::new(AtomicU64::new(0));
         while let Some(line) = stdin.next_line().await? {
             match line.trim() {
-                "hold" => {
-                    let _ = hold_tx.send(true);
+                "go" => {
+                    let _ = recording_tx.send(true);
+                    if let Mode::Churn { rate, seconds } = shared.spec.mode {
+                        churn(&shared, &mut live, rate, seconds, &churned).await;
+                        emit(json!({"event": "churned", "count": churned.load(Ordering::Relaxed)}));
+                    }
                 }
                 "report" => {
                     let report = WorkerReport {
@@ -138,9 +190,13 @@ pub fn run() -> anyhow::Result<()> {
                         join_failed: failed,
                         join_hist: encode_hist(&shared.join.lock().unwrap()),
                         rtt_hist: encode_hist(&shared.rtt.lock().unwrap()),
-                        timeouts_seen: *shared.timeouts_seen.lock().unwrap(),
-                        closed_by_server: *shared.closed.lock().unwrap(),
-                        errors: *shared.errors.lock().unwrap(),
+                        churn_join_hist: encode_hist(&shared.churn_join.lock().unwrap()),
+                        churned: churned.load(Ordering::Relaxed),
+                        timeouts_seen: shared.timeouts_seen.load(Ordering::Relaxed),
+                        member_joined_seen: shared.member_joined_seen.load(Ordering::Relaxed),
+                        closed_by_server: shared.closed.load(Ordering::Relaxed),
+                        dropped_1008: shared.dropped_1008.load(Ordering::Relaxed),
+                        errors: shared.errors.load(Ordering::Relaxed),
                     };
                     emit(json!({"event": "report", "report": report}));
                 }
@@ -148,93 +204,96 @@ pub fn run() -> anyhow::Result<()> {
                 _ => {}
             }
         }
+        let _ = recording_tx.send(false);
+        for m in live.drain(..) {
+            let _ = m.leave.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
     })
 }
 
-/// Connects and joins every member of every planned session (hosts first in each session).
-async fn join_all(
-    spec: &WorkerSpec,
-    shared: &Arc<Shared>,
-    hold: watch::Receiver<bool>,
-) -> (u64, u64) {
-    let limit = Arc::new(Semaphore::new(spec.concurrency.max(1)));
-    let mut joined = 0u64;
-    let mut failed = 0u64;
-    let mut n = 0usize;
-    let mut last_progress = Instant::now();
-    for session in &spec.sessions {
-        // The host must be in before its members.
-        let mut pending = Vec::new();
-        for i in 0..session.members {
-            let source = spec.sources[n % spec.sources.len()];
-            n += 1;
-            let device = format!("{}-{}-{i}", spec.tag, session.id);
-            let kind = if i == 0 { "host" } else { "client" };
-            let permit = limit.clone().acquire_owned().await.expect("semaphore");
-            let fut = join_one(
-                spec.clone(),
-                source,
-                session.id.clone(),
-                device,
-                kind,
-                shared.clone(),
-            );
-            if i == 0 {
-                let r = fut.await;
-                drop(permit);
-                match r {
-                    Ok(ws) => {
-                        joined += 1;
-                        tokio::spawn(keep_alive(
-                            ws,
-                            spec.interval_ms,
-                            shared.clone(),
-                            hold.clone(),
-                        ));
-                    }
+/// Joins every planned member; hosts first in their session, everything else concurrently
+/// within the in-flight limit.
+async fn join_all(shared: &Arc<Shared>) -> (Vec<Live>, u64) {
+    let limit = Arc::new(Semaphore::new(shared.spec.concurrency.max(1)));
+    let total: usize = shared.spec.sessions.iter().map(|s| s.members).sum();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut session_tasks = Vec::new();
+    for (index, plan) in shared.spec.sessions.iter().cloned().enumerate() {
+        let shared = shared.clone();
+        let limit = limit.clone();
+        let done = done.clone();
+        session_tasks.push(tokio::spawn(async move {
+            let mut live = Vec::new();
+            let mut failed = 0u64;
+            let mut start = 0;
+            if plan.with_host && plan.members > 0 {
+                let permit = limit.clone().acquire_owned().await.expect("semaphore");
+                match join_member(&shared, index, "host", &shared.join).await {
+                    Ok(m) => live.push(m),
                     Err(_) => failed += 1,
                 }
-            } else {
-                let shared2 = shared.clone();
-                let hold2 = hold.clone();
-                let interval = spec.interval_ms;
-                pending.push(tokio::spawn(async move {
-                    let r = fut.await;
+                drop(permit);
+                done.fetch_add(1, Ordering::Relaxed);
+                start = 1;
+            }
+            let mut joins = Vec::new();
+            for _ in start..plan.members {
+                let permit = limit.clone().acquire_owned().await.expect("semaphore");
+                let shared = shared.clone();
+                let done = done.clone();
+                joins.push(tokio::spawn(async move {
+                    let r = join_member(&shared, index, "client", &shared.join).await;
                     drop(permit);
-                    match r {
-                        Ok(ws) => {
-                            tokio::spawn(keep_alive(ws, interval, shared2, hold2));
-                            true
-                        }
-                        Err(_) => false,
-                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    r
                 }));
             }
-        }
-        for p in pending {
-            if p.await.unwrap_or(false) {
-                joined += 1;
-            } else {
-                failed += 1;
+            for j in joins {
+                match j.await {
+                    Ok(Ok(m)) => live.push(m),
+                    _ => failed += 1,
+                }
             }
-        }
-        if last_progress.elapsed() > Duration::from_millis(500) {
-            last_progress = Instant::now();
-            emit(json!({"event": "progress", "joined": joined, "failed": failed}));
+            (live, failed)
+        }));
+    }
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                emit(
+                    json!({"event": "progress", "joined": done.load(Ordering::Relaxed), "total": total}),
+                );
+            }
+        })
+    };
+    let mut live = Vec::new();
+    let mut failed = 0;
+    for t in session_tasks {
+        if let Ok((l, f)) = t.await {
+            live.extend(l);
+            failed += f;
         }
     }
-    (joined, failed)
+    progress.abort();
+    (live, failed)
 }
 
-async fn join_one(
-    spec: WorkerSpec,
-    source: IpAddr,
-    session: String,
-    device: String,
+/// Connects, joins session `index`, records the join latency, and spawns its keep-alive task.
+async fn join_member(
+    shared: &Arc<Shared>,
+    index: usize,
     kind: &'static str,
-    shared: Arc<Shared>,
-) -> anyhow::Result<Ws> {
+    hist: &Mutex<Histogram<u64>>,
+) -> anyhow::Result<Live> {
+    let spec = &shared.spec;
+    let n = shared.next_device.fetch_add(1, Ordering::Relaxed);
+    let source = spec.sources[n as usize % spec.sources.len()];
+    let device = format!("{}-{n}", spec.tag);
+    let session = &spec.sessions[index].id;
     let started = Instant::now();
     let socket = if spec.addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -251,42 +310,57 @@ async fn join_one(
     let join = json!({"type": "join", "timestamp": 0, "sessionId": session,
         "deviceInfo": {"id": device, "name": device, "type": kind}});
     ws.send(Message::text(join.to_string())).await?;
-    let mut got_list = false;
-    while !got_list {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .context("join timed out")?
             .context("closed during join")??;
         if let Some(text) = msg.as_text() {
-            let v: Value = serde_json::from_str(text)?;
-            match v["type"].as_str() {
-                Some("member_list") => got_list = true,
-                Some("error") => anyhow::bail!("join rejected: {v}"),
+            // Only the type matters here; a big session's member_list is not worth parsing.
+            match message_type(text) {
+                Some("member_list") => break,
+                Some("error") => anyhow::bail!("join rejected: {text}"),
                 _ => {}
             }
         }
     }
     let us = started.elapsed().as_micros() as u64;
-    let _ = shared.join.lock().unwrap().record(us.max(1));
-    Ok(ws)
+    let _ = hist.lock().unwrap().record(us.max(1));
+    let (leave, leave_rx) = oneshot::channel();
+    tokio::spawn(keep_alive(ws, shared.clone(), leave_rx));
+    Ok(Live {
+        session: index,
+        is_host: kind == "host",
+        leave,
+    })
 }
 
-/// Heartbeat and ping every interval (random phase), record pong RTTs once the hold starts.
-async fn keep_alive(
-    mut ws: Ws,
-    interval_ms: u64,
-    shared: Arc<Shared>,
-    mut hold: watch::Receiver<bool>,
-) {
-    let phase = Duration::from_millis(fastrand::u64(0..interval_ms.max(1)));
+/// The `type` of a server message, read from its first bytes (the encoder writes it first).
+fn message_type(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("{\"type\":\"")?;
+    rest.split('"').next()
+}
+
+/// Heartbeat and ping every interval (random phase); record RTTs while recording; count
+/// what arrives; leave when told.
+async fn keep_alive(mut ws: Ws, shared: Arc<Shared>, mut leave: oneshot::Receiver<()>) {
+    let interval_ms = shared.spec.interval_ms.max(1);
+    let phase = Duration::from_millis(fastrand::u64(0..interval_ms));
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + phase,
         Duration::from_millis(interval_ms),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recording = *hold.borrow();
+    let recording = shared.recording.clone();
     loop {
         tokio::select! {
+            _ = &mut leave => {
+                let _ = ws.send(Message::text(r#"{"type":"leave"}"#.to_string())).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }).await;
+                return;
+            }
             _ = tick.tick() => {
                 let now_us = shared.start.elapsed().as_micros() as u64;
                 let hb = Message::text(r#"{"type":"heartbeat"}"#.to_string());
@@ -295,35 +369,98 @@ async fn keep_alive(
                     break;
                 }
             }
-            changed = hold.changed(), if !recording => {
-                if changed.is_err() { break; }
-                recording = *hold.borrow();
-            }
             msg = ws.next() => {
                 let Some(Ok(msg)) = msg else {
-                    if recording { *shared.closed.lock().unwrap() += 1; }
+                    shared.closed.fetch_add(1, Ordering::Relaxed);
                     break;
                 };
+                if let Some((code, _)) = msg.as_close() {
+                    shared.closed.fetch_add(1, Ordering::Relaxed);
+                    if u16::from(code) == 1008 {
+                        shared.dropped_1008.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
                 let Some(text) = msg.as_text() else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
-                match v["type"].as_str() {
-                    Some("pong") if recording => {
-                        if let Some(sent) = v["timestamp"].as_u64() {
-                            let now_us = shared.start.elapsed().as_micros() as u64;
-                            let _ = shared.rtt.lock().unwrap().record(now_us.saturating_sub(sent).max(1));
+                match message_type(text) {
+                    Some("pong") if *recording.borrow() => {
+                        if let Ok(v) = serde_json::from_str::<Value>(text) {
+                            if let Some(sent) = v["timestamp"].as_u64() {
+                                let now_us = shared.start.elapsed().as_micros() as u64;
+                                let _ = shared.rtt.lock().unwrap().record(now_us.saturating_sub(sent).max(1));
+                            }
                         }
                     }
-                    Some("member_left") if v["reason"] == "timeout" => {
-                        *shared.timeouts_seen.lock().unwrap() += 1;
+                    Some("member_joined") => {
+                        shared.member_joined_seen.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some("error") => *shared.errors.lock().unwrap() += 1,
-                    Some("session_closed") | Some("kicked") => {
-                        if recording { *shared.closed.lock().unwrap() += 1; }
-                        break;
+                    Some("member_left") if text.contains(r#""reason":"timeout""#) => {
+                        shared.timeouts_seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some("error") => {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// Replaces members at `rate` per second for `seconds`: one leaves, a new one joins its
+/// session (so sessions stay full). Hosts stay.
+async fn churn(
+    shared: &Arc<Shared>,
+    live: &mut Vec<Live>,
+    rate: f64,
+    seconds: f64,
+    churned: &Arc<AtomicU64>,
+) {
+    if rate <= 0.0 || live.is_empty() {
+        return;
+    }
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Live>>();
+    let mut in_flight = 0usize;
+    while Instant::now() < end {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Any member but a host (a host leaving would end its session).
+                if live.is_empty() { continue; }
+                let i = fastrand::usize(..live.len());
+                if live[i].is_host { continue; }
+                let index = live[i].session;
+                let gone = live.swap_remove(i);
+                let _ = gone.leave.send(());
+                let shared = shared.clone();
+                let tx = tx.clone();
+                let churned = churned.clone();
+                in_flight += 1;
+                tokio::spawn(async move {
+                    // A new device joins the session the old one left.
+                    let joined = join_member(&shared, index, "client", &shared.churn_join).await.ok();
+                    if joined.is_some() {
+                        churned.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = tx.send(joined);
+                });
+            }
+            Some(m) = rx.recv() => {
+                in_flight -= 1;
+                live.extend(m);
+            }
+        }
+    }
+    while in_flight > 0 {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(m)) => {
+                in_flight -= 1;
+                live.extend(m);
+            }
+            _ => break,
         }
     }
 }
@@ -341,5 +478,14 @@ mod tests {
         let back = decode_hist(&encode_hist(&h)).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back.max(), h.max());
+    }
+
+    #[test]
+    fn message_type_from_the_first_bytes() {
+        assert_eq!(
+            message_type(r#"{"type":"member_list","members":[]}"#),
+            Some("member_list")
+        );
+        assert_eq!(message_type(r#"{"a":1}"#), None);
     }
 }
