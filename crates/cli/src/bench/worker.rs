@@ -300,7 +300,9 @@ async fn join_member(
     } else {
         TcpSocket::new_v6()?
     };
-    socket.bind(SocketAddr::new(source, 0))?;
+    if spec.sources.len() > 1 {
+        bind_source(&socket, source)?;
+    }
     let tcp = socket.connect(spec.addr).await?;
     tcp.set_nodelay(true)?;
     let (mut ws, _) = ClientBuilder::new()
@@ -333,6 +335,31 @@ async fn join_member(
         is_host: kind == "host",
         leave,
     })
+}
+
+/// Binds the socket to a source address, leaving the port to `connect` (Linux's
+/// `IP_BIND_ADDRESS_NO_PORT`): binding to port 0 first is slow once thousands of ports are in
+/// use, and would limit each source address to one port range for all destinations.
+fn bind_source(socket: &TcpSocket, source: IpAddr) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    socket.bind(SocketAddr::new(source, 0))
 }
 
 /// The `type` of a server message, read from its first bytes (the encoder writes it first).
