@@ -334,6 +334,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 1,
             latency,
+            device_id: format!("dev-{id}"),
         }
     }
 
@@ -346,6 +347,7 @@ mod tests {
                 id: "party".into(),
                 name: "Friday".into(),
                 host_id: Some("c_h".into()),
+                host: None,
             }),
             members: vec![
                 member("c_h", "Mac", true, Some(12)),

@@ -331,6 +331,7 @@ impl Machine {
                 ServerMessage::Welcome {
                     client_id,
                     session_info,
+                    ..
                 },
             ) => {
                 self.phase = Phase::Connected;
@@ -399,7 +400,9 @@ impl Machine {
                 self.bump();
                 self.emit(Event::MemberJoined(member));
             }
-            ServerMessage::MemberLeft { member_id, reason } => {
+            ServerMessage::MemberLeft {
+                member_id, reason, ..
+            } => {
                 self.members.retain(|m| m.id != member_id);
                 self.bump();
                 self.emit(Event::MemberLeft { member_id, reason });
@@ -423,7 +426,7 @@ impl Machine {
                 message,
                 details,
             })),
-            ServerMessage::Message { from, data } => self.emit(Event::Message { from, data }),
+            ServerMessage::Message { from, data, .. } => self.emit(Event::Message { from, data }),
             ServerMessage::Welcome { .. } => {}
         }
     }

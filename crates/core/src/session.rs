@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use loudsync_protocol::{
-    close_code, server::SessionInfo, ConnectionStatus, DeviceType, ErrorCode, Join, LeaveReason,
-    MemberInfo, ServerMessage,
+    close_code, server::SessionInfo, ConnectionStatus, DeviceRef, DeviceType, ErrorCode, Join,
+    LeaveReason, MemberInfo, ServerMessage,
 };
 use serde_json::json;
 
@@ -146,7 +146,19 @@ impl Session {
             connection_status: ConnectionStatus::Connected,
             joined_at: m.joined_at,
             latency: m.latency,
+            device_id: m.device_id.clone(),
         }
+    }
+
+    fn device(&self, member_id: &str) -> DeviceRef {
+        self.members
+            .iter()
+            .find(|m| m.id == member_id)
+            .map(|m| DeviceRef {
+                device_id: m.device_id.clone(),
+                name: m.name.clone(),
+            })
+            .unwrap_or_default()
     }
 
     /// A `join` for this session by a new member whose `clientId` is `member_id`.
@@ -217,6 +229,8 @@ impl Session {
             ServerMessage::Welcome {
                 client_id: member_id.clone(),
                 session_info: self.session_info(),
+                device: self.device(&member_id),
+                joined_at: now.unix_ms,
             },
         );
         self.send(
@@ -240,6 +254,7 @@ impl Session {
             id: self.id.clone(),
             name: self.name.clone(),
             host_id: self.host.clone(),
+            host: self.host.as_deref().map(|h| self.device(h)),
         }
     }
 
@@ -284,6 +299,7 @@ impl Session {
                     ServerMessage::Message {
                         from: member_id.to_string(),
                         data,
+                        device: self.device(member_id),
                     },
                 ),
                 Some(to) if self.members.iter().any(|m| m.id == to) => self.send(
@@ -291,6 +307,7 @@ impl Session {
                     ServerMessage::Message {
                         from: member_id.to_string(),
                         data,
+                        device: self.device(member_id),
                     },
                 ),
                 Some(to) => self.error(
@@ -340,6 +357,7 @@ impl Session {
 
     /// Removes a member, tells the others, closes its socket.
     fn remove(&mut self, member_id: &str, reason: LeaveReason, close_reason: &str) {
+        let device = self.device(member_id);
         self.forget(member_id);
         self.actions.push_back(SessionAction::Close {
             member: member_id.to_string(),
@@ -351,6 +369,7 @@ impl Session {
             ServerMessage::MemberLeft {
                 member_id: member_id.to_string(),
                 reason,
+                device,
             },
         );
     }

@@ -14,7 +14,9 @@ pub mod types;
 
 pub use client::{decode, ClientMessage, DecodeError, Join};
 pub use server::{decode_server, encode, ServerMessage, SessionInfo, Stamp};
-pub use types::{ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason, MemberInfo};
+pub use types::{
+    ConnectionStatus, DeviceInfo, DeviceRef, DeviceType, ErrorCode, LeaveReason, MemberInfo,
+};
 
 /// The protocol version this server speaks (`MAJOR.MINOR`); a `join` whose optional
 /// `protocolVersion` has another major version is rejected with `version_mismatch`.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::types::{ErrorCode, LeaveReason, MemberInfo};
+use crate::types::{DeviceRef, ErrorCode, LeaveReason, MemberInfo};
 
 /// The session summary carried by `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,9 @@ pub struct SessionInfo {
     pub name: String,
     /// The host's `clientId`; `null` while a session created over HTTP has no host yet.
     pub host_id: Option<String>,
+    /// The host as a device (not sent in our dialect).
+    #[serde(skip)]
+    pub host: Option<DeviceRef>,
 }
 
 /// A message from the server. [`encode`] serialises it with its `type` and a `timestamp`.
@@ -28,6 +31,12 @@ pub enum ServerMessage {
         client_id: String,
         /// The session joined.
         session_info: SessionInfo,
+        /// The joiner as a device (not sent in our dialect).
+        #[serde(skip)]
+        device: DeviceRef,
+        /// When it joined, ms since the Unix epoch (not sent in our dialect).
+        #[serde(skip)]
+        joined_at: u64,
     },
     /// Every member: host first, then in join order.
     MemberList {
@@ -46,6 +55,9 @@ pub enum ServerMessage {
         member_id: String,
         /// Why it left.
         reason: LeaveReason,
+        /// The member as a device (not sent in our dialect).
+        #[serde(skip)]
+        device: DeviceRef,
     },
     /// You were removed from the session; the server closes the socket.
     Kicked {
@@ -75,6 +87,9 @@ pub enum ServerMessage {
         from: String,
         /// The data as the sender gave it.
         data: Value,
+        /// The sender as a device (not sent in our dialect).
+        #[serde(skip)]
+        device: DeviceRef,
     },
 }
 
@@ -161,7 +176,10 @@ mod tests {
                 id: "abc123".into(),
                 name: "Rishad's Party".into(),
                 host_id: Some("host-001".into()),
+                host: None,
             },
+            device: DeviceRef::default(),
+            joined_at: 0,
         };
         assert_eq!(
             enc(&m),
@@ -179,6 +197,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 1,
             latency: Some(23),
+            device_id: String::new(),
         };
         let all = [
             ServerMessage::MemberList {
@@ -188,6 +207,7 @@ mod tests {
             ServerMessage::MemberLeft {
                 member_id: "c".into(),
                 reason: LeaveReason::Timeout,
+                device: DeviceRef::default(),
             },
             ServerMessage::Kicked { reason: "r".into() },
             ServerMessage::SessionClosed { reason: "r".into() },
@@ -196,6 +216,7 @@ mod tests {
             ServerMessage::Message {
                 from: "c".into(),
                 data: json!([1]),
+                device: DeviceRef::default(),
             },
         ];
         for m in all {
@@ -210,7 +231,8 @@ mod tests {
         assert_eq!(
             enc(&ServerMessage::MemberLeft {
                 member_id: "c7".into(),
-                reason: LeaveReason::Kicked
+                reason: LeaveReason::Kicked,
+                device: DeviceRef::default(),
             }),
             json!({"type":"member_left","timestamp":1706889600100u64,"memberId":"c7","reason":"kicked"})
         );
@@ -232,17 +254,22 @@ mod tests {
                     id: "s".into(),
                     name: "n".into(),
                     host_id: None,
+                    host: None,
                 },
+                device: DeviceRef::default(),
+                joined_at: 0,
             },
             ServerMessage::Pong,
             ServerMessage::error(ErrorCode::AlreadyJoined, "x"),
             ServerMessage::Message {
                 from: "c".into(),
                 data: json!({"a": [1]}),
+                device: DeviceRef::default(),
             },
             ServerMessage::MemberLeft {
                 member_id: "c".into(),
                 reason: LeaveReason::Error,
+                device: DeviceRef::default(),
             },
         ];
         for m in msgs {

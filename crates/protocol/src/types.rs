@@ -37,6 +37,17 @@ pub enum ConnectionStatus {
     Reconnecting,
 }
 
+/// A member as devices know it: its own device id and name. Not part of our dialect's
+/// messages (which name members by `clientId`), but needed by dialects that do (the LOUDSYNC
+/// app's, see [`crate::app`]), so the core fills it in and our encoder skips it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceRef {
+    /// `deviceInfo.id`.
+    pub device_id: String,
+    /// `deviceInfo.name`.
+    pub name: String,
+}
+
 /// One member as it appears in `member_list`, `member_joined` and the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,6 +65,9 @@ pub struct MemberInfo {
     /// Last measured round-trip time in ms (absent until measured).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub latency: Option<u64>,
+    /// The device's own id (not sent in our dialect).
+    #[serde(skip)]
+    pub device_id: String,
 }
 
 /// Why a member left, as reported in `member_left`.
@@ -145,6 +159,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 5,
             latency: None,
+            device_id: "dev".into(),
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Tests of the session machine: join validation order, member list, leave, kick, messages, close.
 
 use super::*;
-use loudsync_protocol::DeviceInfo;
+use loudsync_protocol::{DeviceInfo, DeviceRef};
 use std::time::Instant;
 
 fn now() -> Now {
@@ -21,6 +21,14 @@ fn join(device: &str, kind: DeviceType) -> Join {
         },
         session_name: None,
         protocol_version: None,
+    }
+}
+
+/// The device of member `c{n}` as [`session_with`] joins it.
+fn dev(n: usize) -> DeviceRef {
+    DeviceRef {
+        device_id: format!("dev-{n}"),
+        name: format!("dev-{n} name"),
     }
 }
 
@@ -66,8 +74,12 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
                 ServerMessage::Welcome {
                     client_id,
                     session_info,
+                    device,
+                    ..
                 },
         } => {
+            assert_eq!(device, &dev(2));
+            assert_eq!(session_info.host.as_ref().unwrap().device_id, "dev-h");
             assert_eq!(id, "c2");
             assert_eq!(client_id, "c2");
             assert_eq!(session_info.host_id.as_deref(), Some("h"));
@@ -174,7 +186,8 @@ fn leave_tells_the_others_and_closes_the_leaver() {
                 to: Recipients::All,
                 message: ServerMessage::MemberLeft {
                     member_id: "c1".into(),
-                    reason: LeaveReason::Left
+                    reason: LeaveReason::Left,
+                    device: dev(1),
                 }
             },
         ]
@@ -195,7 +208,10 @@ fn disconnect_and_timeout_give_member_left_with_their_reason() {
         .into_iter()
         .filter_map(|a| match a {
             SessionAction::Send {
-                message: ServerMessage::MemberLeft { member_id, reason },
+                message:
+                    ServerMessage::MemberLeft {
+                        member_id, reason, ..
+                    },
                 ..
             } => Some((member_id, reason)),
             _ => None,
@@ -238,7 +254,8 @@ fn kick_by_host_removes_the_target() {
             to: Recipients::All,
             message: ServerMessage::MemberLeft {
                 member_id: "c2".into(),
-                reason: LeaveReason::Kicked
+                reason: LeaveReason::Kicked,
+                device: dev(2),
             }
         }
     );
@@ -382,6 +399,7 @@ fn messages_go_to_everyone_else_or_to_one() {
     let msg = ServerMessage::Message {
         from: "c1".into(),
         data,
+        device: dev(1),
     };
     assert_eq!(
         a[0],
