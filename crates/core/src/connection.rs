@@ -4,12 +4,15 @@
 //! (any valid protocol message refreshes it; a connection silent for the heartbeat timeout is
 //! dropped at the next check), measures round-trip time with WebSocket pings, enforces the
 //! message rate limit, and forwards session messages only once `join` has succeeded.
+//! The first text frame decides the connection's dialect (ours or the LOUDSYNC app's); both
+//! decode into the same messages, so every rule below holds for both.
 //! It is the *socket* half of a member; the logical member lives in the session, so a later
 //! layer can move a member onto a new socket.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use loudsync_protocol::app::{self, Dialect};
 use loudsync_protocol::{
     client::version_compatible, close_code, decode, ClientMessage, ErrorCode, Join, LeaveReason,
     ServerMessage, Stamp, PROTOCOL_VERSION,
@@ -115,6 +118,8 @@ pub enum Phase {
 pub struct Connection {
     config: ConnectionConfig,
     phase: Phase,
+    /// Decided by the first text frame, for the connection's whole life.
+    dialect: Option<Dialect>,
     opened: Instant,
     last_seen: Instant,
     next_check: Instant,
@@ -134,6 +139,7 @@ impl Connection {
         Connection {
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, t),
             phase: Phase::AwaitingJoin,
+            dialect: None,
             opened: t,
             last_seen: t,
             next_check: t + config.heartbeat_check_interval,
@@ -144,6 +150,11 @@ impl Connection {
             actions: VecDeque::new(),
             config,
         }
+    }
+
+    /// The dialect this connection speaks (ours until its first text frame says otherwise).
+    pub fn dialect(&self) -> Dialect {
+        self.dialect.unwrap_or(Dialect::LoudSync)
     }
 
     /// The current phase.
@@ -170,7 +181,12 @@ impl Connection {
         if !self.admit(now) {
             return;
         }
-        match decode(text) {
+        let dialect = *self.dialect.get_or_insert_with(|| app::detect(text));
+        let decoded = match dialect {
+            Dialect::LoudSync => decode(text),
+            Dialect::App => app::decode(text),
+        };
+        match decoded {
             Ok(message) => {
                 self.last_seen = now.instant;
                 self.handle_message(now, message, text.len());
@@ -340,7 +356,7 @@ impl Connection {
                 ServerMessage::Pong,
                 Stamp::Echo(timestamp),
             )),
-            ClientMessage::Heartbeat => {}
+            ClientMessage::Heartbeat | ClientMessage::Pong => {}
             ClientMessage::Join(join) => match self.phase {
                 Phase::AwaitingJoin => {
                     if let Some(v) = &join.protocol_version {
@@ -398,7 +414,8 @@ impl Connection {
                     }
                     ClientMessage::Join(_)
                     | ClientMessage::Ping { .. }
-                    | ClientMessage::Heartbeat => {
+                    | ClientMessage::Heartbeat
+                    | ClientMessage::Pong => {
                         unreachable!("handled above")
                     }
                 };

@@ -34,6 +34,8 @@ pub enum ClientMessage {
     },
     /// `member_list`: ask for a fresh `member_list`.
     MemberList,
+    /// The LOUDSYNC app's `PONG` (its answer to a server `PING`): valid, and otherwise ignored.
+    Pong,
     /// `message`: application data relayed to the other members, or to one.
     Message {
         /// Any JSON value.
@@ -53,6 +55,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Kick { .. } => "kick",
             ClientMessage::MemberList => "member_list",
+            ClientMessage::Pong => "pong",
             ClientMessage::Message { .. } => "message",
         }
     }
@@ -83,7 +86,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         DecodeError {
             message: message.into(),
         }
@@ -226,7 +229,7 @@ pub fn valid_session_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn validate_join(join: &Join) -> Result<(), DecodeError> {
+pub(crate) fn validate_join(join: &Join) -> Result<(), DecodeError> {
     if !valid_session_id(&join.session_id) {
         return Err(DecodeError::new(format!(
             "join: field `sessionId` must be 1 to {MAX_SESSION_ID_BYTES} characters of A-Z, a-z, 0-9, `-` and `_`"

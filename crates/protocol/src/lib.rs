@@ -7,7 +7,9 @@
 //!   [`ClientMessage`] or a precise [`DecodeError`].
 //! - [`server`]: what the server sends, and [`server::encode`], which stamps and serialises it.
 //! - [`types`]: the values both directions share (member info, device info, error codes).
+//! - [`app`]: the LOUDSYNC app's own dialect, translated both ways.
 
+pub mod app;
 pub mod client;
 pub mod server;
 pub mod types;

@@ -6,11 +6,13 @@
 //! - [`socket`]: one WebSocket's task, driving a `loudsync_core::connection::Connection`.
 //! - [`sessions`]: the registry and the task that owns each `loudsync_core::session::Session`.
 //! - [`outbox`]: a member's bounded outbound queue.
+//! - [`encoding`]: messages to frame bytes, in each connection's dialect.
 //! - [`metrics`]: Prometheus metrics.
 //!
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
 pub mod config;
+pub mod encoding;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

@@ -14,12 +14,13 @@ use bytes::Bytes;
 use loudsync_core::connection::MemberCommand;
 use loudsync_core::session::{Recipients, Session, SessionAction};
 use loudsync_core::Now;
-use loudsync_protocol::{encode, DeviceType, ErrorCode, Join, MemberInfo, ServerMessage, Stamp};
+use loudsync_protocol::app::Dialect;
+use loudsync_protocol::{DeviceType, ErrorCode, Join, MemberInfo, ServerMessage, Stamp};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::{OutFrame, Outbox};
-use crate::{now, App};
+use crate::{encoding, now, App};
 
 /// A session as the HTTP API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -40,17 +41,25 @@ pub struct SessionView {
 /// The result of a join, as the connection receives it.
 pub type JoinResult = Result<(), ServerMessage>;
 
+/// A connection asking to join, as the session's task will keep it.
+pub struct Joiner {
+    /// The `clientId` generated for it.
+    pub member_id: String,
+    /// Its outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// The dialect it speaks.
+    pub dialect: Dialect,
+    /// Its peer address (shown to the app's dialect).
+    pub address: String,
+}
+
 /// What a session's task is asked to do.
 pub enum SessionInput {
     /// A connection wants to join.
     Join {
-        /// The `clientId` generated for it.
-        member_id: String,
-        /// The join message (boxed: it is the largest input, and every slot of the session's
+        /// Who (boxed with the message: the largest input, and every slot of the session's
         /// channel is as large as the largest input).
-        join: Box<Join>,
-        /// Its outbound queue.
-        outbox: Arc<Outbox>,
+        joiner: Box<(Joiner, Join)>,
         /// Where the answer goes.
         reply: oneshot::Sender<JoinResult>,
     },
@@ -147,9 +156,8 @@ impl Registry {
     pub fn join(
         &self,
         app: &Arc<App>,
-        member_id: String,
+        joiner: Joiner,
         join: Join,
-        outbox: Arc<Outbox>,
     ) -> (Option<SessionHandle>, oneshot::Receiver<JoinResult>) {
         let (reply, rx) = oneshot::channel();
         let handle = {
@@ -181,9 +189,7 @@ impl Registry {
                 let id = join.session_id.clone();
                 if let Err(mpsc::error::SendError(SessionInput::Join { reply, .. })) =
                     h.tx.send(SessionInput::Join {
-                        member_id,
-                        join: Box::new(join),
-                        outbox,
+                        joiner: Box::new((joiner, join)),
                         reply,
                     })
                 {
@@ -203,7 +209,7 @@ impl Registry {
         let owner = SessionOwner {
             app: app.clone(),
             session,
-            outboxes: HashMap::new(),
+            members: HashMap::new(),
             serial,
         };
         app.metrics.sessions.increment(1.0);
@@ -224,8 +230,15 @@ impl Registry {
 struct SessionOwner {
     app: Arc<App>,
     session: Session,
-    outboxes: HashMap<String, Arc<Outbox>>,
+    members: HashMap<String, Recipient>,
     serial: u64,
+}
+
+/// Where a member's messages go, and in which dialect.
+struct Recipient {
+    outbox: Arc<Outbox>,
+    dialect: Dialect,
+    address: String,
 }
 
 impl SessionOwner {
@@ -233,15 +246,18 @@ impl SessionOwner {
         while let Some(input) = rx.recv().await {
             let now = now();
             match input {
-                SessionInput::Join {
-                    member_id,
-                    join,
-                    outbox,
-                    reply,
-                } => {
-                    let result = self.session.handle_join(now, member_id.clone(), &join);
+                SessionInput::Join { joiner, reply } => {
+                    let (joiner, join) = *joiner;
+                    let result = self
+                        .session
+                        .handle_join(now, joiner.member_id.clone(), &join);
                     if result.is_ok() {
-                        self.outboxes.insert(member_id, outbox);
+                        let recipient = Recipient {
+                            outbox: joiner.outbox,
+                            dialect: joiner.dialect,
+                            address: joiner.address,
+                        };
+                        self.members.insert(joiner.member_id, recipient);
                         self.app.metrics.joins.increment(1);
                         self.app.metrics.members.increment(1.0);
                     }
@@ -296,8 +312,8 @@ impl SessionOwner {
         }
     }
 
-    /// Carries out the session's actions: each message is encoded once and the same bytes are
-    /// queued for every recipient.
+    /// Carries out the session's actions: each message is encoded once per dialect and the
+    /// same bytes are queued for every recipient of that dialect.
     fn apply(&mut self, now: Now) {
         while let Some(action) = self.session.poll_action() {
             match action {
@@ -305,8 +321,23 @@ impl SessionOwner {
                     if let ServerMessage::Error { code, .. } = &message {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
-                    let bytes = Bytes::from(encode(&message, &Stamp::Now(now.unix_ms)));
-                    let sent = deliver(&self.outboxes, &to, &bytes);
+                    let members = &self.members;
+                    let address_of = |id: &str| members.get(id).map(|r| r.address.clone());
+                    let mut encoded = Encoded::default();
+                    let mut bytes_for = |dialect| {
+                        encoded
+                            .get(dialect, || {
+                                encoding::encode(
+                                    dialect,
+                                    &message,
+                                    &Stamp::Now(now.unix_ms),
+                                    now.unix_ms,
+                                    &address_of,
+                                )
+                            })
+                            .clone()
+                    };
+                    let sent = deliver(members, &to, &mut bytes_for);
                     self.app.metrics.frames_sent.increment(sent);
                 }
                 SessionAction::Close {
@@ -314,8 +345,8 @@ impl SessionOwner {
                     code,
                     reason,
                 } => {
-                    if let Some(outbox) = self.outboxes.remove(&member) {
-                        outbox.push(OutFrame::Close(code, reason));
+                    if let Some(recipient) = self.members.remove(&member) {
+                        recipient.outbox.push(OutFrame::Close(code, reason));
                         self.app.metrics.members.decrement(1.0);
                     }
                 }
@@ -325,21 +356,43 @@ impl SessionOwner {
     }
 }
 
-/// Queues the same encoded bytes for every recipient; returns how many it was queued for.
-fn deliver(outboxes: &HashMap<String, Arc<Outbox>>, to: &Recipients, bytes: &Bytes) -> u64 {
+/// A message's bytes, encoded at most once per dialect.
+#[derive(Default)]
+struct Encoded {
+    ours: Option<Bytes>,
+    app: Option<Bytes>,
+}
+
+impl Encoded {
+    fn get(&mut self, dialect: Dialect, encode: impl FnOnce() -> Bytes) -> &Bytes {
+        let slot = match dialect {
+            Dialect::LoudSync => &mut self.ours,
+            Dialect::App => &mut self.app,
+        };
+        slot.get_or_insert_with(encode)
+    }
+}
+
+/// Queues a message for every recipient, in its dialect's bytes (shared by every recipient of
+/// that dialect); returns how many it was queued for.
+fn deliver(
+    members: &HashMap<String, Recipient>,
+    to: &Recipients,
+    bytes_for: &mut dyn FnMut(Dialect) -> Bytes,
+) -> u64 {
     let mut queued = 0;
-    let mut push = |outbox: &Arc<Outbox>| {
-        if outbox.push(OutFrame::Text(bytes.clone())) {
+    let mut push = |r: &Recipient| {
+        if r.outbox.push(OutFrame::Text(bytes_for(r.dialect))) {
             queued += 1;
         }
     };
     match to {
-        Recipients::One(id) => outboxes.get(id).into_iter().for_each(push),
-        Recipients::AllExcept(id) => outboxes
+        Recipients::One(id) => members.get(id).into_iter().for_each(&mut push),
+        Recipients::AllExcept(id) => members
             .iter()
             .filter(|(k, _)| *k != id)
-            .for_each(|(_, o)| push(o)),
-        Recipients::All => outboxes.values().for_each(push),
+            .for_each(|(_, r)| push(r)),
+        Recipients::All => members.values().for_each(push),
     }
     queued
 }
@@ -348,27 +401,63 @@ fn deliver(outboxes: &HashMap<String, Arc<Outbox>>, to: &Recipients, bytes: &Byt
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_broadcast_is_encoded_once_and_shared() {
-        let outboxes: HashMap<String, Arc<Outbox>> = ["a", "b", "c"]
-            .into_iter()
-            .map(|k| (k.to_string(), Arc::new(Outbox::new(1 << 20))))
-            .collect();
-        let bytes = Bytes::from(r#"{"type":"member_left"}"#.to_string());
-        assert_eq!(
-            deliver(&outboxes, &Recipients::AllExcept("a".into()), &bytes),
-            2
-        );
-        assert_eq!(outboxes["a"].pop(), None);
-        for k in ["b", "c"] {
-            match outboxes[k].pop() {
-                Some(OutFrame::Text(b)) => assert_eq!(b.as_ptr(), bytes.as_ptr(), "copied for {k}"),
-                other => panic!("{other:?}"),
-            }
+    fn recipient(dialect: Dialect) -> Recipient {
+        Recipient {
+            outbox: Arc::new(Outbox::new(1 << 20)),
+            dialect,
+            address: "127.0.0.1".into(),
         }
-        assert_eq!(deliver(&outboxes, &Recipients::All, &bytes), 3);
+    }
+
+    fn text(r: &Recipient) -> Bytes {
+        match r.outbox.pop() {
+            Some(OutFrame::Text(b)) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_broadcast_is_encoded_once_per_dialect_and_shared() {
+        let members: HashMap<String, Recipient> = [
+            ("a", Dialect::LoudSync),
+            ("b", Dialect::LoudSync),
+            ("c", Dialect::App),
+            ("d", Dialect::App),
+        ]
+        .into_iter()
+        .map(|(k, d)| (k.to_string(), recipient(d)))
+        .collect();
+        let mut encodings = Vec::new();
+        let mut encoded = Encoded::default();
+        let mut bytes_for = |d: Dialect| {
+            encoded
+                .get(d, || {
+                    encodings.push(d);
+                    Bytes::from(format!("{d:?}"))
+                })
+                .clone()
+        };
         assert_eq!(
-            deliver(&outboxes, &Recipients::One("ghost".into()), &bytes),
+            deliver(&members, &Recipients::AllExcept("a".into()), &mut bytes_for),
+            3
+        );
+        assert_eq!(
+            encodings.len(),
+            2,
+            "one encoding per dialect: {encodings:?}"
+        );
+        assert_eq!(members["a"].outbox.pop(), None);
+        let (b, c, d) = (
+            text(&members["b"]),
+            text(&members["c"]),
+            text(&members["d"]),
+        );
+        assert_eq!(&b[..], b"LoudSync");
+        assert_eq!(&c[..], b"App");
+        assert_eq!(c.as_ptr(), d.as_ptr(), "shared, not copied");
+        let mut none = |_: Dialect| Bytes::new();
+        assert_eq!(
+            deliver(&members, &Recipients::One("ghost".into()), &mut none),
             0
         );
     }

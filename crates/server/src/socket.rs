@@ -13,14 +13,14 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
 use loudsync_core::connection::{ConnAction, Connection, MemberCommand};
-use loudsync_protocol::{encode, LeaveReason, ServerMessage};
+use loudsync_protocol::{LeaveReason, ServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 use tokio_websockets::{CloseCode, Message, WebSocketStream};
 
 use crate::outbox::{OutFrame, Outbox};
-use crate::sessions::{SessionHandle, SessionInput};
-use crate::{now, App};
+use crate::sessions::{Joiner, SessionHandle, SessionInput};
+use crate::{encoding, now, App};
 
 /// What woke the socket task.
 enum Event {
@@ -59,6 +59,7 @@ where
         ws,
         outbox,
         membership: None,
+        peer,
         close_deadline: None,
         overflow_reported: false,
     };
@@ -74,6 +75,7 @@ struct SocketTask<S> {
     ws: WebSocketStream<S>,
     outbox: Arc<Outbox>,
     membership: Option<Membership>,
+    peer: SocketAddr,
     /// Set once a close frame is written: the socket is dropped at this time at the latest.
     close_deadline: Option<TokioInstant>,
     overflow_reported: bool,
@@ -165,8 +167,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
                     self.app.metrics.frames_sent.increment(1);
-                    self.outbox
-                        .push(OutFrame::Text(Bytes::from(encode(&message, &stamp))));
+                    let bytes = encoding::encode(
+                        self.conn.dialect(),
+                        &message,
+                        &stamp,
+                        now().unix_ms,
+                        &encoding::no_addresses,
+                    );
+                    self.outbox.push(OutFrame::Text(bytes));
                 }
                 ConnAction::Ping(payload) => {
                     self.outbox.push(OutFrame::Ping(payload));
@@ -174,12 +182,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                 ConnAction::Join(join) => {
                     let member_id = new_client_id();
                     let session_id = join.session_id.clone();
-                    let (session, reply) = self.app.registry.join(
-                        &self.app,
-                        member_id.clone(),
-                        join,
-                        self.outbox.clone(),
-                    );
+                    let joiner = Joiner {
+                        member_id: member_id.clone(),
+                        outbox: self.outbox.clone(),
+                        dialect: self.conn.dialect(),
+                        address: self.peer.ip().to_string(),
+                    };
+                    let (session, reply) = self.app.registry.join(&self.app, joiner, join);
                     let result = reply.await.unwrap_or_else(|_| {
                         Err(ServerMessage::error(
                             loudsync_protocol::ErrorCode::SessionNotFound,

@@ -1,6 +1,7 @@
 //! Virtual-clock tests of the connection machine: liveness, pings, rate limit, join gating.
 
 use super::*;
+use loudsync_protocol::app::Dialect;
 use loudsync_protocol::DeviceType;
 
 fn t0() -> Now {
@@ -372,5 +373,34 @@ fn a_socket_that_never_joins_is_closed_even_if_it_pings() {
             reason: "no join within the heartbeat timeout".into()
         }),
         "{a:?}"
+    );
+}
+
+#[test]
+fn the_first_frame_decides_the_dialect_for_good() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    assert_eq!(c.dialect(), Dialect::LoudSync);
+    c.handle_text(
+        now,
+        r#"{"type":"JOIN","timestamp":1,"messageId":"m","payload":{"sessionId":"K7P-3XQ","deviceId":"d1","deviceName":"Device 1","version":"1.0.0"}}"#,
+    );
+    assert_eq!(c.dialect(), Dialect::App);
+    assert!(matches!(&drain(&mut c)[..], [ConnAction::Join(j)] if j.session_id == "K7P-3XQ"));
+    c.handle_join_result(now, Ok(()));
+    // Our dialect's frames are not the app's: an error, and the dialect stays.
+    c.handle_text(now, r#"{"type":"heartbeat"}"#);
+    assert_eq!(
+        error_code(&drain(&mut c)[0]),
+        Some(ErrorCode::InvalidMessage)
+    );
+    assert_eq!(c.dialect(), Dialect::App);
+    c.handle_text(
+        now,
+        r#"{"type":"LEAVE","timestamp":1,"payload":{"deviceId":"d1"}}"#,
+    );
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Session(MemberCommand::Leave)]
     );
 }

@@ -1,0 +1,242 @@
+//! The LOUDSYNC app's own dialect, spoken by the app's clients unchanged.
+//!
+//! The app's code differs from its protocol document: UPPERCASE types, every field inside a
+//! `payload` object, an optional `messageId`, members named by their device id, and a `PONG`
+//! that carries `pingTimestamp`. A connection's first frame tells the dialect ([`detect`]); the
+//! server then decodes that connection's frames with [`decode`] into the same
+//! [`ClientMessage`]s as ours, and encodes what it sends with [`encode`].
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::client::{ClientMessage, DecodeError, Join};
+use crate::server::{ServerMessage, Stamp};
+use crate::types::{DeviceInfo, DeviceType, LeaveReason, MemberInfo};
+
+/// Which dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Ours: the protocol document's (lowercase types, fields at the top level).
+    LoudSync,
+    /// The LOUDSYNC app's (UPPERCASE types, fields in `payload`).
+    App,
+}
+
+/// The dialect of a connection, from its first text frame: the app's frames have an
+/// UPPERCASE `type` and a `payload` object; anything else is ours (and is decoded, and
+/// rejected if need be, as ours).
+pub fn detect(first_frame: &str) -> Dialect {
+    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(first_frame) else {
+        return Dialect::LoudSync;
+    };
+    let upper = o
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+    if upper && o.get("payload").is_some_and(Value::is_object) {
+        Dialect::App
+    } else {
+        Dialect::LoudSync
+    }
+}
+
+/// The app's message types, for error messages.
+pub const APP_CLIENT_TYPES: &[&str] = &["JOIN", "LEAVE", "HEARTBEAT", "PING", "PONG"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinPayload {
+    session_id: String,
+    device_id: String,
+    device_name: String,
+}
+
+#[derive(Deserialize)]
+struct PingPayload {
+    timestamp: serde_json::Number,
+}
+
+/// Decodes one text frame of the app's dialect.
+pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(DecodeError::new("a message must be a JSON object"));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err(DecodeError::new("missing or non-string field `type`")),
+    };
+    let payload = match object.remove("payload") {
+        Some(Value::Object(p)) => p,
+        _ => {
+            return Err(DecodeError::new(format!(
+                "{kind}: missing object field `payload`"
+            )))
+        }
+    };
+    let message = match kind.as_str() {
+        "JOIN" => {
+            let p: JoinPayload = payload_fields(&kind, payload)?;
+            let join = Join {
+                session_id: p.session_id,
+                device_info: DeviceInfo {
+                    id: p.device_id,
+                    name: p.device_name,
+                    kind: DeviceType::Client,
+                },
+                session_name: None,
+                protocol_version: None,
+            };
+            crate::client::validate_join(&join)?;
+            ClientMessage::Join(join)
+        }
+        "LEAVE" => ClientMessage::Leave {
+            reason: payload
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        },
+        "HEARTBEAT" => ClientMessage::Heartbeat,
+        "PING" => {
+            let p: PingPayload = payload_fields(&kind, payload)?;
+            if !(p.timestamp.is_i64() || p.timestamp.is_u64()) {
+                return Err(DecodeError::new(
+                    "PING: `payload.timestamp` must be an integer",
+                ));
+            }
+            ClientMessage::Ping {
+                timestamp: p.timestamp,
+            }
+        }
+        "PONG" => ClientMessage::Pong,
+        other => {
+            return Err(DecodeError::new(format!(
+                "unknown message type `{other}`; expected one of: {}",
+                APP_CLIENT_TYPES.join(", ")
+            )))
+        }
+    };
+    Ok(message)
+}
+
+fn payload_fields<T: for<'de> Deserialize<'de>>(
+    kind: &str,
+    payload: Map<String, Value>,
+) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(Value::Object(payload)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            DecodeError::new(format!("{kind}: payload: {inner}"))
+        } else {
+            DecodeError::new(format!("{kind}: payload.{path}: {inner}"))
+        }
+    })
+}
+
+/// The `reason` text the app shows for a member who left.
+pub fn leave_reason_text(reason: LeaveReason) -> &'static str {
+    match reason {
+        LeaveReason::Left => "User left session",
+        LeaveReason::Kicked => "Kicked by host",
+        LeaveReason::Timeout => "Heartbeat timeout",
+        LeaveReason::Error => "Connection closed",
+    }
+}
+
+/// Everything [`encode`] needs besides the message.
+pub struct EncodeContext<'a> {
+    /// The server's clock, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// A fresh `messageId` (`msg_<ms>_<7 base-36 chars>`), for the types that carry one.
+    pub message_id: &'a str,
+    /// A member's network address by `clientId` (the app shows it), if known.
+    pub address_of: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn member_json(m: &MemberInfo, ctx: &EncodeContext<'_>) -> Value {
+    json!({
+        "id": m.device_id,
+        "name": m.name,
+        "role": if m.is_host { "host" } else { "client" },
+        "connectionStatus": m.connection_status,
+        "joinedAt": m.joined_at,
+        "lastSeen": ctx.now_ms,
+        "address": (ctx.address_of)(&m.id).unwrap_or_else(|| "unknown".to_string()),
+        "latency": m.latency,
+    })
+}
+
+/// Serialises a server message in the app's dialect.
+pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -> String {
+    let (kind, payload) = match message {
+        ServerMessage::Welcome {
+            session_info,
+            device,
+            joined_at,
+            ..
+        } => (
+            "WELCOME",
+            json!({
+                "sessionId": session_info.id,
+                "sessionName": session_info.name,
+                "hostId": session_info.host.as_ref().map(|h| h.device_id.as_str()).unwrap_or(""),
+                "hostName": session_info.host.as_ref().map(|h| h.name.as_str()).unwrap_or(""),
+                "yourDeviceId": device.device_id,
+                "connectedAt": joined_at,
+            }),
+        ),
+        ServerMessage::MemberList { members } => (
+            "MEMBER_LIST",
+            json!({
+                "members": members.iter().map(|m| member_json(m, ctx)).collect::<Vec<_>>(),
+                "totalCount": members.len(),
+            }),
+        ),
+        ServerMessage::MemberJoined { member } => (
+            "MEMBER_JOINED",
+            json!({ "member": member_json(member, ctx) }),
+        ),
+        ServerMessage::MemberLeft { reason, device, .. } => (
+            "MEMBER_LEFT",
+            json!({
+                "deviceId": device.device_id,
+                "deviceName": device.name,
+                "reason": leave_reason_text(*reason),
+            }),
+        ),
+        ServerMessage::Kicked { reason } => ("KICKED", json!({ "reason": reason })),
+        ServerMessage::SessionClosed { reason } => ("SESSION_CLOSED", json!({ "reason": reason })),
+        ServerMessage::Pong => {
+            let ping = match stamp {
+                Stamp::Echo(n) => Value::Number(n.clone()),
+                Stamp::Now(ms) => json!(ms),
+            };
+            return json!({
+                "type": "PONG",
+                "timestamp": ctx.now_ms,
+                "payload": {"timestamp": ctx.now_ms, "pingTimestamp": ping},
+            })
+            .to_string();
+        }
+        ServerMessage::Error { code, message, .. } => (
+            "ERROR",
+            json!({ "code": code.as_str().to_ascii_uppercase(), "message": message }),
+        ),
+        ServerMessage::Message { data, device, .. } => (
+            "MESSAGE",
+            json!({ "from": device.device_id, "fromName": device.name, "data": data }),
+        ),
+    };
+    json!({
+        "type": kind,
+        "timestamp": ctx.now_ms,
+        "messageId": ctx.message_id,
+        "payload": payload,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The app's dialect: detection, decoding of what the app's client sends, and every reply's
+//! fields as the app reads them.
+
+use super::*;
+use crate::server::SessionInfo;
+use crate::types::{ConnectionStatus, DeviceRef, ErrorCode};
+
+const APP_JOIN: &str = r#"{"type":"JOIN","timestamp":1738941234567,"messageId":"msg_1738941234567_4fzq8ab","payload":{"sessionId":"K7P-3XQ","deviceId":"loudsync_1738940000000_k3j9x2m1q","deviceName":"Device 42","version":"1.0.0"}}"#;
+
+fn ctx_encode(m: &ServerMessage, stamp: Stamp) -> Value {
+    let address = |id: &str| (id == "c_guest").then(|| "192.168.1.23".to_string());
+    let ctx = EncodeContext {
+        now_ms: 1000,
+        message_id: "msg_1000_abcdefg",
+        address_of: &address,
+    };
+    serde_json::from_str(&encode(m, &stamp, &ctx)).unwrap()
+}
+
+fn member(id: &str, device: &str, host: bool) -> MemberInfo {
+    MemberInfo {
+        id: id.into(),
+        name: format!("{device} name"),
+        is_host: host,
+        connection_status: ConnectionStatus::Connected,
+        joined_at: 500,
+        latency: if host { None } else { Some(7) },
+        device_id: device.into(),
+    }
+}
+
+#[test]
+fn detects_the_apps_frames_and_ours() {
+    assert_eq!(detect(APP_JOIN), Dialect::App);
+    assert_eq!(
+        detect(r#"{"type":"HEARTBEAT","timestamp":1,"payload":{"deviceId":"d","timestamp":1}}"#),
+        Dialect::App
+    );
+    assert_eq!(
+        detect(
+            r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n","type":"client"}}"#
+        ),
+        Dialect::LoudSync
+    );
+    assert_eq!(
+        detect(r#"{"type":"JOIN"}"#),
+        Dialect::LoudSync,
+        "no payload: ours, rejected as ours"
+    );
+    assert_eq!(detect("not json"), Dialect::LoudSync);
+}
+
+#[test]
+fn decodes_every_app_client_message() {
+    let ClientMessage::Join(j) = decode(APP_JOIN).unwrap() else {
+        panic!()
+    };
+    assert_eq!(j.session_id, "K7P-3XQ");
+    assert_eq!(j.device_info.id, "loudsync_1738940000000_k3j9x2m1q");
+    assert_eq!(j.device_info.name, "Device 42");
+    assert_eq!(j.device_info.kind, DeviceType::Client);
+    assert_eq!(
+        decode(r#"{"type":"LEAVE","timestamp":1,"messageId":"m","payload":{"deviceId":"d","reason":"User left session"}}"#).unwrap(),
+        ClientMessage::Leave { reason: Some("User left session".into()) }
+    );
+    assert_eq!(
+        decode(r#"{"type":"HEARTBEAT","timestamp":1,"payload":{"deviceId":"d","timestamp":1}}"#)
+            .unwrap(),
+        ClientMessage::Heartbeat
+    );
+    let ClientMessage::Ping { timestamp } =
+        decode(r#"{"type":"PING","timestamp":5,"payload":{"timestamp":1738941239568}}"#).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(timestamp.as_u64(), Some(1738941239568));
+    assert_eq!(
+        decode(r#"{"type":"PONG","timestamp":1,"payload":{"timestamp":1,"pingTimestamp":0}}"#)
+            .unwrap(),
+        ClientMessage::Pong
+    );
+}
+
+#[test]
+fn decode_errors_are_precise() {
+    let e = |t: &str| decode(t).unwrap_err().message;
+    assert!(
+        e(r#"{"type":"JOIN","payload":{"sessionId":"s","deviceName":"n"}}"#)
+            .contains("JOIN: payload: missing field `deviceId`")
+    );
+    assert!(e(r#"{"type":"JOIN","timestamp":1}"#).contains("missing object field `payload`"));
+    assert!(e(r#"{"type":"DANCE","payload":{}}"#).contains("unknown message type `DANCE`"));
+    assert!(e(r#"{"type":"PING","payload":{"timestamp":"x"}}"#).contains("PING: payload.timestamp"));
+}
+
+#[test]
+fn welcome_names_devices() {
+    let m = ServerMessage::Welcome {
+        client_id: "c_guest".into(),
+        session_info: SessionInfo {
+            id: "K7P-3XQ".into(),
+            name: "Friday Jam".into(),
+            host_id: Some("c_host".into()),
+            host: Some(DeviceRef {
+                device_id: "host-dev".into(),
+                name: "Device 7".into(),
+            }),
+        },
+        device: DeviceRef {
+            device_id: "guest-dev".into(),
+            name: "Device 42".into(),
+        },
+        joined_at: 999,
+    };
+    assert_eq!(
+        ctx_encode(&m, Stamp::Now(1000)),
+        json!({"type":"WELCOME","timestamp":1000,"messageId":"msg_1000_abcdefg","payload":{
+            "sessionId":"K7P-3XQ","sessionName":"Friday Jam","hostId":"host-dev","hostName":"Device 7",
+            "yourDeviceId":"guest-dev","connectedAt":999}})
+    );
+}
+
+#[test]
+fn member_list_and_member_joined_use_device_ids() {
+    let list = ServerMessage::MemberList {
+        members: vec![
+            member("c_host", "host-dev", true),
+            member("c_guest", "guest-dev", false),
+        ],
+    };
+    let v = ctx_encode(&list, Stamp::Now(1000));
+    assert_eq!(v["type"], "MEMBER_LIST");
+    assert_eq!(v["payload"]["totalCount"], 2);
+    assert_eq!(
+        v["payload"]["members"][0],
+        json!({"id":"host-dev","name":"host-dev name","role":"host","connectionStatus":"connected",
+               "joinedAt":500,"lastSeen":1000,"address":"unknown","latency":null})
+    );
+    assert_eq!(v["payload"]["members"][1]["address"], "192.168.1.23");
+    assert_eq!(v["payload"]["members"][1]["latency"], 7);
+    let joined = ctx_encode(
+        &ServerMessage::MemberJoined {
+            member: member("c_guest", "guest-dev", false),
+        },
+        Stamp::Now(1000),
+    );
+    assert_eq!(joined["payload"]["member"]["id"], "guest-dev");
+    assert_eq!(joined["payload"]["member"]["role"], "client");
+}
+
+#[test]
+fn member_left_kicked_closed_error_message() {
+    let left = ctx_encode(
+        &ServerMessage::MemberLeft {
+            member_id: "c_guest".into(),
+            reason: LeaveReason::Left,
+            device: DeviceRef {
+                device_id: "guest-dev".into(),
+                name: "Device 42".into(),
+            },
+        },
+        Stamp::Now(1000),
+    );
+    assert_eq!(
+        left["payload"],
+        json!({"deviceId":"guest-dev","deviceName":"Device 42","reason":"User left session"})
+    );
+    assert_eq!(
+        ctx_encode(
+            &ServerMessage::Kicked {
+                reason: "bye".into()
+            },
+            Stamp::Now(1)
+        )["payload"],
+        json!({"reason":"bye"})
+    );
+    let closed = ctx_encode(
+        &ServerMessage::SessionClosed {
+            reason: "Host ended the session".into(),
+        },
+        Stamp::Now(1),
+    );
+    assert_eq!(closed["type"], "SESSION_CLOSED");
+    let err = ctx_encode(
+        &ServerMessage::error(ErrorCode::SessionFull, "full"),
+        Stamp::Now(1),
+    );
+    assert_eq!(
+        err["payload"],
+        json!({"code":"SESSION_FULL","message":"full"})
+    );
+    assert_eq!(err["messageId"], "msg_1000_abcdefg");
+    let msg = ctx_encode(
+        &ServerMessage::Message {
+            from: "c_x".into(),
+            data: json!({"a":1}),
+            device: DeviceRef {
+                device_id: "x-dev".into(),
+                name: "X".into(),
+            },
+        },
+        Stamp::Now(1),
+    );
+    assert_eq!(
+        msg["payload"],
+        json!({"from":"x-dev","fromName":"X","data":{"a":1}})
+    );
+}
+
+#[test]
+fn pong_carries_ping_timestamp_and_no_message_id() {
+    let n: serde_json::Number = serde_json::from_str("1738941239568").unwrap();
+    let v = ctx_encode(&ServerMessage::Pong, Stamp::Echo(n));
+    assert_eq!(
+        v,
+        json!({"type":"PONG","timestamp":1000,"payload":{"timestamp":1000,"pingTimestamp":1738941239568u64}})
+    );
+}
