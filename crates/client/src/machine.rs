@@ -337,13 +337,13 @@ impl Machine {
                 self.phase = Phase::Connected;
                 self.next_beat = now;
                 self.client_id = Some(client_id.clone());
-                self.session = Some(session_info.clone());
+                self.session = Some((*session_info).clone());
                 self.members.clear();
                 self.bump();
                 self.set_state(ConnectionState::Connected);
                 self.emit(Event::Welcome {
                     client_id,
-                    session: session_info,
+                    session: *session_info,
                 });
             }
             (

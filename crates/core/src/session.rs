@@ -228,7 +228,7 @@ impl Session {
             Recipients::One(member_id.clone()),
             ServerMessage::Welcome {
                 client_id: member_id.clone(),
-                session_info: self.session_info(),
+                session_info: Box::new(self.session_info()),
                 device: self.device(&member_id),
                 joined_at: now.unix_ms,
             },

@@ -29,8 +29,8 @@ pub enum ServerMessage {
     Welcome {
         /// The id the server assigned to this member.
         client_id: String,
-        /// The session joined.
-        session_info: SessionInfo,
+        /// The session joined (boxed to keep every message small).
+        session_info: Box<SessionInfo>,
         /// The joiner as a device (not sent in our dialect).
         #[serde(skip)]
         device: DeviceRef,
@@ -172,12 +172,12 @@ mod tests {
     fn welcome_matches_the_document() {
         let m = ServerMessage::Welcome {
             client_id: "client-789".into(),
-            session_info: SessionInfo {
+            session_info: Box::new(SessionInfo {
                 id: "abc123".into(),
                 name: "Rishad's Party".into(),
                 host_id: Some("host-001".into()),
                 host: None,
-            },
+            }),
             device: DeviceRef::default(),
             joined_at: 0,
         };
@@ -250,12 +250,12 @@ mod tests {
         let msgs = [
             ServerMessage::Welcome {
                 client_id: "c".into(),
-                session_info: SessionInfo {
+                session_info: Box::new(SessionInfo {
                     id: "s".into(),
                     name: "n".into(),
                     host_id: None,
                     host: None,
-                },
+                }),
                 device: DeviceRef::default(),
                 joined_at: 0,
             },

@@ -97,7 +97,7 @@ fn decode_errors_are_precise() {
 fn welcome_names_devices() {
     let m = ServerMessage::Welcome {
         client_id: "c_guest".into(),
-        session_info: SessionInfo {
+        session_info: Box::new(SessionInfo {
             id: "K7P-3XQ".into(),
             name: "Friday Jam".into(),
             host_id: Some("c_host".into()),
@@ -105,7 +105,7 @@ fn welcome_names_devices() {
                 device_id: "host-dev".into(),
                 name: "Device 7".into(),
             }),
-        },
+        }),
         device: DeviceRef {
             device_id: "guest-dev".into(),
             name: "Device 42".into(),
