@@ -1,6 +1,7 @@
 //! The `loudsync` binary: parses the command line and runs the chosen command.
 
 mod bench;
+mod discover;
 mod live;
 mod serve;
 
@@ -37,6 +38,8 @@ enum Command {
     /// Exit codes: 0 left, 3 kicked, 4 session closed, 5 could not connect (or reconnection
     /// failed), 6 join rejected (the code is printed).
     Join(live::JoinArgs),
+    /// Find sessions on the LAN (LOUDSYNC_DISCOVER over UDP, and mDNS), as the app does.
+    Discover(discover::DiscoverArgs),
     /// Load-test a server with many real WebSocket members and report the figures.
     Bench(bench::BenchArgs),
     /// Internal: one worker process of `loudsync bench`.
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Host(args) => live::host(args),
         Command::Join(args) => live::join(args),
+        Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
     }

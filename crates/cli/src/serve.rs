@@ -87,6 +87,47 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     close_timeout: Option<Duration>,
 
+    /// LAN discovery for the LOUDSYNC app: answer LOUDSYNC_DISCOVER on UDP, broadcast each
+    /// session's advertisement, and advertise it over mDNS. Off by default.
+    #[arg(long, env = "LOUDSYNC_DISCOVERY")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    discovery: bool,
+
+    /// UDP port for LOUDSYNC_DISCOVER and advertisements [default: 9876].
+    #[arg(long, env = "LOUDSYNC_DISCOVERY_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery_port: Option<u16>,
+
+    /// Where advertisements are broadcast [default: 255.255.255.255:9876].
+    #[arg(long, env = "LOUDSYNC_DISCOVERY_BROADCAST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery_broadcast: Option<SocketAddr>,
+
+    /// How often advertisements are broadcast [default: 3s].
+    #[arg(long, env = "LOUDSYNC_DISCOVERY_INTERVAL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    discovery_interval: Option<Duration>,
+
+    /// With --discovery: UDP only, no mDNS.
+    #[arg(long, env = "LOUDSYNC_NO_MDNS")]
+    #[serde(skip)]
+    no_mdns: bool,
+
+    /// Network interfaces for mDNS (repeat or comma-separate) [default: all].
+    #[arg(
+        long = "mdns-interface",
+        env = "LOUDSYNC_MDNS_INTERFACES",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mdns_interfaces: Vec<String>,
+
+    /// Address advertised to LAN clients [default: the listen address, or the default
+    /// route's interface address].
+    #[arg(long, env = "LOUDSYNC_ADVERTISE_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_address: Option<std::net::IpAddr>,
+
     /// Log filter, e.g. `info` or `loudsync_server=debug` [default: info].
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]
@@ -123,7 +164,10 @@ impl ServeArgs {
         }
         // Clap has already put each flag over its `LOUDSYNC_*` variable.
         figment = figment.merge(Serialized::defaults(self));
-        let config: ServerConfig = figment.extract().context("invalid settings")?;
+        let mut config: ServerConfig = figment.extract().context("invalid settings")?;
+        if self.no_mdns {
+            config.mdns = false;
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }

@@ -42,6 +42,23 @@ pub struct ServerConfig {
     /// After the server sends a close frame, how long it waits for the client's.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// LAN discovery for the LOUDSYNC app (UDP and mDNS). Off by default: a server in a data
+    /// centre must not broadcast.
+    pub discovery: bool,
+    /// The UDP port `LOUDSYNC_DISCOVER` is answered on (the app uses 9876).
+    pub discovery_port: u16,
+    /// Where advertisements are broadcast.
+    pub discovery_broadcast: SocketAddr,
+    /// How often advertisements are broadcast.
+    #[serde(with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// Advertise sessions over mDNS too (when discovery is on).
+    pub mdns: bool,
+    /// Network interfaces mDNS uses (names); empty means all.
+    pub mdns_interfaces: Vec<String>,
+    /// The address advertised to clients [default: the listen address, or the address of the
+    /// default route's interface].
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +78,13 @@ impl Default for ServerConfig {
             admin_token: None,
             drain_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(1),
+            discovery: false,
+            discovery_port: 9876,
+            discovery_broadcast: SocketAddr::from(([255, 255, 255, 255], 9876)),
+            discovery_interval: Duration::from_secs(3),
+            mdns: true,
+            mdns_interfaces: Vec::new(),
+            advertise_address: None,
         }
     }
 }
@@ -117,6 +141,7 @@ mod tests {
         assert_eq!(c.max_message_bytes, 64 * 1024);
         assert_eq!((c.rate_limit, c.rate_burst), (100, 200));
         assert_eq!(c.admin_token, None);
+        assert!(!c.discovery, "a server must not broadcast unless asked");
         assert!(c.validate().is_ok());
     }
 

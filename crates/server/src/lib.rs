@@ -8,10 +8,12 @@
 //! - [`outbox`]: a member's bounded outbound queue.
 //! - [`encoding`]: messages to frame bytes, in each connection's dialect.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`discovery`]: LAN discovery for the LOUDSYNC app (UDP advertisements, mDNS), opt-in.
 //!
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
 pub mod config;
+pub mod discovery;
 pub mod encoding;
 pub mod http;
 pub mod metrics;
@@ -124,6 +126,7 @@ pub struct Server {
     addr: SocketAddr,
     stop_accepting: Option<oneshot::Sender<()>>,
     serve: tokio::task::JoinHandle<()>,
+    discovery: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -158,11 +161,17 @@ impl Server {
                 tracing::error!(error = %e, "server stopped");
             }
         });
+        let discovery = if app.config.discovery {
+            Some(discovery::spawn(app.clone(), addr).await?)
+        } else {
+            None
+        };
         Ok(Server {
             app,
             addr,
             stop_accepting: Some(stop_accepting),
             serve,
+            discovery,
         })
     }
 
@@ -183,6 +192,9 @@ impl Server {
         app.shutting_down.store(true, Ordering::Relaxed);
         if let Some(stop) = self.stop_accepting.take() {
             let _ = stop.send(());
+        }
+        if let Some(discovery) = self.discovery.take() {
+            discovery.abort();
         }
         let mut acks = Vec::new();
         for session in app.registry.all() {

@@ -1,0 +1,160 @@
+//! `loudsync discover`: finds sessions on the LAN the way the LOUDSYNC app does, by a
+//! `LOUDSYNC_DISCOVER` datagram and by browsing mDNS, and lists them.
+//!
+//! Sending to the broadcast address puts a datagram on the local network: that only happens
+//! when a person runs this command (tests use `--to 127.0.0.1:PORT --no-mdns`).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use loudsync_server::discovery::{self, DISCOVER, MDNS_SERVICE};
+use serde_json::{json, Value};
+
+/// `loudsync discover`.
+#[derive(Args)]
+pub struct DiscoverArgs {
+    /// Where to send LOUDSYNC_DISCOVER (a server, or a broadcast address).
+    #[arg(long, default_value = "255.255.255.255:9876")]
+    to: SocketAddr,
+    /// How long to listen for answers.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Do not browse mDNS (UDP only).
+    #[arg(long)]
+    no_mdns: bool,
+    /// Print JSON (one object with a `sessions` array) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A session found, and how.
+fn found(ad: &Value, via: &str, from: Option<SocketAddr>) -> Value {
+    let mut s = ad.clone();
+    s["via"] = json!(via);
+    if let Some(from) = from {
+        s["from"] = json!(from.to_string());
+    }
+    s
+}
+
+/// Runs the command.
+pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
+    let mut sessions: BTreeMap<String, Value> = BTreeMap::new();
+    let mdns = if args.no_mdns {
+        None
+    } else {
+        match mdns_sd::ServiceDaemon::new() {
+            Ok(d) => d.browse(MDNS_SERVICE).ok().map(|rx| (d, rx)),
+            Err(e) => {
+                eprintln!("note: mDNS unavailable ({e}); UDP only");
+                None
+            }
+        }
+    };
+    let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+    socket.set_broadcast(true)?;
+    socket.send_to(DISCOVER, args.to)?;
+    let deadline = Instant::now() + args.timeout;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if let Some(ad) = discovery::parse_response(&buf[..n]) {
+                let id = ad["sessionId"].as_str().unwrap_or_default().to_string();
+                sessions
+                    .entry(id)
+                    .or_insert_with(|| found(&ad, "udp", Some(from)));
+            }
+        }
+        if let Some((_, rx)) = &mdns {
+            while let Ok(event) = rx.try_recv() {
+                if let mdns_sd::ServiceEvent::ServiceResolved(info) = event {
+                    let name = info.get_fullname();
+                    let id = name
+                        .strip_prefix("loudsync-")
+                        .and_then(|rest| rest.strip_suffix(&format!(".{MDNS_SERVICE}")))
+                        .unwrap_or(name)
+                        .to_string();
+                    let txt = |k: &str| info.get_property_val_str(k).unwrap_or("").to_string();
+                    let address = info.get_addresses().iter().next().map(|a| a.to_string());
+                    let ad = json!({
+                        "sessionId": id,
+                        "sessionName": txt("session_name"),
+                        "hostId": txt("host_id"),
+                        "hostName": txt("host_name"),
+                        "hostAddress": address,
+                        "port": info.get_port(),
+                        "memberCount": txt("member_count").parse::<u64>().unwrap_or(0),
+                        "maxMembers": txt("max_members").parse::<u64>().unwrap_or(0),
+                        "isPasswordProtected": txt("password_protected") == "true",
+                        "version": txt("version"),
+                    });
+                    sessions
+                        .entry(id)
+                        .or_insert_with(|| found(&ad, "mdns", None));
+                }
+            }
+        }
+    }
+    if let Some((daemon, _)) = mdns {
+        let _ = daemon.shutdown();
+    }
+    let list: Vec<Value> = sessions.into_values().collect();
+    if args.json {
+        println!("{}", json!({ "sessions": list }));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!(
+            "no sessions found (asked {}{})",
+            args.to,
+            if args.no_mdns { "" } else { " and mDNS" }
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:<20} {:>9}  {:<22} VIA",
+        "NAME", "CODE", "HOST", "MEMBERS", "ADDRESS"
+    );
+    for s in &list {
+        let str_of = |k: &str| s[k].as_str().unwrap_or("").to_string();
+        let address = match (s["hostAddress"].as_str(), s["port"].as_u64()) {
+            (Some(a), Some(p)) => format!("{a}:{p}"),
+            (Some(a), None) => a.to_string(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<24} {:<10} {:<20} {:>9}  {:<22} {}",
+            str_of("sessionName"),
+            code(&str_of("sessionId")),
+            str_of("hostName"),
+            format!("{}/{}", s["memberCount"], s["maxMembers"]),
+            address,
+            str_of("via")
+        );
+    }
+    Ok(())
+}
+
+/// A session id shown as the app shows codes: six characters as `A1B-2C3`.
+pub fn code(id: &str) -> String {
+    if id.len() == 6 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("{}-{}", &id[..3], &id[3..])
+    } else {
+        id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_shown_like_the_app() {
+        assert_eq!(code("A1B2C3"), "A1B-2C3");
+        assert_eq!(code("K7P-3XQ"), "K7P-3XQ");
+        assert_eq!(code("party"), "party");
+    }
+}

@@ -1,0 +1,332 @@
+//! LAN discovery the LOUDSYNC app understands, off by default (`--discovery`): answers
+//! `LOUDSYNC_DISCOVER` datagrams, broadcasts each open session's `LOUDSYNC_RESPONSE:`
+//! advertisement every few seconds, and advertises each session over mDNS
+//! (`_loudsync._tcp`, instance `loudsync-<sessionId>`, the app's TXT records).
+//!
+//! The records are built by pure functions ([`advertisement`], [`mdns_txt`],
+//! [`mdns_service`]) so they are tested without putting a packet on the network; the task
+//! ([`spawn`]) only sends them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+
+use crate::sessions::SessionView;
+use crate::{now, App};
+
+/// The datagram a client sends to find sessions.
+pub const DISCOVER: &[u8] = b"LOUDSYNC_DISCOVER";
+/// The prefix of an advertisement datagram.
+pub const RESPONSE_PREFIX: &str = "LOUDSYNC_RESPONSE:";
+/// The mDNS service type.
+pub const MDNS_SERVICE: &str = "_loudsync._tcp.local.";
+/// The version the app expects in advertisements.
+pub const APP_VERSION: &str = "1.0.0";
+
+/// One session's advertisement, with the app's fields.
+pub fn advertisement(view: &SessionView, host_address: IpAddr, port: u16, now_ms: u64) -> Value {
+    let host = view
+        .host_id
+        .as_ref()
+        .and_then(|h| view.members.iter().find(|m| &m.id == h));
+    json!({
+        "sessionId": view.id,
+        "sessionName": view.name,
+        "hostId": host.map(|h| h.device_id.as_str()).unwrap_or(""),
+        "hostName": host.map(|h| h.name.as_str()).unwrap_or(""),
+        "hostAddress": host_address.to_string(),
+        "port": port,
+        "memberCount": view.members.len(),
+        "maxMembers": view.max_members,
+        "isPasswordProtected": false,
+        "version": APP_VERSION,
+        "timestamp": now_ms,
+    })
+}
+
+/// The advertisement datagram: `LOUDSYNC_RESPONSE:` followed by the JSON.
+pub fn response_datagram(ad: &Value) -> Vec<u8> {
+    format!("{RESPONSE_PREFIX}{ad}").into_bytes()
+}
+
+/// Parses an advertisement datagram (what `loudsync discover` receives).
+pub fn parse_response(datagram: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    let json = text.strip_prefix(RESPONSE_PREFIX)?;
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.get("sessionId")?.as_str()?;
+    Some(v)
+}
+
+/// The mDNS instance name of a session.
+pub fn mdns_instance(session_id: &str) -> String {
+    format!("loudsync-{session_id}")
+}
+
+/// The app's mDNS TXT records for an advertisement (every value a string).
+pub fn mdns_txt(ad: &Value) -> Vec<(String, String)> {
+    let s = |k: &str| match &ad[k] {
+        Value::String(v) => v.clone(),
+        other => other.to_string(),
+    };
+    vec![
+        ("session_name".into(), s("sessionName")),
+        ("host_id".into(), s("hostId")),
+        ("host_name".into(), s("hostName")),
+        ("member_count".into(), s("memberCount")),
+        ("max_members".into(), s("maxMembers")),
+        ("password_protected".into(), s("isPasswordProtected")),
+        ("version".into(), s("version")),
+        ("timestamp".into(), s("timestamp")),
+    ]
+}
+
+/// The mDNS service record of an advertisement: our WebSocket port, the host address.
+pub fn mdns_service(ad: &Value, host_name: &str) -> Result<mdns_sd::ServiceInfo, mdns_sd::Error> {
+    let id = ad["sessionId"].as_str().unwrap_or_default();
+    let ip = ad["hostAddress"]
+        .as_str()
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let port = ad["port"].as_u64().unwrap_or(0) as u16;
+    let txt: HashMap<String, String> = mdns_txt(ad).into_iter().collect();
+    mdns_sd::ServiceInfo::new(
+        MDNS_SERVICE,
+        &mdns_instance(id),
+        &format!("{host_name}.local."),
+        ip,
+        port,
+        txt,
+    )
+}
+
+/// The address to advertise: the configured one, the listen address if it is specific, or
+/// the address of the interface the default route uses (found without sending anything).
+pub fn host_address(configured: Option<IpAddr>, listen: SocketAddr) -> IpAddr {
+    if let Some(ip) = configured {
+        return ip;
+    }
+    if !listen.ip().is_unspecified() {
+        return listen.ip();
+    }
+    StdUdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|s| {
+            s.connect(("192.0.2.1", 9))?; // TEST-NET-1: a connect() picks a route, sends nothing
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Starts discovery: binds the UDP port now (so a bad port fails `bind`), then answers,
+/// broadcasts and keeps mDNS current in a task. Returns the task.
+pub async fn spawn(
+    app: Arc<App>,
+    local: SocketAddr,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let cfg = &app.config;
+    let socket = UdpSocket::bind(("0.0.0.0", cfg.discovery_port)).await?;
+    socket.set_broadcast(true)?;
+    let host_ip = host_address(cfg.advertise_address, local);
+    let mdns = if cfg.mdns {
+        let daemon = mdns_sd::ServiceDaemon::new().map_err(std::io::Error::other)?;
+        if !cfg.mdns_interfaces.is_empty() {
+            let _ = daemon.disable_interface(mdns_sd::IfKind::All);
+            for name in &cfg.mdns_interfaces {
+                let _ = daemon.enable_interface(mdns_sd::IfKind::Name(name.clone()));
+            }
+        }
+        Some(daemon)
+    } else {
+        None
+    };
+    tracing::info!(port = cfg.discovery_port, broadcast = %cfg.discovery_broadcast, mdns = cfg.mdns, "LAN discovery on");
+    Ok(tokio::spawn(run(app, socket, host_ip, local.port(), mdns)))
+}
+
+async fn ads(app: &App, host_ip: IpAddr, port: u16) -> Vec<Value> {
+    let now_ms = now().unix_ms;
+    let mut ads = Vec::new();
+    for handle in app.registry.all() {
+        if let Some(view) = handle.view().await {
+            ads.push(advertisement(&view, host_ip, port, now_ms));
+        }
+    }
+    ads
+}
+
+async fn run(
+    app: Arc<App>,
+    socket: UdpSocket,
+    host_ip: IpAddr,
+    port: u16,
+    mdns: Option<mdns_sd::ServiceDaemon>,
+) {
+    let cfg = app.config.clone();
+    let mut tick = tokio::time::interval(cfg.discovery_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let host_name = hostname();
+    // Session id -> the TXT records last registered.
+    let mut registered: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = received else { continue };
+                if &buf[..n] != DISCOVER {
+                    continue;
+                }
+                let answers = [SocketAddr::new(from.ip(), cfg.discovery_port), from];
+                for ad in ads(&app, host_ip, port).await {
+                    let datagram = response_datagram(&ad);
+                    for to in answers.iter().take(if from.port() == cfg.discovery_port { 1 } else { 2 }) {
+                        let _ = socket.send_to(&datagram, to).await;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let ads = ads(&app, host_ip, port).await;
+                for ad in &ads {
+                    let _ = socket.send_to(&response_datagram(ad), cfg.discovery_broadcast).await;
+                }
+                if let Some(daemon) = &mdns {
+                    sync_mdns(daemon, &ads, &host_name, &mut registered);
+                }
+            }
+        }
+    }
+}
+
+/// Registers new sessions, re-registers changed ones, unregisters ended ones.
+fn sync_mdns(
+    daemon: &mdns_sd::ServiceDaemon,
+    ads: &[Value],
+    host_name: &str,
+    registered: &mut HashMap<String, Vec<(String, String)>>,
+) {
+    let mut live = HashMap::new();
+    for ad in ads {
+        let id = ad["sessionId"].as_str().unwrap_or_default().to_string();
+        // The timestamp changes every time; compare the rest.
+        let txt: Vec<_> = mdns_txt(ad)
+            .into_iter()
+            .filter(|(k, _)| k != "timestamp")
+            .collect();
+        if registered.get(&id) != Some(&txt) {
+            match mdns_service(ad, host_name) {
+                Ok(info) => {
+                    if let Err(e) = daemon.register(info) {
+                        tracing::warn!(session = id, error = %e, "mDNS register failed");
+                    }
+                }
+                Err(e) => tracing::warn!(session = id, error = %e, "mDNS record invalid"),
+            }
+        }
+        live.insert(id, txt);
+    }
+    for id in registered.keys() {
+        if !live.contains_key(id) {
+            let _ = daemon.unregister(&format!("{}.{MDNS_SERVICE}", mdns_instance(id)));
+        }
+    }
+    *registered = live;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "loudsync".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loudsync_protocol::{ConnectionStatus, MemberInfo};
+
+    fn view() -> SessionView {
+        let m = |id: &str, dev: &str, name: &str, host: bool| MemberInfo {
+            id: id.into(),
+            name: name.into(),
+            is_host: host,
+            connection_status: ConnectionStatus::Connected,
+            joined_at: 1,
+            latency: None,
+            device_id: dev.into(),
+        };
+        SessionView {
+            id: "K7P-3XQ".into(),
+            name: "Friday Jam".into(),
+            max_members: 10,
+            host_id: Some("c_h".into()),
+            members: vec![
+                m("c_h", "host-dev", "Device 7", true),
+                m("c_g", "guest-dev", "Device 42", false),
+            ],
+        }
+    }
+
+    #[test]
+    fn advertisement_has_the_apps_fields() {
+        let ad = advertisement(
+            &view(),
+            "192.168.1.100".parse().unwrap(),
+            8080,
+            1738930100000,
+        );
+        assert_eq!(
+            ad,
+            json!({"sessionId":"K7P-3XQ","sessionName":"Friday Jam","hostId":"host-dev","hostName":"Device 7",
+                   "hostAddress":"192.168.1.100","port":8080,"memberCount":2,"maxMembers":10,
+                   "isPasswordProtected":false,"version":"1.0.0","timestamp":1738930100000u64})
+        );
+        let datagram = response_datagram(&ad);
+        assert!(datagram.starts_with(b"LOUDSYNC_RESPONSE:{"));
+        assert_eq!(parse_response(&datagram), Some(ad));
+        assert_eq!(parse_response(b"LOUDSYNC_RESPONSE:not json"), None);
+        assert_eq!(parse_response(b"something else"), None);
+    }
+
+    #[test]
+    fn mdns_records_are_the_apps() {
+        let ad = advertisement(&view(), "192.168.1.100".parse().unwrap(), 8080, 42);
+        let txt: HashMap<_, _> = mdns_txt(&ad).into_iter().collect();
+        assert_eq!(txt["session_name"], "Friday Jam");
+        assert_eq!(txt["host_id"], "host-dev");
+        assert_eq!(txt["host_name"], "Device 7");
+        assert_eq!(txt["member_count"], "2");
+        assert_eq!(txt["max_members"], "10");
+        assert_eq!(txt["password_protected"], "false");
+        assert_eq!(txt["version"], "1.0.0");
+        assert_eq!(txt["timestamp"], "42");
+        assert_eq!(txt.len(), 8);
+        let info = mdns_service(&ad, "box").unwrap();
+        assert_eq!(
+            info.get_fullname(),
+            "loudsync-K7P-3XQ._loudsync._tcp.local."
+        );
+        assert_eq!(info.get_port(), 8080);
+        assert_eq!(info.get_hostname(), "box.local.");
+        assert_eq!(info.get_property_val_str("member_count"), Some("2"));
+        assert!(info
+            .get_addresses()
+            .contains(&"192.168.1.100".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn host_address_prefers_configuration_then_listen_address() {
+        let listen: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        assert_eq!(
+            host_address(Some("192.168.1.7".parse().unwrap()), listen),
+            "192.168.1.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            host_address(None, listen),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+    }
+}
