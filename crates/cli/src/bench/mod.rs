@@ -20,7 +20,7 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use worker::{decode_hist, Mode, SessionPlan, WorkerReport, WorkerSpec};
+use worker::{decode_hist, BenchDialect, Mode, SessionPlan, WorkerReport, WorkerSpec};
 
 /// Load scenarios against a LoudSync server.
 #[derive(Args)]
@@ -76,6 +76,14 @@ pub struct Common {
     /// Heartbeat and ping interval of each member.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// The members' dialect. With `app` nobody can host, so sessions are created over HTTP
+    /// first (a LoudSync server), or `--session` names one that exists (e.g. the app's own
+    /// host server, which holds exactly one).
+    #[arg(long, value_enum, default_value = "loudsync")]
+    dialect: BenchDialect,
+    /// With `--dialect app`: join this existing session instead of creating sessions.
+    #[arg(long)]
+    session: Option<String>,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -199,8 +207,8 @@ struct Plan {
     members: usize,
     settle: Duration,
     hold: Duration,
-    /// Create this session over HTTP first (id, capacity).
-    create: Option<(String, usize)>,
+    /// Create these sessions over HTTP first (id, capacity).
+    create: Vec<(String, usize)>,
     /// For big-session: how many `member_joined` must arrive in all.
     expect_member_joined: Option<u64>,
 }
@@ -216,6 +224,7 @@ impl Plan {
             concurrency: common.concurrency,
             tag: tag.to_string(),
             mode: Mode::Idle,
+            dialect: common.dialect,
         }
     }
 
@@ -237,15 +246,34 @@ impl Plan {
                 ..Self::base(common, &format!("{tag}w{w}"))
             })
             .collect();
-        let mut left = members;
-        for k in 0..sessions {
-            let n = left.min(size);
-            left -= n;
-            specs[k % workers].sessions.push(SessionPlan {
-                id: format!("{tag}-{k}"),
-                members: n,
-                with_host: true,
-            });
+        let app = common.dialect == BenchDialect::App;
+        let mut create = Vec::new();
+        if let (true, Some(id)) = (app, &common.session) {
+            // Everyone into the one existing session, spread over the workers.
+            for (w, spec) in specs.iter_mut().enumerate() {
+                let share = members / workers + usize::from(w < members % workers);
+                spec.sessions.push(SessionPlan {
+                    id: id.clone(),
+                    members: share,
+                    with_host: false,
+                });
+            }
+        } else {
+            let mut left = members;
+            for k in 0..sessions {
+                let n = left.min(size);
+                left -= n;
+                let id = format!("{tag}-{k}");
+                if app {
+                    // Nobody in the app's dialect can host: create the session first.
+                    create.push((id.clone(), size));
+                }
+                specs[k % workers].sessions.push(SessionPlan {
+                    id,
+                    members: n,
+                    with_host: !app,
+                });
+            }
         }
         Plan {
             scenario,
@@ -253,7 +281,7 @@ impl Plan {
             members,
             settle: Duration::ZERO,
             hold: Duration::ZERO,
-            create: None,
+            create,
             expect_member_joined: None,
         }
     }
@@ -283,7 +311,7 @@ impl Plan {
             members,
             settle: Duration::ZERO,
             hold,
-            create: Some((id, members)),
+            create: vec![(id, members)],
             expect_member_joined: Some(n * n.saturating_sub(1) / 2),
         }
     }
@@ -493,7 +521,7 @@ fn execute(common: &Common, mut plan: Plan) -> anyhow::Result<()> {
         s.path = path.clone();
         s.sources = srcs.clone();
     }
-    if let Some((id, capacity)) = &plan.create {
+    for (id, capacity) in &plan.create {
         let body = json!({"name": "bench", "id": id, "maxMembers": capacity}).to_string();
         let (status, text) = http::request(
             addr,

@@ -46,9 +46,82 @@ pub enum Mode {
     },
 }
 
+/// Which dialect the generated members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum BenchDialect {
+    /// Ours (the protocol document's).
+    Loudsync,
+    /// The LOUDSYNC app's own (UPPERCASE types, fields in `payload`); works against the app's
+    /// own host server too.
+    App,
+}
+
+impl BenchDialect {
+    fn join(self, session: &str, device: &str, kind: &str) -> String {
+        match self {
+            BenchDialect::Loudsync => json!({"type": "join", "timestamp": 0, "sessionId": session,
+                "deviceInfo": {"id": device, "name": device, "type": kind}}),
+            BenchDialect::App => json!({"type": "JOIN", "timestamp": 0, "messageId": "msg_0_bench00",
+                "payload": {"sessionId": session, "deviceId": device, "deviceName": device, "version": "1.0.0"}}),
+        }
+        .to_string()
+    }
+
+    fn heartbeat(self, device: &str, ts: u64) -> String {
+        match self {
+            BenchDialect::Loudsync => r#"{"type":"heartbeat"}"#.to_string(),
+            BenchDialect::App => json!({"type": "HEARTBEAT", "timestamp": ts,
+                "payload": {"deviceId": device, "timestamp": ts}})
+            .to_string(),
+        }
+    }
+
+    fn ping(self, ts: u64) -> String {
+        match self {
+            BenchDialect::Loudsync => format!(r#"{{"type":"ping","timestamp":{ts}}}"#),
+            BenchDialect::App => {
+                format!(r#"{{"type":"PING","timestamp":{ts},"payload":{{"timestamp":{ts}}}}}"#)
+            }
+        }
+    }
+
+    fn leave(self, device: &str) -> String {
+        match self {
+            BenchDialect::Loudsync => r#"{"type":"leave"}"#.to_string(),
+            BenchDialect::App => {
+                json!({"type": "LEAVE", "timestamp": 0, "messageId": "msg_0_bench00",
+                "payload": {"deviceId": device, "reason": "User left session"}})
+                .to_string()
+            }
+        }
+    }
+
+    /// The message's type, lowercase in both dialects (`member_list`, `pong`, ...).
+    fn message_type(self, text: &str) -> Option<String> {
+        match self {
+            BenchDialect::Loudsync => message_type(text).map(str::to_string),
+            BenchDialect::App => {
+                let v: Value = serde_json::from_str(text).ok()?;
+                Some(v["type"].as_str()?.to_ascii_lowercase())
+            }
+        }
+    }
+
+    /// The timestamp this client put in the ping a pong answers.
+    fn pong_sent_at(self, text: &str) -> Option<u64> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        match self {
+            BenchDialect::Loudsync => v["timestamp"].as_u64(),
+            BenchDialect::App => v["payload"]["pingTimestamp"].as_u64(),
+        }
+    }
+}
+
 /// What a worker is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
+    /// The members' dialect.
+    pub dialect: BenchDialect,
     /// The server's TCP address.
     pub addr: SocketAddr,
     /// The WebSocket path.
@@ -309,9 +382,9 @@ async fn join_member(
         .uri(&format!("ws://{}{}", spec.addr, spec.path))?
         .connect_on(tcp)
         .await?;
-    let join = json!({"type": "join", "timestamp": 0, "sessionId": session,
-        "deviceInfo": {"id": device, "name": device, "type": kind}});
-    ws.send(Message::text(join.to_string())).await?;
+    let dialect = spec.dialect;
+    ws.send(Message::text(dialect.join(session, &device, kind)))
+        .await?;
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
@@ -319,7 +392,7 @@ async fn join_member(
             .context("closed during join")??;
         if let Some(text) = msg.as_text() {
             // Only the type matters here; a big session's member_list is not worth parsing.
-            match message_type(text) {
+            match dialect.message_type(text).as_deref() {
                 Some("member_list") => break,
                 Some("error") => anyhow::bail!("join rejected: {text}"),
                 _ => {}
@@ -329,7 +402,7 @@ async fn join_member(
     let us = started.elapsed().as_micros() as u64;
     let _ = hist.lock().unwrap().record(us.max(1));
     let (leave, leave_rx) = oneshot::channel();
-    tokio::spawn(keep_alive(ws, shared.clone(), leave_rx));
+    tokio::spawn(keep_alive(ws, shared.clone(), device, leave_rx));
     Ok(Live {
         session: index,
         is_host: kind == "host",
@@ -370,7 +443,13 @@ fn message_type(text: &str) -> Option<&str> {
 
 /// Heartbeat and ping every interval (random phase); record RTTs while recording; count
 /// what arrives; leave when told.
-async fn keep_alive(mut ws: Ws, shared: Arc<Shared>, mut leave: oneshot::Receiver<()>) {
+async fn keep_alive(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    device: String,
+    mut leave: oneshot::Receiver<()>,
+) {
+    let dialect = shared.spec.dialect;
     let interval_ms = shared.spec.interval_ms.max(1);
     let phase = Duration::from_millis(fastrand::u64(0..interval_ms));
     let mut tick = tokio::time::interval_at(
@@ -382,7 +461,7 @@ async fn keep_alive(mut ws: Ws, shared: Arc<Shared>, mut leave: oneshot::Receive
     loop {
         tokio::select! {
             _ = &mut leave => {
-                let _ = ws.send(Message::text(r#"{"type":"leave"}"#.to_string())).await;
+                let _ = ws.send(Message::text(dialect.leave(&device))).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     while let Some(Ok(_)) = ws.next().await {}
                 }).await;
@@ -390,8 +469,8 @@ async fn keep_alive(mut ws: Ws, shared: Arc<Shared>, mut leave: oneshot::Receive
             }
             _ = tick.tick() => {
                 let now_us = shared.start.elapsed().as_micros() as u64;
-                let hb = Message::text(r#"{"type":"heartbeat"}"#.to_string());
-                let ping = Message::text(format!(r#"{{"type":"ping","timestamp":{now_us}}}"#));
+                let hb = Message::text(dialect.heartbeat(&device, now_us));
+                let ping = Message::text(dialect.ping(now_us));
                 if ws.feed(hb).await.is_err() || ws.send(ping).await.is_err() {
                     break;
                 }
@@ -409,19 +488,20 @@ async fn keep_alive(mut ws: Ws, shared: Arc<Shared>, mut leave: oneshot::Receive
                     break;
                 }
                 let Some(text) = msg.as_text() else { continue };
-                match message_type(text) {
+                match dialect.message_type(text).as_deref() {
                     Some("pong") if *recording.borrow() => {
-                        if let Ok(v) = serde_json::from_str::<Value>(text) {
-                            if let Some(sent) = v["timestamp"].as_u64() {
-                                let now_us = shared.start.elapsed().as_micros() as u64;
-                                let _ = shared.rtt.lock().unwrap().record(now_us.saturating_sub(sent).max(1));
-                            }
+                        if let Some(sent) = dialect.pong_sent_at(text) {
+                            let now_us = shared.start.elapsed().as_micros() as u64;
+                            let _ = shared.rtt.lock().unwrap().record(now_us.saturating_sub(sent).max(1));
                         }
                     }
                     Some("member_joined") => {
                         shared.member_joined_seen.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some("member_left") if text.contains(r#""reason":"timeout""#) => {
+                    Some("member_left")
+                        if text.contains(r#""reason":"timeout""#)
+                            || text.contains(r#""reason":"Heartbeat timeout""#) =>
+                    {
                         shared.timeouts_seen.fetch_add(1, Ordering::Relaxed);
                     }
                     Some("error") => {
