@@ -111,6 +111,7 @@ impl ServerConfig {
             ("heartbeat-timeout", self.heartbeat_timeout),
             ("heartbeat-check-interval", self.heartbeat_check_interval),
             ("latency-interval", self.latency_interval),
+            ("discovery-interval", self.discovery_interval),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));

@@ -6,6 +6,7 @@
 //! letting memory grow. A later layer (resume) can number and retain frames here.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 
@@ -37,6 +38,8 @@ pub struct Outbox {
     state: Mutex<State>,
     waker: AtomicWaker,
     limit: usize,
+    /// Set by [`Outbox::enqueue`] until [`Outbox::notify`]: whether a wake-up is owed.
+    wake_owed: AtomicBool,
 }
 
 impl Outbox {
@@ -46,15 +49,30 @@ impl Outbox {
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
             limit,
+            wake_owed: AtomicBool::new(false),
         }
     }
 
     /// Queues a frame. Returns `false` if it was not queued: the outbox is closed, or this
     /// frame overflowed it (the consumer is woken to drop the member).
     pub fn push(&self, frame: OutFrame) -> bool {
+        let queued = self.enqueue(frame).is_some();
+        if queued {
+            self.notify();
+        }
+        queued
+    }
+
+    /// Like [`Outbox::push`] but without waking the consumer: a producer queuing several frames
+    /// for many members (a session handling a batch of inputs) wakes each consumer once, with
+    /// [`Outbox::notify`], so the consumer writes them in one go. An overflow still wakes.
+    ///
+    /// Returns `None` if the frame was not queued, else whether this is the first frame since
+    /// the last [`Outbox::notify`] (the producer then owes one notify).
+    pub fn enqueue(&self, frame: OutFrame) -> Option<bool> {
         let mut st = self.state.lock().expect("outbox lock");
         if st.closed || st.overflowed {
-            return false;
+            return None;
         }
         match &frame {
             OutFrame::Text(b) => {
@@ -64,7 +82,7 @@ impl Outbox {
                     st.overflowed = true;
                     drop(st);
                     self.waker.wake();
-                    return false;
+                    return None;
                 }
                 st.bytes += b.len();
             }
@@ -73,13 +91,32 @@ impl Outbox {
         }
         st.frames.push_back(frame);
         drop(st);
+        Some(!self.wake_owed.swap(true, Ordering::AcqRel))
+    }
+
+    /// Wakes the consumer (after [`Outbox::enqueue`]).
+    pub fn notify(&self) {
+        self.wake_owed.store(false, Ordering::Release);
         self.waker.wake();
-        true
     }
 
     /// Registers the consumer's waker; call before [`Outbox::pop`] so no push is missed.
     pub fn register(&self, waker: &Waker) {
         self.waker.register(waker);
+    }
+
+    /// Moves every queued frame into `into` (one lock for all of them).
+    pub fn drain_into(&self, into: &mut VecDeque<OutFrame>) {
+        let mut st = self.state.lock().expect("outbox lock");
+        if st.frames.is_empty() {
+            return;
+        }
+        st.bytes = 0;
+        if into.is_empty() {
+            std::mem::swap(into, &mut st.frames);
+        } else {
+            into.extend(st.frames.drain(..));
+        }
     }
 
     /// Takes the next frame.
@@ -156,6 +193,28 @@ mod tests {
         assert!(!o.overflowed());
         assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1]))));
         assert!(o.overflowed());
+    }
+
+    #[test]
+    fn enqueue_then_drain_in_one_go() {
+        let o = Outbox::new(100);
+        assert_eq!(
+            o.enqueue(OutFrame::Text(Bytes::from_static(b"ab"))),
+            Some(true)
+        );
+        assert_eq!(
+            o.enqueue(OutFrame::Text(Bytes::from_static(b"cd"))),
+            Some(false),
+            "one notify owed"
+        );
+        o.notify();
+        assert_eq!(o.enqueue(OutFrame::Ping([0; 8])), Some(true));
+        assert_eq!(o.queued_bytes(), 4);
+        let mut local = VecDeque::new();
+        o.drain_into(&mut local);
+        assert_eq!(local.len(), 3);
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(o.pop(), None);
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Registry {
             app: app.clone(),
             session,
             members: HashMap::new(),
+            touched: Vec::new(),
             serial,
         };
         app.metrics.sessions.increment(1.0);
@@ -231,8 +232,13 @@ struct SessionOwner {
     app: Arc<App>,
     session: Session,
     members: HashMap<String, Recipient>,
+    /// Outboxes given frames in the current batch, to wake once at its end.
+    touched: Vec<Arc<Outbox>>,
     serial: u64,
 }
+
+/// Inputs handled before the touched members are woken.
+const MAX_BATCH: usize = 64;
 
 /// Where a member's messages go, and in which dialect.
 struct Recipient {
@@ -243,47 +249,21 @@ struct Recipient {
 
 impl SessionOwner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionInput>) {
-        while let Some(input) = rx.recv().await {
-            let now = now();
-            match input {
-                SessionInput::Join { joiner, reply } => {
-                    let (joiner, join) = *joiner;
-                    let result = self
-                        .session
-                        .handle_join(now, joiner.member_id.clone(), &join);
-                    if result.is_ok() {
-                        let recipient = Recipient {
-                            outbox: joiner.outbox,
-                            dialect: joiner.dialect,
-                            address: joiner.address,
-                        };
-                        self.members.insert(joiner.member_id, recipient);
-                        self.app.metrics.joins.increment(1);
-                        self.app.metrics.members.increment(1.0);
-                    }
-                    self.apply(now);
-                    let _ = reply.send(result);
+        while let Some(first) = rx.recv().await {
+            // Handle what is already queued as one batch (bounded), so every member touched
+            // is woken once for all the frames the batch gave it.
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(input) = next.take() {
+                self.handle(input);
+                handled += 1;
+                if self.session.is_ended() || handled == MAX_BATCH {
+                    break;
                 }
-                SessionInput::Command { member_id, command } => {
-                    self.session.handle_command(now, &member_id, command);
-                    self.apply(now);
-                }
-                SessionInput::Close { reason, code, done } => {
-                    self.session.handle_close(now, &reason, code);
-                    self.apply(now);
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                }
-                SessionInput::View(reply) => {
-                    let _ = reply.send(SessionView {
-                        id: self.session.id().to_string(),
-                        name: self.session.name().to_string(),
-                        max_members: self.session.max_members(),
-                        host_id: self.session.host_id().map(str::to_string),
-                        members: self.session.member_infos(),
-                    });
-                }
+                next = rx.try_recv().ok();
+            }
+            for outbox in self.touched.drain(..) {
+                outbox.notify();
             }
             if self.session.is_ended() {
                 break;
@@ -308,6 +288,54 @@ impl SessionOwner {
                     let _ = done.send(());
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Handles one input. Frames are queued without waking their consumers; [`run`] wakes
+    /// every touched member once per batch.
+    ///
+    /// [`run`]: SessionOwner::run
+    fn handle(&mut self, input: SessionInput) {
+        let now = now();
+        match input {
+            SessionInput::Join { joiner, reply } => {
+                let (joiner, join) = *joiner;
+                let result = self
+                    .session
+                    .handle_join(now, joiner.member_id.clone(), &join);
+                if result.is_ok() {
+                    let recipient = Recipient {
+                        outbox: joiner.outbox,
+                        dialect: joiner.dialect,
+                        address: joiner.address,
+                    };
+                    self.members.insert(joiner.member_id, recipient);
+                    self.app.metrics.joins.increment(1);
+                    self.app.metrics.members.increment(1.0);
+                }
+                self.apply(now);
+                let _ = reply.send(result);
+            }
+            SessionInput::Command { member_id, command } => {
+                self.session.handle_command(now, &member_id, command);
+                self.apply(now);
+            }
+            SessionInput::Close { reason, code, done } => {
+                self.session.handle_close(now, &reason, code);
+                self.apply(now);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            SessionInput::View(reply) => {
+                let _ = reply.send(SessionView {
+                    id: self.session.id().to_string(),
+                    name: self.session.name().to_string(),
+                    max_members: self.session.max_members(),
+                    host_id: self.session.host_id().map(str::to_string),
+                    members: self.session.member_infos(),
+                });
             }
         }
     }
@@ -337,7 +365,7 @@ impl SessionOwner {
                             })
                             .clone()
                     };
-                    let sent = deliver(members, &to, &mut bytes_for);
+                    let sent = deliver(members, &to, &mut bytes_for, &mut self.touched);
                     self.app.metrics.frames_sent.increment(sent);
                 }
                 SessionAction::Close {
@@ -346,7 +374,9 @@ impl SessionOwner {
                     reason,
                 } => {
                     if let Some(recipient) = self.members.remove(&member) {
-                        recipient.outbox.push(OutFrame::Close(code, reason));
+                        if recipient.outbox.enqueue(OutFrame::Close(code, reason)) == Some(true) {
+                            self.touched.push(recipient.outbox.clone());
+                        }
                         self.app.metrics.members.decrement(1.0);
                     }
                 }
@@ -379,11 +409,15 @@ fn deliver(
     members: &HashMap<String, Recipient>,
     to: &Recipients,
     bytes_for: &mut dyn FnMut(Dialect) -> Bytes,
+    touched: &mut Vec<Arc<Outbox>>,
 ) -> u64 {
     let mut queued = 0;
     let mut push = |r: &Recipient| {
-        if r.outbox.push(OutFrame::Text(bytes_for(r.dialect))) {
+        if let Some(first) = r.outbox.enqueue(OutFrame::Text(bytes_for(r.dialect))) {
             queued += 1;
+            if first {
+                touched.push(r.outbox.clone());
+            }
         }
     };
     match to {
@@ -437,10 +471,17 @@ mod tests {
                 })
                 .clone()
         };
+        let mut touched = Vec::new();
         assert_eq!(
-            deliver(&members, &Recipients::AllExcept("a".into()), &mut bytes_for),
+            deliver(
+                &members,
+                &Recipients::AllExcept("a".into()),
+                &mut bytes_for,
+                &mut touched
+            ),
             3
         );
+        assert_eq!(touched.len(), 3, "each recipient is owed one wake-up");
         assert_eq!(
             encodings.len(),
             2,
@@ -457,7 +498,12 @@ mod tests {
         assert_eq!(c.as_ptr(), d.as_ptr(), "shared, not copied");
         let mut none = |_: Dialect| Bytes::new();
         assert_eq!(
-            deliver(&members, &Recipients::One("ghost".into()), &mut none),
+            deliver(
+                &members,
+                &Recipients::One("ghost".into()),
+                &mut none,
+                &mut touched
+            ),
             0
         );
     }

@@ -2,6 +2,7 @@
 //! actions, and writes the member's outbox to the socket, all in one task and one poll loop
 //! (reading, writing and timers progress together; nothing blocks another).
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -60,6 +61,7 @@ where
         outbox,
         membership: None,
         peer,
+        pending: VecDeque::new(),
         close_deadline: None,
         overflow_reported: false,
     };
@@ -76,6 +78,8 @@ struct SocketTask<S> {
     outbox: Arc<Outbox>,
     membership: Option<Membership>,
     peer: SocketAddr,
+    /// Frames taken from the outbox and not yet handed to the WebSocket.
+    pending: VecDeque<OutFrame>,
     /// Set once a close frame is written: the socket is dropped at this time at the latest.
     close_deadline: Option<TokioInstant>,
     overflow_reported: bool,
@@ -116,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                 }
                 Event::Overflow => {
                     self.overflow_reported = true;
+                    self.pending.clear();
                     self.app.metrics.slow_consumer_disconnects.increment(1);
                     self.conn.handle_outbound_overflow();
                 }
@@ -231,7 +236,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                 Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
                 Poll::Pending => break,
             }
-            let Some(frame) = self.outbox.pop() else {
+            if self.pending.is_empty() {
+                // Take everything queued in one lock; the next batch only once this one is
+                // written, so the outbox's byte limit still bounds what waits for this socket.
+                self.outbox.drain_into(&mut self.pending);
+            }
+            let Some(frame) = self.pending.pop_front() else {
                 break;
             };
             let (message, closing) = match frame {
