@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::ws::WsStream;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -17,7 +18,6 @@ use loudsync_protocol::client::{valid_session_id, MAX_NAME_BYTES};
 use loudsync_protocol::close_code;
 use serde::Deserialize;
 use serde_json::json;
-use tokio_websockets::{Limits, ServerBuilder};
 
 use crate::sessions::SessionInput;
 use crate::{socket, App};
@@ -123,9 +123,7 @@ async fn websocket(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = ServerBuilder::new()
-                    .limits(Limits::default().max_payload_len(Some(max_message_bytes)))
-                    .serve(TokioIo::new(upgraded));
+                let ws = WsStream::new(TokioIo::new(upgraded), max_message_bytes);
                 socket::run(app, ws, peer).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),

@@ -3,6 +3,7 @@
 //! - [`config`]: settings and their defaults.
 //! - [`http`]: the router: WebSocket upgrades on `/` and `/ws`, `/healthz`, `/metrics`, and
 //!   the `/v1/sessions` admin API.
+//! - [`ws`]: server-side WebSocket framing that holds no buffer while a connection idles.
 //! - [`socket`]: one WebSocket's task, driving a `loudsync_core::connection::Connection`.
 //! - [`sessions`]: the registry and the task that owns each `loudsync_core::session::Session`.
 //! - [`outbox`]: a member's bounded outbound queue.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod sessions;
 pub mod socket;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_core::Stream;
-use futures_sink::Sink;
+use crate::ws::{Violation, WsError, WsMessage, WsStream};
 use loudsync_core::connection::{ConnAction, Connection, MemberCommand};
 use loudsync_protocol::{LeaveReason, ServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
-use tokio_websockets::{CloseCode, Message, WebSocketStream};
+
+/// Bytes queued on the socket beyond which the task writes before taking more from the outbox.
+const FLUSH_THRESHOLD: usize = 16 * 1024;
 
 use crate::outbox::{OutFrame, Outbox};
 use crate::sessions::{Joiner, SessionHandle, SessionInput};
@@ -26,7 +26,7 @@ use crate::{encoding, now, App};
 /// What woke the socket task.
 enum Event {
     /// A message (text, binary, ping, pong, close) from the client.
-    Frame(Message),
+    Frame(WsMessage),
     /// The stream ended or failed.
     Gone,
     /// A timer of the state machine (or the close deadline) is due.
@@ -35,8 +35,8 @@ enum Event {
     Overflow,
     /// The server closed the socket (a close frame was written from the outbox).
     ServerClosed,
-    /// The client broke the WebSocket protocol or a limit.
-    Failed(tokio_websockets::Error),
+    /// The client broke the WebSocket protocol or a limit (the close is queued).
+    Failed(Violation),
 }
 
 /// The member this socket carries, once joined.
@@ -46,7 +46,7 @@ struct Membership {
 }
 
 /// Runs one upgraded WebSocket to its end.
-pub async fn run<S>(app: Arc<App>, ws: WebSocketStream<S>, peer: SocketAddr)
+pub async fn run<S>(app: Arc<App>, ws: WsStream<S>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -74,7 +74,7 @@ where
 struct SocketTask<S> {
     app: Arc<App>,
     conn: Connection,
-    ws: WebSocketStream<S>,
+    ws: WsStream<S>,
     outbox: Arc<Outbox>,
     membership: Option<Membership>,
     peer: SocketAddr,
@@ -124,18 +124,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                     self.app.metrics.slow_consumer_disconnects.increment(1);
                     self.conn.handle_outbound_overflow();
                 }
-                Event::Failed(error) => {
-                    tracing::debug!(%error, "websocket protocol error");
-                    // The library queues a close for most errors itself, but not for a
-                    // fragmented message over the limit; queue ours (refused if it already did).
-                    let code = match error {
-                        tokio_websockets::Error::PayloadTooLong { .. } => {
-                            CloseCode::MESSAGE_TOO_BIG
-                        }
-                        _ => CloseCode::PROTOCOL_ERROR,
-                    };
-                    let _ = Pin::new(&mut self.ws)
-                        .start_send(Message::close(Some(code), "frame rejected"));
+                Event::Failed(violation) => {
+                    tracing::debug!(
+                        code = violation.code,
+                        reason = violation.reason,
+                        "websocket protocol violation"
+                    );
                     self.conn.handle_socket_closed();
                     self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
                 }
@@ -147,21 +141,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
         }
     }
 
-    fn handle_frame(&mut self, message: Message) {
-        if let Some(text) = message.as_text() {
-            self.app.metrics.frames_received.increment(1);
-            self.conn.handle_text(now(), text);
-        } else if message.is_binary() {
-            self.app.metrics.frames_received.increment(1);
-            self.conn.handle_binary(now());
-        } else if message.is_pong() {
-            self.conn.handle_pong(now(), message.as_payload());
-        } else if message.is_close() {
-            // The library answers the close; the stream then ends.
-            self.conn.handle_socket_closed();
-            self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
+    fn handle_frame(&mut self, message: WsMessage) {
+        match message {
+            WsMessage::Text(text) => {
+                self.app.metrics.frames_received.increment(1);
+                self.conn.handle_text(now(), &text);
+            }
+            WsMessage::Binary(_) => {
+                self.app.metrics.frames_received.increment(1);
+                self.conn.handle_binary(now());
+            }
+            WsMessage::Pong(payload) => self.conn.handle_pong(now(), &payload),
+            WsMessage::Close(_) => {
+                // The stream echoes the close; then it ends.
+                self.conn.handle_socket_closed();
+                self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
+            }
+            // Answered by the stream; control frames never count as liveness.
+            WsMessage::Ping(_) => {}
         }
-        // Pings are answered by the library and never count as liveness.
     }
 
     async fn carry_out_actions(&mut self) {
@@ -231,46 +229,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
             return Poll::Ready(Event::Overflow);
         }
         while self.close_deadline.is_none() {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
-                Poll::Pending => break,
+            if self.ws.pending_bytes() >= FLUSH_THRESHOLD {
+                match self.ws.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Pending => break,
+                }
             }
             if self.pending.is_empty() {
                 // Take everything queued in one lock; the next batch only once this one is
-                // written, so the outbox's byte limit still bounds what waits for this socket.
+                // handed to the socket, so the outbox's byte limit still bounds the backlog.
                 self.outbox.drain_into(&mut self.pending);
             }
             let Some(frame) = self.pending.pop_front() else {
                 break;
             };
-            let (message, closing) = match frame {
-                OutFrame::Text(bytes) => (Message::text(bytes), false),
-                OutFrame::Ping(payload) => (Message::ping(Bytes::copy_from_slice(&payload)), false),
+            match frame {
+                OutFrame::Text(bytes) => self.ws.queue_text(&bytes),
+                OutFrame::Ping(payload) => self.ws.queue_ping(&payload),
                 OutFrame::Close(code, reason) => {
-                    let code = CloseCode::try_from(code).unwrap_or(CloseCode::NORMAL_CLOSURE);
-                    (Message::close(Some(code), truncate(&reason, 123)), true)
+                    self.ws.queue_close(code, &reason);
+                    let _ = self.ws.poll_flush(cx);
+                    return Poll::Ready(Event::ServerClosed);
                 }
-            };
-            if Pin::new(&mut self.ws).start_send(message).is_err() {
-                return Poll::Ready(Event::Gone);
-            }
-            if closing {
-                let _ = Pin::new(&mut self.ws).poll_flush(cx);
-                return Poll::Ready(Event::ServerClosed);
             }
         }
-        if let Poll::Ready(Err(_)) = Pin::new(&mut self.ws).poll_flush(cx) {
+        if let Poll::Ready(Err(_)) = self.ws.poll_flush(cx) {
             return Poll::Ready(Event::Gone);
         }
-        match Pin::new(&mut self.ws).poll_next(cx) {
+        match self.ws.poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => return Poll::Ready(Event::Frame(message)),
-            // A protocol error (e.g. a frame over the size limit): the library has queued
-            // the matching close frame; keep polling until it is flushed and the stream ends.
-            Poll::Ready(Some(Err(tokio_websockets::Error::Io(_)))) | Poll::Ready(None) => {
+            Poll::Ready(Some(Err(WsError::Violation(v)))) => return Poll::Ready(Event::Failed(v)),
+            Poll::Ready(Some(Err(WsError::Io(_)))) | Poll::Ready(None) => {
                 return Poll::Ready(Event::Gone)
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Failed(e)),
             Poll::Pending => {}
         }
         if sleep.poll(cx).is_ready() {
@@ -278,17 +270,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
         }
         Poll::Pending
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// A fresh `clientId`: `c_` and 12 random base-36 characters (about 62 bits).
