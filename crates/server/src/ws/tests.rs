@@ -246,3 +246,51 @@ async fn a_violation_is_answered_with_its_close_code() {
     assert_eq!(&head[..2], &[0x88, 2 + "message too big".len() as u8]);
     assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
 }
+
+proptest::proptest! {
+    /// Whatever bytes arrive, in whatever pieces, the parser never panics.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), cut in 0usize..300) {
+        let mut p = FrameParser::new(256);
+        let mut out = VecDeque::new();
+        let cut = cut.min(bytes.len());
+        if p.feed(&bytes[..cut], &mut out).is_ok() {
+            let _ = p.feed(&bytes[cut..], &mut out);
+        }
+    }
+
+    /// Any sequence of valid text messages, fragmented and split into any pieces, comes out
+    /// whole and in order.
+    #[test]
+    fn valid_messages_survive_any_split(
+        messages in proptest::collection::vec("[a-zé✓ ]{0,40}", 1..6),
+        pieces in proptest::collection::vec(1usize..20, 1..40),
+        fragment_at in 0usize..10,
+    ) {
+        let mut bytes = Vec::new();
+        for m in &messages {
+            let b = m.as_bytes();
+            let at = fragment_at.min(b.len());
+            if at > 0 && at < b.len() {
+                bytes.extend(frame(false, OP_TEXT, &b[..at]));
+                bytes.extend(frame(true, OP_CONTINUATION, &b[at..]));
+            } else {
+                bytes.extend(frame(true, OP_TEXT, b));
+            }
+        }
+        let mut p = FrameParser::new(1024);
+        let mut out = VecDeque::new();
+        let mut rest = &bytes[..];
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = pieces[i % pieces.len()].min(rest.len());
+            p.feed(&rest[..n], &mut out).unwrap();
+            rest = &rest[n..];
+            i += 1;
+        }
+        let got: Vec<_> = out.into_iter().collect();
+        let want: Vec<_> = messages.into_iter().map(WsMessage::Text).collect();
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(p.held_bytes(), 0);
+    }
+}
