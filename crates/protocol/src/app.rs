@@ -124,14 +124,9 @@ fn payload_fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
     payload: Map<String, Value>,
 ) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(Value::Object(payload)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            DecodeError::new(format!("{kind}: payload: {inner}"))
-        } else {
-            DecodeError::new(format!("{kind}: payload.{path}: {inner}"))
-        }
+    crate::client::deserialize_named(payload, |path, inner| match path {
+        None => format!("{kind}: payload: {inner}"),
+        Some(path) => format!("{kind}: payload.{path}: {inner}"),
     })
 }
 

@@ -205,15 +205,23 @@ fn fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
     object: Map<String, Value>,
 ) -> Result<T, DecodeError> {
+    deserialize_named(object, |path, inner| match path {
+        None => format!("{kind}: {inner}"),
+        Some(path) => format!("{kind}: in `{path}`: {inner}"),
+    })
+}
+
+/// Deserialises `object`; an error names the nested field it is in (`deviceInfo`), as
+/// `describe(path, error)` words it (`path` is `None` at the top level).
+pub(crate) fn deserialize_named<T: for<'de> Deserialize<'de>>(
+    object: Map<String, Value>,
+    describe: impl FnOnce(Option<&str>, &serde_json::Error) -> String,
+) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
-        // Name the nested object a problem is in (`deviceInfo`), not only the field.
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            DecodeError::new(format!("{kind}: {inner}"))
-        } else {
-            DecodeError::new(format!("{kind}: in `{path}`: {inner}"))
-        }
+        let path = (path != "." && !path.is_empty()).then_some(path.as_str());
+        DecodeError::new(describe(path, &inner))
     })
 }
 
