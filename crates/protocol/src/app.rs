@@ -6,7 +6,7 @@
 //! server then decodes that connection's frames with [`decode`] into the same
 //! [`ClientMessage`]s as ours, and encodes what it sends with [`encode`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::client::{ClientMessage, DecodeError, Join};
@@ -150,17 +150,55 @@ pub struct EncodeContext<'a> {
     pub address_of: &'a dyn Fn(&str) -> Option<String>,
 }
 
+/// A member as the app sees it (serialised straight from borrowed fields: a big session's
+/// list is encoded for every joiner).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppMember<'a> {
+    id: &'a str,
+    name: &'a str,
+    role: &'static str,
+    connection_status: crate::types::ConnectionStatus,
+    joined_at: u64,
+    last_seen: u64,
+    address: String,
+    latency: Option<u64>,
+}
+
+fn app_member<'a>(m: &'a MemberInfo, ctx: &EncodeContext<'_>) -> AppMember<'a> {
+    AppMember {
+        id: &m.device_id,
+        name: &m.name,
+        role: if m.is_host { "host" } else { "client" },
+        connection_status: m.connection_status,
+        joined_at: m.joined_at,
+        last_seen: ctx.now_ms,
+        address: (ctx.address_of)(&m.id).unwrap_or_else(|| "unknown".to_string()),
+        latency: m.latency,
+    }
+}
+
 fn member_json(m: &MemberInfo, ctx: &EncodeContext<'_>) -> Value {
-    json!({
-        "id": m.device_id,
-        "name": m.name,
-        "role": if m.is_host { "host" } else { "client" },
-        "connectionStatus": m.connection_status,
-        "joinedAt": m.joined_at,
-        "lastSeen": ctx.now_ms,
-        "address": (ctx.address_of)(&m.id).unwrap_or_else(|| "unknown".to_string()),
-        "latency": m.latency,
-    })
+    serde_json::to_value(app_member(m, ctx)).expect("a member serialises")
+}
+
+/// The app's envelope, `type` first as the app writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a, P: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    payload: P,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberListPayload<'a> {
+    members: Vec<AppMember<'a>>,
+    total_count: usize,
 }
 
 /// Serialises a server message in the app's dialect.
@@ -182,13 +220,13 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
                 "connectedAt": joined_at,
             }),
         ),
-        ServerMessage::MemberList { members } => (
-            "MEMBER_LIST",
-            json!({
-                "members": members.iter().map(|m| member_json(m, ctx)).collect::<Vec<_>>(),
-                "totalCount": members.len(),
-            }),
-        ),
+        ServerMessage::MemberList { members } => {
+            let payload = MemberListPayload {
+                members: members.iter().map(|m| app_member(m, ctx)).collect(),
+                total_count: members.len(),
+            };
+            return envelope("MEMBER_LIST", Some(ctx.message_id), ctx.now_ms, payload);
+        }
         ServerMessage::MemberJoined { member } => (
             "MEMBER_JOINED",
             json!({ "member": member_json(member, ctx) }),
@@ -208,12 +246,8 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
                 Stamp::Echo(n) => Value::Number(n.clone()),
                 Stamp::Now(ms) => json!(ms),
             };
-            return json!({
-                "type": "PONG",
-                "timestamp": ctx.now_ms,
-                "payload": {"timestamp": ctx.now_ms, "pingTimestamp": ping},
-            })
-            .to_string();
+            let payload = json!({"timestamp": ctx.now_ms, "pingTimestamp": ping});
+            return envelope("PONG", None, ctx.now_ms, payload);
         }
         ServerMessage::Error { code, message, .. } => (
             "ERROR",
@@ -224,13 +258,22 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
             json!({ "from": device.device_id, "fromName": device.name, "data": data }),
         ),
     };
-    json!({
-        "type": kind,
-        "timestamp": ctx.now_ms,
-        "messageId": ctx.message_id,
-        "payload": payload,
+    envelope(kind, Some(ctx.message_id), ctx.now_ms, payload)
+}
+
+fn envelope<P: Serialize>(
+    kind: &str,
+    message_id: Option<&str>,
+    timestamp: u64,
+    payload: P,
+) -> String {
+    serde_json::to_string(&Envelope {
+        kind,
+        timestamp,
+        message_id,
+        payload,
     })
-    .to_string()
+    .expect("app messages serialise")
 }
 
 #[cfg(test)]

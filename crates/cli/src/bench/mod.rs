@@ -81,7 +81,8 @@ pub struct Common {
     /// host server, which holds exactly one).
     #[arg(long, value_enum, default_value = "loudsync")]
     dialect: BenchDialect,
-    /// With `--dialect app`: join this existing session instead of creating sessions.
+    /// Join this existing session instead of creating sessions (with `--dialect app`, and for
+    /// `big-session`), e.g. the one session of the app's own host server.
     #[arg(long)]
     session: Option<String>,
     /// Print the result as JSON instead of a table.
@@ -289,7 +290,11 @@ impl Plan {
     /// One session created over HTTP with capacity `members`, filled by every worker.
     fn big_session(common: &Common, members: usize, hold: Duration) -> Plan {
         let tag = format!("b{:x}", fastrand::u32(..));
-        let id = format!("{tag}-big");
+        // `--session`: fill a session that exists (e.g. on the app's own host server).
+        let (id, create) = match &common.session {
+            Some(id) => (id.clone(), Vec::new()),
+            None => (format!("{tag}-big"), vec![(format!("{tag}-big"), members)]),
+        };
         let workers = common.workers.max(1);
         let specs = (0..workers)
             .map(|w| {
@@ -311,7 +316,7 @@ impl Plan {
             members,
             settle: Duration::ZERO,
             hold,
-            create: vec![(id, members)],
+            create,
             expect_member_joined: Some(n * n.saturating_sub(1) / 2),
         }
     }

@@ -101,6 +101,10 @@ impl BenchDialect {
         match self {
             BenchDialect::Loudsync => message_type(text).map(str::to_string),
             BenchDialect::App => {
+                // Both LoudSync and the app's own server write `type` first; parse otherwise.
+                if let Some(t) = message_type(text) {
+                    return Some(t.to_ascii_lowercase());
+                }
                 let v: Value = serde_json::from_str(text).ok()?;
                 Some(v["type"].as_str()?.to_ascii_lowercase())
             }

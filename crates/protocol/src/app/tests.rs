@@ -216,3 +216,26 @@ fn pong_carries_ping_timestamp_and_no_message_id() {
         json!({"type":"PONG","timestamp":1000,"payload":{"timestamp":1000,"pingTimestamp":1738941239568u64}})
     );
 }
+
+#[test]
+fn the_envelope_puts_type_first_like_the_app() {
+    let text = {
+        let none = |_: &str| None;
+        let ctx = EncodeContext {
+            now_ms: 1,
+            message_id: "msg_1_abcdefg",
+            address_of: &none,
+        };
+        encode(
+            &ServerMessage::Kicked { reason: "r".into() },
+            &Stamp::Now(1),
+            &ctx,
+        )
+    };
+    assert!(
+        text.starts_with(
+            r#"{"type":"KICKED","timestamp":1,"messageId":"msg_1_abcdefg","payload":"#
+        ),
+        "{text}"
+    );
+}
