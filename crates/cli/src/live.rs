@@ -193,7 +193,8 @@ impl Output {
             println!("{}", event_json(event));
             return;
         }
-        if !matches!(event, Event::Latency { .. }) {
+        // Latency updates and the periodic member-list refresh only redraw the table.
+        if !matches!(event, Event::Latency { .. } | Event::MemberList(_)) {
             self.recent.push_back(describe(event));
             while self.recent.len() > 8 {
                 self.recent.pop_front();
