@@ -146,6 +146,11 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Whether a close was queued (the socket is to be closed).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().expect("outbox lock").closed
+    }
+
     /// Whether a push overflowed the limit.
     pub fn overflowed(&self) -> bool {
         self.state.lock().expect("outbox lock").overflowed

@@ -18,6 +18,8 @@ use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 
 /// Bytes queued on the socket beyond which the task writes before taking more from the outbox.
 const FLUSH_THRESHOLD: usize = 16 * 1024;
+/// Bytes owed to the client beyond which the task stops reading from it.
+const READ_PAUSE_BYTES: usize = 64 * 1024;
 
 use crate::outbox::{OutFrame, Outbox};
 use crate::sessions::{Joiner, SessionHandle, SessionInput};
@@ -35,6 +37,8 @@ enum Event {
     Overflow,
     /// The server closed the socket (a close frame was written from the outbox).
     ServerClosed,
+    /// A close was queued on the outbox: start the close deadline.
+    Closing,
     /// The client broke the WebSocket protocol or a limit (the close is queued).
     Failed(Violation),
 }
@@ -131,14 +135,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                         "websocket protocol violation"
                     );
                     self.conn.handle_socket_closed();
-                    self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
+                    self.start_close_deadline();
                 }
                 Event::ServerClosed => {
                     self.conn.handle_closed_by_server();
-                    self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
+                    self.start_close_deadline();
                 }
+                Event::Closing => self.start_close_deadline(),
             }
         }
+    }
+
+    /// The socket is dropped at the close timeout from now, unless that was already set.
+    fn start_close_deadline(&mut self) {
+        let at = TokioInstant::now() + self.app.config.close_timeout;
+        self.close_deadline.get_or_insert(at);
     }
 
     fn handle_frame(&mut self, message: WsMessage) {
@@ -155,7 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
             WsMessage::Close(_) => {
                 // The stream echoes the close; then it ends.
                 self.conn.handle_socket_closed();
-                self.close_deadline = Some(TokioInstant::now() + self.app.config.close_timeout);
+                self.start_close_deadline();
             }
             // Answered by the stream; control frames never count as liveness.
             WsMessage::Ping(_) => {}
@@ -223,12 +234,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
 
     /// One poll of everything the task waits on: write what the outbox holds, flush, read,
     /// and check the timer.
-    fn poll_event(&mut self, cx: &mut Context<'_>, sleep: Pin<&mut Sleep>) -> Poll<Event> {
+    fn poll_event(&mut self, cx: &mut Context<'_>, mut sleep: Pin<&mut Sleep>) -> Poll<Event> {
         self.outbox.register(cx.waker());
         if !self.overflow_reported && self.outbox.overflowed() {
             return Poll::Ready(Event::Overflow);
         }
-        while self.close_deadline.is_none() {
+        if self.close_deadline.is_none() && self.outbox.is_closed() {
+            // The close is decided: the socket goes at the deadline even if the client never
+            // reads what is still queued before the close frame.
+            return Poll::Ready(Event::Closing);
+        }
+        while !self.ws.close_sent() {
             if self.ws.pending_bytes() >= FLUSH_THRESHOLD {
                 match self.ws.poll_flush(cx) {
                     Poll::Ready(Ok(())) => {}
@@ -257,6 +273,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
         if let Poll::Ready(Err(_)) = self.ws.poll_flush(cx) {
             return Poll::Ready(Event::Gone);
         }
+        // Timers before reads, so a client sending without pause cannot hold them off.
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        if self.ws.pending_bytes() >= READ_PAUSE_BYTES {
+            // The client sends but does not read (e.g. a ping flood): stop reading until
+            // what it is owed is written, so memory stays bounded.
+            return Poll::Pending;
+        }
         match self.ws.poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => return Poll::Ready(Event::Frame(message)),
             Poll::Ready(Some(Err(WsError::Violation(v)))) => return Poll::Ready(Event::Failed(v)),
@@ -264,9 +289,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SocketTask<S> {
                 return Poll::Ready(Event::Gone)
             }
             Poll::Pending => {}
-        }
-        if sleep.poll(cx).is_ready() {
-            return Poll::Ready(Event::Timer);
         }
         Poll::Pending
     }

@@ -64,6 +64,8 @@ pub struct FrameParser {
     partial: Vec<u8>,
     /// A fragmented message being assembled: its opcode and payload so far.
     message: Option<(u8, Vec<u8>)>,
+    /// Bytes the incomplete frame in `partial` needs at least, before it is parsed again.
+    need: usize,
 }
 
 impl FrameParser {
@@ -73,6 +75,7 @@ impl FrameParser {
             max_message,
             partial: Vec::new(),
             message: None,
+            need: 0,
         }
     }
 
@@ -88,35 +91,47 @@ impl FrameParser {
             if used < data.len() {
                 self.partial.extend_from_slice(&data[used..]);
             }
-        } else {
-            self.partial.extend_from_slice(data);
-            let buf = std::mem::take(&mut self.partial);
-            let used = self.parse(&buf, out)?;
-            if used < buf.len() {
-                self.partial = buf[used..].to_vec();
-            }
+            return Ok(());
+        }
+        self.partial.extend_from_slice(data);
+        if self.partial.len() < self.need {
+            // The frame is still incomplete: no need to look at it again yet.
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        let used = self.parse(&buf, out)?;
+        if used < buf.len() {
+            buf.drain(..used);
+            self.partial = buf;
         }
         Ok(())
     }
 
-    /// Parses as many whole frames from `data` as there are; returns the bytes used.
+    /// Parses as many whole frames from `data` as there are; returns the bytes used, and
+    /// records how many bytes the incomplete frame after them needs.
     fn parse(&mut self, data: &[u8], out: &mut VecDeque<WsMessage>) -> Result<usize, Violation> {
         let mut at = 0;
-        while let Some((frame_len, message)) = self.frame(&data[at..])? {
-            at += frame_len;
-            if let Some(m) = message {
-                out.push_back(m);
+        loop {
+            match self.frame(&data[at..])? {
+                Parsed::Frame { len, message } => {
+                    at += len;
+                    if let Some(m) = message {
+                        out.push_back(m);
+                    }
+                }
+                Parsed::Incomplete { need } => {
+                    self.need = need;
+                    return Ok(at);
+                }
             }
         }
-        Ok(at)
     }
 
-    /// One frame at the start of `data`: `None` if incomplete, else its length and the
-    /// message it completes (if any).
-    #[allow(clippy::type_complexity)]
-    fn frame(&mut self, data: &[u8]) -> Result<Option<(usize, Option<WsMessage>)>, Violation> {
+    /// One frame at the start of `data`: its length and the message it completes (if any),
+    /// or how many bytes it needs at least.
+    fn frame(&mut self, data: &[u8]) -> Result<Parsed, Violation> {
         if data.len() < 2 {
-            return Ok(None);
+            return Ok(Parsed::Incomplete { need: 2 });
         }
         let (b0, b1) = (data[0], data[1]);
         let fin = b0 & 0x80 != 0;
@@ -137,7 +152,7 @@ impl FrameParser {
         let (len, header) = match b1 & 0x7F {
             126 => {
                 if data.len() < 4 {
-                    return Ok(None);
+                    return Ok(Parsed::Incomplete { need: 4 });
                 }
                 let n = u16::from_be_bytes([data[2], data[3]]) as u64;
                 if n < 126 {
@@ -147,7 +162,7 @@ impl FrameParser {
             }
             127 => {
                 if data.len() < 10 {
-                    return Ok(None);
+                    return Ok(Parsed::Incomplete { need: 10 });
                 }
                 let n = u64::from_be_bytes(data[2..10].try_into().expect("8 bytes"));
                 if n <= u16::MAX as u64 || n >> 63 != 0 {
@@ -166,7 +181,7 @@ impl FrameParser {
         }
         let total = header + 4 + len as usize;
         if data.len() < total {
-            return Ok(None);
+            return Ok(Parsed::Incomplete { need: total });
         }
         let mask: [u8; 4] = data[header..header + 4].try_into().expect("4 bytes");
         let mut payload = data[header + 4..total].to_vec();
@@ -201,8 +216,22 @@ impl FrameParser {
                 }
             }
         };
-        Ok(Some((total, message)))
+        Ok(Parsed::Frame {
+            len: total,
+            message,
+        })
     }
+}
+
+/// What [`FrameParser::frame`] found.
+enum Parsed {
+    /// A whole frame of `len` bytes, completing `message` if any.
+    Frame {
+        len: usize,
+        message: Option<WsMessage>,
+    },
+    /// Not enough bytes: at least `need` in all.
+    Incomplete { need: usize },
 }
 
 fn data_message(opcode: u8, payload: Vec<u8>) -> Result<WsMessage, Violation> {
@@ -282,6 +311,8 @@ pub struct WsStream<S> {
     close_sent: bool,
     /// The peer closed (or broke the protocol): no more reading.
     read_done: bool,
+    /// A violation to report once the messages before it are delivered.
+    violation: Option<Violation>,
 }
 
 /// Written buffers larger than this are freed once written, so an idle connection holds none.
@@ -298,6 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             written: 0,
             close_sent: false,
             read_done: false,
+            violation: None,
         }
     }
 
@@ -386,6 +418,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 }
                 return Poll::Ready(Some(Ok(m)));
             }
+            if let Some(v) = self.violation.take() {
+                // Reported after the messages that arrived before the bad frame.
+                self.queue_close(v.code, v.reason);
+                return Poll::Ready(Some(Err(WsError::Violation(v))));
+            }
             if self.read_done {
                 // Nothing more to read; finish writing (the close) and end.
                 return match self.poll_flush(cx) {
@@ -419,9 +456,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 }
                 Poll::Ready(Err(WsError::Violation(v))) => {
                     self.read_done = true;
-                    self.ready.clear();
-                    self.queue_close(v.code, v.reason);
-                    return Poll::Ready(Some(Err(WsError::Violation(v))));
+                    self.violation = Some(v);
+                    continue;
                 }
                 Poll::Ready(Err(e)) => {
                     self.read_done = true;

@@ -250,6 +250,43 @@ async fn websocket_control_frames_do_not_keep_a_member_alive() {
     assert_eq!(left["reason"], "timeout");
 }
 
+/// A member that floods WebSocket pings and never reads: pings are not liveness, the flood must
+/// neither hold off the heartbeat check nor keep the closing socket alive, and what the server
+/// owes it must stay bounded (reading pauses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_that_never_reads_is_timed_out_and_dropped() {
+    let server = start().await; // heartbeat timeout 400 ms, close timeout 300 ms
+    let (mut clients, ids) = party(server.local_addr(), "s", 1).await;
+    let mut flooder = clients.remove(1);
+    let mut host = clients.remove(0);
+    let flood = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let payload = vec![7u8; 125];
+        while started.elapsed() < Duration::from_secs(5) {
+            let ping = tokio_websockets::Message::ping(payload.clone());
+            match tokio::time::timeout(Duration::from_millis(50), flooder.ws.send(ping)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Some(started.elapsed()), // the server dropped us
+                Err(_) => {}                                  // blocked: the server stopped reading
+            }
+        }
+        None
+    });
+    let mut left = None;
+    for _ in 0..40 {
+        host.send(json!({"type": "heartbeat"})).await;
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), host.recv()).await {
+            left = Some(v);
+            break;
+        }
+    }
+    let left = left.expect("the flooding member was removed");
+    assert_eq!(left["memberId"], ids[1]);
+    assert_eq!(left["reason"], "timeout");
+    let dropped = flood.await.unwrap();
+    assert!(dropped.is_some(), "the flooder's socket was never dropped");
+}
+
 #[tokio::test]
 async fn ping_gets_pong_with_the_same_timestamp() {
     let server = start().await;

@@ -228,6 +228,26 @@ async fn the_stream_answers_pings_echoes_close_and_frees_its_buffers() {
 }
 
 #[tokio::test]
+async fn messages_before_a_bad_frame_are_still_delivered() {
+    let (server_io, mut client) = tokio::io::duplex(64 * 1024);
+    let mut ws = WsStream::new(server_io, 1024);
+    let mut bytes = frame(true, OP_TEXT, b"{\"type\":\"leave\"}");
+    let mut bad = frame(true, OP_TEXT, b"x");
+    bad[0] |= 0x40;
+    bytes.extend(bad);
+    client.write_all(&bytes).await.unwrap();
+    assert_eq!(
+        next(&mut ws).await.unwrap().unwrap(),
+        WsMessage::Text("{\"type\":\"leave\"}".into())
+    );
+    assert!(matches!(
+        next(&mut ws).await,
+        Some(Err(WsError::Violation(Violation { code: 1002, .. })))
+    ));
+    assert!(next(&mut ws).await.is_none());
+}
+
+#[tokio::test]
 async fn a_violation_is_answered_with_its_close_code() {
     let (server_io, mut client) = tokio::io::duplex(64 * 1024);
     let mut ws = WsStream::new(server_io, 16);
