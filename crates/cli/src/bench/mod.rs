@@ -754,38 +754,45 @@ fn print_table(r: &Value) {
             r["closed_by_server"], r["dropped_1008"], r["slow_consumer_disconnects_total"]
         ),
     );
-    let s = &r["server"];
-    if !s.is_null() {
-        let mib = |b: &Value| f(b) / 1048576.0;
-        row(
+    // Server figures: (label, key, scale, unit), shown when measured.
+    let server_rows: [(&str, &str, f64, &str); 7] = [
+        (
             "server RSS empty",
-            format!("{:.1} MiB", mib(&s["rss_empty_bytes"])),
-        );
-        row(
+            "rss_empty_bytes",
+            1.0 / 1048576.0,
+            "MiB",
+        ),
+        (
             "server RSS loaded",
-            format!("{:.1} MiB", mib(&s["rss_loaded_bytes"])),
-        );
-        row(
-            "server RSS at end",
-            format!("{:.1} MiB", mib(&s["rss_end_bytes"])),
-        );
-        row(
+            "rss_loaded_bytes",
+            1.0 / 1048576.0,
+            "MiB",
+        ),
+        ("server RSS at end", "rss_end_bytes", 1.0 / 1048576.0, "MiB"),
+        (
             "server RSS per member",
-            format!("{:.0} bytes", f(&s["rss_per_member_bytes"])),
-        );
-        row(
-            "server CPU per join",
-            format!("{:.3} ms", f(&s["cpu_ms_per_join"])),
-        );
-        row(
+            "rss_per_member_bytes",
+            1.0,
+            "bytes",
+        ),
+        ("server CPU per join", "cpu_ms_per_join", 1.0, "ms"),
+        (
             "server CPU, measured phase",
-            format!("{:.1} % of a core", f(&s["cpu_percent_during_hold"])),
-        );
-        if !s["cpu_us_per_delivered_frame"].is_null() {
-            row(
-                "server CPU per delivered frame",
-                format!("{:.2} us", f(&s["cpu_us_per_delivered_frame"])),
-            );
+            "cpu_percent_during_hold",
+            1.0,
+            "% of a core",
+        ),
+        (
+            "server CPU per delivered frame",
+            "cpu_us_per_delivered_frame",
+            1.0,
+            "us",
+        ),
+    ];
+    for (label, key, scale, unit) in server_rows {
+        let v = &r["server"][key];
+        if !v.is_null() {
+            row(label, format!("{:.2} {unit}", f(v) * scale));
         }
     }
 }
