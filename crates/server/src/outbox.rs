@@ -100,7 +100,7 @@ impl Outbox {
         self.waker.wake();
     }
 
-    /// Registers the consumer's waker; call before [`Outbox::pop`] so no push is missed.
+    /// Registers the consumer's waker; call before [`Outbox::drain_into`] so no push is missed.
     pub fn register(&self, waker: &Waker) {
         self.waker.register(waker);
     }
@@ -119,8 +119,9 @@ impl Outbox {
         }
     }
 
-    /// Takes the next frame.
-    pub fn pop(&self) -> Option<OutFrame> {
+    /// Takes the next frame (tests; the socket task drains everything at once).
+    #[cfg(test)]
+    pub(crate) fn pop(&self) -> Option<OutFrame> {
         let mut st = self.state.lock().expect("outbox lock");
         let frame = st.frames.pop_front()?;
         if let OutFrame::Text(b) = &frame {
