@@ -426,7 +426,10 @@ impl Machine {
                 message,
                 details,
             })),
-            ServerMessage::Message { from, data, .. } => self.emit(Event::Message { from, data }),
+            ServerMessage::Message { from, data, .. } => self.emit(Event::Message {
+                from,
+                data: data.to_value(),
+            }),
             ServerMessage::Welcome { .. } => {}
         }
     }

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use loudsync_protocol::app::{self, Dialect};
 use loudsync_protocol::{
     client::version_compatible, close_code, decode, ClientMessage, ErrorCode, Join, LeaveReason,
-    ServerMessage, Stamp, PROTOCOL_VERSION,
+    RawJson, ServerMessage, Stamp, PROTOCOL_VERSION,
 };
-use serde_json::Value;
 
 use crate::limits::TokenBucket;
 use crate::Now;
@@ -68,8 +67,8 @@ pub enum MemberCommand {
     MemberList,
     /// Application `message`.
     Message {
-        /// The payload.
-        data: Value,
+        /// The payload, as the sender wrote it.
+        data: RawJson,
         /// One recipient, or everyone else.
         to: Option<String>,
     },

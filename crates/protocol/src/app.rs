@@ -194,6 +194,15 @@ struct Envelope<'a, P: Serialize> {
     payload: P,
 }
 
+/// `MESSAGE`'s payload, with `data` written as its sender wrote it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessagePayload<'a> {
+    from: &'a str,
+    from_name: &'a str,
+    data: &'a crate::types::RawJson,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MemberListPayload<'a> {
@@ -253,10 +262,14 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
             "ERROR",
             json!({ "code": code.as_str().to_ascii_uppercase(), "message": message }),
         ),
-        ServerMessage::Message { data, device, .. } => (
-            "MESSAGE",
-            json!({ "from": device.device_id, "fromName": device.name, "data": data }),
-        ),
+        ServerMessage::Message { data, device, .. } => {
+            let payload = MessagePayload {
+                from: &device.device_id,
+                from_name: &device.name,
+                data,
+            };
+            return envelope("MESSAGE", Some(ctx.message_id), ctx.now_ms, payload);
+        }
     };
     envelope(kind, Some(ctx.message_id), ctx.now_ms, payload)
 }

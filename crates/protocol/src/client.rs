@@ -1,9 +1,12 @@
 //! Client-to-server messages and [`decode`], which reports exactly what is wrong with a frame.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::types::DeviceInfo;
+use crate::types::{DeviceInfo, RawJson};
 
 /// Longest accepted identifier or name (session id, device id, device name, session name), in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -38,8 +41,8 @@ pub enum ClientMessage {
     Pong,
     /// `message`: application data relayed to the other members, or to one.
     Message {
-        /// Any JSON value.
-        data: Value,
+        /// Any JSON value, kept as the sender wrote it.
+        data: RawJson,
         /// A member id; absent means everyone else.
         to: Option<String>,
     },
@@ -114,7 +117,6 @@ struct KickFields {
 
 #[derive(Deserialize)]
 struct MessageFields {
-    data: Value,
     #[serde(default)]
     to: Option<String>,
 }
@@ -135,22 +137,22 @@ pub const CLIENT_TYPES: &[&str] = &[
 /// Unknown extra fields are ignored (so clients may send `timestamp` or future fields), but a
 /// missing or mistyped known field is an error naming the type and the field.
 pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))?;
-    let Value::Object(object) = value else {
-        return Err(DecodeError::new(format!(
-            "a message must be a JSON object, got {}",
-            json_kind(&value)
-        )));
+    // One pass over the frame: the top-level fields are validated but kept as written, so
+    // `message.data` is relayed with the sender's bytes and only small fields are built.
+    let Ok(mut object) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(text) else {
+        return Err(not_an_object(text));
     };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        Some(other) => {
-            return Err(DecodeError::new(format!(
-                "field `type` must be a string, got {}",
-                json_kind(other)
-            )))
-        }
+    let kind = match object.get("type").map(|raw| raw.get()) {
+        Some(raw) => match serde_json::from_str::<Value>(raw) {
+            Ok(Value::String(kind)) => kind,
+            Ok(other) => {
+                return Err(DecodeError::new(format!(
+                    "field `type` must be a string, got {}",
+                    json_kind(&other)
+                )))
+            }
+            Err(e) => return Err(DecodeError::new(format!("invalid JSON: {e}"))),
+        },
         None => return Err(DecodeError::new("missing field `type`")),
     };
     let message = match kind.as_str() {
@@ -185,9 +187,12 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         }
         "member_list" => ClientMessage::MemberList,
         "message" => {
+            let Some(data) = object.remove("data") else {
+                return Err(DecodeError::new("message: missing field `data`"));
+            };
             let f: MessageFields = fields(&kind, object)?;
             ClientMessage::Message {
-                data: f.data,
+                data: RawJson(data),
                 to: f.to,
             }
         }
@@ -201,11 +206,30 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
     Ok(message)
 }
 
+/// The error for a frame that is not one JSON object: invalid JSON, or another kind of value.
+fn not_an_object(text: &str) -> DecodeError {
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => DecodeError::new(format!("invalid JSON: {e}")),
+        Ok(value) => DecodeError::new(format!(
+            "a message must be a JSON object, got {}",
+            json_kind(&value)
+        )),
+    }
+}
+
 fn fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
-    object: Map<String, Value>,
+    object: BTreeMap<String, Box<RawValue>>,
 ) -> Result<T, DecodeError> {
-    deserialize_named(object, |path, inner| match path {
+    // The fields of control messages are small: build them as values, so errors can name
+    // the nested field they are in.
+    let mut map = Map::new();
+    for (key, raw) in object {
+        let value = serde_json::from_str(raw.get())
+            .map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))?;
+        map.insert(key, value);
+    }
+    deserialize_named(map, |path, inner| match path {
         None => format!("{kind}: {inner}"),
         Some(path) => format!("{kind}: in `{path}`: {inner}"),
     })
@@ -344,7 +368,7 @@ mod tests {
         assert_eq!(
             decode(r#"{"type":"message","data":{"track":3},"to":"c9"}"#).unwrap(),
             ClientMessage::Message {
-                data: serde_json::json!({"track":3}),
+                data: RawJson::from_text(r#"{"track":3}"#).unwrap(),
                 to: Some("c9".into())
             }
         );

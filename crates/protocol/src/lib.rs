@@ -18,6 +18,7 @@ pub use client::{decode, ClientMessage, DecodeError, Join};
 pub use server::{decode_server, encode, ServerMessage, SessionInfo, Stamp};
 pub use types::{
     ConnectionStatus, DeviceInfo, DeviceRef, DeviceType, ErrorCode, LeaveReason, MemberInfo,
+    RawJson,
 };
 
 /// The protocol version this server speaks (`MAJOR.MINOR`); a `join` whose optional

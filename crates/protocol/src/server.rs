@@ -3,7 +3,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::types::{DeviceRef, ErrorCode, LeaveReason, MemberInfo};
+use crate::types::{DeviceRef, ErrorCode, LeaveReason, MemberInfo, RawJson};
+
+/// `data` inside an internally tagged message: serde buffers the fields first, which a raw
+/// value cannot be read from, so the value is read as a tree and written back.
+fn raw_from_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
+    let value = Value::deserialize(d)?;
+    Ok(RawJson::from_value(&value))
+}
 
 /// The session summary carried by `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,8 +92,9 @@ pub enum ServerMessage {
     Message {
         /// The sender's `clientId`.
         from: String,
-        /// The data as the sender gave it.
-        data: Value,
+        /// The data as the sender gave it, byte for byte.
+        #[serde(deserialize_with = "raw_from_any")]
+        data: RawJson,
         /// The sender as a device (not sent in our dialect).
         #[serde(skip)]
         device: DeviceRef,
@@ -215,7 +223,7 @@ mod tests {
             ServerMessage::error(ErrorCode::SessionFull, "full"),
             ServerMessage::Message {
                 from: "c".into(),
-                data: json!([1]),
+                data: RawJson::from_text("[1]").unwrap(),
                 device: DeviceRef::default(),
             },
         ];
@@ -263,7 +271,7 @@ mod tests {
             ServerMessage::error(ErrorCode::AlreadyJoined, "x"),
             ServerMessage::Message {
                 from: "c".into(),
-                data: json!({"a": [1]}),
+                data: RawJson::from_text(r#"{"a":[1]}"#).unwrap(),
                 device: DeviceRef::default(),
             },
             ServerMessage::MemberLeft {

@@ -70,6 +70,43 @@ pub struct MemberInfo {
     pub device_id: String,
 }
 
+/// A JSON value kept exactly as its sender wrote it: validated, never rebuilt.
+///
+/// Application `data` is relayed with the sender's bytes, so key order, number spelling
+/// (`12345678901234567890123`, `1e2`, `-0`) and whitespace inside it survive the relay, and
+/// the server does no work building and re-serialising a tree it does not look into.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// Validates `text` as one JSON value and keeps it as written.
+    pub fn from_text(text: &str) -> Result<RawJson, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text.to_string()).map(RawJson)
+    }
+
+    /// The value's JSON, exactly as received.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Builds a tree of the value (for applications that want to look inside it).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).expect("RawJson holds valid JSON")
+    }
+
+    /// Serialises `value` (for senders that hold a tree).
+    pub fn from_value(value: &serde_json::Value) -> RawJson {
+        RawJson(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// Why a member left, as reported in `member_left`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

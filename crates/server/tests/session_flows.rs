@@ -414,6 +414,35 @@ async fn application_messages_broadcast_or_direct_in_order() {
 }
 
 #[tokio::test]
+async fn application_data_is_relayed_byte_for_byte() {
+    let server = start().await;
+    let (mut clients, _ids) = party(server.local_addr(), "raw", 1).await;
+    // Key order, big integers, exponents, negative zero and inner whitespace survive the relay.
+    for data in [
+        r#"{"b":1,"a":2}"#,
+        "12345678901234567890123",
+        "[1e2,-0]",
+        r#"{ "nested" : [ 1.50, "\u00e9" ] }"#,
+    ] {
+        clients[1]
+            .send_text(&format!(r#"{{"type":"message","data":{data}}}"#))
+            .await;
+        let raw = clients[0].recv_raw().await;
+        assert!(
+            raw.contains(&format!(r#""data":{data}"#)),
+            "data rebuilt: sent {data}, got {raw}"
+        );
+    }
+    // Invalid JSON inside `data` is still refused, and the sender stays.
+    clients[1]
+        .send_text(r#"{"type":"message","data":[1,}"#)
+        .await;
+    let e = clients[1].recv_type("error").await;
+    assert_eq!(e["code"], "invalid_message");
+    clients[1].assert_alive().await;
+}
+
+#[tokio::test]
 async fn oversized_application_message_gets_an_error_and_the_socket_stays() {
     let mut config = test_config();
     config.max_data_bytes = 1000;

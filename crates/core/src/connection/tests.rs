@@ -113,7 +113,7 @@ fn joined_messages_are_forwarded_to_the_session() {
             }),
             ConnAction::Session(MemberCommand::MemberList),
             ConnAction::Session(MemberCommand::Message {
-                data: serde_json::json!({"pos":3}),
+                data: loudsync_protocol::RawJson::from_text(r#"{"pos":3}"#).unwrap(),
                 to: Some("c3".into())
             }),
             ConnAction::Session(MemberCommand::Leave),

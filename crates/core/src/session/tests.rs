@@ -370,7 +370,8 @@ fn admin_close_uses_the_given_reason_and_code() {
 #[test]
 fn messages_go_to_everyone_else_or_to_one() {
     let mut s = session_with(2);
-    let data = serde_json::json!({"track": "x", "position": 12.5});
+    let data =
+        loudsync_protocol::RawJson::from_text(r#"{"track": "x", "position": 12.5}"#).unwrap();
     s.handle_command(
         now(),
         "c1",

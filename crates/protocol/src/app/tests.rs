@@ -193,7 +193,7 @@ fn member_left_kicked_closed_error_message() {
     let msg = ctx_encode(
         &ServerMessage::Message {
             from: "c_x".into(),
-            data: json!({"a":1}),
+            data: crate::types::RawJson::from_text(r#"{"a":1}"#).unwrap(),
             device: DeviceRef {
                 device_id: "x-dev".into(),
                 name: "X".into(),

@@ -101,6 +101,26 @@ impl Client {
         }
     }
 
+    /// The next text frame exactly as the server wrote it; control frames are skipped.
+    pub async fn recv_raw(&mut self) -> String {
+        let next = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(m)) => {
+                        if let Some(text) = m.as_text() {
+                            return text.to_string();
+                        }
+                        assert!(m.as_close().is_none(), "socket closed: {m:?}");
+                    }
+                    other => panic!("socket ended while waiting for a frame: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, next)
+            .await
+            .expect("no frame in time")
+    }
+
     /// The next message, which must have this `type`.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         let v = self.recv().await;
