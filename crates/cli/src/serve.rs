@@ -67,10 +67,23 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_burst: Option<u32>,
 
-    /// Bytes a member's outbound queue may hold before it is dropped as too slow [default: 262144].
+    /// Bytes a member's outbound queue may hold without question; over it for longer than
+    /// --slow-consumer-grace, the member is dropped as too slow [default: 262144].
     #[arg(long, env = "LOUDSYNC_OUTBOUND_QUEUE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     outbound_queue_bytes: Option<usize>,
+
+    /// Bytes a member's outbound queue may never exceed: the memory bound per member
+    /// [default: 4194304].
+    #[arg(long, env = "LOUDSYNC_OUTBOUND_QUEUE_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbound_queue_max_bytes: Option<usize>,
+
+    /// How long a member's queue may stay over --outbound-queue-bytes (a burst it is
+    /// reading through) before the member is dropped as too slow [default: 5s].
+    #[arg(long, env = "LOUDSYNC_SLOW_CONSUMER_GRACE", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    slow_consumer_grace: Option<Duration>,
 
     /// Require `Authorization: Bearer TOKEN` on /v1/*; without it /v1/* answers loopback only.
     #[arg(long, env = "LOUDSYNC_ADMIN_TOKEN", hide_env_values = true)]

@@ -1,13 +1,20 @@
-//! One client socket: what a frame means before it reaches a session.
+//! One client transport: what a frame means before it reaches a session.
 //!
-//! The machine decodes text frames, answers `ping` itself, keeps the connection's liveness
-//! (any valid protocol message refreshes it; a connection silent for the heartbeat timeout is
-//! dropped at the next check), measures round-trip time with WebSocket pings, enforces the
-//! message rate limit, and forwards session messages only once `join` has succeeded.
-//! The first text frame decides the connection's dialect (ours or the LOUDSYNC app's); both
-//! decode into the same messages, so every rule below holds for both.
-//! It is the *socket* half of a member; the logical member lives in the session, so a later
-//! layer can move a member onto a new socket.
+//! The machine decodes text frames, answers `ping` itself, keeps the connection's liveness,
+//! measures round-trip time with WebSocket pings, enforces the message rate limit, forwards
+//! session messages only once `join` has succeeded, and bounds how long a closing transport
+//! may linger. The first text frame decides the connection's dialect (ours or the LOUDSYNC
+//! app's); both decode into the same messages, so every rule below holds for both.
+//!
+//! Its timers are lazy, because an idle server spends its life in them: the liveness
+//! deadline is `last_seen + heartbeat_timeout`, checked no more often than the check
+//! interval, so a member that keeps talking never wakes its timer; latency probes are not
+//! timed at all but ride on the member's own traffic (the first frame after the latency
+//! interval has passed is answered with its reply *and* a probe, written together), so an
+//! idle member costs one write per ping it sends and nothing else.
+//!
+//! It is the *transport* half of a member; the member's place lives in the session, so a
+//! later layer can move a member onto a new transport.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,6 +25,7 @@ use loudsync_protocol::{
     RawJson, ServerMessage, Stamp, PROTOCOL_VERSION,
 };
 
+use crate::directory::JoinError;
 use crate::limits::TokenBucket;
 use crate::Now;
 
@@ -26,9 +34,10 @@ use crate::Now;
 pub struct ConnectionConfig {
     /// A connection silent this long is dropped (document: 15 s).
     pub heartbeat_timeout: Duration,
-    /// How often liveness is checked (document: 5 s).
+    /// The liveness deadline is checked at most this often (document: 5 s).
     pub heartbeat_check_interval: Duration,
-    /// How often a WebSocket ping measures round-trip time.
+    /// How often a WebSocket ping measures round-trip time (at most; probes ride on the
+    /// member's own frames).
     pub latency_interval: Duration,
     /// Messages per second allowed on average (0 = unlimited).
     pub rate_per_sec: u32,
@@ -36,6 +45,9 @@ pub struct ConnectionConfig {
     pub rate_burst: u32,
     /// Largest `message` frame, in bytes, relayed to members; larger ones get `too_large`.
     pub max_data_bytes: usize,
+    /// Once a close is decided, how long the transport may take to finish it before it is
+    /// dropped (a client that never reads what is queued before the close frame).
+    pub close_timeout: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -47,6 +59,7 @@ impl Default for ConnectionConfig {
             rate_per_sec: 100,
             rate_burst: 200,
             max_data_bytes: 16 * 1024,
+            close_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -72,31 +85,33 @@ pub enum MemberCommand {
         /// One recipient, or everyone else.
         to: Option<String>,
     },
-    /// A new round-trip-time measurement, in ms.
+    /// A new round-trip-time measurement, in ms (sent only when it changed).
     Latency(u64),
-    /// The socket is gone without `leave` (closed, timed out, or dropped for a policy).
-    Disconnected(LeaveReason),
 }
 
 /// What the I/O layer must do for this connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnAction {
-    /// Send this message on this socket only.
+    /// Send this message on this transport only.
     Reply(ServerMessage, Stamp),
-    /// Route this join to its session (creating it for a host); report the result with
-    /// [`Connection::handle_join_result`].
+    /// Route this join to its session; report the result with
+    /// [`Connection::handle_join_result`]. Nothing more is read until then.
     Join(Join),
     /// Forward this to the member's session.
     Session(MemberCommand),
+    /// The member's transport is gone without `leave`: detach it from its place.
+    Detach(LeaveReason),
     /// Send a WebSocket ping control frame with this payload.
     Ping([u8; 8]),
-    /// Close the socket with this code and reason, after what is already queued.
+    /// Close the transport with this code and reason, after what is already queued.
     Close {
         /// WebSocket close code.
         code: u16,
         /// Close reason text.
         reason: String,
     },
+    /// The close did not finish within the close timeout: drop the transport now.
+    Abort,
 }
 
 /// Where the connection is in its life.
@@ -112,7 +127,7 @@ pub enum Phase {
     Closed,
 }
 
-/// The state machine of one client socket.
+/// The state machine of one client transport.
 #[derive(Debug)]
 pub struct Connection {
     config: ConnectionConfig,
@@ -121,10 +136,17 @@ pub struct Connection {
     dialect: Option<Dialect>,
     opened: Instant,
     last_seen: Instant,
+    /// The liveness deadline is not checked before this.
     next_check: Instant,
-    next_ping: Instant,
-    outstanding_ping: Option<(u64, Instant)>,
-    ping_counter: u64,
+    /// A probe rides on the first frame at or after this.
+    next_probe: Instant,
+    outstanding_probe: Option<(u64, Instant)>,
+    probe_counter: u64,
+    last_latency: Option<u64>,
+    /// Once a close is decided: when the transport is dropped at the latest.
+    close_deadline: Option<Instant>,
+    /// The close deadline passed and [`ConnAction::Abort`] was given.
+    aborted: bool,
     bucket: TokenBucket,
     /// Messages dropped since the last one under the rate limit.
     rate_violations: u32,
@@ -141,10 +163,13 @@ impl Connection {
             dialect: None,
             opened: t,
             last_seen: t,
-            next_check: t + config.heartbeat_check_interval,
-            next_ping: t + config.latency_interval,
-            outstanding_ping: None,
-            ping_counter: 0,
+            next_check: t + config.heartbeat_timeout,
+            next_probe: t + config.latency_interval,
+            outstanding_probe: None,
+            probe_counter: 0,
+            last_latency: None,
+            close_deadline: None,
+            aborted: false,
             rate_violations: 0,
             actions: VecDeque::new(),
             config,
@@ -161,6 +186,12 @@ impl Connection {
         self.phase
     }
 
+    /// Whether the transport should stop reading for now: while a join is being routed, so
+    /// the frames after `join` are handled once its answer is in (timers and writes go on).
+    pub fn reading_paused(&self) -> bool {
+        self.phase == Phase::Joining
+    }
+
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<ConnAction> {
         self.actions.pop_front()
@@ -168,10 +199,15 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(deadline) = self.close_deadline {
+            return Some(deadline);
+        }
         match self.phase {
             Phase::Closed => None,
-            Phase::Joined => Some(self.next_check.min(self.next_ping)),
-            Phase::AwaitingJoin | Phase::Joining => Some(self.next_check),
+            Phase::Joined => Some(self.next_check),
+            Phase::AwaitingJoin | Phase::Joining => {
+                Some(self.next_check.min(self.opened + self.config.heartbeat_timeout))
+            }
         }
     }
 
@@ -189,6 +225,7 @@ impl Connection {
             Ok(message) => {
                 self.last_seen = now.instant;
                 self.handle_message(now, message, text.len());
+                self.maybe_probe(now);
             }
             Err(e) => self.reply_error(now, ErrorCode::InvalidMessage, e.message),
         }
@@ -208,13 +245,15 @@ impl Connection {
 
     /// A WebSocket pong control frame arrived. Control frames never refresh liveness.
     pub fn handle_pong(&mut self, now: Now, payload: &[u8]) {
-        let Some((counter, sent)) = self.outstanding_ping else {
+        let Some((counter, sent)) = self.outstanding_probe else {
             return;
         };
         if payload == counter.to_be_bytes() {
-            self.outstanding_ping = None;
-            if self.phase == Phase::Joined {
-                let rtt = now.instant.saturating_duration_since(sent).as_millis() as u64;
+            self.outstanding_probe = None;
+            let rtt = now.instant.saturating_duration_since(sent).as_millis() as u64;
+            if self.phase == Phase::Joined && self.last_latency != Some(rtt) {
+                // Unchanged figures are not worth waking the session for.
+                self.last_latency = Some(rtt);
                 self.actions
                     .push_back(ConnAction::Session(MemberCommand::Latency(rtt)));
             }
@@ -222,7 +261,7 @@ impl Connection {
     }
 
     /// The session's answer to a [`ConnAction::Join`]: `Ok` once `welcome` is queued, or the
-    /// rejection to send before closing.
+    /// refusal to send before closing.
     pub fn handle_join_result(&mut self, now: Now, result: Result<(), ServerMessage>) {
         if self.phase != Phase::Joining {
             return;
@@ -230,91 +269,121 @@ impl Connection {
         match result {
             Ok(()) => {
                 self.phase = Phase::Joined;
-                self.next_ping = now.instant + self.config.latency_interval;
+                self.next_probe = now.instant + self.config.latency_interval;
             }
             Err(error) => {
                 self.actions
                     .push_back(ConnAction::Reply(error, Stamp::Now(now.unix_ms)));
-                self.close(close_code::NORMAL, "join rejected");
+                self.close(now, close_code::NORMAL, "join rejected");
             }
         }
     }
 
-    /// Timers: the liveness check and the latency ping.
+    /// Timers: the close deadline, the join deadline and the liveness deadline.
     pub fn handle_timeout(&mut self, now: Now) {
         let t = now.instant;
-        if self.phase == Phase::Closed {
+        if let Some(deadline) = self.close_deadline {
+            if t >= deadline {
+                self.close_deadline = None;
+                self.aborted = true;
+                self.actions.push_back(ConnAction::Abort);
+            }
             return;
         }
-        if t >= self.next_check {
-            self.next_check = t + self.config.heartbeat_check_interval;
-            if t.saturating_duration_since(self.last_seen) >= self.config.heartbeat_timeout {
-                self.drop_member(
-                    LeaveReason::Timeout,
-                    close_code::NORMAL,
-                    "heartbeat timeout",
-                );
-                return;
-            }
-            if self.phase == Phase::AwaitingJoin
-                && t.saturating_duration_since(self.opened) >= self.config.heartbeat_timeout
-            {
-                self.close(close_code::NORMAL, "no join within the heartbeat timeout");
-                return;
-            }
+        if self.phase == Phase::Closed || t < self.next_check.min(self.join_deadline()) {
+            return;
         }
-        if self.phase == Phase::Joined && t >= self.next_ping {
-            self.next_ping = t + self.config.latency_interval;
-            self.ping_counter += 1;
-            self.outstanding_ping = Some((self.ping_counter, t));
-            self.actions
-                .push_back(ConnAction::Ping(self.ping_counter.to_be_bytes()));
+        if t.saturating_duration_since(self.last_seen) >= self.config.heartbeat_timeout {
+            self.drop_member(
+                now,
+                LeaveReason::Timeout,
+                close_code::NORMAL,
+                "heartbeat timeout",
+            );
+            return;
         }
+        if matches!(self.phase, Phase::AwaitingJoin | Phase::Joining)
+            && t >= self.join_deadline()
+        {
+            self.close(now, close_code::NORMAL, "no join within the heartbeat timeout");
+            return;
+        }
+        // Still alive: look again when the silence could first reach the timeout.
+        self.next_check = (self.last_seen + self.config.heartbeat_timeout)
+            .max(t + self.config.heartbeat_check_interval);
     }
 
-    /// The socket closed (peer close, I/O error, end of stream) without the server closing it.
-    pub fn handle_socket_closed(&mut self) {
+    /// The transport ended or is ending from the client's side (its close frame, end of
+    /// stream, an I/O error, a protocol violation): the member is detached, and the transport
+    /// gets the close timeout to finish.
+    pub fn handle_transport_closed(&mut self, now: Now) {
         if self.phase == Phase::Joined {
             self.actions
-                .push_back(ConnAction::Session(MemberCommand::Disconnected(
-                    LeaveReason::Error,
-                )));
+                .push_back(ConnAction::Detach(LeaveReason::Error));
         }
         self.phase = Phase::Closed;
+        self.start_close_deadline(now);
     }
 
     /// The member's outbound queue overflowed: it cannot keep up, so it is dropped.
-    pub fn handle_outbound_overflow(&mut self) {
+    pub fn handle_outbound_overflow(&mut self, now: Now) {
         self.drop_member(
+            now,
             LeaveReason::Error,
             close_code::POLICY_VIOLATION,
             "outbound queue overflow: client too slow",
         );
     }
 
-    /// The server (session or shutdown) closed this socket; the session already knows.
-    pub fn handle_closed_by_server(&mut self) {
+    /// The server side (the session, shutdown) queued a close on this transport; the session
+    /// already knows. The transport gets the close timeout to finish.
+    pub fn handle_closed_by_server(&mut self, now: Now) {
         self.phase = Phase::Closed;
+        self.start_close_deadline(now);
     }
 
-    /// Closes the socket and then tells the session, in that order, so this close (and its
-    /// code) is queued before any close the session sends back.
-    fn drop_member(&mut self, reason: LeaveReason, code: u16, close_reason: &str) {
+    /// When a join routed now must have been answered by.
+    fn join_deadline(&self) -> Instant {
+        self.opened + self.config.heartbeat_timeout
+    }
+
+    /// A latency probe rides on the member's own traffic: queued after the reply to the first
+    /// frame past the latency interval, so both go out in one write.
+    fn maybe_probe(&mut self, now: Now) {
+        if self.phase != Phase::Joined || now.instant < self.next_probe {
+            return;
+        }
+        self.next_probe = now.instant + self.config.latency_interval;
+        self.probe_counter += 1;
+        self.outstanding_probe = Some((self.probe_counter, now.instant));
+        self.actions
+            .push_back(ConnAction::Ping(self.probe_counter.to_be_bytes()));
+    }
+
+    /// Closes the transport and then detaches the member, in that order, so this close (and
+    /// its code) is queued before any close the session sends back.
+    fn drop_member(&mut self, now: Now, reason: LeaveReason, code: u16, close_reason: &str) {
         let was_joined = self.phase == Phase::Joined;
-        self.close(code, close_reason);
+        self.close(now, code, close_reason);
         if was_joined {
-            self.actions
-                .push_back(ConnAction::Session(MemberCommand::Disconnected(reason)));
+            self.actions.push_back(ConnAction::Detach(reason));
         }
     }
 
-    fn close(&mut self, code: u16, reason: &str) {
+    fn close(&mut self, now: Now, code: u16, reason: &str) {
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
             self.actions.push_back(ConnAction::Close {
                 code,
                 reason: reason.to_string(),
             });
+            self.start_close_deadline(now);
+        }
+    }
+
+    fn start_close_deadline(&mut self, now: Now) {
+        if self.close_deadline.is_none() && !self.aborted {
+            self.close_deadline = Some(now.instant + self.config.close_timeout);
         }
     }
 
@@ -340,6 +409,7 @@ impl Connection {
             );
         } else if self.rate_violations > self.config.rate_burst.max(1) {
             self.drop_member(
+                now,
                 LeaveReason::Error,
                 close_code::POLICY_VIOLATION,
                 "rate limit exceeded",
@@ -360,14 +430,12 @@ impl Connection {
                 Phase::AwaitingJoin => {
                     if let Some(v) = &join.protocol_version {
                         if !version_compatible(v, PROTOCOL_VERSION) {
-                            self.reply_error(
-                                now,
-                                ErrorCode::VersionMismatch,
-                                format!(
-                                    "protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"
-                                ),
-                            );
-                            self.close(close_code::NORMAL, "join rejected");
+                            let refusal = JoinError::VersionMismatch { client: v.clone() };
+                            self.actions.push_back(ConnAction::Reply(
+                                refusal.to_message(),
+                                Stamp::Now(now.unix_ms),
+                            ));
+                            self.close(now, close_code::NORMAL, "join rejected");
                             return;
                         }
                     }

@@ -5,13 +5,20 @@
 //! methods; [`connection::Connection::poll_timeout`] says when it next needs to be woken.
 //! Time comes in as a [`Now`], so tests drive heartbeat timeouts on a virtual clock.
 //!
-//! - [`connection`]: one socket: decoding, liveness (heartbeat timeout), latency pings,
-//!   rate limiting, and the rule that session messages need a `join` first.
-//! - [`session`]: one session: members, host, join validation, leave, kick, messages, close.
+//! - [`connection`]: one transport: decoding, liveness (heartbeat timeout), latency probes,
+//!   rate limiting, the rule that session messages need a `join` first, the close deadline.
+//! - [`directory`]: routing and identity: where a join goes, member ids, join errors' words.
+//! - [`session`]: one session: the member table (places, and the transports attached to
+//!   them), host, join validation, leave, kick, messages, close, held places' timers.
+//! - [`outbound`]: the slow-consumer rule of a member's outbound queue.
 //! - [`limits`]: the token bucket behind the per-connection rate limit.
+//! - [`ids`]: where ids come from (injected, so tests are deterministic).
 
 pub mod connection;
+pub mod directory;
+pub mod ids;
 pub mod limits;
+pub mod outbound;
 pub mod session;
 
 use std::time::{Duration, Instant};

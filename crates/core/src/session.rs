@@ -1,20 +1,33 @@
-//! One session: its members, its host, and every rule of seed 001 that involves more than one
-//! socket (join validation, member list, leave, kick, application messages, closing).
+//! One session: its member table, its host, and every rule of seed 001 that involves more than
+//! one socket (join validation, member list, leave, kick, application messages, closing).
 //!
-//! Members are identified by the `clientId` the I/O layer generated for them; the session never
-//! sees sockets. What must be sent comes out of [`Session::poll_action`] as
-//! [`SessionAction::Send`] with a [`Recipients`] set, so the caller encodes each message once
-//! and queues the same bytes for every recipient.
+//! A **member** is a place in the session (id, device, dialect, latency, join time); a
+//! **transport** is what currently carries it (in the server, the member's outbound queue).
+//! Places and transports are separate: a join creates a place with a transport,
+//! [`Session::handle_detach`] takes the transport away, [`Session::handle_attach`] gives a held
+//! place a new one. The session decides what a detach means: with the default hold of zero
+//! the place ends at once (`member_left`, or the end of the session for the host), exactly as
+//! seed 001 says; with a hold (the resume layer) the place waits for a new transport until its
+//! deadline, which [`Session::poll_timeout`] reports.
+//!
+//! What must be sent comes out of [`Session::poll_action`] as [`SessionAction::Send`] with a
+//! [`Recipients`] set; the caller resolves it with [`Session::deliveries`] right away, before
+//! polling the next action, so it encodes each message once per dialect and queues the same
+//! bytes for every recipient. A member removed by an action is still a recipient of the
+//! actions queued before its removal, and of none after (its [`SessionAction::Close`] hands
+//! its transport back).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
+use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{
     close_code, server::SessionInfo, ConnectionStatus, DeviceRef, DeviceType, ErrorCode, Join,
     LeaveReason, MemberInfo, ServerMessage,
 };
-use serde_json::json;
 
 use crate::connection::MemberCommand;
+use crate::directory::{JoinError, SessionSpec};
 use crate::Now;
 
 /// Who a message goes to.
@@ -30,18 +43,20 @@ pub enum Recipients {
 
 /// What the I/O layer must do for this session.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SessionAction {
-    /// Send a message to these members (stamp it with the current time).
+pub enum SessionAction<T> {
+    /// Send a message to these members (resolve them with [`Session::deliveries`] now).
     Send {
         /// Who gets it.
         to: Recipients,
         /// What.
         message: ServerMessage,
     },
-    /// Close this member's socket after what is queued for it, and forget its socket.
+    /// The member's place ended: close its transport after what is queued on it.
     Close {
         /// The member's `clientId`.
         member: String,
+        /// Its transport, handed back.
+        transport: T,
         /// WebSocket close code.
         code: u16,
         /// Close reason text.
@@ -51,37 +66,99 @@ pub enum SessionAction {
     Ended,
 }
 
+/// The settings of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a detached member's place is held for a new transport. Zero (the default)
+    /// ends the place at once, as seed 001 has it; the resume layer sets a window.
+    pub detach_hold: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            detach_hold: Duration::ZERO,
+        }
+    }
+}
+
+/// A transport joining with its member's particulars.
 #[derive(Debug, Clone)]
-struct Member {
+pub struct Joiner<T> {
+    /// What carries the member.
+    pub transport: T,
+    /// The dialect its messages are encoded in.
+    pub dialect: Dialect,
+    /// Its network address (the LOUDSYNC app's dialect shows it to other members).
+    pub address: String,
+}
+
+/// Why a transport could not be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// No place with this id (never joined, or ended).
+    NoSuchMember,
+    /// The place has a transport already.
+    AlreadyAttached,
+}
+
+#[derive(Debug, Clone)]
+struct Member<T> {
     id: String,
     device_id: String,
     name: String,
     joined_at: u64,
     latency: Option<u64>,
+    dialect: Dialect,
+    address: String,
+    transport: Option<T>,
+    /// While detached: the deadline of the held place, and why it was detached.
+    held: Option<(Instant, LeaveReason)>,
 }
 
-/// The state machine of one session.
+/// What is queued inside, before a close is resolved to its transport.
 #[derive(Debug)]
-pub struct Session {
+enum Pending {
+    Send {
+        to: Recipients,
+        message: ServerMessage,
+    },
+    Close {
+        member: String,
+        code: u16,
+        reason: String,
+    },
+    Ended,
+}
+
+/// The state machine of one session; `T` is the caller's transport handle.
+#[derive(Debug)]
+pub struct Session<T> {
     id: String,
     name: String,
     max_members: usize,
+    config: SessionConfig,
     host: Option<String>,
-    /// In join order.
-    members: Vec<Member>,
+    /// The places, in join order.
+    members: Vec<Member<T>>,
+    /// Removed members whose `Close` has not been polled yet: still recipients of what was
+    /// queued before their removal.
+    departing: Vec<Member<T>>,
     ended: bool,
-    actions: VecDeque<SessionAction>,
+    actions: VecDeque<Pending>,
 }
 
-impl Session {
-    /// An empty session (created over HTTP, or by a host's `join`).
-    pub fn new(id: String, name: String, max_members: usize) -> Self {
+impl<T> Session<T> {
+    /// An empty session (created over HTTP, or for a host's `join`).
+    pub fn new(spec: SessionSpec, config: SessionConfig) -> Self {
         Session {
-            id,
-            name,
-            max_members: max_members.max(1),
+            id: spec.id,
+            name: spec.name,
+            max_members: spec.max_members.max(1),
+            config,
             host: None,
             members: Vec::new(),
+            departing: Vec::new(),
             ended: false,
             actions: VecDeque::new(),
         }
@@ -102,12 +179,12 @@ impl Session {
         self.max_members
     }
 
-    /// The host's `clientId`, if a host is connected.
+    /// The host's `clientId`, if the session has a host.
     pub fn host_id(&self) -> Option<&str> {
         self.host.as_deref()
     }
 
-    /// How many members are connected, host included.
+    /// How many places the session has, host included.
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
@@ -117,9 +194,78 @@ impl Session {
         self.ended
     }
 
-    /// The next thing to do, if any.
-    pub fn poll_action(&mut self) -> Option<SessionAction> {
-        self.actions.pop_front()
+    /// The next thing to do, if any. Resolve a [`SessionAction::Send`] with
+    /// [`Session::deliveries`] before polling again.
+    pub fn poll_action(&mut self) -> Option<SessionAction<T>> {
+        loop {
+            match self.actions.pop_front()? {
+                Pending::Send { to, message } => return Some(SessionAction::Send { to, message }),
+                Pending::Ended => return Some(SessionAction::Ended),
+                Pending::Close {
+                    member,
+                    code,
+                    reason,
+                } => {
+                    let Some(at) = self.departing.iter().position(|m| m.id == member) else {
+                        continue;
+                    };
+                    let departed = self.departing.swap_remove(at);
+                    if let Some(transport) = departed.transport {
+                        return Some(SessionAction::Close {
+                            member,
+                            transport,
+                            code,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transports a message for `to` goes to, with their dialects.
+    pub fn deliveries<'a>(&'a self, to: &'a Recipients) -> impl Iterator<Item = (&'a T, Dialect)> {
+        self.members
+            .iter()
+            .chain(self.departing.iter())
+            .filter(move |m| match to {
+                Recipients::One(id) => &m.id == id,
+                Recipients::AllExcept(id) => &m.id != id,
+                Recipients::All => true,
+            })
+            .filter_map(|m| m.transport.as_ref().map(|t| (t, m.dialect)))
+    }
+
+    /// A member's network address (for the app dialect's member view).
+    pub fn address_of(&self, member_id: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .chain(self.departing.iter())
+            .find(|m| m.id == member_id)
+            .map(|m| m.address.as_str())
+    }
+
+    /// When [`Session::handle_timeout`] must next be called: the earliest held place's deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.members
+            .iter()
+            .filter_map(|m| m.held.map(|(at, _)| at))
+            .min()
+    }
+
+    /// Timers: held places whose deadline passed end, as an immediate detach would have.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let expired: Vec<(String, LeaveReason)> = self
+            .members
+            .iter()
+            .filter_map(|m| match m.held {
+                Some((at, reason)) if at <= now.instant => Some((m.id.clone(), reason)),
+                _ => None,
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.end_place(&id, reason);
+        }
     }
 
     /// The members as `member_list` shows them: host first, then join order.
@@ -138,21 +284,30 @@ impl Session {
         infos
     }
 
-    fn info(&self, m: &Member) -> MemberInfo {
+    fn info(&self, m: &Member<T>) -> MemberInfo {
         MemberInfo {
             id: m.id.clone(),
             name: m.name.clone(),
             is_host: self.host.as_deref() == Some(m.id.as_str()),
-            connection_status: ConnectionStatus::Connected,
+            connection_status: if m.transport.is_some() {
+                ConnectionStatus::Connected
+            } else {
+                ConnectionStatus::Disconnected
+            },
             joined_at: m.joined_at,
             latency: m.latency,
             device_id: m.device_id.clone(),
         }
     }
 
+    fn member(&self, member_id: &str) -> Option<&Member<T>> {
+        self.members.iter().find(|m| m.id == member_id)
+    }
+
     fn device(&self, member_id: &str) -> DeviceRef {
         self.members
             .iter()
+            .chain(self.departing.iter())
             .find(|m| m.id == member_id)
             .map(|m| DeviceRef {
                 device_id: m.device_id.clone(),
@@ -161,69 +316,41 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// A `join` for this session by a new member whose `clientId` is `member_id`.
+    /// A `join` for this session by a new member whose `clientId` is `member_id` (made by the
+    /// directory), carried by `joiner`'s transport.
     ///
-    /// Validates in order: the device is not already connected (`already_joined`), a host-type
-    /// join finds no connected host (`unauthorized`), capacity (`session_full`). On success it
-    /// queues `welcome` and `member_list` to the joiner and `member_joined` to the others.
-    /// On failure it returns the `error` to send; nothing is queued.
+    /// Validates in order: the session has not ended, the device is not already a member
+    /// (`already_joined`), a host-type join finds no host (`unauthorized`), capacity
+    /// (`session_full`). On success it queues `welcome` and `member_list` to the joiner and
+    /// `member_joined` to the others. On failure nothing is queued, and the transport is
+    /// handed back with the refusal.
     pub fn handle_join(
         &mut self,
         now: Now,
         member_id: String,
         join: &Join,
-    ) -> Result<(), ServerMessage> {
-        if self.ended {
-            return Err(ServerMessage::error(
-                ErrorCode::SessionNotFound,
-                format!("session `{}` has ended", self.id),
-            ));
+        joiner: Joiner<T>,
+    ) -> Result<(), (JoinError, T)> {
+        if let Err(e) = self.check_join(join) {
+            return Err((e, joiner.transport));
         }
         let device = &join.device_info;
-        if self.members.iter().any(|m| m.device_id == device.id) {
-            return Err(ServerMessage::error(
-                ErrorCode::AlreadyJoined,
-                format!(
-                    "device `{}` is already connected to session `{}`",
-                    device.id, self.id
-                ),
-            ));
-        }
         let as_host = device.kind == DeviceType::Host;
-        if as_host && self.host.is_some() {
-            return Err(ServerMessage::error(
-                ErrorCode::Unauthorized,
-                format!("session `{}` already has a connected host", self.id),
-            ));
-        }
-        if self.members.len() >= self.max_members {
-            return Err(ServerMessage::Error {
-                code: ErrorCode::SessionFull,
-                message: format!(
-                    "Session has reached maximum capacity ({} members)",
-                    self.max_members
-                ),
-                details: Some(json!({
-                    "maxMembers": self.max_members,
-                    "currentMembers": self.members.len(),
-                })),
-            });
-        }
-        let member = Member {
+        self.members.push(Member {
             id: member_id.clone(),
             device_id: device.id.clone(),
             name: device.name.clone(),
             joined_at: now.unix_ms,
             latency: None,
-        };
-        let info = {
-            self.members.push(member);
-            if as_host {
-                self.host = Some(member_id.clone());
-            }
-            let m = self.members.last().expect("just pushed");
-            self.info(m)
-        };
+            dialect: joiner.dialect,
+            address: joiner.address,
+            transport: Some(joiner.transport),
+            held: None,
+        });
+        if as_host {
+            self.host = Some(member_id.clone());
+        }
+        let info = self.info(self.members.last().expect("just pushed"));
         self.send(
             Recipients::One(member_id.clone()),
             ServerMessage::Welcome {
@@ -248,6 +375,33 @@ impl Session {
         Ok(())
     }
 
+    fn check_join(&self, join: &Join) -> Result<(), JoinError> {
+        if self.ended {
+            return Err(JoinError::Ended {
+                session: self.id.clone(),
+            });
+        }
+        let device = &join.device_info;
+        if self.members.iter().any(|m| m.device_id == device.id) {
+            return Err(JoinError::AlreadyJoined {
+                device: device.id.clone(),
+                session: self.id.clone(),
+            });
+        }
+        if device.kind == DeviceType::Host && self.host.is_some() {
+            return Err(JoinError::HostTaken {
+                session: self.id.clone(),
+            });
+        }
+        if self.members.len() >= self.max_members {
+            return Err(JoinError::Full {
+                max_members: self.max_members,
+                current: self.members.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// The `sessionInfo` of `welcome`.
     pub fn session_info(&self) -> SessionInfo {
         SessionInfo {
@@ -258,10 +412,61 @@ impl Session {
         }
     }
 
+    /// Member `member_id`'s transport is gone without `leave` (closed, timed out, dropped for
+    /// a policy). With no hold the place ends now; with a hold it waits for
+    /// [`Session::handle_attach`] until the deadline. Unknown or already detached members are
+    /// ignored.
+    pub fn handle_detach(&mut self, now: Now, member_id: &str, reason: LeaveReason) {
+        if self.ended {
+            return;
+        }
+        let hold = self.config.detach_hold;
+        let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) else {
+            return;
+        };
+        if m.transport.is_none() {
+            return;
+        }
+        if hold.is_zero() {
+            self.end_place(member_id, reason);
+        } else {
+            m.transport = None;
+            m.held = Some((now.instant + hold, reason));
+        }
+    }
+
+    /// A new transport for a held place (the resume layer).
+    pub fn handle_attach(&mut self, _now: Now, member_id: &str, transport: T) -> Result<(), AttachError> {
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.id == member_id)
+            .ok_or(AttachError::NoSuchMember)?;
+        if m.transport.is_some() {
+            return Err(AttachError::AlreadyAttached);
+        }
+        m.transport = Some(transport);
+        m.held = None;
+        Ok(())
+    }
+
+    /// Ends a place the way a detach does: the host's ends the session.
+    fn end_place(&mut self, member_id: &str, reason: LeaveReason) {
+        if self.host.as_deref() == Some(member_id) {
+            let why = match reason {
+                LeaveReason::Timeout => "Host timed out",
+                _ => "Host disconnected",
+            };
+            self.end(why, close_code::NORMAL);
+        } else {
+            self.remove(member_id, reason, "disconnected");
+        }
+    }
+
     /// A command from member `member_id`'s connection. Commands from unknown members (already
     /// removed) are ignored.
     pub fn handle_command(&mut self, _now: Now, member_id: &str, command: MemberCommand) {
-        if self.ended || !self.members.iter().any(|m| m.id == member_id) {
+        if self.ended || self.member(member_id).is_none() {
             return;
         }
         let is_host = self.host.as_deref() == Some(member_id);
@@ -270,14 +475,6 @@ impl Session {
                 self.end("Host ended the session", close_code::NORMAL)
             }
             MemberCommand::Leave => self.remove(member_id, LeaveReason::Left, "left"),
-            MemberCommand::Disconnected(reason) if is_host => {
-                let why = match reason {
-                    LeaveReason::Timeout => "Host timed out",
-                    _ => "Host disconnected",
-                };
-                self.end(why, close_code::NORMAL);
-            }
-            MemberCommand::Disconnected(reason) => self.remove(member_id, reason, "disconnected"),
             MemberCommand::MemberList => self.send(
                 Recipients::One(member_id.to_string()),
                 ServerMessage::MemberList {
@@ -293,29 +490,25 @@ impl Session {
                 member_id: target,
                 reason,
             } => self.kick(member_id, is_host, &target, reason),
-            MemberCommand::Message { data, to } => match to {
-                None => self.send(
-                    Recipients::AllExcept(member_id.to_string()),
-                    ServerMessage::Message {
-                        from: member_id.to_string(),
-                        data,
-                        device: self.device(member_id),
-                    },
-                ),
-                Some(to) if self.members.iter().any(|m| m.id == to) => self.send(
-                    Recipients::One(to),
-                    ServerMessage::Message {
-                        from: member_id.to_string(),
-                        data,
-                        device: self.device(member_id),
-                    },
-                ),
-                Some(to) => self.error(
-                    member_id,
-                    ErrorCode::InvalidMessage,
-                    format!("message: no member `{to}` in this session"),
-                ),
-            },
+            MemberCommand::Message { data, to } => {
+                let to = match to {
+                    None => Recipients::AllExcept(member_id.to_string()),
+                    Some(to) if self.member(&to).is_some() => Recipients::One(to),
+                    Some(to) => {
+                        return self.error(
+                            member_id,
+                            ErrorCode::InvalidMessage,
+                            format!("message: no member `{to}` in this session"),
+                        )
+                    }
+                };
+                let message = ServerMessage::Message {
+                    from: member_id.to_string(),
+                    data,
+                    device: self.device(member_id),
+                };
+                self.send(to, message);
+            }
         }
     }
 
@@ -334,7 +527,7 @@ impl Session {
                 "kick: the host cannot kick itself; send `leave` to end the session",
             );
         }
-        if !self.members.iter().any(|m| m.id == target) {
+        if self.member(target).is_none() {
             return self.error(
                 from,
                 ErrorCode::InvalidMessage,
@@ -355,15 +548,10 @@ impl Session {
         self.end(reason, code);
     }
 
-    /// Removes a member, tells the others, closes its socket.
+    /// Removes a member, closes its transport, tells the others.
     fn remove(&mut self, member_id: &str, reason: LeaveReason, close_reason: &str) {
         let device = self.device(member_id);
-        self.forget(member_id);
-        self.actions.push_back(SessionAction::Close {
-            member: member_id.to_string(),
-            code: close_code::NORMAL,
-            reason: close_reason.to_string(),
-        });
+        self.depart(member_id, close_code::NORMAL, close_reason);
         self.send(
             Recipients::All,
             ServerMessage::MemberLeft {
@@ -374,8 +562,17 @@ impl Session {
         );
     }
 
-    fn forget(&mut self, member_id: &str) {
-        self.members.retain(|m| m.id != member_id);
+    /// Moves a member out of the table; its transport is handed back by its `Close`.
+    fn depart(&mut self, member_id: &str, code: u16, reason: &str) {
+        if let Some(at) = self.members.iter().position(|m| m.id == member_id) {
+            let m = self.members.remove(at);
+            self.departing.push(m);
+            self.actions.push_back(Pending::Close {
+                member: member_id.to_string(),
+                code,
+                reason: reason.to_string(),
+            });
+        }
         if self.host.as_deref() == Some(member_id) {
             self.host = None;
         }
@@ -391,16 +588,13 @@ impl Session {
                 reason: reason.to_string(),
             },
         );
-        for m in std::mem::take(&mut self.members) {
-            self.actions.push_back(SessionAction::Close {
-                member: m.id,
-                code,
-                reason: "session closed".to_string(),
-            });
+        let ids: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
+        for id in ids {
+            self.depart(&id, code, "session closed");
         }
         self.host = None;
         self.ended = true;
-        self.actions.push_back(SessionAction::Ended);
+        self.actions.push_back(Pending::Ended);
     }
 
     fn error(&mut self, member_id: &str, code: ErrorCode, message: impl Into<String>) {
@@ -418,7 +612,7 @@ impl Session {
             Recipients::All => !self.members.is_empty(),
         };
         if anyone {
-            self.actions.push_back(SessionAction::Send { to, message });
+            self.actions.push_back(Pending::Send { to, message });
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use loudsync_core::connection::ConnectionConfig;
+use loudsync_core::outbound::OutboundLimits;
 use serde::{Deserialize, Serialize};
 
 /// Everything the server can be configured with. Durations are written like `500ms` or `15s`.
@@ -32,8 +33,15 @@ pub struct ServerConfig {
     pub rate_limit: u32,
     /// Messages allowed in a burst per connection.
     pub rate_burst: u32,
-    /// Bytes a member's outbound queue may hold before it is disconnected as too slow.
+    /// Bytes a member's outbound queue may hold without question; a queue over it for longer
+    /// than `slow-consumer-grace` disconnects the member as too slow.
     pub outbound_queue_bytes: usize,
+    /// Bytes a member's outbound queue may never exceed (the memory bound per member).
+    pub outbound_queue_max_bytes: usize,
+    /// How long a member's queue may stay over `outbound-queue-bytes` (a burst it is reading
+    /// through) before the member is disconnected as too slow.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_grace: Duration,
     /// Bearer token for `/v1/*`; without it only loopback clients may use `/v1/*`.
     pub admin_token: Option<String>,
     /// On shutdown, how long to wait for sockets to close before exiting anyway.
@@ -64,6 +72,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         let conn = ConnectionConfig::default();
+        let outbound = OutboundLimits::default();
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_members: 10,
@@ -74,10 +83,12 @@ impl Default for ServerConfig {
             max_data_bytes: conn.max_data_bytes,
             rate_limit: conn.rate_per_sec,
             rate_burst: conn.rate_burst,
-            outbound_queue_bytes: 256 * 1024,
+            outbound_queue_bytes: outbound.soft_bytes,
+            outbound_queue_max_bytes: outbound.hard_bytes,
+            slow_consumer_grace: outbound.grace,
             admin_token: None,
             drain_timeout: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(1),
+            close_timeout: conn.close_timeout,
             discovery: false,
             discovery_port: 9876,
             discovery_broadcast: SocketAddr::from(([255, 255, 255, 255], 9876)),
@@ -99,6 +110,16 @@ impl ServerConfig {
             rate_per_sec: self.rate_limit,
             rate_burst: self.rate_burst,
             max_data_bytes: self.max_data_bytes,
+            close_timeout: self.close_timeout,
+        }
+    }
+
+    /// The limits of each member's outbound queue.
+    pub fn outbound_limits(&self) -> OutboundLimits {
+        OutboundLimits {
+            soft_bytes: self.outbound_queue_bytes,
+            hard_bytes: self.outbound_queue_max_bytes,
+            grace: self.slow_consumer_grace,
         }
     }
 
@@ -122,6 +143,9 @@ impl ServerConfig {
         }
         if self.outbound_queue_bytes < self.max_message_bytes {
             return Err("outbound-queue-bytes must be at least max-message-bytes".into());
+        }
+        if self.outbound_queue_max_bytes < self.outbound_queue_bytes {
+            return Err("outbound-queue-max-bytes must be at least outbound-queue-bytes".into());
         }
         Ok(())
     }

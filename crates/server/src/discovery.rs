@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
 use crate::sessions::SessionView;
-use crate::{now, App};
+use crate::{now, ServerState};
 
 /// The datagram a client sends to find sessions.
 pub const DISCOVER: &[u8] = b"LOUDSYNC_DISCOVER";
@@ -124,7 +124,7 @@ pub fn host_address(configured: Option<IpAddr>, listen: SocketAddr) -> IpAddr {
 /// Starts discovery: binds the UDP port now (so a bad port fails `bind`), then answers,
 /// broadcasts and keeps mDNS current in a task. Returns the task.
 pub async fn spawn(
-    app: Arc<App>,
+    app: Arc<ServerState>,
     local: SocketAddr,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let cfg = &app.config;
@@ -147,7 +147,7 @@ pub async fn spawn(
     Ok(tokio::spawn(run(app, socket, host_ip, local.port(), mdns)))
 }
 
-async fn ads(app: &App, host_ip: IpAddr, port: u16) -> Vec<Value> {
+async fn ads(app: &ServerState, host_ip: IpAddr, port: u16) -> Vec<Value> {
     let now_ms = now().unix_ms;
     let mut ads = Vec::new();
     for handle in app.registry.all() {
@@ -159,7 +159,7 @@ async fn ads(app: &App, host_ip: IpAddr, port: u16) -> Vec<Value> {
 }
 
 async fn run(
-    app: Arc<App>,
+    app: Arc<ServerState>,
     socket: UdpSocket,
     host_ip: IpAddr,
     port: u16,

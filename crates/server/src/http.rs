@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::sessions::SessionInput;
-use crate::{socket, App};
+use crate::{ws_pump, ServerState};
 
 /// Builds the router for one server.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<ServerState>) -> Router {
     let admin = Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
@@ -70,7 +70,7 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 
 /// The RFC 6455 handshake, then hand the upgraded stream to a socket task.
 async fn websocket(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
@@ -124,7 +124,7 @@ async fn websocket(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WsStream::new(TokioIo::new(upgraded), max_message_bytes);
-                socket::run(app, ws, peer).await;
+                ws_pump::run(app, ws, peer).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
@@ -143,7 +143,7 @@ async fn websocket(
 
 /// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only.
 async fn require_admin(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
@@ -204,7 +204,7 @@ struct CreateSession {
 /// Largest `maxMembers` a session may be created with.
 pub const MAX_SESSION_CAPACITY: usize = 100_000;
 
-async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Response {
     let req: CreateSession = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -231,7 +231,7 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
         );
     }
     let id = match req.id {
-        Some(id) if valid_session_id(&id) => id,
+        Some(id) if valid_session_id(&id) => Some(id),
         Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -239,10 +239,14 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 "`id` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`",
             )
         }
-        None => new_session_code(),
+        None => None,
     };
-    match app.registry.create(&app, id.clone(), req.name, max_members) {
-        Ok(handle) => match handle.view().await {
+    let asked = id.clone();
+    match app
+        .registry
+        .create(&app, id, req.name, Some(max_members))
+    {
+        Ok((_, handle)) => match handle.view().await {
             Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
             None => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -253,20 +257,12 @@ async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Err(_) => error(
             StatusCode::CONFLICT,
             "session_exists",
-            format!("session `{id}` already exists"),
+            format!("session `{}` already exists", asked.unwrap_or_default()),
         ),
     }
 }
 
-/// A session code like the LOUDSYNC app's (`A1B2C3`; shown as `A1B-2C3`).
-fn new_session_code() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    (0..6)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-        .collect()
-}
-
-async fn list_sessions(State(app): State<Arc<App>>) -> Response {
+async fn list_sessions(State(app): State<Arc<ServerState>>) -> Response {
     let mut sessions = Vec::new();
     for handle in app.registry.all() {
         if let Some(view) = handle.view().await {
@@ -285,7 +281,7 @@ fn not_found(id: &str) -> Response {
     )
 }
 
-async fn get_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+async fn get_session(State(app): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
     match app.registry.get(&id) {
         Some(handle) => match handle.view().await {
             Some(view) => Json(view).into_response(),
@@ -295,7 +291,7 @@ async fn get_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
     }
 }
 
-async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+async fn delete_session(State(app): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
     let Some(handle) = app.registry.get(&id) else {
         return not_found(&id);
     };
@@ -352,8 +348,7 @@ mod tests {
         assert!(!valid_session_id(""));
         assert!(!valid_session_id("has space"));
         assert!(!valid_session_id(&"x".repeat(65)));
-        let code = new_session_code();
-        assert_eq!(code.len(), 6);
+        let code = loudsync_core::ids::IdSource::session_code(&loudsync_core::ids::RandomIds);
         assert!(valid_session_id(&code));
     }
 }

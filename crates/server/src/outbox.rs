@@ -1,17 +1,21 @@
 //! A member's outbound queue: the one path every server-to-client frame takes.
 //!
-//! Producers (the session, the connection itself) push already-encoded frames; the socket's
-//! task drains them. The queue is bounded in bytes: a push past the limit marks the outbox
-//! overflowed and wakes the socket task, which disconnects the member as too slow instead of
-//! letting memory grow. A later layer (resume) can number and retain frames here.
+//! Producers (the session, the member's own driver) push already-encoded frames; the
+//! transport's task drains them. The queue is bounded in bytes by the core's slow-consumer
+//! rule ([`loudsync_core::outbound`]): a push the rule refuses marks the outbox overflowed and
+//! wakes the transport's task, which disconnects the member as too slow instead of letting
+//! memory grow. A later layer (resume) can number and retain frames here.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use loudsync_core::outbound::{Admit, Backlog, OutboundLimits};
 
 /// One queued frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +32,7 @@ pub enum OutFrame {
 struct State {
     frames: VecDeque<OutFrame>,
     bytes: usize,
+    backlog: Backlog,
     overflowed: bool,
     closed: bool,
 }
@@ -37,26 +42,26 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     waker: AtomicWaker,
-    limit: usize,
+    limits: OutboundLimits,
     /// Set by [`Outbox::enqueue`] until [`Outbox::notify`]: whether a wake-up is owed.
     wake_owed: AtomicBool,
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of text frames.
-    pub fn new(limit: usize) -> Self {
+    /// An empty outbox bounded by `limits`.
+    pub fn new(limits: OutboundLimits) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
-            limit,
+            limits,
             wake_owed: AtomicBool::new(false),
         }
     }
 
     /// Queues a frame. Returns `false` if it was not queued: the outbox is closed, or this
     /// frame overflowed it (the consumer is woken to drop the member).
-    pub fn push(&self, frame: OutFrame) -> bool {
-        let queued = self.enqueue(frame).is_some();
+    pub fn push(&self, frame: OutFrame, now: Instant) -> bool {
+        let queued = self.enqueue(frame, now).is_some();
         if queued {
             self.notify();
         }
@@ -69,16 +74,15 @@ impl Outbox {
     ///
     /// Returns `None` if the frame was not queued, else whether this is the first frame since
     /// the last [`Outbox::notify`] (the producer then owes one notify).
-    pub fn enqueue(&self, frame: OutFrame) -> Option<bool> {
+    pub fn enqueue(&self, frame: OutFrame, now: Instant) -> Option<bool> {
         let mut st = self.state.lock().expect("outbox lock");
         if st.closed || st.overflowed {
             return None;
         }
         match &frame {
             OutFrame::Text(b) => {
-                // The limit bounds the backlog: one frame larger than it (a big session's
-                // member_list) is still accepted into an empty queue.
-                if st.bytes > 0 && st.bytes + b.len() > self.limit {
+                let queued = st.bytes;
+                if st.backlog.admit(&self.limits, now, queued, b.len()) == Admit::TooSlow {
                     st.overflowed = true;
                     drop(st);
                     self.waker.wake();
@@ -166,12 +170,26 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A strict outbox: `soft` bytes, no grace, so anything over it is too slow at once.
+    fn outbox(soft: usize) -> Outbox {
+        Outbox::new(OutboundLimits {
+            soft_bytes: soft,
+            hard_bytes: soft,
+            grace: Duration::ZERO,
+        })
+    }
+
+    fn t() -> Instant {
+        Instant::now()
+    }
 
     #[test]
     fn keeps_order_and_counts_bytes() {
-        let o = Outbox::new(100);
-        assert!(o.push(OutFrame::Text(Bytes::from_static(b"abc"))));
-        assert!(o.push(OutFrame::Ping([1; 8])));
+        let o = outbox(100);
+        assert!(o.push(OutFrame::Text(Bytes::from_static(b"abc")), t()));
+        assert!(o.push(OutFrame::Ping([1; 8]), t()));
         assert_eq!(o.queued_bytes(), 3);
         assert_eq!(o.pop(), Some(OutFrame::Text(Bytes::from_static(b"abc"))));
         assert_eq!(o.pop(), Some(OutFrame::Ping([1; 8])));
@@ -181,11 +199,11 @@ mod tests {
 
     #[test]
     fn overflow_refuses_and_flags() {
-        let o = Outbox::new(10);
-        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 8]))));
-        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 8]))));
+        let o = outbox(10);
+        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 8])), t()));
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 8])), t()));
         assert!(o.overflowed());
-        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1]))));
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1])), t()));
         // The disconnect still gets its close frame, and only it.
         o.force_close(1008, "slow".into());
         assert_eq!(o.pop(), Some(OutFrame::Close(1008, "slow".into())));
@@ -194,27 +212,27 @@ mod tests {
 
     #[test]
     fn one_large_frame_fits_an_empty_queue() {
-        let o = Outbox::new(10);
-        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 50]))));
+        let o = outbox(10);
+        assert!(o.push(OutFrame::Text(Bytes::from(vec![0; 50])), t()));
         assert!(!o.overflowed());
-        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1]))));
+        assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1])), t()));
         assert!(o.overflowed());
     }
 
     #[test]
     fn enqueue_then_drain_in_one_go() {
-        let o = Outbox::new(100);
+        let o = outbox(100);
         assert_eq!(
-            o.enqueue(OutFrame::Text(Bytes::from_static(b"ab"))),
+            o.enqueue(OutFrame::Text(Bytes::from_static(b"ab")), t()),
             Some(true)
         );
         assert_eq!(
-            o.enqueue(OutFrame::Text(Bytes::from_static(b"cd"))),
+            o.enqueue(OutFrame::Text(Bytes::from_static(b"cd")), t()),
             Some(false),
             "one notify owed"
         );
         o.notify();
-        assert_eq!(o.enqueue(OutFrame::Ping([0; 8])), Some(true));
+        assert_eq!(o.enqueue(OutFrame::Ping([0; 8]), t()), Some(true));
         assert_eq!(o.queued_bytes(), 4);
         let mut local = VecDeque::new();
         o.drain_into(&mut local);
@@ -225,9 +243,9 @@ mod tests {
 
     #[test]
     fn nothing_after_close() {
-        let o = Outbox::new(10);
-        assert!(o.push(OutFrame::Close(1000, "bye".into())));
-        assert!(!o.push(OutFrame::Text(Bytes::from_static(b"x"))));
-        assert!(!o.push(OutFrame::Close(1001, "again".into())));
+        let o = outbox(10);
+        assert!(o.push(OutFrame::Close(1000, "bye".into()), t()));
+        assert!(!o.push(OutFrame::Text(Bytes::from_static(b"x")), t()));
+        assert!(!o.push(OutFrame::Close(1001, "again".into()), t()));
     }
 }

@@ -95,5 +95,5 @@ async fn broadcasts_every_interval_and_keeps_the_count_current() {
 #[tokio::test]
 async fn discovery_is_off_by_default() {
     let server = start().await;
-    assert!(!server.app().config.discovery);
+    assert!(!server.state().config.discovery);
 }

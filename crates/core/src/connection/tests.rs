@@ -189,9 +189,7 @@ fn heartbeat_timeout_on_a_virtual_clock() {
         }
         let a = drain(&mut c);
         if a.iter().any(|a| matches!(a, ConnAction::Close { .. })) {
-            assert!(a.contains(&ConnAction::Session(MemberCommand::Disconnected(
-                LeaveReason::Timeout
-            ))));
+            assert!(a.contains(&ConnAction::Detach(LeaveReason::Timeout)));
             break t;
         }
         assert!(
@@ -240,17 +238,19 @@ fn any_valid_message_refreshes_liveness_but_invalid_ones_do_not() {
 fn latency_is_measured_with_pings() {
     let now = t0();
     let mut c = joined(now);
+    // No timer for probes: the liveness deadline is the only one.
+    assert_eq!(c.poll_timeout(), Some(now.plus(Duration::from_secs(15)).instant));
+    // A frame before the latency interval carries no probe.
+    c.handle_text(now.plus(Duration::from_secs(4)), r#"{"type":"heartbeat"}"#);
+    assert!(drain(&mut c).is_empty());
+    // The first frame after it is answered with its reply, then a probe: one write.
     let t = now.plus(Duration::from_secs(5));
-    assert_eq!(c.poll_timeout(), Some(t.instant));
-    c.handle_timeout(t);
+    c.handle_text(t, r#"{"type":"ping","timestamp":9}"#);
     let a = drain(&mut c);
-    let payload = a
-        .iter()
-        .find_map(|a| match a {
-            ConnAction::Ping(p) => Some(*p),
-            _ => None,
-        })
-        .expect("a ping");
+    assert!(matches!(a[0], ConnAction::Reply(ServerMessage::Pong, _)), "{a:?}");
+    let ConnAction::Ping(payload) = a[1] else {
+        panic!("no probe after the pong: {a:?}")
+    };
     c.handle_pong(t.plus(Duration::from_millis(37)), &payload);
     assert_eq!(
         drain(&mut c),
@@ -259,6 +259,16 @@ fn latency_is_measured_with_pings() {
     // A stale or foreign pong measures nothing.
     c.handle_pong(t.plus(Duration::from_millis(50)), &payload);
     assert!(drain(&mut c).is_empty());
+    // The next probe waits for the interval, and an unchanged figure is not forwarded.
+    c.handle_text(t.plus(Duration::from_secs(1)), r#"{"type":"heartbeat"}"#);
+    assert!(drain(&mut c).is_empty());
+    let t2 = t.plus(Duration::from_secs(5));
+    c.handle_text(t2, r#"{"type":"heartbeat"}"#);
+    let ConnAction::Ping(payload) = drain(&mut c)[0] else {
+        panic!("no second probe")
+    };
+    c.handle_pong(t2.plus(Duration::from_millis(37)), &payload);
+    assert!(drain(&mut c).is_empty(), "same latency: the session is not woken");
 }
 
 #[test]
@@ -294,7 +304,7 @@ fn rate_limit_errors_once_then_closes_if_it_persists() {
             assert_eq!(*code, 1008);
             assert_eq!(
                 a[1],
-                ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))
+                ConnAction::Detach(LeaveReason::Error)
             );
             closed = true;
         }
@@ -325,21 +335,19 @@ fn oversized_application_message_gets_too_large() {
 fn socket_close_and_overflow_tell_the_session() {
     let now = t0();
     let mut c = joined(now);
-    c.handle_socket_closed();
+    c.handle_transport_closed(now);
     assert_eq!(
         drain(&mut c),
-        vec![ConnAction::Session(MemberCommand::Disconnected(
-            LeaveReason::Error
-        ))]
+        vec![ConnAction::Detach(LeaveReason::Error)]
     );
     let mut c = joined(now);
-    c.handle_outbound_overflow();
+    c.handle_outbound_overflow(now);
     let a = drain(&mut c);
     // The close comes first so its code wins over any close the session queues back.
     assert!(matches!(a[0], ConnAction::Close { code: 1008, .. }));
     assert_eq!(
         a[1],
-        ConnAction::Session(MemberCommand::Disconnected(LeaveReason::Error))
+        ConnAction::Detach(LeaveReason::Error)
     );
 }
 
@@ -403,4 +411,64 @@ fn the_first_frame_decides_the_dialect_for_good() {
         drain(&mut c),
         vec![ConnAction::Session(MemberCommand::Leave)]
     );
+}
+
+#[test]
+fn a_member_that_keeps_talking_wakes_its_timer_once_per_timeout_not_per_check() {
+    let now = t0();
+    let mut c = joined(now);
+    let mut wakes = 0;
+    // 150 s of a heartbeat every 5 s, driven as the I/O layer does: wake when due.
+    for ms in (100..=150_000).step_by(100) {
+        let t = now.plus(Duration::from_millis(ms));
+        if ms % 5_000 == 0 {
+            c.handle_text(t, r#"{"type":"heartbeat"}"#);
+        }
+        if c.poll_timeout().is_some_and(|d| d <= t.instant) {
+            wakes += 1;
+            c.handle_timeout(t);
+        }
+        assert!(drain(&mut c)
+            .iter()
+            .all(|a| !matches!(a, ConnAction::Close { .. })));
+    }
+    // A timer checked every 5 s would have fired 30 times.
+    assert!(wakes <= 11, "{wakes} wake-ups");
+    // After the last heartbeat (at 150 s) the deadline is 15 s later at the latest.
+    assert!(c.poll_timeout().unwrap() <= now.plus(Duration::from_secs(165)).instant);
+}
+
+#[test]
+fn a_decided_close_gets_the_close_timeout_then_the_transport_is_aborted() {
+    let now = t0();
+    let mut c = joined(now);
+    c.handle_text(now, r#"{"type":"leave"}"#);
+    drain(&mut c);
+    // The session closes the member: the close deadline starts.
+    c.handle_closed_by_server(now);
+    let deadline = now.plus(Duration::from_secs(1));
+    assert_eq!(c.poll_timeout(), Some(deadline.instant));
+    c.handle_timeout(now.plus(Duration::from_millis(999)));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(deadline);
+    assert_eq!(drain(&mut c), vec![ConnAction::Abort]);
+    assert_eq!(c.poll_timeout(), None);
+    // Its own close decisions start the same deadline.
+    let mut c = joined(now);
+    c.handle_outbound_overflow(now);
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(deadline.instant));
+}
+
+#[test]
+fn nothing_is_read_while_a_join_is_routed() {
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    assert!(!c.reading_paused());
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    assert_eq!(c.phase(), Phase::Joining);
+    assert!(c.reading_paused());
+    c.handle_join_result(now, Ok(()));
+    assert!(!c.reading_paused());
 }

@@ -4,6 +4,35 @@ use super::*;
 use loudsync_protocol::{DeviceInfo, DeviceRef};
 use std::time::Instant;
 
+/// Tests name each member's transport after the member.
+type S = Session<String>;
+
+fn new_session(name: &str, max_members: usize) -> S {
+    Session::new(
+        SessionSpec {
+            id: "s1".into(),
+            name: name.into(),
+            max_members,
+        },
+        SessionConfig::default(),
+    )
+}
+
+fn joiner(id: &str) -> Joiner<String> {
+    Joiner {
+        transport: format!("t-{id}"),
+        dialect: Dialect::LoudSync,
+        address: "127.0.0.1".into(),
+    }
+}
+
+/// Joins member `id` with a transport named `t-<id>`; a refusal comes back as its `error`.
+fn sjoin(s: &mut S, id: String, j: &Join) -> Result<(), ServerMessage> {
+    let t = joiner(&id);
+    s.handle_join(now(), id, j, t)
+        .map_err(|(e, _)| e.to_message())
+}
+
 fn now() -> Now {
     Now {
         instant: Instant::now(),
@@ -32,18 +61,18 @@ fn dev(n: usize) -> DeviceRef {
     }
 }
 
-fn drain(s: &mut Session) -> Vec<SessionAction> {
+fn drain(s: &mut S) -> Vec<SessionAction<String>> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
 
 /// A session with a host `h` and members `c1..=n`.
-fn session_with(n: usize) -> Session {
-    let mut s = Session::new("s1".into(), "Party".into(), 10);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+fn session_with(n: usize) -> S {
+    let mut s = new_session("Party", 10);
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
         .unwrap();
     for i in 1..=n {
-        s.handle_join(
-            now(),
+        sjoin(
+            &mut s,
             format!("c{i}"),
             &join(&format!("dev-{i}"), DeviceType::Client),
         )
@@ -63,7 +92,7 @@ fn code(e: &ServerMessage) -> ErrorCode {
 #[test]
 fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
     let mut s = session_with(1);
-    s.handle_join(now(), "c2".into(), &join("dev-2", DeviceType::Client))
+    sjoin(&mut s, "c2".into(), &join("dev-2", DeviceType::Client))
         .unwrap();
     let a = drain(&mut s);
     assert_eq!(a.len(), 3);
@@ -114,11 +143,11 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
 
 #[test]
 fn host_is_listed_first_even_when_it_joins_late() {
-    let mut s = Session::new("s1".into(), "Lobby".into(), 10);
-    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client))
+    let mut s = new_session("Lobby", 10);
+    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client))
         .unwrap();
     assert_eq!(s.session_info().host_id, None);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
         .unwrap();
     let ids: Vec<_> = s.member_infos().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, ["h", "c1"]);
@@ -127,16 +156,16 @@ fn host_is_listed_first_even_when_it_joins_late() {
 
 #[test]
 fn join_validation_order_already_joined_then_host_then_capacity() {
-    let mut s = Session::new("s1".into(), "P".into(), 2);
-    s.handle_join(now(), "h".into(), &join("dev-h", DeviceType::Host))
+    let mut s = new_session("P", 2);
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
         .unwrap();
-    s.handle_join(now(), "c1".into(), &join("dev-1", DeviceType::Client))
+    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client))
         .unwrap();
     drain(&mut s);
     // Full, but the duplicate device is reported first.
     assert_eq!(
         code(
-            &s.handle_join(now(), "x".into(), &join("dev-1", DeviceType::Client))
+            &sjoin(&mut s, "x".into(), &join("dev-1", DeviceType::Client))
                 .unwrap_err()
         ),
         ErrorCode::AlreadyJoined
@@ -144,14 +173,21 @@ fn join_validation_order_already_joined_then_host_then_capacity() {
     // A second host, even when full, is unauthorized.
     assert_eq!(
         code(
-            &s.handle_join(now(), "x".into(), &join("dev-h2", DeviceType::Host))
+            &sjoin(&mut s, "x".into(), &join("dev-h2", DeviceType::Host))
                 .unwrap_err()
         ),
         ErrorCode::Unauthorized
     );
-    let full = s
-        .handle_join(now(), "x".into(), &join("dev-2", DeviceType::Client))
+    let (refusal, transport) = s
+        .handle_join(
+            now(),
+            "x".into(),
+            &join("dev-2", DeviceType::Client),
+            joiner("x"),
+        )
         .unwrap_err();
+    assert_eq!(transport, "t-x", "a refused joiner gets its transport back");
+    let full = refusal.to_message();
     match full {
         ServerMessage::Error { code, details, .. } => {
             assert_eq!(code, ErrorCode::SessionFull);
@@ -179,6 +215,7 @@ fn leave_tells_the_others_and_closes_the_leaver() {
         vec![
             SessionAction::Close {
                 member: "c1".into(),
+                transport: "t-c1".into(),
                 code: 1000,
                 reason: "left".into()
             },
@@ -198,12 +235,8 @@ fn leave_tells_the_others_and_closes_the_leaver() {
 #[test]
 fn disconnect_and_timeout_give_member_left_with_their_reason() {
     let mut s = session_with(2);
-    s.handle_command(now(), "c1", MemberCommand::Disconnected(LeaveReason::Error));
-    s.handle_command(
-        now(),
-        "c2",
-        MemberCommand::Disconnected(LeaveReason::Timeout),
-    );
+    s.handle_detach(now(), "c1", LeaveReason::Error);
+    s.handle_detach(now(), "c2", LeaveReason::Timeout);
     let reasons: Vec<_> = drain(&mut s)
         .into_iter()
         .filter_map(|a| match a {
@@ -312,13 +345,12 @@ fn kick_errors() {
 
 #[test]
 fn host_leave_or_drop_ends_the_session_for_everyone() {
-    for command in [
-        MemberCommand::Leave,
-        MemberCommand::Disconnected(LeaveReason::Error),
-        MemberCommand::Disconnected(LeaveReason::Timeout),
-    ] {
+    for how in [None, Some(LeaveReason::Error), Some(LeaveReason::Timeout)] {
         let mut s = session_with(2);
-        s.handle_command(now(), "h", command);
+        match how {
+            None => s.handle_command(now(), "h", MemberCommand::Leave),
+            Some(reason) => s.handle_detach(now(), "h", reason),
+        }
         let a = drain(&mut s);
         assert!(matches!(
             &a[0],
@@ -360,7 +392,7 @@ fn admin_close_uses_the_given_reason_and_code() {
     // An ended session rejects joins.
     assert_eq!(
         code(
-            &s.handle_join(now(), "z".into(), &join("z", DeviceType::Client))
+            &sjoin(&mut s, "z".into(), &join("z", DeviceType::Client))
                 .unwrap_err()
         ),
         ErrorCode::SessionNotFound
@@ -445,7 +477,7 @@ fn commands_from_departed_members_are_ignored() {
     let mut s = session_with(1);
     s.handle_command(now(), "c1", MemberCommand::Leave);
     drain(&mut s);
-    s.handle_command(now(), "c1", MemberCommand::Disconnected(LeaveReason::Error));
+    s.handle_detach(now(), "c1", LeaveReason::Error);
     s.handle_command(now(), "c1", MemberCommand::MemberList);
     assert!(drain(&mut s).is_empty());
 }
@@ -455,15 +487,15 @@ proptest::proptest! {
     /// and the host, while there is one, is listed first.
     #[test]
     fn invariants_hold_under_random_commands(ops in proptest::collection::vec((0u8..6, 0usize..6), 0..60)) {
-        let mut s = Session::new("s".into(), "S".into(), 4);
+        let mut s = new_session("S", 4);
         let ids: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
         let mut next: usize = 0;
         for (op, who) in ops {
             let id = &ids[who];
             match op {
-                0 => { let _ = s.handle_join(now(), format!("{id}-{next}"), &join(id, if who == 0 { DeviceType::Host } else { DeviceType::Client })); next += 1; }
+                0 => { let _ = sjoin(&mut s, format!("{id}-{next}"), &join(id, if who == 0 { DeviceType::Host } else { DeviceType::Client })); next += 1; }
                 1 => s.handle_command(now(), &format!("{id}-{}", next.saturating_sub(1)), MemberCommand::Leave),
-                2 => { let infos = s.member_infos(); if let Some(m) = infos.get(who % infos.len().max(1)) { let mid = m.id.clone(); s.handle_command(now(), &mid, MemberCommand::Disconnected(LeaveReason::Error)); } }
+                2 => { let infos = s.member_infos(); if let Some(m) = infos.get(who % infos.len().max(1)) { let mid = m.id.clone(); s.handle_detach(now(), &mid, LeaveReason::Error); } }
                 3 => { let infos = s.member_infos(); if let (Some(h), Some(t)) = (infos.first(), infos.last()) { let (h, t) = (h.id.clone(), t.id.clone()); s.handle_command(now(), &h, MemberCommand::Kick { member_id: t, reason: None }); } }
                 _ => { let infos = s.member_infos(); if let Some(m) = infos.first() { let mid = m.id.clone(); s.handle_command(now(), &mid, MemberCommand::MemberList); } }
             }
@@ -480,4 +512,149 @@ proptest::proptest! {
             if s.is_ended() { break; }
         }
     }
+}
+
+fn delivered_to(s: &S, to: &Recipients) -> Vec<String> {
+    let mut t: Vec<String> = s.deliveries(to).map(|(t, _)| t.clone()).collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn a_kicked_member_gets_kicked_but_not_its_own_member_left() {
+    let mut s = session_with(2);
+    s.handle_command(
+        now(),
+        "h",
+        MemberCommand::Kick {
+            member_id: "c1".into(),
+            reason: None,
+        },
+    );
+    // Resolve each action as it is polled, as the server does.
+    let mut got = Vec::new();
+    while let Some(a) = s.poll_action() {
+        match a {
+            SessionAction::Send { to, message } => {
+                got.push((message.type_name(), delivered_to(&s, &to)))
+            }
+            SessionAction::Close { transport, .. } => got.push(("close", vec![transport])),
+            SessionAction::Ended => {}
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("kicked", vec!["t-c1".to_string()]),
+            ("close", vec!["t-c1".to_string()]),
+            ("member_left", vec!["t-c2".to_string(), "t-h".to_string()]),
+        ]
+    );
+}
+
+#[test]
+fn session_closed_reaches_everyone_before_their_closes() {
+    let mut s = session_with(2);
+    s.handle_close(now(), "bye", close_code::GOING_AWAY);
+    let Some(SessionAction::Send { to, .. }) = s.poll_action() else {
+        panic!()
+    };
+    assert_eq!(delivered_to(&s, &to), ["t-c1", "t-c2", "t-h"]);
+    let closes: Vec<String> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            SessionAction::Close { transport, .. } => Some(transport),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes.len(), 3);
+    assert_eq!(delivered_to(&s, &Recipients::All), Vec::<String>::new());
+}
+
+fn held_session(hold: Duration) -> S {
+    let mut s: S = Session::new(
+        SessionSpec {
+            id: "s1".into(),
+            name: "Held".into(),
+            max_members: 10,
+        },
+        SessionConfig { detach_hold: hold },
+    );
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
+    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
+    drain(&mut s);
+    s
+}
+
+#[test]
+fn with_no_hold_a_detach_ends_the_place_and_there_is_no_timer() {
+    let mut s = session_with(1);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_detach(now(), "c1", LeaveReason::Error);
+    assert_eq!(s.member_count(), 1);
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(
+        s.handle_attach(now(), "c1", "t-new".into()),
+        Err(AttachError::NoSuchMember)
+    );
+}
+
+#[test]
+fn a_held_place_waits_for_a_new_transport_on_a_virtual_clock() {
+    let t0 = now();
+    let mut s = held_session(Duration::from_secs(120));
+    s.handle_detach(t0, "c1", LeaveReason::Error);
+    assert!(drain(&mut s).is_empty(), "nobody is told while the place is held");
+    assert_eq!(s.member_count(), 2);
+    assert_eq!(
+        s.member_infos()[1].connection_status,
+        ConnectionStatus::Disconnected
+    );
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0.plus(Duration::from_secs(120)).instant)
+    );
+    // Messages for it are not delivered anywhere while it has no transport.
+    assert_eq!(delivered_to(&s, &Recipients::All), ["t-h"]);
+    // 119 s later a new transport attaches: the place continues, the timer is gone.
+    let t1 = t0.plus(Duration::from_secs(119));
+    s.handle_timeout(t1);
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.handle_attach(t1, "c1", "t-c1b".into()), Ok(()));
+    assert_eq!(
+        s.handle_attach(t1, "c1", "t-c1c".into()),
+        Err(AttachError::AlreadyAttached)
+    );
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(delivered_to(&s, &Recipients::All), ["t-c1b", "t-h"]);
+    assert_eq!(
+        s.member_infos()[1].connection_status,
+        ConnectionStatus::Connected
+    );
+}
+
+#[test]
+fn a_held_place_that_expires_ends_as_a_detach_would() {
+    let t0 = now();
+    let mut s = held_session(Duration::from_secs(120));
+    s.handle_detach(t0, "c1", LeaveReason::Timeout);
+    s.handle_timeout(t0.plus(Duration::from_secs(120)));
+    let a = drain(&mut s);
+    assert_eq!(
+        a,
+        vec![SessionAction::Send {
+            to: Recipients::All,
+            message: ServerMessage::MemberLeft {
+                member_id: "c1".into(),
+                reason: LeaveReason::Timeout,
+                device: dev(1),
+            },
+        }],
+        "member_left with the detach's reason, and no close: it has no transport"
+    );
+    assert_eq!(s.member_count(), 1);
+    // The host's held place expiring ends the session.
+    s.handle_detach(t0, "h", LeaveReason::Error);
+    assert!(!s.is_ended());
+    s.handle_timeout(t0.plus(Duration::from_secs(240)));
+    assert!(s.is_ended());
 }

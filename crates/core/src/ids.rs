@@ -1,0 +1,92 @@
+//! Where identifiers come from: member ids, session codes and the app dialect's message ids.
+//!
+//! Every id the server makes is a prefix plus random characters from one alphabet. The
+//! randomness is behind [`IdSource`], which the caller injects, so tests get deterministic ids
+//! ([`SequentialIds`]) and the server gets unpredictable ones ([`RandomIds`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Lower-case base 36, as member ids and the app's message ids use.
+pub const BASE36_LOWER: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+/// Upper-case base 36, as session codes made over HTTP use.
+pub const BASE36_UPPER: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Makes identifiers.
+pub trait IdSource: Send + Sync {
+    /// `len` characters drawn from `alphabet`.
+    fn chars(&self, alphabet: &[u8], len: usize) -> String;
+
+    /// A fresh `clientId`: `c_` and 12 base-36 characters (about 62 bits).
+    fn member_id(&self) -> String {
+        format!("c_{}", self.chars(BASE36_LOWER, 12))
+    }
+
+    /// A session code for a session created without an id: 6 upper-case base-36 characters.
+    fn session_code(&self) -> String {
+        self.chars(BASE36_UPPER, 6)
+    }
+
+    /// A `messageId` as the LOUDSYNC app makes them: `msg_<ms>_<7 base-36 characters>`.
+    fn app_message_id(&self, now_ms: u64) -> String {
+        format!("msg_{now_ms}_{}", self.chars(BASE36_LOWER, 7))
+    }
+}
+
+/// Random ids from a fast, non-cryptographic generator (ids are names, not secrets).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomIds;
+
+impl IdSource for RandomIds {
+    fn chars(&self, alphabet: &[u8], len: usize) -> String {
+        (0..len)
+            .map(|_| alphabet[fastrand::usize(..alphabet.len())] as char)
+            .collect()
+    }
+}
+
+/// Deterministic ids for tests: the n-th call gives n written in `alphabet`, padded.
+#[derive(Debug, Default)]
+pub struct SequentialIds {
+    next: AtomicU64,
+}
+
+impl IdSource for SequentialIds {
+    fn chars(&self, alphabet: &[u8], len: usize) -> String {
+        let mut n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let base = alphabet.len() as u64;
+        let mut out = vec![alphabet[0]; len];
+        for slot in out.iter_mut().rev() {
+            *slot = alphabet[(n % base) as usize];
+            n /= base;
+        }
+        String::from_utf8(out).expect("alphabets are ASCII")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let ids = RandomIds;
+        let id = ids.member_id();
+        assert_eq!(id.len(), 14);
+        assert!(id.starts_with("c_"));
+        assert!(id[2..].bytes().all(|b| BASE36_LOWER.contains(&b)));
+        let code = ids.session_code();
+        assert_eq!(code.len(), 6);
+        assert!(code.bytes().all(|b| BASE36_UPPER.contains(&b)));
+        let m = ids.app_message_id(1738941234567);
+        let rest = m.strip_prefix("msg_1738941234567_").unwrap();
+        assert_eq!(rest.len(), 7);
+    }
+
+    #[test]
+    fn sequential_ids_are_deterministic_and_distinct() {
+        let ids = SequentialIds::default();
+        assert_eq!(ids.member_id(), "c_000000000001");
+        assert_eq!(ids.member_id(), "c_000000000002");
+        assert_eq!(ids.session_code(), "000003");
+    }
+}

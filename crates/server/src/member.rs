@@ -1,0 +1,241 @@
+//! A member's driver: the glue between one transport and the member's session, written once
+//! for every transport (WebSocket today; server-sent events + HTTP posts next).
+//!
+//! A transport (see [`crate::ws_pump`]) hands the driver what arrived (text, binary, a pong,
+//! the transport's end) and asks it when to wake; the driver feeds the core's
+//! [`Connection`] machine with the time and carries out what it decides, at once and without
+//! waiting: replies and probes go on the member's outbox, a join is routed by the registry
+//! and its answer awaited as one more thing the transport polls ([`MemberDriver::poll_join`]),
+//! commands and detaches go to the session's task. The transport only moves bytes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use loudsync_core::connection::{ConnAction, Connection};
+use loudsync_core::directory::JoinError;
+use loudsync_protocol::{LeaveReason, ServerMessage};
+use tokio::sync::oneshot;
+
+use crate::clock::now;
+use crate::encoding;
+use crate::outbox::{OutFrame, Outbox};
+use crate::sessions::{JoinResult, SessionHandle, SessionInput};
+use crate::state::ServerState;
+
+/// The member a transport carries, once joined (or while its join is on its way).
+struct Membership {
+    member_id: String,
+    session_id: String,
+    session: SessionHandle,
+}
+
+/// Drives one member over whatever transport calls it.
+pub struct MemberDriver {
+    state: Arc<ServerState>,
+    conn: Connection,
+    outbox: Arc<Outbox>,
+    peer: SocketAddr,
+    membership: Option<Membership>,
+    /// The session's answer to a join on its way.
+    join_answer: Option<oneshot::Receiver<JoinResult>>,
+    aborted: bool,
+}
+
+impl MemberDriver {
+    /// A driver for a transport just opened from `peer`, writing into `outbox`.
+    pub fn new(state: Arc<ServerState>, outbox: Arc<Outbox>, peer: SocketAddr) -> Self {
+        MemberDriver {
+            conn: Connection::new(state.config.connection(), now()),
+            state,
+            outbox,
+            peer,
+            membership: None,
+            join_answer: None,
+            aborted: false,
+        }
+    }
+
+    /// The member's outbox, which the transport drains.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// A text frame arrived.
+    pub fn handle_text(&mut self, text: &str) {
+        self.state.metrics.frames_received.increment(1);
+        self.conn.handle_text(now(), text);
+        self.carry_out();
+    }
+
+    /// A binary frame arrived.
+    pub fn handle_binary(&mut self) {
+        self.state.metrics.frames_received.increment(1);
+        self.conn.handle_binary(now());
+        self.carry_out();
+    }
+
+    /// A pong to one of our probes arrived.
+    pub fn handle_pong(&mut self, payload: &[u8]) {
+        self.conn.handle_pong(now(), payload);
+        self.carry_out();
+    }
+
+    /// The transport ended or is ending from the client's side.
+    pub fn handle_transport_closed(&mut self) {
+        self.conn.handle_transport_closed(now());
+        self.carry_out();
+    }
+
+    /// A close was queued on the outbox by the server side (session, shutdown).
+    pub fn handle_closed_by_server(&mut self) {
+        self.conn.handle_closed_by_server(now());
+        self.carry_out();
+    }
+
+    /// The outbox refused a frame: the member is too slow.
+    pub fn handle_overflow(&mut self) {
+        self.state.metrics.slow_consumer_disconnects.increment(1);
+        self.conn.handle_outbound_overflow(now());
+        self.carry_out();
+    }
+
+    /// A timer is due.
+    pub fn handle_timeout(&mut self) {
+        self.conn.handle_timeout(now());
+        self.carry_out();
+    }
+
+    /// When [`MemberDriver::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Whether the transport should hold off reading (a join is on its way).
+    pub fn reading_paused(&self) -> bool {
+        self.conn.reading_paused()
+    }
+
+    /// Whether the transport must be dropped now (its close did not finish in time).
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// Polls the answer to a join on its way; `Ready` once it arrived and was handled.
+    pub fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(answer) = self.join_answer.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(result) = std::pin::Pin::new(answer).poll(cx) else {
+            return Poll::Pending;
+        };
+        self.join_answer = None;
+        let result = result.unwrap_or_else(|_| {
+            // The session's task ended without answering.
+            let session = self.membership.as_ref().map(|m| m.session_id.clone());
+            Err(JoinError::Ended {
+                session: session.unwrap_or_default(),
+            }
+            .to_message())
+        });
+        if result.is_err() {
+            self.membership = None;
+        }
+        self.conn.handle_join_result(now(), result);
+        self.carry_out();
+        Poll::Ready(())
+    }
+
+    /// Carries out what the connection machine decided. Never waits.
+    fn carry_out(&mut self) {
+        while let Some(action) = self.conn.poll_action() {
+            match action {
+                ConnAction::Reply(message, stamp) => {
+                    if let ServerMessage::Error { code, .. } = &message {
+                        crate::metrics::Metrics::error_sent(code.as_str());
+                    }
+                    self.state.metrics.frames_sent.increment(1);
+                    let t = now();
+                    let bytes = encoding::encode(
+                        self.conn.dialect(),
+                        &message,
+                        &stamp,
+                        t.unix_ms,
+                        &encoding::no_addresses,
+                        self.state.ids.as_ref(),
+                    );
+                    self.outbox.push(OutFrame::Text(bytes), t.instant);
+                }
+                ConnAction::Ping(payload) => {
+                    self.outbox.push(OutFrame::Ping(payload), Instant::now());
+                }
+                ConnAction::Join(join) => self.route_join(join),
+                ConnAction::Session(command) => {
+                    if let Some(m) = &self.membership {
+                        m.session.send(SessionInput::Command {
+                            member_id: m.member_id.clone(),
+                            command,
+                        });
+                    }
+                }
+                ConnAction::Detach(reason) => {
+                    if reason == LeaveReason::Timeout {
+                        self.state.metrics.heartbeat_timeouts.increment(1);
+                    }
+                    if let Some(m) = self.membership.take() {
+                        m.session.send(SessionInput::Detach {
+                            member_id: m.member_id,
+                            reason,
+                        });
+                    }
+                }
+                ConnAction::Close { code, reason } => {
+                    self.outbox.force_close(code, reason);
+                }
+                ConnAction::Abort => self.aborted = true,
+            }
+        }
+    }
+
+    fn route_join(&mut self, join: loudsync_protocol::Join) {
+        let session_id = join.session_id.clone();
+        let routed = self.state.registry.join(
+            &self.state,
+            join,
+            self.outbox.clone(),
+            self.conn.dialect(),
+            self.peer.ip().to_string(),
+        );
+        match routed {
+            Ok(routed) => {
+                self.membership = Some(Membership {
+                    member_id: routed.member_id,
+                    session_id,
+                    session: routed.session,
+                });
+                self.join_answer = Some(routed.answer);
+            }
+            Err(refusal) => {
+                // Answered at once (e.g. `session_not_found`): handled with the next action.
+                self.conn.handle_join_result(now(), Err(refusal));
+            }
+        }
+    }
+}
+
+impl Drop for MemberDriver {
+    /// A transport that ends while its member is still in a session (its join was on its way,
+    /// or it was dropped at the close deadline) detaches the member. The session's task
+    /// handles inputs in order, so this follows the join; for a member the session already
+    /// removed it is ignored.
+    fn drop(&mut self) {
+        if let Some(m) = self.membership.take() {
+            m.session.send(SessionInput::Detach {
+                member_id: m.member_id,
+                reason: LeaveReason::Error,
+            });
+        }
+    }
+}

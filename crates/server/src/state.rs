@@ -1,0 +1,100 @@
+//! What every task of one server shares: the settings, the session registry, the open
+//! transports (so shutdown can close them), the metric handles and the id source.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use loudsync_core::ids::IdSource;
+use loudsync_core::outbound::OutboundLimits;
+use tokio::sync::Notify;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::sessions::Registry;
+
+/// State shared by every task of one server.
+pub struct ServerState {
+    /// The settings.
+    pub config: ServerConfig,
+    /// The sessions.
+    pub registry: Registry,
+    /// Every open transport's outbox, so shutdown can close them.
+    pub transports: OpenTransports,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Where member ids, session codes and message ids come from.
+    pub ids: Arc<dyn IdSource>,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+impl ServerState {
+    /// Shared state for a server with these settings.
+    pub fn new(config: ServerConfig, ids: Arc<dyn IdSource>) -> Self {
+        ServerState {
+            transports: OpenTransports::new(config.outbound_limits()),
+            registry: Registry::new(ids.clone(), config.max_members),
+            config,
+            metrics: Metrics::new(),
+            ids,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether shutdown has begun (new upgrades are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// The outboxes of the open transports, by number. Touched on open and close only.
+pub struct OpenTransports {
+    open: Mutex<HashMap<u64, Arc<Outbox>>>,
+    next: AtomicU64,
+    limits: OutboundLimits,
+    pub(crate) all_closed: Notify,
+}
+
+impl OpenTransports {
+    fn new(limits: OutboundLimits) -> Self {
+        OpenTransports {
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            limits,
+            all_closed: Notify::new(),
+        }
+    }
+
+    /// Registers a new transport: its number and its outbox.
+    pub fn open(&self) -> (u64, Arc<Outbox>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.limits));
+        self.open
+            .lock()
+            .expect("transports")
+            .insert(id, outbox.clone());
+        (id, outbox)
+    }
+
+    /// Forgets transport `id`.
+    pub fn close(&self, id: u64) {
+        let mut open = self.open.lock().expect("transports");
+        open.remove(&id);
+        if open.is_empty() {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    /// How many transports are open.
+    pub fn count(&self) -> usize {
+        self.open.lock().expect("transports").len()
+    }
+
+    /// Queues a close on every open transport.
+    pub(crate) fn close_all(&self, code: u16, reason: &str) {
+        for outbox in self.open.lock().expect("transports").values() {
+            outbox.force_close(code, reason.to_string());
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The WebSocket transport: one task per upgraded socket that moves frames between the socket
+//! and the member's driver, and nothing else.
+//!
+//! One poll loop does all of it, so reading, writing and timers progress together and nothing
+//! blocks another: it writes what the member's outbox holds (several frames per write when
+//! they pile up), reads frames and hands them to the [`MemberDriver`], stops reading while the
+//! client owes itself too many unread bytes (a ping flood) or while a join is on its way,
+//! and wakes the driver at its deadline. Every rule (what a frame means, liveness, when to
+//! close, when to give up on a close) is the driver's and the core's.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
+
+use crate::member::MemberDriver;
+use crate::outbox::OutFrame;
+use crate::state::ServerState;
+use crate::ws::{Violation, WsError, WsMessage, WsStream};
+
+/// Bytes queued on the socket beyond which the task writes before taking more from the outbox.
+const FLUSH_THRESHOLD: usize = 16 * 1024;
+/// Bytes owed to the client beyond which the task stops reading from it.
+const READ_PAUSE_BYTES: usize = 64 * 1024;
+/// A deadline far enough away to mean "none".
+const NO_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// What woke the task.
+enum Event {
+    /// A message (text, binary, ping, pong, close) from the client.
+    Frame(WsMessage),
+    /// The stream ended or failed.
+    Gone,
+    /// The driver's timer is due.
+    Timer,
+    /// The outbox overflowed.
+    Overflow,
+    /// A close was queued on the outbox by the server side.
+    Closing,
+    /// The client broke the WebSocket protocol or a limit (the close is queued).
+    Failed(Violation),
+    /// The answer to a join arrived and was handled.
+    Joined,
+}
+
+/// Runs one upgraded WebSocket to its end.
+pub async fn run<S>(state: Arc<ServerState>, ws: WsStream<S>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (transport_id, outbox) = state.transports.open();
+    state.metrics.connections.increment(1.0);
+    tracing::debug!(%peer, transport_id, "websocket open");
+    let mut pump = Pump {
+        driver: MemberDriver::new(state.clone(), outbox, peer),
+        ws,
+        pending: VecDeque::new(),
+        overflow_reported: false,
+        closing_reported: false,
+    };
+    pump.run().await;
+    drop(pump);
+    state.transports.close(transport_id);
+    state.metrics.connections.decrement(1.0);
+    tracing::debug!(%peer, transport_id, "websocket closed");
+}
+
+struct Pump<S> {
+    driver: MemberDriver,
+    ws: WsStream<S>,
+    /// Frames taken from the outbox and not yet handed to the WebSocket.
+    pending: VecDeque<OutFrame>,
+    overflow_reported: bool,
+    closing_reported: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
+    async fn run(&mut self) {
+        let sleep = sleep_until(TokioInstant::now() + NO_DEADLINE);
+        tokio::pin!(sleep);
+        loop {
+            if self.driver.is_aborted() {
+                return;
+            }
+            let deadline = match self.driver.poll_timeout() {
+                Some(t) => TokioInstant::from_std(t),
+                None => TokioInstant::now() + NO_DEADLINE,
+            };
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            match poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await {
+                Event::Frame(message) => self.handle_frame(message),
+                Event::Gone => {
+                    self.driver.handle_transport_closed();
+                    return;
+                }
+                Event::Timer => self.driver.handle_timeout(),
+                Event::Overflow => {
+                    self.overflow_reported = true;
+                    self.pending.clear();
+                    self.driver.handle_overflow();
+                }
+                Event::Failed(violation) => {
+                    tracing::debug!(
+                        code = violation.code,
+                        reason = violation.reason,
+                        "websocket protocol violation"
+                    );
+                    self.driver.handle_transport_closed();
+                }
+                Event::Closing => self.driver.handle_closed_by_server(),
+                Event::Joined => {}
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, message: WsMessage) {
+        match message {
+            WsMessage::Text(text) => self.driver.handle_text(&text),
+            WsMessage::Binary(_) => self.driver.handle_binary(),
+            WsMessage::Pong(payload) => self.driver.handle_pong(&payload),
+            // The stream echoes the close; then it ends.
+            WsMessage::Close(_) => self.driver.handle_transport_closed(),
+            // Answered by the stream; control frames never count as liveness.
+            WsMessage::Ping(_) => {}
+        }
+    }
+
+    /// One poll of everything the task waits on: write what the outbox holds, flush, the
+    /// join's answer, the timer, then read.
+    fn poll_event(&mut self, cx: &mut Context<'_>, mut sleep: Pin<&mut Sleep>) -> Poll<Event> {
+        let outbox = self.driver.outbox().clone();
+        outbox.register(cx.waker());
+        if !self.overflow_reported && outbox.overflowed() {
+            return Poll::Ready(Event::Overflow);
+        }
+        if !self.closing_reported && outbox.is_closed() {
+            // The close is decided: the driver starts its close deadline, so the socket goes
+            // even if the client never reads what is still queued before the close frame.
+            self.closing_reported = true;
+            return Poll::Ready(Event::Closing);
+        }
+        while !self.ws.close_sent() {
+            if self.ws.pending_bytes() >= FLUSH_THRESHOLD {
+                match self.ws.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+                    Poll::Pending => break,
+                }
+            }
+            if self.pending.is_empty() {
+                // Take everything queued in one lock; the next batch only once this one is
+                // handed to the socket, so the outbox's limits still bound the backlog.
+                outbox.drain_into(&mut self.pending);
+            }
+            let Some(frame) = self.pending.pop_front() else {
+                break;
+            };
+            match frame {
+                OutFrame::Text(bytes) => self.ws.queue_text(&bytes),
+                OutFrame::Ping(payload) => self.ws.queue_ping(&payload),
+                OutFrame::Close(code, reason) => self.ws.queue_close(code, &reason),
+            }
+        }
+        if let Poll::Ready(Err(_)) = self.ws.poll_flush(cx) {
+            return Poll::Ready(Event::Gone);
+        }
+        if self.driver.poll_join(cx).is_ready() {
+            return Poll::Ready(Event::Joined);
+        }
+        // Timers before reads, so a client sending without pause cannot hold them off.
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        if self.driver.reading_paused() || self.ws.pending_bytes() >= READ_PAUSE_BYTES {
+            // A join is on its way, or the client sends but does not read (a ping flood):
+            // stop reading until that is over, so frames keep their order and memory stays
+            // bounded.
+            return Poll::Pending;
+        }
+        match self.ws.poll_next(cx) {
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Event::Frame(message)),
+            Poll::Ready(Some(Err(WsError::Violation(v)))) => Poll::Ready(Event::Failed(v)),
+            Poll::Ready(Some(Err(WsError::Io(_)))) | Poll::Ready(None) => {
+                Poll::Ready(Event::Gone)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
