@@ -225,6 +225,20 @@ impl Registry {
         SessionHandle { tx, serial }
     }
 
+    /// Registers a session whose inputs arrive on the returned receiver instead of a task
+    /// (tests play the session's owner).
+    #[cfg(test)]
+    pub(crate) fn insert_manual(&self, id: &str) -> mpsc::UnboundedReceiver<SessionInput> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        self.directory
+            .lock()
+            .expect("registry")
+            .insert(id.to_string(), SessionHandle { tx, serial })
+            .expect("a free id");
+        rx
+    }
+
     /// Forgets session `id` if it is still the one with this `serial` (a new session with the
     /// same id may have been created since).
     pub(crate) fn remove(&self, id: &str, serial: u64) {

@@ -188,10 +188,133 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
         match self.ws.poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => Poll::Ready(Event::Frame(message)),
             Poll::Ready(Some(Err(WsError::Violation(v)))) => Poll::Ready(Event::Failed(v)),
-            Poll::Ready(Some(Err(WsError::Io(_)))) | Poll::Ready(None) => {
-                Poll::Ready(Event::Gone)
-            }
+            Poll::Ready(Some(Err(WsError::Io(_)))) | Poll::Ready(None) => Poll::Ready(Event::Gone),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pump over an in-memory stream, with the test playing the session's owner, so a
+    //! join's answer can be held back.
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::outbox::OutFrame;
+    use crate::sessions::SessionInput;
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use loudsync_core::ids::SequentialIds;
+    use tokio::io::DuplexStream;
+    use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
+
+    fn state() -> Arc<ServerState> {
+        let config = ServerConfig {
+            heartbeat_timeout: Duration::from_millis(400),
+            heartbeat_check_interval: Duration::from_millis(50),
+            close_timeout: Duration::from_millis(200),
+            ..ServerConfig::default()
+        };
+        Arc::new(ServerState::new(config, Arc::new(SequentialIds::default())))
+    }
+
+    fn open(state: &Arc<ServerState>) -> WebSocketStream<DuplexStream> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let ws = WsStream::new(server, 64 * 1024);
+        tokio::spawn(run(state.clone(), ws, "127.0.0.1:9".parse().unwrap()));
+        ClientBuilder::new().take_over(client)
+    }
+
+    const JOIN: &str =
+        r#"{"type":"join","sessionId":"s","deviceInfo":{"id":"d","name":"n","type":"client"}}"#;
+
+    async fn next_text(ws: &mut WebSocketStream<DuplexStream>) -> String {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(2), ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("valid");
+            if let Some(t) = m.as_text() {
+                return t.to_string();
+            }
+            assert!(m.as_close().is_none(), "closed: {m:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_on_its_way_stalls_neither_writes_nor_timers() {
+        let state = state();
+        let mut session = state.registry.insert_manual("s");
+        let mut client = open(&state);
+        client.send(Message::text(JOIN)).await.unwrap();
+        client
+            .send(Message::text(r#"{"type":"ping","timestamp":5}"#))
+            .await
+            .unwrap();
+        let Some(SessionInput::Join { request, reply }) = session.recv().await else {
+            panic!("no join")
+        };
+        // Writes go on while the answer is held back.
+        request.outbox.push(
+            OutFrame::Text(Bytes::from_static(b"{\"type\":\"early\"}")),
+            std::time::Instant::now(),
+        );
+        assert_eq!(next_text(&mut client).await, r#"{"type":"early"}"#);
+        // Frames after the join wait for its answer: the ping is not answered yet...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(150), client.next())
+                .await
+                .is_err(),
+            "nothing is read while the join is on its way"
+        );
+        // ...and timers run: the join deadline (the heartbeat timeout) closes the socket.
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(2), client.next()).await {
+                Ok(Some(Ok(m))) if m.is_close() => break m,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close: {other:?}"),
+            }
+        };
+        // (The join deadline and the silence deadline fall together here; either proves it.)
+        let reason = closed.as_close().unwrap().1;
+        assert!(
+            ["no join within the heartbeat timeout", "heartbeat timeout"].contains(&reason),
+            "{reason}"
+        );
+        // The member the session was asked to add is detached when the transport goes (the
+        // session handles inputs in order: this follows the join it has not answered yet).
+        let detach = tokio::time::timeout(Duration::from_secs(2), session.recv())
+            .await
+            .expect("detach in time");
+        assert!(
+            matches!(detach, Some(SessionInput::Detach { ref member_id, .. }) if *member_id == request.member_id),
+            "the pending member is detached"
+        );
+        drop(reply);
+    }
+
+    #[tokio::test]
+    async fn frames_after_a_join_are_handled_once_it_is_answered() {
+        let state = state();
+        let mut session = state.registry.insert_manual("s");
+        let mut client = open(&state);
+        client.send(Message::text(JOIN)).await.unwrap();
+        client
+            .send(Message::text(r#"{"type":"ping","timestamp":5}"#))
+            .await
+            .unwrap();
+        let Some(SessionInput::Join { request, reply }) = session.recv().await else {
+            panic!("no join")
+        };
+        request.outbox.push(
+            OutFrame::Text(Bytes::from_static(b"{\"type\":\"welcome\"}")),
+            std::time::Instant::now(),
+        );
+        reply.send(Ok(())).unwrap();
+        assert_eq!(next_text(&mut client).await, r#"{"type":"welcome"}"#);
+        let pong = next_text(&mut client).await;
+        assert!(pong.starts_with(r#"{"type":"pong""#), "{pong}");
     }
 }
