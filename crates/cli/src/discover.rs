@@ -1,6 +1,10 @@
 //! `loudsync discover`: finds sessions on the LAN the way the LOUDSYNC app does, by a
 //! `LOUDSYNC_DISCOVER` datagram and by browsing mDNS, and lists them.
 //!
+//! The records are read with `loudsync_protocol::discovery`; this module only does the I/O and
+//! the output. Everything shown in the table comes from the network, so it is shown through
+//! [`crate::live::terminal_safe`].
+//!
 //! Sending to the broadcast address puts a datagram on the local network: that only happens
 //! when a person runs this command (tests use `--to 127.0.0.1:PORT --no-mdns`).
 
@@ -9,8 +13,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use loudsync_server::discovery::{self, DISCOVER, MDNS_SERVICE};
+use loudsync_protocol::discovery::{self, Advertisement, DISCOVER, MDNS_SERVICE};
 use serde_json::{json, Value};
+
+use crate::live::{json_line, terminal_safe};
 
 /// `loudsync discover`.
 #[derive(Args)]
@@ -29,9 +35,9 @@ pub struct DiscoverArgs {
     json: bool,
 }
 
-/// A session found, and how.
-fn found(ad: &Value, via: &str, from: Option<SocketAddr>) -> Value {
-    let mut s = ad.clone();
+/// A session found, and how: the advertisement's fields plus `via` (and `from` for UDP).
+fn found(ad: &Advertisement, via: &str, from: Option<SocketAddr>) -> Value {
+    let mut s = serde_json::to_value(ad).expect("an advertisement serialises");
     s["via"] = json!(via);
     if let Some(from) = from {
         s["from"] = json!(from.to_string());
@@ -62,9 +68,8 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         if let Ok((n, from)) = socket.recv_from(&mut buf) {
             if let Some(ad) = discovery::parse_response(&buf[..n]) {
-                let id = ad["sessionId"].as_str().unwrap_or_default().to_string();
                 sessions
-                    .entry(id)
+                    .entry(ad.session_id.clone())
                     .or_insert_with(|| found(&ad, "udp", Some(from)));
             }
         }
@@ -72,27 +77,16 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
             while let Ok(event) = rx.try_recv() {
                 if let mdns_sd::ServiceEvent::ServiceResolved(info) = event {
                     let name = info.get_fullname();
-                    let id = name
-                        .strip_prefix("loudsync-")
-                        .and_then(|rest| rest.strip_suffix(&format!(".{MDNS_SERVICE}")))
-                        .unwrap_or(name)
-                        .to_string();
-                    let txt = |k: &str| info.get_property_val_str(k).unwrap_or("").to_string();
+                    let id = discovery::session_id_from_mdns_fullname(name).unwrap_or(name);
                     let address = info.get_addresses().iter().next().map(|a| a.to_string());
-                    let ad = json!({
-                        "sessionId": id,
-                        "sessionName": txt("session_name"),
-                        "hostId": txt("host_id"),
-                        "hostName": txt("host_name"),
-                        "hostAddress": address,
-                        "port": info.get_port(),
-                        "memberCount": txt("member_count").parse::<u64>().unwrap_or(0),
-                        "maxMembers": txt("max_members").parse::<u64>().unwrap_or(0),
-                        "isPasswordProtected": txt("password_protected") == "true",
-                        "version": txt("version"),
-                    });
+                    let ad = discovery::from_mdns_txt(
+                        id,
+                        |k| info.get_property_val_str(k),
+                        address,
+                        info.get_port(),
+                    );
                     sessions
-                        .entry(id)
+                        .entry(ad.session_id.clone())
                         .or_insert_with(|| found(&ad, "mdns", None));
                 }
             }
@@ -103,7 +97,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
     }
     let list: Vec<Value> = sessions.into_values().collect();
     if args.json {
-        println!("{}", json!({ "sessions": list }));
+        println!("{}", json_line(&json!({ "sessions": list })));
         return Ok(());
     }
     if list.is_empty() {
@@ -119,10 +113,10 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         "NAME", "CODE", "HOST", "MEMBERS", "ADDRESS"
     );
     for s in &list {
-        let str_of = |k: &str| s[k].as_str().unwrap_or("").to_string();
+        let str_of = |k: &str| terminal_safe(s[k].as_str().unwrap_or("")).into_owned();
         let address = match (s["hostAddress"].as_str(), s["port"].as_u64()) {
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.to_string(),
+            (Some(a), Some(p)) => format!("{}:{p}", terminal_safe(a)),
+            (Some(a), None) => terminal_safe(a).into_owned(),
             _ => "-".into(),
         };
         println!(

@@ -3,7 +3,13 @@
 //! On a terminal, a live view that redraws in place: the session, each member with host mark,
 //! status and latency, and the last events. On a pipe, or with `--json`, one JSON object per
 //! event per line. Ctrl-C leaves cleanly. The exit code says how it ended (see [`Exit`]).
+//!
+//! Nothing another device sent reaches the terminal as it was sent: names, reasons, error
+//! texts, application data and unknown messages are shown through [`terminal_safe`] (the live
+//! view) or [`json_line`] (JSON lines), so no escape sequence or control character gets
+//! through.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -190,7 +196,7 @@ impl Output {
 
     fn event(&mut self, snapshot: &Snapshot, event: &Event) {
         if self.json {
-            println!("{}", event_json(event));
+            println!("{}", json_line(&event_json(event)));
             return;
         }
         // Latency updates and the periodic member-list refresh only redraw the table.
@@ -208,9 +214,9 @@ impl Output {
 
     fn final_line(&mut self, value: Value, human: &str) {
         if self.json {
-            println!("{value}");
+            println!("{}", json_line(&value));
         } else {
-            eprintln!("{human}");
+            eprintln!("{}", terminal_safe(human));
         }
     }
 
@@ -221,14 +227,65 @@ impl Output {
     }
 }
 
-/// The live view as text.
+/// `text` made safe to print on a terminal: control characters (C0 including newline and
+/// tab, DEL, C1) and the bidirectional-text controls are written as `\u{..}` escapes, so
+/// nothing a client sent can move the cursor, clear the screen, change colours or reorder
+/// what is shown. Everything else is unchanged (borrowed when nothing needs escaping).
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// One JSON line, safe on a terminal too: serde_json already escapes C0 control characters;
+/// DEL, C1 and the bidirectional-text controls are escaped as `\uXXXX` as well (they can only
+/// occur inside strings, so the line is still the same JSON).
+pub fn json_line(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(needs_escape) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn clip(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => Cow::Owned(format!("{}…", &text[..at])),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The live view as text. Every name and id is shown through [`terminal_safe`].
 pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
     let mut v = String::new();
     let (sid, sname) = s
         .session
         .as_ref()
-        .map(|x| (x.id.as_str(), x.name.as_str()))
-        .unwrap_or(("-", "-"));
+        .map(|x| (terminal_safe(&x.id), terminal_safe(&x.name)))
+        .unwrap_or(("-".into(), "-".into()));
     v.push_str(&format!(
         "session {sname} ({sid})   state: {}",
         s.state.as_str()
@@ -238,7 +295,7 @@ pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
     }
     v.push_str(&format!(
         "\nyou are {}\n\n  {:<2}{:<24} {:<16} {:<13} {:>8}\n",
-        s.client_id.as_deref().unwrap_or("-"),
+        terminal_safe(s.client_id.as_deref().unwrap_or("-")),
         "",
         "NAME",
         "ID",
@@ -259,8 +316,8 @@ pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
         let status = format!("{:?}", m.connection_status).to_lowercase();
         v.push_str(&format!(
             "  {mark:<2}{:<24} {:<16} {:<13} {latency:>8}\n",
-            format!("{}{me}", m.name),
-            m.id,
+            format!("{}{me}", terminal_safe(&m.name)),
+            terminal_safe(&m.id),
             status
         ));
     }
@@ -269,12 +326,17 @@ pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
         s.members.len()
     ));
     for line in recent {
-        v.push_str(&format!("  {line}\n"));
+        v.push_str(&format!("  {}\n", terminal_safe(line)));
     }
     v
 }
 
-fn describe(e: &Event) -> String {
+/// One line for the live view's recent events, made [`terminal_safe`] as a whole.
+pub fn describe(e: &Event) -> String {
+    terminal_safe(&describe_raw(e)).into_owned()
+}
+
+fn describe_raw(e: &Event) -> String {
     match e {
         Event::StateChanged(s) => format!("state: {}", s.as_str()),
         Event::Welcome { client_id, session } => format!("joined {} as {client_id}", session.id),
@@ -291,10 +353,16 @@ fn describe(e: &Event) -> String {
         Event::ConnectionLost { reason } => format!("connection lost: {reason}"),
         Event::Reconnecting { attempt, of } => format!("reconnecting ({attempt}/{of})"),
         Event::Failed { reason } => format!("failed: {reason}"),
+        Event::Unknown { kind, raw } => {
+            format!(
+                "unknown message `{kind}` from a newer server: {}",
+                clip(raw.get(), 200)
+            )
+        }
     }
 }
 
-/// One event as a JSON line.
+/// One event as a JSON object (print it with [`json_line`]).
 pub fn event_json(e: &Event) -> Value {
     match e {
         Event::StateChanged(s) => json!({"event": "state", "state": s.as_str()}),
@@ -318,13 +386,18 @@ pub fn event_json(e: &Event) -> Value {
             json!({"event": "reconnecting", "attempt": attempt, "of": of})
         }
         Event::Failed { reason } => json!({"event": "failed", "reason": reason}),
+        Event::Unknown { kind, raw } => {
+            json!({"event": "unknown", "type": kind, "message": raw.to_value()})
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loudsync_client::{ConnectionState, ConnectionStatus, ErrorCode, ServerError};
+    use loudsync_client::{
+        AnyErrorCode, ConnectionState, ConnectionStatus, ErrorCode, RawJson, ServerError,
+    };
     use loudsync_protocol::{server::SessionInfo, MemberInfo};
 
     fn member(id: &str, name: &str, host: bool, latency: Option<u64>) -> MemberInfo {
@@ -376,7 +449,7 @@ mod tests {
             json!({"event": "kicked", "reason": "r"})
         );
         let e = Event::Error(ServerError {
-            code: ErrorCode::Unauthorized,
+            code: ErrorCode::Unauthorized.into(),
             message: "m".into(),
             details: None,
         });
@@ -385,5 +458,96 @@ mod tests {
             event_json(&Event::StateChanged(ConnectionState::Reconnecting))["state"],
             "reconnecting"
         );
+    }
+
+    #[test]
+    fn a_newer_servers_error_and_message_type_are_shown() {
+        let quota = Event::Error(ServerError {
+            code: AnyErrorCode::Unknown("quota_exceeded".into()),
+            message: "over quota".into(),
+            details: None,
+        });
+        assert_eq!(describe(&quota), "error quota_exceeded: over quota");
+        assert_eq!(event_json(&quota)["code"], "quota_exceeded");
+        let text = r#"{"type":"presence_diff","added":["c_1"],"timestamp":1}"#;
+        let unknown = Event::Unknown {
+            kind: "presence_diff".into(),
+            raw: RawJson::from_text(text).unwrap(),
+        };
+        assert_eq!(
+            event_json(&unknown),
+            json!({"event": "unknown", "type": "presence_diff",
+                   "message": {"type":"presence_diff","added":["c_1"],"timestamp":1}})
+        );
+        let line = describe(&unknown);
+        assert!(
+            line.contains("presence_diff") && line.contains(r#""added":["c_1"]"#),
+            "{line}"
+        );
+        let long = Event::Unknown {
+            kind: "big".into(),
+            raw: RawJson::from_value(&json!({"type": "big", "x": "y".repeat(5000)})),
+        };
+        assert!(describe(&long).chars().count() < 300);
+    }
+
+    #[test]
+    fn nothing_a_client_sent_reaches_the_terminal_unescaped() {
+        let hostile = "Eve\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\nline";
+        let is_clean = |text: &str| {
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}'))
+        };
+        // In the view: member names, session name, event lines.
+        let s = Snapshot {
+            state: ConnectionState::Connected,
+            client_id: Some("c_me".into()),
+            session: Some(SessionInfo {
+                id: "party".into(),
+                name: hostile.into(),
+                host_id: None,
+                host: None,
+            }),
+            members: vec![member("c_h", hostile, true, None)],
+            latency: None,
+        };
+        let events = [
+            Event::MemberJoined(member("c_e", hostile, false, None)),
+            Event::Kicked {
+                reason: hostile.into(),
+            },
+            Event::Message {
+                from: "c_e".into(),
+                data: json!({"text": hostile}),
+            },
+            Event::Error(ServerError {
+                code: AnyErrorCode::Unknown(hostile.into()),
+                message: hostile.into(),
+                details: None,
+            }),
+            Event::Unknown {
+                kind: hostile.into(),
+                raw: RawJson::from_value(&json!({"type": hostile})),
+            },
+        ];
+        let recent: VecDeque<String> = events.iter().map(describe).collect();
+        for line in &recent {
+            assert!(is_clean(line) && !line.contains('\n'), "{line:?}");
+        }
+        let view = render(&s, &recent);
+        assert!(is_clean(&view), "{view:?}");
+        assert!(
+            view.contains(r"Eve\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\u{a}line"),
+            "{view}"
+        );
+        // In JSON lines: still the same JSON, with every such character escaped.
+        for e in &events {
+            let value = event_json(e);
+            let line = json_line(&value);
+            assert!(is_clean(&line) && !line.contains('\n'), "{line:?}");
+            assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), value);
+        }
+        assert_eq!(terminal_safe("plain Ünïcode ✓"), "plain Ünïcode ✓");
     }
 }

@@ -45,6 +45,14 @@ enum Command {
     /// Internal: one worker process of `loudsync bench`.
     #[command(hide = true)]
     BenchWorker,
+    /// Internal: the bare echo floor `loudsync bench idle --floor` measures against (answers
+    /// `join` and `ping`, nothing else). A measuring instrument, not a server.
+    #[command(hide = true)]
+    BenchFloor {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -56,5 +64,22 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
+        Command::BenchFloor { listen } => bench_floor(listen).map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// Runs the echo floor on `listen` until killed.
+fn bench_floor(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!(
+            "loudsync floor listening on http://{}",
+            listener.local_addr()?
+        );
+        loudsync_server::floor::serve(listener).await?;
+        Ok(())
+    })
 }

@@ -21,7 +21,8 @@ async fn server() -> Server {
 
 struct Proc {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    /// Each stdout line as printed, and as JSON (a string if it is not JSON).
+    lines: mpsc::Receiver<(String, Value)>,
 }
 
 impl Drop for Proc {
@@ -42,7 +43,8 @@ fn spawn(args: &[&str]) -> Proc {
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line.clone()));
+            let _ = tx.send((line, value));
         }
     });
     Proc { child, lines }
@@ -51,13 +53,18 @@ fn spawn(args: &[&str]) -> Proc {
 impl Proc {
     /// The next JSON line whose `event` is `kind`.
     fn until(&self, kind: &str) -> Value {
+        self.until_raw(kind).1
+    }
+
+    /// The next JSON line whose `event` is `kind`, also as printed.
+    fn until_raw(&self, kind: &str) -> (String, Value) {
         loop {
-            let v = self
+            let (line, v) = self
                 .lines
                 .recv_timeout(Duration::from_secs(5))
                 .unwrap_or_else(|_| panic!("no `{kind}` line"));
             if v["event"] == kind {
-                return v;
+                return (line, v);
             }
         }
     }
@@ -183,4 +190,75 @@ fn could_not_connect_exits_5() {
         .unwrap()
         .contains("connect"));
     assert_eq!(guest.exit_code(), 5);
+}
+
+/// A stand-in for a newer server: welcomes the joiner, then sends an `error` with a code this
+/// version does not know and a message of a type it does not know, then stays open.
+async fn newer_server() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use loudsync_protocol::{server::SessionInfo, ServerMessage, Stamp};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
+        let _join = ws.next().await;
+        let welcome = ServerMessage::Welcome {
+            client_id: "c_new".into(),
+            session_info: Box::new(SessionInfo {
+                id: "s".into(),
+                name: "S".into(),
+                host_id: None,
+                host: None,
+            }),
+            device: Default::default(),
+            joined_at: 0,
+        };
+        let list = ServerMessage::MemberList { members: vec![] };
+        for m in [welcome, list] {
+            let frame = loudsync_protocol::encode(&m, &Stamp::Now(1));
+            ws.send(Message::text(frame)).await.unwrap();
+        }
+        for frame in [
+            r#"{"type":"error","code":"quota_exceeded","message":"over quota\u001b[2J","timestamp":1}"#,
+            r#"{"type":"presence_diff","added":["c_9"],"note":"\u009b31m","timestamp":1}"#,
+        ] {
+            ws.send(Message::text(frame)).await.unwrap();
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_servers_events_are_shown_escaped() {
+    let addr = newer_server().await;
+    let u = format!("ws://{addr}/");
+    let guest = spawn(&[
+        "join",
+        "--session",
+        "s",
+        "--name",
+        "P",
+        "--url",
+        &u,
+        "--json",
+    ]);
+    let (line, error) = guest.until_raw("error");
+    assert_eq!(error["code"], "quota_exceeded");
+    assert_eq!(error["message"], "over quota\u{1b}[2J");
+    assert!(
+        line.contains(r"\u001b[2J") && !line.contains('\u{1b}'),
+        "{line:?}"
+    );
+    let (line, unknown) = guest.until_raw("unknown");
+    assert!(
+        line.contains(r"\u009b31m") && !line.contains('\u{9b}'),
+        "{line:?}"
+    );
+    assert_eq!(unknown["type"], "presence_diff");
+    assert_eq!(unknown["message"]["added"], serde_json::json!(["c_9"]));
+    assert_eq!(unknown["message"]["note"], "\u{9b}31m");
 }

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use loudsync_protocol::{close_code, encode_client, ClientMessage, DeviceType};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
@@ -58,10 +59,14 @@ async fn ws(addr: SocketAddr) -> WebSocketStream<TcpStream> {
         .0
 }
 
-async fn join(addr: SocketAddr, device: &str, kind: &str) -> (WebSocketStream<TcpStream>, Value) {
+async fn join(
+    addr: SocketAddr,
+    device: &str,
+    kind: DeviceType,
+) -> (WebSocketStream<TcpStream>, Value) {
     let mut c = ws(addr).await;
-    let msg = json!({"type": "join", "sessionId": "s", "deviceInfo": {"id": device, "name": device, "type": kind}});
-    c.send(Message::text(msg.to_string())).await.unwrap();
+    let join = encode_client(&ClientMessage::join("s", device, device, kind), 0).unwrap();
+    c.send(Message::text(join)).await.unwrap();
     let first = next_text(&mut c).await;
     (c, first)
 }
@@ -84,20 +89,20 @@ async fn next_text(c: &mut WebSocketStream<TcpStream>) -> Value {
 async fn prints_the_real_address_and_serves() {
     let s = serve(&[], &[]);
     assert_ne!(s.addr.port(), 0);
-    let (_host, welcome) = join(s.addr, "h", "host").await;
+    let (_host, welcome) = join(s.addr, "h", DeviceType::Host).await;
     assert_eq!(welcome["type"], "welcome");
 }
 
 #[tokio::test]
 async fn environment_sets_capacity_and_flags_win_over_it() {
     let s = serve(&[], &[("LOUDSYNC_MAX_MEMBERS", "1")]);
-    let (_host, _) = join(s.addr, "h", "host").await;
-    let (_c, reply) = join(s.addr, "g", "client").await;
+    let (_host, _) = join(s.addr, "h", DeviceType::Host).await;
+    let (_c, reply) = join(s.addr, "g", DeviceType::Client).await;
     assert_eq!(reply["code"], "session_full");
 
     let s = serve(&["--max-members", "2"], &[("LOUDSYNC_MAX_MEMBERS", "1")]);
-    let (_host, _) = join(s.addr, "h", "host").await;
-    let (_c, reply) = join(s.addr, "g", "client").await;
+    let (_host, _) = join(s.addr, "h", DeviceType::Host).await;
+    let (_c, reply) = join(s.addr, "g", DeviceType::Client).await;
     assert_eq!(reply["type"], "welcome");
 }
 
@@ -113,7 +118,7 @@ async fn ctrl_c_closes_members_with_session_closed_and_exits() {
 
 async fn stop_with_signal(signal: &str) {
     let mut s = serve(&[], &[]);
-    let (mut host, _) = join(s.addr, "h", "host").await;
+    let (mut host, _) = join(s.addr, "h", DeviceType::Host).await;
     assert_eq!(next_text(&mut host).await["type"], "member_list");
     let status = Command::new("kill")
         .args([signal, &s.child.id().to_string()])
@@ -128,7 +133,7 @@ async fn stop_with_signal(signal: &str) {
         .unwrap();
     let m = end.expect("close frame").expect("ok");
     let (code, _) = m.as_close().expect("a close frame");
-    assert_eq!(u16::from(code), 1001);
+    assert_eq!(u16::from(code), close_code::GOING_AWAY);
     drop(host);
     let started = Instant::now();
     loop {

@@ -6,6 +6,11 @@
 //! (3 attempts, 2 s apart by default) whenever the connection ends without the protocol ending
 //! it. `kicked`, `session_closed` and a rejected first join end it for good.
 //!
+//! Forward compatible with newer servers: unknown fields are ignored, an `error` whose code
+//! this version does not know arrives as [`Event::Error`] with an [`AnyErrorCode::Unknown`]
+//! code, and a message of a type it does not know arrives as [`Event::Unknown`] with the
+//! frame's text. Every frame the client sends is written by `loudsync_protocol`.
+//!
 //! ```no_run
 //! use loudsync_client::{Client, ClientConfig, Event};
 //!
@@ -43,7 +48,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
 
 pub use config::{Backoff, ClientConfig, ReconnectPolicy};
-pub use loudsync_protocol::{ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason};
+pub use loudsync_protocol::{
+    AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason, RawJson,
+};
 use machine::{Action, Machine};
 pub use machine::{ConnectionState, Event, ServerError};
 

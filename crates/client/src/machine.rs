@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use loudsync_protocol::{
-    close_code, decode_server, server::SessionInfo, DeviceInfo, ErrorCode, LeaveReason, MemberInfo,
-    ServerMessage,
+    close_code, decode_server, encode_client, server::SessionInfo, AnyErrorCode, ClientMessage,
+    ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received, ServerMessage,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::ClientConfig;
 
@@ -44,12 +44,17 @@ impl ConnectionState {
     }
 }
 
-/// An `error` from the server, typed.
+/// An `error` from the server.
+///
+/// Forward compatible: `code` is an [`AnyErrorCode`], so an error whose code this version
+/// does not know (a newer server's, say `quota_exceeded`) still reaches the application, as
+/// [`AnyErrorCode::Unknown`] with the server's string. Known codes compare directly:
+/// `error.code == ErrorCode::SessionFull`, or `error.code.known()` to match on them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ServerError {
-    /// The machine-readable code.
-    pub code: ErrorCode,
+    /// The machine-readable code, known to this version or not.
+    pub code: AnyErrorCode,
     /// The server's explanation.
     pub message: String,
     /// Extra information (e.g. `{maxMembers, currentMembers}` for `session_full`).
@@ -102,6 +107,15 @@ pub enum Event {
         from: String,
         /// The data.
         data: Value,
+    },
+    /// A message whose `type` this version does not know (a newer server's, say
+    /// `presence_diff`), handed over rather than dropped; the client's own state is unchanged.
+    /// Delivered while joining or joined.
+    Unknown {
+        /// Its `type`, as the server wrote it.
+        kind: String,
+        /// The whole frame, exactly as received.
+        raw: RawJson,
     },
     /// The connection was lost; a reconnection follows (or `Failed`, if no attempts are left).
     ConnectionLost {
@@ -292,18 +306,14 @@ impl Machine {
             attempt,
             deadline: now + self.config.join_timeout,
         };
-        let device: &DeviceInfo = &self.config.device;
-        let mut join = json!({
-            "type": "join",
-            "timestamp": self.unix_ms(now),
-            "sessionId": self.config.session_id,
-            "deviceInfo": device,
-            "protocolVersion": loudsync_protocol::PROTOCOL_VERSION,
+        let join = ClientMessage::Join(Join {
+            session_id: self.config.session_id.clone(),
+            device_info: self.config.device.clone(),
+            session_name: self.config.session_name.clone(),
+            protocol_version: Some(loudsync_protocol::PROTOCOL_VERSION.to_string()),
         });
-        if let Some(name) = &self.config.session_name {
-            join["sessionName"] = json!(name);
-        }
-        self.actions.push_back(Action::Send(join.to_string()));
+        let frame = self.frame(now, &join);
+        self.actions.push_back(Action::Send(frame));
     }
 
     /// The socket could not be opened.
@@ -322,17 +332,25 @@ impl Machine {
     /// A text frame arrived.
     pub fn handle_text(&mut self, now: Instant, text: &str) {
         self.last_heard = now;
-        let Ok((message, timestamp)) = decode_server(text) else {
-            return; // Not for us (a newer server's message); ignore.
+        let (received, timestamp) = match decode_server(text) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                // Not a message, or a known type with broken fields: nothing to act on.
+                tracing::debug!(%error, bytes = text.len(), "undecodable server frame ignored");
+                return;
+            }
         };
-        match (self.phase, message) {
+        match (self.phase, received) {
+            (Phase::Joining { .. } | Phase::Connected, Received::Unknown { kind, raw }) => {
+                self.emit(Event::Unknown { kind, raw });
+            }
             (
                 Phase::Joining { .. },
-                ServerMessage::Welcome {
+                Received::Known(ServerMessage::Welcome {
                     client_id,
                     session_info,
                     ..
-                },
+                }),
             ) => {
                 self.phase = Phase::Connected;
                 self.next_beat = now;
@@ -348,19 +366,23 @@ impl Machine {
             }
             (
                 Phase::Joining { attempt, .. },
-                ServerMessage::Error {
+                Received::Error {
                     code,
                     message,
                     details,
                 },
             ) => {
+                // Any error before `welcome` refuses the join, a code this version does not
+                // know included (not retried: only a known transient code is).
+                let retryable = matches!(
+                    code.known(),
+                    Some(ErrorCode::AlreadyJoined | ErrorCode::SessionNotFound)
+                );
                 let error = ServerError {
                     code,
                     message,
                     details,
                 };
-                let retryable =
-                    matches!(code, ErrorCode::AlreadyJoined | ErrorCode::SessionNotFound);
                 self.actions.push_back(Action::CloseSocket);
                 if attempt > 0 && retryable {
                     self.attempt_failed(now, attempt, format!("rejoin refused: {error}"));
@@ -373,7 +395,21 @@ impl Machine {
                     }
                 }
             }
-            (Phase::Connected, message) => self.handle_session_message(now, message, timestamp),
+            (Phase::Connected, Received::Known(message)) => {
+                self.handle_session_message(now, message, timestamp)
+            }
+            (
+                Phase::Connected,
+                Received::Error {
+                    code,
+                    message,
+                    details,
+                },
+            ) => self.emit(Event::Error(ServerError {
+                code,
+                message,
+                details,
+            })),
             _ => {}
         }
     }
@@ -417,20 +453,13 @@ impl Machine {
                     self.emit(Event::Latency { ms });
                 }
             }
-            ServerMessage::Error {
-                code,
-                message,
-                details,
-            } => self.emit(Event::Error(ServerError {
-                code,
-                message,
-                details,
-            })),
             ServerMessage::Message { from, data, .. } => self.emit(Event::Message {
                 from,
                 data: data.to_value(),
             }),
-            ServerMessage::Welcome { .. } => {}
+            // `decode_server` gives every `error` as `Received::Error`; a second `welcome`
+            // means nothing.
+            ServerMessage::Error { .. } | ServerMessage::Welcome { .. } => {}
         }
     }
 
@@ -482,13 +511,10 @@ impl Machine {
                 }
                 if now >= self.next_beat {
                     self.next_beat = now + self.config.heartbeat_interval;
-                    let ts = self.unix_ms(now);
-                    self.actions.push_back(Action::Send(
-                        json!({"type": "heartbeat", "timestamp": ts}).to_string(),
-                    ));
-                    self.actions.push_back(Action::Send(
-                        json!({"type": "ping", "timestamp": ts}).to_string(),
-                    ));
+                    let heartbeat = self.frame(now, &ClientMessage::Heartbeat);
+                    let ping = self.frame(now, &ClientMessage::ping(self.unix_ms(now)));
+                    self.actions.push_back(Action::Send(heartbeat));
+                    self.actions.push_back(Action::Send(ping));
                 }
             }
             Phase::Joining { attempt, deadline } if now >= deadline => {
@@ -511,10 +537,8 @@ impl Machine {
     pub fn leave(&mut self, now: Instant) {
         if self.phase == Phase::Connected {
             self.ending = Ending::Leaving;
-            let ts = self.unix_ms(now);
-            self.actions.push_back(Action::Send(
-                json!({"type": "leave", "timestamp": ts}).to_string(),
-            ));
+            let leave = self.frame(now, &ClientMessage::leave(None));
+            self.actions.push_back(Action::Send(leave));
         } else if self.phase != Phase::Ended {
             self.actions.push_back(Action::CloseSocket);
             self.end();
@@ -531,8 +555,8 @@ impl Machine {
 
     /// Sends a `ping` now (one is also sent every heartbeat interval).
     pub fn ping(&mut self, now: Instant) -> Result<(), CommandError> {
-        let ts = self.unix_ms(now);
-        self.send(json!({"type": "ping", "timestamp": ts}))
+        let ping = ClientMessage::ping(self.unix_ms(now));
+        self.send(now, &ping)
     }
 
     /// Host only: removes a member.
@@ -542,17 +566,12 @@ impl Machine {
         member_id: &str,
         reason: Option<&str>,
     ) -> Result<(), CommandError> {
-        let mut msg =
-            json!({"type": "kick", "timestamp": self.unix_ms(now), "memberId": member_id});
-        if let Some(r) = reason {
-            msg["reason"] = json!(r);
-        }
-        self.send(msg)
+        self.send(now, &ClientMessage::kick(member_id, reason))
     }
 
     /// Asks for a fresh member list.
     pub fn request_member_list(&mut self, now: Instant) -> Result<(), CommandError> {
-        self.send(json!({"type": "member_list", "timestamp": self.unix_ms(now)}))
+        self.send(now, &ClientMessage::MemberList)
     }
 
     /// Sends application data to everyone else, or to one member.
@@ -562,19 +581,22 @@ impl Machine {
         data: Value,
         to: Option<&str>,
     ) -> Result<(), CommandError> {
-        let mut msg = json!({"type": "message", "timestamp": self.unix_ms(now), "data": data});
-        if let Some(to) = to {
-            msg["to"] = json!(to);
-        }
-        self.send(msg)
+        self.send(now, &ClientMessage::message(RawJson::from_value(&data), to))
     }
 
-    fn send(&mut self, msg: Value) -> Result<(), CommandError> {
+    fn send(&mut self, now: Instant, message: &ClientMessage) -> Result<(), CommandError> {
         if self.phase != Phase::Connected || self.ending != Ending::None {
             return Err(CommandError::NotConnected);
         }
-        self.actions.push_back(Action::Send(msg.to_string()));
+        let frame = self.frame(now, message);
+        self.actions.push_back(Action::Send(frame));
         Ok(())
+    }
+
+    /// The text frame of `message`, stamped with the current time.
+    fn frame(&self, now: Instant, message: &ClientMessage) -> String {
+        encode_client(message, self.unix_ms(now))
+            .expect("the SDK sends only our dialect's messages")
     }
 
     /// The connection was lost: start reconnecting, or fail if no attempts are configured.

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use loudsync_client::{
-    Client, ClientConfig, ClientError, ConnectionState, ErrorCode, Event, Events, LeaveReason,
-    ReconnectPolicy,
+    AnyErrorCode, Client, ClientConfig, ClientError, ConnectionState, ErrorCode, Event, Events,
+    LeaveReason, RawJson, ReconnectPolicy,
 };
+use loudsync_protocol::{server::SessionInfo, ClientMessage, ServerMessage, Stamp};
 use loudsync_server::{Server, ServerConfig};
 use serde_json::json;
 
@@ -82,6 +83,29 @@ async fn until(events: &mut Events, what: &str, pred: impl Fn(&Event) -> bool) -
     })
     .await
     .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+}
+
+/// A well-formed server frame, written by the protocol crate.
+fn server_frame(message: &ServerMessage) -> String {
+    loudsync_protocol::encode(message, &Stamp::Now(1))
+}
+
+fn welcome(client_id: &str) -> String {
+    server_frame(&ServerMessage::Welcome {
+        client_id: client_id.into(),
+        session_info: Box::new(SessionInfo {
+            id: "s".into(),
+            name: "S".into(),
+            host_id: Some("h".into()),
+            host: None,
+        }),
+        device: Default::default(),
+        joined_at: 0,
+    })
+}
+
+fn empty_member_list() -> String {
+    server_frame(&ServerMessage::MemberList { members: vec![] })
 }
 
 /// Waits until the event stream ends; returns everything seen.
@@ -363,28 +387,26 @@ async fn a_silent_server_is_detected_and_the_client_reconnects() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let welcome = |id: &str| json!({"type":"welcome","timestamp":1,"clientId":id,"sessionInfo":{"id":"s","name":"S","hostId":"h"}});
-    let list = json!({"type":"member_list","timestamp":1,"members":[]});
     tokio::spawn(async move {
         let mut held = Vec::new();
         for id in ["c_first", "c_second"] {
             let (tcp, _) = listener.accept().await.unwrap();
             let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
             let _join = ws.next().await;
-            ws.send(Message::text(welcome(id).to_string()))
-                .await
-                .unwrap();
-            ws.send(Message::text(list.to_string())).await.unwrap();
+            ws.send(Message::text(welcome(id))).await.unwrap();
+            ws.send(Message::text(empty_member_list())).await.unwrap();
             if id == "c_second" {
                 // The second connection is served: answer pings so it stays up.
                 tokio::spawn(async move {
                     while let Some(Ok(m)) = ws.next().await {
-                        if let Some(t) = m.as_text() {
-                            let v: serde_json::Value = serde_json::from_str(t).unwrap();
-                            if v["type"] == "ping" {
-                                let pong = json!({"type":"pong","timestamp":v["timestamp"]});
-                                let _ = ws.send(Message::text(pong.to_string())).await;
-                            }
+                        let Some(t) = m.as_text() else { continue };
+                        if let Ok(ClientMessage::Ping { timestamp }) = loudsync_protocol::decode(t)
+                        {
+                            let pong = loudsync_protocol::encode(
+                                &ServerMessage::Pong,
+                                &Stamp::Echo(timestamp),
+                            );
+                            let _ = ws.send(Message::text(pong)).await;
                         }
                     }
                 });
@@ -413,4 +435,75 @@ async fn a_silent_server_is_detected_and_the_client_reconnects() {
     .await;
     assert_eq!(m.state(), ConnectionState::Connected);
     assert_eq!(m.client_id().as_deref(), Some("c_second"));
+}
+
+const QUOTA: &str = r#"{"type":"error","code":"quota_exceeded","message":"over your quota","details":{"limit":5},"timestamp":1,"retryAfter":30}"#;
+const PRESENCE: &str = r#"{"type":"presence_diff","timestamp":1,"added":["c_9"],"removed":[]}"#;
+
+/// A stand-in for a newer server: welcomes the client (checking that its `join` is one the
+/// real server decodes), then sends `frames` as they are, then keeps the socket open.
+async fn newer_server(frames: &'static [&'static str], welcome_first: bool) -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
+        let join = ws.next().await.unwrap().unwrap();
+        let join = loudsync_protocol::decode(join.as_text().unwrap()).unwrap();
+        assert!(matches!(join, ClientMessage::Join(_)), "{join:?}");
+        if welcome_first {
+            ws.send(Message::text(welcome("c_new"))).await.unwrap();
+            ws.send(Message::text(empty_member_list())).await.unwrap();
+        }
+        for frame in frames {
+            ws.send(Message::text(frame.to_string())).await.unwrap();
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_newer_servers_error_codes_and_message_types_reach_the_events() {
+    let addr = newer_server(&[QUOTA, PRESENCE], true).await;
+    let (m, mut mev) = Client::connect(fast(ClientConfig::member(url(addr), "s", "d", "d")))
+        .await
+        .unwrap();
+    let error = until(&mut mev, "error", |e| matches!(e, Event::Error(_))).await;
+    let Event::Error(error) = error else {
+        unreachable!()
+    };
+    assert_eq!(error.code, AnyErrorCode::Unknown("quota_exceeded".into()));
+    assert_eq!(error.code.known(), None);
+    assert_eq!(error.message, "over your quota");
+    assert_eq!(error.details, Some(json!({"limit": 5})));
+    assert_eq!(error.to_string(), "quota_exceeded: over your quota");
+    let unknown = until(&mut mev, "unknown", |e| matches!(e, Event::Unknown { .. })).await;
+    assert_eq!(
+        unknown,
+        Event::Unknown {
+            kind: "presence_diff".into(),
+            raw: RawJson::from_text(PRESENCE).unwrap(),
+        }
+    );
+    assert_eq!(m.state(), ConnectionState::Connected, "neither is fatal");
+}
+
+#[tokio::test]
+async fn a_join_refused_with_an_unknown_code_is_a_typed_rejection() {
+    let addr = newer_server(&[QUOTA], false).await;
+    let err = Client::connect(fast(ClientConfig::member(url(addr), "s", "d", "d")))
+        .await
+        .err()
+        .expect("rejected");
+    match err {
+        ClientError::Rejected(e) => {
+            assert_eq!(e.code.as_str(), "quota_exceeded");
+            assert_ne!(e.code, ErrorCode::SessionFull);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -205,9 +205,10 @@ impl Connection {
         match self.phase {
             Phase::Closed => None,
             Phase::Joined => Some(self.next_check),
-            Phase::AwaitingJoin | Phase::Joining => {
-                Some(self.next_check.min(self.opened + self.config.heartbeat_timeout))
-            }
+            Phase::AwaitingJoin | Phase::Joining => Some(
+                self.next_check
+                    .min(self.opened + self.config.heartbeat_timeout),
+            ),
         }
     }
 
@@ -302,10 +303,12 @@ impl Connection {
             );
             return;
         }
-        if matches!(self.phase, Phase::AwaitingJoin | Phase::Joining)
-            && t >= self.join_deadline()
-        {
-            self.close(now, close_code::NORMAL, "no join within the heartbeat timeout");
+        if matches!(self.phase, Phase::AwaitingJoin | Phase::Joining) && t >= self.join_deadline() {
+            self.close(
+                now,
+                close_code::NORMAL,
+                "no join within the heartbeat timeout",
+            );
             return;
         }
         // Still alive: look again when the silence could first reach the timeout.

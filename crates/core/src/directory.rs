@@ -287,8 +287,14 @@ mod tests {
         );
         d.insert("s".into(), 7).unwrap();
         assert_eq!(d.insert("s".into(), 8), Err(AlreadyExists));
-        assert_eq!(d.route(&join("s", DeviceType::Client, None)), Ok(Route::To(7)));
-        assert_eq!(d.route(&join("s", DeviceType::Host, None)), Ok(Route::To(7)));
+        assert_eq!(
+            d.route(&join("s", DeviceType::Client, None)),
+            Ok(Route::To(7))
+        );
+        assert_eq!(
+            d.route(&join("s", DeviceType::Host, None)),
+            Ok(Route::To(7))
+        );
     }
 
     #[test]
@@ -309,7 +315,11 @@ mod tests {
             Err(AlreadyExists)
         );
         d.remove_if("lobby", |h| *h == 2);
-        assert_eq!(d.get("lobby"), Some(&1), "another session's end removes nothing");
+        assert_eq!(
+            d.get("lobby"),
+            Some(&1),
+            "another session's end removes nothing"
+        );
         d.remove_if("lobby", |h| *h == 1);
         assert!(d.is_empty());
     }

@@ -436,7 +436,12 @@ impl<T> Session<T> {
     }
 
     /// A new transport for a held place (the resume layer).
-    pub fn handle_attach(&mut self, _now: Now, member_id: &str, transport: T) -> Result<(), AttachError> {
+    pub fn handle_attach(
+        &mut self,
+        _now: Now,
+        member_id: &str,
+        transport: T,
+    ) -> Result<(), AttachError> {
         let m = self
             .members
             .iter_mut()

@@ -5,11 +5,14 @@
 //! that carries `pingTimestamp`. A connection's first frame tells the dialect ([`detect`]); the
 //! server then decodes that connection's frames with [`decode`] into the same
 //! [`ClientMessage`]s as ours, and encodes what it sends with [`encode`].
+//!
+//! The client side is here too: [`encode_client`] writes a [`ClientMessage`] as the frame the
+//! app's own client sends (what the bench's `--dialect app` and the tests send).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::client::{ClientMessage, DecodeError, Join};
+use crate::client::{ClientMessage, DecodeError, EncodeError, Join};
 use crate::server::{ServerMessage, Stamp};
 use crate::types::{DeviceInfo, DeviceType, LeaveReason, MemberInfo};
 
@@ -39,6 +42,10 @@ pub fn detect(first_frame: &str) -> Dialect {
         Dialect::LoudSync
     }
 }
+
+/// The version the app's client sends in `JOIN` (`payload.version`), and the version the app
+/// expects in discovery advertisements: the app's version, not the protocol's.
+pub const APP_VERSION: &str = "1.0.0";
 
 /// The app's message types, for error messages.
 pub const APP_CLIENT_TYPES: &[&str] = &["JOIN", "LEAVE", "HEARTBEAT", "PING", "PONG"];
@@ -118,6 +125,185 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         }
     };
     Ok(message)
+}
+
+/// What the app's client puts in a frame besides the message's own fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientContext<'a> {
+    /// This device's id: the app repeats it in `HEARTBEAT` and `LEAVE` payloads (and sends
+    /// it as `deviceId` in `JOIN`, where it is the message's own).
+    pub device_id: &'a str,
+    /// The envelope's `timestamp`, ms since the Unix epoch (the server ignores it). Also
+    /// `payload.timestamp` of `HEARTBEAT` and `PONG`, as the app writes them.
+    pub timestamp_ms: u64,
+    /// The envelope's `messageId`, written when given (the app sends one on `JOIN` and
+    /// `LEAVE`; the server ignores it).
+    pub message_id: Option<&'a str>,
+    /// `PONG` only: `payload.pingTimestamp`, the timestamp of the server `PING` it answers
+    /// (the server ignores it).
+    pub ping_timestamp: u64,
+}
+
+impl<'a> ClientContext<'a> {
+    /// A context for `device_id` at `timestamp_ms`, without `messageId`, answering no ping.
+    pub fn new(device_id: &'a str, timestamp_ms: u64) -> Self {
+        ClientContext {
+            device_id,
+            timestamp_ms,
+            message_id: None,
+            ping_timestamp: 0,
+        }
+    }
+
+    /// The same context with this `messageId`.
+    pub fn with_message_id(self, message_id: &'a str) -> Self {
+        ClientContext {
+            message_id: Some(message_id),
+            ..self
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinOut<'a> {
+    session_id: &'a str,
+    device_id: &'a str,
+    device_name: &'a str,
+    version: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaveOut<'a> {
+    device_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeartbeatOut<'a> {
+    device_id: &'a str,
+    timestamp: u64,
+}
+
+#[derive(Serialize)]
+struct PingOut<'a> {
+    timestamp: &'a serde_json::Number,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PongOut {
+    timestamp: u64,
+    ping_timestamp: u64,
+}
+
+/// The app's client envelope, in the order the app writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientEnvelope<'a, P: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    payload: P,
+}
+
+/// Writes a client message as the frame the app's own client sends (§10.3 of
+/// `docs/PROTOCOL.md`): an UPPERCASE `type`, `timestamp`, `messageId` when `ctx` has one, and
+/// the fields in `payload`:
+///
+/// - `JOIN`: `sessionId`, `deviceId`, `deviceName` and `version` ([`APP_VERSION`]);
+/// - `LEAVE`: `deviceId` and `reason` (left out when `None`);
+/// - `HEARTBEAT`: `deviceId` and `timestamp`;
+/// - `PING`: `timestamp`, the message's own (verbatim);
+/// - `PONG`: `timestamp` and `pingTimestamp` (from `ctx`).
+///
+/// [`decode`] of the result gives `message` back. Fails for what the app cannot say: `kick`,
+/// `member_list`, `message`, and a `join` as host or with `sessionName` or `protocolVersion`.
+pub fn encode_client(
+    message: &ClientMessage,
+    ctx: &ClientContext<'_>,
+) -> Result<String, EncodeError> {
+    let fail = |problem| {
+        Err(EncodeError {
+            dialect: Dialect::App,
+            problem,
+        })
+    };
+    let text = match message {
+        ClientMessage::Join(join) => {
+            if join.device_info.kind != DeviceType::Client {
+                return fail("app devices never host: `join` must be of type client");
+            }
+            if join.session_name.is_some() || join.protocol_version.is_some() {
+                return fail("`JOIN` has no `sessionName` or `protocolVersion`");
+            }
+            client_envelope(
+                ctx,
+                "JOIN",
+                JoinOut {
+                    session_id: &join.session_id,
+                    device_id: &join.device_info.id,
+                    device_name: &join.device_info.name,
+                    version: APP_VERSION,
+                },
+            )
+        }
+        ClientMessage::Leave { reason } => client_envelope(
+            ctx,
+            "LEAVE",
+            LeaveOut {
+                device_id: ctx.device_id,
+                reason: reason.as_deref(),
+            },
+        ),
+        ClientMessage::Heartbeat => client_envelope(
+            ctx,
+            "HEARTBEAT",
+            HeartbeatOut {
+                device_id: ctx.device_id,
+                timestamp: ctx.timestamp_ms,
+            },
+        ),
+        ClientMessage::Ping { timestamp } => client_envelope(ctx, "PING", PingOut { timestamp }),
+        ClientMessage::Pong => client_envelope(
+            ctx,
+            "PONG",
+            PongOut {
+                timestamp: ctx.timestamp_ms,
+                ping_timestamp: ctx.ping_timestamp,
+            },
+        ),
+        ClientMessage::Kick { .. } => return fail("no client message `kick`"),
+        ClientMessage::MemberList => return fail("no client message `member_list`"),
+        ClientMessage::Message { .. } => return fail("no client message `message`"),
+    };
+    Ok(text)
+}
+
+/// Appends the app's `PING` frame for `timestamp` to `out` (the envelope's `timestamp` is the
+/// same value): the same bytes as [`encode_client`] of [`ClientMessage::ping`] with a context
+/// at `timestamp` and no `messageId`, without building a message.
+pub fn write_ping(out: &mut String, timestamp: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        r#"{{"type":"PING","timestamp":{timestamp},"payload":{{"timestamp":{timestamp}}}}}"#
+    );
+}
+
+fn client_envelope<P: Serialize>(ctx: &ClientContext<'_>, kind: &str, payload: P) -> String {
+    serde_json::to_string(&ClientEnvelope {
+        kind,
+        timestamp: ctx.timestamp_ms,
+        message_id: ctx.message_id,
+        payload,
+    })
+    .expect("app client frames serialise")
 }
 
 fn payload_fields<T: for<'de> Deserialize<'de>>(

@@ -1,12 +1,15 @@
-//! Client-to-server messages and [`decode`], which reports exactly what is wrong with a frame.
+//! Client-to-server messages: [`decode`], which reports exactly what is wrong with a frame
+//! (the server's side), and [`encode_client`], which writes a [`ClientMessage`] as our
+//! dialect's text frame (the side of every client: the SDK, the bench, the tests).
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::types::{DeviceInfo, RawJson};
+use crate::app::Dialect;
+use crate::types::{DeviceInfo, DeviceType, RawJson};
 
 /// Longest accepted identifier or name (session id, device id, device name, session name), in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -62,6 +65,165 @@ impl ClientMessage {
             ClientMessage::Message { .. } => "message",
         }
     }
+
+    /// A `join` with neither `sessionName` nor `protocolVersion`.
+    pub fn join(
+        session_id: impl Into<String>,
+        device_id: impl Into<String>,
+        device_name: impl Into<String>,
+        kind: DeviceType,
+    ) -> ClientMessage {
+        ClientMessage::Join(Join {
+            session_id: session_id.into(),
+            device_info: DeviceInfo {
+                id: device_id.into(),
+                name: device_name.into(),
+                kind,
+            },
+            session_name: None,
+            protocol_version: None,
+        })
+    }
+
+    /// A `leave`, with an optional (informational) reason.
+    pub fn leave(reason: Option<&str>) -> ClientMessage {
+        ClientMessage::Leave {
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// A `ping` carrying `timestamp` (any integer: `u64`, `i64`, ...).
+    pub fn ping(timestamp: impl Into<Number>) -> ClientMessage {
+        ClientMessage::Ping {
+            timestamp: timestamp.into(),
+        }
+    }
+
+    /// A `kick` of the member `member_id`, with an optional reason shown to it.
+    pub fn kick(member_id: impl Into<String>, reason: Option<&str>) -> ClientMessage {
+        ClientMessage::Kick {
+            member_id: member_id.into(),
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// A `message` with application `data`, to everyone else (`to: None`) or to one member.
+    pub fn message(data: RawJson, to: Option<&str>) -> ClientMessage {
+        ClientMessage::Message {
+            data,
+            to: to.map(str::to_string),
+        }
+    }
+}
+
+/// Why a [`ClientMessage`] cannot be written in a dialect: the dialect has no such message
+/// (our dialect has no `pong`; the app's has no `kick`, `member_list` or `message`), or no
+/// way to say part of it (the app never hosts, and has no `sessionName` or `protocolVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{dialect:?} dialect: {problem}")]
+pub struct EncodeError {
+    /// The dialect asked for.
+    pub dialect: Dialect,
+    /// What it cannot express, e.g. ``"no client message `pong`"``.
+    pub problem: &'static str,
+}
+
+/// Our dialect's client frames, in the order their fields are written: `type` first, then
+/// `timestamp`, then the message's own fields; absent optional fields are left out.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire<'a> {
+    #[serde(rename_all = "camelCase")]
+    Join {
+        timestamp: u64,
+        session_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_name: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        protocol_version: Option<&'a str>,
+        device_info: &'a DeviceInfo,
+    },
+    Leave {
+        timestamp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
+    Heartbeat {
+        timestamp: u64,
+    },
+    Ping {
+        timestamp: &'a Number,
+    },
+    #[serde(rename_all = "camelCase")]
+    Kick {
+        timestamp: u64,
+        member_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
+    MemberList {
+        timestamp: u64,
+    },
+    Message {
+        timestamp: u64,
+        data: &'a RawJson,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+    },
+}
+
+/// Writes a client message as one text frame of our dialect (§3 of `docs/PROTOCOL.md`).
+///
+/// `timestamp_ms` becomes the frame's `timestamp` (the base document's `BaseMessage` has one;
+/// the server ignores it), except on `ping`, whose `timestamp` is the message's own and is
+/// written verbatim. `type` comes first, then `timestamp`, then the message's fields; optional
+/// fields that are `None` are left out, and `message.data` is written with the bytes it holds.
+/// [`decode`] of the result gives `message` back.
+///
+/// Fails only for [`ClientMessage::Pong`], which is the app's and has no frame in ours.
+pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<String, EncodeError> {
+    let timestamp = timestamp_ms;
+    let wire = match message {
+        ClientMessage::Join(join) => Wire::Join {
+            timestamp,
+            session_id: &join.session_id,
+            session_name: join.session_name.as_deref(),
+            protocol_version: join.protocol_version.as_deref(),
+            device_info: &join.device_info,
+        },
+        ClientMessage::Leave { reason } => Wire::Leave {
+            timestamp,
+            reason: reason.as_deref(),
+        },
+        ClientMessage::Heartbeat => Wire::Heartbeat { timestamp },
+        ClientMessage::Ping { timestamp } => Wire::Ping { timestamp },
+        ClientMessage::Kick { member_id, reason } => Wire::Kick {
+            timestamp,
+            member_id,
+            reason: reason.as_deref(),
+        },
+        ClientMessage::MemberList => Wire::MemberList { timestamp },
+        ClientMessage::Message { data, to } => Wire::Message {
+            timestamp,
+            data,
+            to: to.as_deref(),
+        },
+        ClientMessage::Pong => {
+            return Err(EncodeError {
+                dialect: Dialect::LoudSync,
+                problem: "no client message `pong` (it is the app's)",
+            })
+        }
+    };
+    Ok(serde_json::to_string(&wire).expect("client messages always serialise"))
+}
+
+/// Appends our `ping` frame for `timestamp` to `out`: the same bytes as [`encode_client`] of
+/// [`ClientMessage::ping`], without building a message (the bench sends one per member every
+/// interval).
+pub fn write_ping(out: &mut String, timestamp: u64) {
+    use std::fmt::Write;
+    let _ = write!(out, r#"{{"type":"ping","timestamp":{timestamp}}}"#);
 }
 
 /// The fields of a `join` message.
@@ -72,7 +234,7 @@ pub struct Join {
     pub session_id: String,
     /// The device's own description.
     pub device_info: DeviceInfo,
-    /// Extension: the name of a session a host creates (default "<device name>'s session").
+    /// Extension: the name of a session a host creates (default `"<device name>'s session"`).
     #[serde(default)]
     pub session_name: Option<String>,
     /// Extension: the client's protocol version, `MAJOR.MINOR`.
@@ -433,7 +595,124 @@ mod tests {
         assert!(!version_compatible("banana", "1.0"));
     }
 
+    #[test]
+    fn encode_client_writes_the_documents_frames() {
+        let join = ClientMessage::Join(Join {
+            session_id: "abc123".into(),
+            device_info: DeviceInfo {
+                id: "device-456".into(),
+                name: "Rishad's iPhone".into(),
+                kind: DeviceType::Client,
+            },
+            session_name: Some("Rishad's Party".into()),
+            protocol_version: Some("1.0".into()),
+        });
+        assert_eq!(
+            encode_client(&join, 1706889600000).unwrap(),
+            r#"{"type":"join","timestamp":1706889600000,"sessionId":"abc123","sessionName":"Rishad's Party","protocolVersion":"1.0","deviceInfo":{"id":"device-456","name":"Rishad's iPhone","type":"client"}}"#
+        );
+        let cases = [
+            (
+                ClientMessage::leave(Some("User exited session")),
+                r#"{"type":"leave","timestamp":5,"reason":"User exited session"}"#,
+            ),
+            (
+                ClientMessage::leave(None),
+                r#"{"type":"leave","timestamp":5}"#,
+            ),
+            (
+                ClientMessage::Heartbeat,
+                r#"{"type":"heartbeat","timestamp":5}"#,
+            ),
+            (
+                ClientMessage::ping(1706889650000u64),
+                r#"{"type":"ping","timestamp":1706889650000}"#,
+            ),
+            (
+                ClientMessage::ping(-3i64),
+                r#"{"type":"ping","timestamp":-3}"#,
+            ),
+            (
+                ClientMessage::kick("c_8d3hw0v5pj2n", Some("too loud")),
+                r#"{"type":"kick","timestamp":5,"memberId":"c_8d3hw0v5pj2n","reason":"too loud"}"#,
+            ),
+            (
+                ClientMessage::MemberList,
+                r#"{"type":"member_list","timestamp":5}"#,
+            ),
+            (
+                ClientMessage::message(
+                    RawJson::from_text(r#"{ "track": 3, "position": 12.50 }"#).unwrap(),
+                    Some("c_4k9x2m7q1z0a"),
+                ),
+                r#"{"type":"message","timestamp":5,"data":{ "track": 3, "position": 12.50 },"to":"c_4k9x2m7q1z0a"}"#,
+            ),
+        ];
+        for (message, frame) in cases {
+            assert_eq!(encode_client(&message, 5).unwrap(), frame);
+            assert_eq!(decode(frame).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn pong_is_not_in_our_dialect() {
+        let e = encode_client(&ClientMessage::Pong, 1).unwrap_err();
+        assert_eq!(e.dialect, Dialect::LoudSync);
+        assert!(e.to_string().contains("pong"), "{e}");
+    }
+
+    #[test]
+    fn write_ping_is_the_encoders_ping() {
+        for ts in [0, 1, 1706889650000, u64::MAX] {
+            let mut out = String::from("keep:");
+            write_ping(&mut out, ts);
+            assert_eq!(
+                out,
+                format!(
+                    "keep:{}",
+                    encode_client(&ClientMessage::ping(ts), 9).unwrap()
+                )
+            );
+        }
+    }
+
+    /// Every variant, so a new one is a compile error here until the strategy covers it.
+    fn variant(m: &ClientMessage) -> usize {
+        match m {
+            ClientMessage::Join(_) => 0,
+            ClientMessage::Leave { .. } => 1,
+            ClientMessage::Heartbeat => 2,
+            ClientMessage::Ping { .. } => 3,
+            ClientMessage::Kick { .. } => 4,
+            ClientMessage::MemberList => 5,
+            ClientMessage::Pong => 6,
+            ClientMessage::Message { .. } => 7,
+        }
+    }
+
+    #[test]
+    fn the_strategy_covers_every_variant_of_ours() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = [false; 8];
+        seen[6] = true; // `pong` is the app's only
+        for _ in 0..500 {
+            let m = strategies::ours().new_tree(&mut runner).unwrap().current();
+            seen[variant(&m)] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "{seen:?}");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn encode_client_then_decode_gives_the_message_back(
+            m in strategies::ours(),
+            ts in proptest::prelude::any::<u64>(),
+        ) {
+            let frame = encode_client(&m, ts).unwrap();
+            proptest::prop_assert_eq!(decode(&frame).unwrap(), m);
+        }
+
         #[test]
         fn decode_never_panics(s in ".{0,200}") {
             let _ = decode(&s);
@@ -443,5 +722,108 @@ mod tests {
         fn decode_never_panics_on_typed_garbage(t in "(join|leave|ping|kick|message|member_list)", body in ".{0,80}") {
             let _ = decode(&format!("{{\"type\":\"{t}\",{body}}}"));
         }
+    }
+}
+
+/// Strategies for property tests: every [`ClientMessage`] a client can validly send.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A name the decoder accepts: 1 to 30 characters (any, quotes, backslashes and control
+    /// characters included), not blank.
+    pub fn name() -> impl Strategy<Value = String> {
+        ".{1,30}".prop_filter("not blank", |s| !s.trim().is_empty())
+    }
+
+    /// A valid session id.
+    pub fn session_id() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,64}"
+    }
+
+    /// Any JSON integer the decoder accepts.
+    pub fn integer() -> impl Strategy<Value = Number> {
+        prop_oneof![
+            any::<u64>().prop_map(Number::from),
+            any::<i64>().prop_map(Number::from)
+        ]
+    }
+
+    /// Any JSON value.
+    pub fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            integer().prop_map(Value::Number),
+            (-1e300f64..1e300).prop_map(|f| serde_json::json!(f)),
+            ".{0,10}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Application data as some sender might write it: compact, or with whitespace.
+    pub fn raw_json() -> impl Strategy<Value = RawJson> {
+        (json(), any::<bool>()).prop_map(|(v, pretty)| {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                v.to_string()
+            };
+            RawJson::from_text(&text).unwrap()
+        })
+    }
+
+    /// A valid `join`; `host` chooses whether host joins are generated.
+    pub fn join(host: bool, extensions: bool) -> impl Strategy<Value = Join> {
+        let kind = if host {
+            prop_oneof![Just(DeviceType::Host), Just(DeviceType::Client)].boxed()
+        } else {
+            Just(DeviceType::Client).boxed()
+        };
+        let optional = move |s: BoxedStrategy<String>| {
+            if extensions {
+                proptest::option::of(s).boxed()
+            } else {
+                Just(None).boxed()
+            }
+        };
+        (
+            session_id(),
+            name(),
+            name(),
+            kind,
+            optional(name().boxed()),
+            optional("[0-9]{1,2}\\.[0-9]{1,2}".boxed()),
+        )
+            .prop_map(
+                |(session_id, id, name, kind, session_name, protocol_version)| Join {
+                    session_id,
+                    device_info: DeviceInfo { id, name, kind },
+                    session_name,
+                    protocol_version,
+                },
+            )
+    }
+
+    /// Every message of our dialect (all but `Pong`).
+    pub fn ours() -> impl Strategy<Value = ClientMessage> {
+        let text = || proptest::option::of(".{0,20}");
+        prop_oneof![
+            join(true, true).prop_map(ClientMessage::Join),
+            text().prop_map(|reason| ClientMessage::Leave { reason }),
+            Just(ClientMessage::Heartbeat),
+            integer().prop_map(|timestamp| ClientMessage::Ping { timestamp }),
+            (".{0,20}", text())
+                .prop_map(|(member_id, reason)| ClientMessage::Kick { member_id, reason }),
+            Just(ClientMessage::MemberList),
+            (raw_json(), text()).prop_map(|(data, to)| ClientMessage::Message { data, to }),
+        ]
     }
 }

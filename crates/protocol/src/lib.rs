@@ -3,22 +3,29 @@
 //! Every message is a JSON object with a lowercase `type`, its fields at the top level in
 //! camelCase, and (from the server) a `timestamp` in milliseconds since the Unix epoch.
 //!
-//! - [`client`]: what clients send, and [`client::decode`], which turns a text frame into a
-//!   [`ClientMessage`] or a precise [`DecodeError`].
-//! - [`server`]: what the server sends, and [`server::encode`], which stamps and serialises it.
+//! The crate owns the whole wire, both directions and both dialects, so servers, clients,
+//! tools and tests write and read the same bytes:
+//!
+//! - [`client`]: what clients send: [`client::decode`], which turns a text frame into a
+//!   [`ClientMessage`] or a precise [`DecodeError`], and [`encode_client`], which writes one.
+//! - [`server`]: what the server sends: [`server::encode`], which stamps and serialises it, and
+//!   [`decode_server`], which reads it forward compatibly ([`Received`]).
 //! - [`types`]: the values both directions share (member info, device info, error codes).
-//! - [`app`]: the LOUDSYNC app's own dialect, translated both ways.
+//! - [`app`]: the LOUDSYNC app's own dialect, translated both ways ([`app::encode_client`]
+//!   writes the app client's frames).
+//! - [`discovery`]: the LAN discovery records (UDP query and advertisement, mDNS TXT).
 
 pub mod app;
 pub mod client;
+pub mod discovery;
 pub mod server;
 pub mod types;
 
-pub use client::{decode, ClientMessage, DecodeError, Join};
-pub use server::{decode_server, encode, ServerMessage, SessionInfo, Stamp};
+pub use client::{decode, encode_client, ClientMessage, DecodeError, EncodeError, Join};
+pub use server::{decode_server, encode, Received, ServerMessage, SessionInfo, Stamp};
 pub use types::{
-    ConnectionStatus, DeviceInfo, DeviceRef, DeviceType, ErrorCode, LeaveReason, MemberInfo,
-    RawJson,
+    AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceRef, DeviceType, ErrorCode, LeaveReason,
+    MemberInfo, RawJson,
 };
 
 /// The protocol version this server speaks (`MAJOR.MINOR`); a `join` whose optional
@@ -31,6 +38,11 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket framing rules (RFC 6455): an unmasked frame, reserved
+    /// bits, an unknown opcode, a bad control frame, a stray continuation, a bad close code.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message or a close reason that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A policy was broken: rate limit exceeded persistently, or the outbound queue overflowed.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame larger than the configured `max-message-bytes`.

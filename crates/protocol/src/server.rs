@@ -1,9 +1,10 @@
-//! Server-to-client messages and [`encode`], which adds the `timestamp` every one carries.
+//! Server-to-client messages: [`encode`], which adds the `timestamp` every one carries (the
+//! server's side), and [`decode_server`], which reads them forward compatibly (a client's).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use crate::types::{DeviceRef, ErrorCode, LeaveReason, MemberInfo, RawJson};
+use crate::types::{AnyErrorCode, DeviceRef, ErrorCode, LeaveReason, MemberInfo, RawJson};
 
 /// `data` inside an internally tagged message: serde buffers the fields first, which a raw
 /// value cannot be read from, so the value is read as a tree and written back.
@@ -152,12 +153,87 @@ impl Serialize for Stamp {
     }
 }
 
-/// Decodes a server message (the client side of the protocol), with its `timestamp`.
-/// Unknown fields are ignored, so newer servers stay readable.
-pub fn decode_server(text: &str) -> Result<(ServerMessage, Option<Number>), serde_json::Error> {
+/// The server message types this version knows.
+pub const SERVER_TYPES: &[&str] = &[
+    "welcome",
+    "member_list",
+    "member_joined",
+    "member_left",
+    "kicked",
+    "session_closed",
+    "pong",
+    "error",
+    "message",
+];
+
+/// A server frame as a client reads it, forward compatibly: a newer server may send error
+/// codes and message types this version does not know, and a client must still hand them to
+/// its application rather than drop them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A message of a type this version knows, other than `error`: every `error` is
+    /// [`Received::Error`], so `Known` never holds a [`ServerMessage::Error`].
+    Known(ServerMessage),
+    /// An `error`, whether or not this version knows its `code`.
+    Error {
+        /// The code; [`AnyErrorCode::Unknown`] keeps a newer server's string.
+        code: AnyErrorCode,
+        /// The server's explanation.
+        message: String,
+        /// Extra structured information, if any.
+        details: Option<Value>,
+    },
+    /// A message whose `type` this version does not know, e.g. a newer server's
+    /// `presence_diff`.
+    Unknown {
+        /// Its `type`, as the server wrote it.
+        kind: String,
+        /// The whole frame, exactly as received.
+        raw: RawJson,
+    },
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    code: AnyErrorCode,
+    message: String,
+    #[serde(default)]
+    details: Option<Value>,
+}
+
+/// Decodes a server frame (the client side of the protocol), with its `timestamp`.
+///
+/// Forward compatible: unknown fields are ignored, an `error` with a code this version does
+/// not know keeps it ([`AnyErrorCode::Unknown`]), and a message of a type it does not know is
+/// [`Received::Unknown`] with the frame's text. Fails only on a frame that is not a JSON object
+/// with a string `type`, or on a known type whose known fields are missing or mistyped.
+pub fn decode_server(text: &str) -> Result<(Received, Option<Number>), serde_json::Error> {
     let value: Value = serde_json::from_str(text)?;
     let timestamp = value.get("timestamp").and_then(|t| t.as_number().cloned());
-    Ok((serde_json::from_value(value)?, timestamp))
+    let kind = match value.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        _ => {
+            return Err(serde::de::Error::custom(
+                "a server message is an object with a string `type`",
+            ))
+        }
+    };
+    let received = match kind {
+        "error" => {
+            let e: ErrorFields = serde_json::from_value(value)?;
+            Received::Error {
+                code: e.code,
+                message: e.message,
+                details: e.details,
+            }
+        }
+        known if SERVER_TYPES.contains(&known) => Received::Known(serde_json::from_value(value)?),
+        other => Received::Unknown {
+            kind: other.to_string(),
+            raw: RawJson::from_text(text)?,
+        },
+    };
+    Ok((received, timestamp))
 }
 
 /// Serialises a message with its `timestamp`, ready to be sent as one text frame.
@@ -282,8 +358,94 @@ mod tests {
         ];
         for m in msgs {
             let (back, ts) = decode_server(&encode(&m, &Stamp::Now(5))).unwrap();
-            assert_eq!(back, m);
+            let expected = match m.clone() {
+                ServerMessage::Error {
+                    code,
+                    message,
+                    details,
+                } => Received::Error {
+                    code: code.into(),
+                    message,
+                    details,
+                },
+                other => Received::Known(other),
+            };
+            assert_eq!(back, expected);
             assert_eq!(ts.unwrap().as_u64(), Some(5));
+        }
+    }
+
+    #[test]
+    fn server_types_are_every_type_name() {
+        let all = [
+            ServerMessage::MemberList { members: vec![] },
+            ServerMessage::Kicked { reason: "r".into() },
+            ServerMessage::SessionClosed { reason: "r".into() },
+            ServerMessage::Pong,
+            ServerMessage::error(ErrorCode::TooLarge, "x"),
+        ];
+        for m in all {
+            assert!(SERVER_TYPES.contains(&m.type_name()), "{}", m.type_name());
+        }
+        assert_eq!(SERVER_TYPES.len(), 9);
+    }
+
+    #[test]
+    fn a_newer_servers_error_code_is_kept() {
+        let text = r#"{"type":"error","code":"quota_exceeded","message":"over quota","details":{"limit":5},"timestamp":7,"retryAfter":30}"#;
+        let (received, ts) = decode_server(text).unwrap();
+        assert_eq!(
+            received,
+            Received::Error {
+                code: AnyErrorCode::Unknown("quota_exceeded".into()),
+                message: "over quota".into(),
+                details: Some(json!({"limit": 5})),
+            }
+        );
+        assert_eq!(ts.unwrap().as_u64(), Some(7));
+        // Known codes stay typed.
+        let (received, _) =
+            decode_server(r#"{"type":"error","code":"session_full","message":"full"}"#).unwrap();
+        let Received::Error { code, details, .. } = received else {
+            panic!("{received:?}")
+        };
+        assert_eq!(code, AnyErrorCode::Known(ErrorCode::SessionFull));
+        assert_eq!(details, None);
+    }
+
+    #[test]
+    fn a_newer_servers_message_type_is_kept_with_its_bytes() {
+        let text = r#"{"type":"presence_diff","added":[ "c_1" ],"n":1e2,"timestamp":9}"#;
+        let (received, ts) = decode_server(text).unwrap();
+        assert_eq!(
+            received,
+            Received::Unknown {
+                kind: "presence_diff".into(),
+                raw: RawJson::from_text(text).unwrap(),
+            }
+        );
+        assert_eq!(ts.unwrap().as_u64(), Some(9));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_broken_frames_fail() {
+        let (received, _) =
+            decode_server(r#"{"type":"kicked","reason":"r","colour":"red","timestamp":1}"#)
+                .unwrap();
+        assert_eq!(
+            received,
+            Received::Known(ServerMessage::Kicked { reason: "r".into() })
+        );
+        for bad in [
+            "{oops",
+            "[1]",
+            r#"{"reason":"r"}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"kicked"}"#,
+            r#"{"type":"error","message":"no code"}"#,
+            r#"{"type":"error","code":5,"message":"m"}"#,
+        ] {
+            assert!(decode_server(bad).is_err(), "{bad}");
         }
     }
 

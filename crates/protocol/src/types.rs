@@ -166,25 +166,152 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code whose wire string is `code`, if this version knows it (read through the same
+    /// serde names as the wire, so it can never miss a variant).
+    pub fn from_wire(code: &str) -> Option<ErrorCode> {
+        use serde::de::value::{Error, StrDeserializer};
+        ErrorCode::deserialize(StrDeserializer::<Error>::new(code)).ok()
+    }
+}
+
+/// The `code` of an `error` as a client reads it: forward compatible.
+///
+/// The server only ever sends [`ErrorCode`]s, but a newer server may send a code this version
+/// does not know (say `quota_exceeded`). A client must not drop that error: it is decoded as
+/// [`AnyErrorCode::Unknown`], which keeps the wire string, so the application can still show
+/// it and branch on it. [`AnyErrorCode::parse`] always gives `Known` for a known string, and
+/// equality, ordering-free hashing and [`AnyErrorCode::as_str`] go by the wire string, so
+/// `Unknown("session_full")` built by hand still equals `Known(ErrorCode::SessionFull)`.
+///
+/// Compares directly with an [`ErrorCode`]: `error.code == ErrorCode::SessionFull`.
+#[derive(Debug, Clone)]
+pub enum AnyErrorCode {
+    /// A code this version knows.
+    Known(ErrorCode),
+    /// A code this version does not know, as the server wrote it.
+    Unknown(String),
+}
+
+impl AnyErrorCode {
+    /// The code for a wire string: `Known` if this version knows it, else `Unknown`.
+    pub fn parse(code: &str) -> AnyErrorCode {
+        match ErrorCode::from_wire(code) {
+            Some(known) => AnyErrorCode::Known(known),
+            None => AnyErrorCode::Unknown(code.to_string()),
+        }
+    }
+
+    /// The wire string, e.g. `"session_full"` or `"quota_exceeded"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AnyErrorCode::Known(code) => code.as_str(),
+            AnyErrorCode::Unknown(code) => code,
+        }
+    }
+
+    /// The typed code, if this version knows it.
+    pub fn known(&self) -> Option<ErrorCode> {
+        ErrorCode::from_wire(self.as_str())
+    }
+}
+
+impl From<ErrorCode> for AnyErrorCode {
+    fn from(code: ErrorCode) -> Self {
+        AnyErrorCode::Known(code)
+    }
+}
+
+impl PartialEq for AnyErrorCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for AnyErrorCode {}
+
+impl std::hash::Hash for AnyErrorCode {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq<ErrorCode> for AnyErrorCode {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<AnyErrorCode> for ErrorCode {
+    fn eq(&self, other: &AnyErrorCode) -> bool {
+        other == self
+    }
+}
+
+impl std::fmt::Display for AnyErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AnyErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Ok(AnyErrorCode::parse(&code))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ALL: [ErrorCode; 8] = [
+        ErrorCode::SessionNotFound,
+        ErrorCode::SessionFull,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::InvalidMessage,
+        ErrorCode::Unauthorized,
+        ErrorCode::VersionMismatch,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+    ];
+
     #[test]
     fn error_code_strings_match_serde() {
-        for code in [
-            ErrorCode::SessionNotFound,
-            ErrorCode::SessionFull,
-            ErrorCode::AlreadyJoined,
-            ErrorCode::InvalidMessage,
-            ErrorCode::Unauthorized,
-            ErrorCode::VersionMismatch,
-            ErrorCode::RateLimited,
-            ErrorCode::TooLarge,
-        ] {
+        for code in ALL {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
+    }
+
+    #[test]
+    fn any_error_code_keeps_unknown_codes_and_types_known_ones() {
+        for code in ALL {
+            let any = AnyErrorCode::parse(code.as_str());
+            assert!(matches!(any, AnyErrorCode::Known(c) if c == code));
+            assert_eq!(any, code);
+            assert_eq!(any.known(), Some(code));
+        }
+        let newer = AnyErrorCode::parse("quota_exceeded");
+        assert_eq!(newer, AnyErrorCode::Unknown("quota_exceeded".into()));
+        assert_eq!(newer.as_str(), "quota_exceeded");
+        assert_eq!(newer.known(), None);
+        assert_eq!(newer.to_string(), "quota_exceeded");
+        assert_ne!(newer, ErrorCode::InvalidMessage);
+        // Equality goes by the wire string, however the value was built.
+        assert_eq!(
+            AnyErrorCode::Unknown("session_full".into()),
+            AnyErrorCode::Known(ErrorCode::SessionFull)
+        );
+        let back: AnyErrorCode = serde_json::from_str("\"too_large\"").unwrap();
+        assert_eq!(back, ErrorCode::TooLarge);
+        assert_eq!(serde_json::to_string(&newer).unwrap(), "\"quota_exceeded\"");
     }
 
     #[test]

@@ -3,102 +3,71 @@
 //! advertisement every few seconds, and advertises each session over mDNS
 //! (`_loudsync._tcp`, instance `loudsync-<sessionId>`, the app's TXT records).
 //!
-//! The records are built by pure functions ([`advertisement`], [`mdns_txt`],
-//! [`mdns_service`]) so they are tested without putting a packet on the network; the task
+//! The record formats are the protocol crate's ([`loudsync_protocol::discovery`]); this module
+//! builds each session's [`Advertisement`] ([`advertisement`]) and its mDNS service record
+//! ([`mdns_service`]), both tested without putting a packet on the network, and the task
 //! ([`spawn`]) only sends them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use loudsync_protocol::discovery::{is_discover, mdns_fullname};
+pub use loudsync_protocol::discovery::{
+    mdns_instance, mdns_txt, parse_response, response_datagram, Advertisement, APP_VERSION,
+    DISCOVER, MDNS_SERVICE, RESPONSE_PREFIX,
+};
 use tokio::net::UdpSocket;
 
 use crate::sessions::SessionView;
 use crate::{now, ServerState};
 
-/// The datagram a client sends to find sessions.
-pub const DISCOVER: &[u8] = b"LOUDSYNC_DISCOVER";
-/// The prefix of an advertisement datagram.
-pub const RESPONSE_PREFIX: &str = "LOUDSYNC_RESPONSE:";
-/// The mDNS service type.
-pub const MDNS_SERVICE: &str = "_loudsync._tcp.local.";
-/// The version the app expects in advertisements.
-pub const APP_VERSION: &str = "1.0.0";
-
 /// One session's advertisement, with the app's fields.
-pub fn advertisement(view: &SessionView, host_address: IpAddr, port: u16, now_ms: u64) -> Value {
+pub fn advertisement(
+    view: &SessionView,
+    host_address: IpAddr,
+    port: u16,
+    now_ms: u64,
+) -> Advertisement {
     let host = view
         .host_id
         .as_ref()
         .and_then(|h| view.members.iter().find(|m| &m.id == h));
-    json!({
-        "sessionId": view.id,
-        "sessionName": view.name,
-        "hostId": host.map(|h| h.device_id.as_str()).unwrap_or(""),
-        "hostName": host.map(|h| h.name.as_str()).unwrap_or(""),
-        "hostAddress": host_address.to_string(),
-        "port": port,
-        "memberCount": view.members.len(),
-        "maxMembers": view.max_members,
-        "isPasswordProtected": false,
-        "version": APP_VERSION,
-        "timestamp": now_ms,
-    })
-}
-
-/// The advertisement datagram: `LOUDSYNC_RESPONSE:` followed by the JSON.
-pub fn response_datagram(ad: &Value) -> Vec<u8> {
-    format!("{RESPONSE_PREFIX}{ad}").into_bytes()
-}
-
-/// Parses an advertisement datagram (what `loudsync discover` receives).
-pub fn parse_response(datagram: &[u8]) -> Option<Value> {
-    let text = std::str::from_utf8(datagram).ok()?;
-    let json = text.strip_prefix(RESPONSE_PREFIX)?;
-    let v: Value = serde_json::from_str(json).ok()?;
-    v.get("sessionId")?.as_str()?;
-    Some(v)
-}
-
-/// The mDNS instance name of a session.
-pub fn mdns_instance(session_id: &str) -> String {
-    format!("loudsync-{session_id}")
-}
-
-/// The app's mDNS TXT records for an advertisement (every value a string).
-pub fn mdns_txt(ad: &Value) -> Vec<(String, String)> {
-    let s = |k: &str| match &ad[k] {
-        Value::String(v) => v.clone(),
-        other => other.to_string(),
-    };
-    vec![
-        ("session_name".into(), s("sessionName")),
-        ("host_id".into(), s("hostId")),
-        ("host_name".into(), s("hostName")),
-        ("member_count".into(), s("memberCount")),
-        ("max_members".into(), s("maxMembers")),
-        ("password_protected".into(), s("isPasswordProtected")),
-        ("version".into(), s("version")),
-        ("timestamp".into(), s("timestamp")),
-    ]
+    Advertisement {
+        host_address: Some(host_address.to_string()),
+        host_id: host.map(|h| h.device_id.clone()).unwrap_or_default(),
+        host_name: host.map(|h| h.name.clone()).unwrap_or_default(),
+        is_password_protected: false,
+        max_members: view.max_members as u64,
+        member_count: view.members.len() as u64,
+        port,
+        session_id: view.id.clone(),
+        session_name: view.name.clone(),
+        timestamp: Some(now_ms),
+        version: APP_VERSION.to_string(),
+    }
 }
 
 /// The mDNS service record of an advertisement: our WebSocket port, the host address.
-pub fn mdns_service(ad: &Value, host_name: &str) -> Result<mdns_sd::ServiceInfo, mdns_sd::Error> {
-    let id = ad["sessionId"].as_str().unwrap_or_default();
-    let ip = ad["hostAddress"]
-        .as_str()
+pub fn mdns_service(
+    ad: &Advertisement,
+    host_name: &str,
+) -> Result<mdns_sd::ServiceInfo, mdns_sd::Error> {
+    let ip = ad
+        .host_address
+        .as_deref()
         .unwrap_or("127.0.0.1")
         .to_string();
-    let port = ad["port"].as_u64().unwrap_or(0) as u16;
-    let txt: HashMap<String, String> = mdns_txt(ad).into_iter().collect();
+    let txt: HashMap<String, String> = mdns_txt(ad)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     mdns_sd::ServiceInfo::new(
         MDNS_SERVICE,
-        &mdns_instance(id),
+        &mdns_instance(&ad.session_id),
         &format!("{host_name}.local."),
         ip,
-        port,
+        ad.port,
         txt,
     )
 }
@@ -147,7 +116,7 @@ pub async fn spawn(
     Ok(tokio::spawn(run(app, socket, host_ip, local.port(), mdns)))
 }
 
-async fn ads(app: &ServerState, host_ip: IpAddr, port: u16) -> Vec<Value> {
+async fn ads(app: &ServerState, host_ip: IpAddr, port: u16) -> Vec<Advertisement> {
     let now_ms = now().unix_ms;
     let mut ads = Vec::new();
     for handle in app.registry.all() {
@@ -170,13 +139,13 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let host_name = hostname();
     // Session id -> the TXT records last registered.
-    let mut registered: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut registered: HashMap<String, Vec<(&'static str, String)>> = HashMap::new();
     let mut buf = [0u8; 512];
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };
-                if &buf[..n] != DISCOVER {
+                if !is_discover(&buf[..n]) {
                     continue;
                 }
                 let answers = [SocketAddr::new(from.ip(), cfg.discovery_port), from];
@@ -203,17 +172,17 @@ async fn run(
 /// Registers new sessions, re-registers changed ones, unregisters ended ones.
 fn sync_mdns(
     daemon: &mdns_sd::ServiceDaemon,
-    ads: &[Value],
+    ads: &[Advertisement],
     host_name: &str,
-    registered: &mut HashMap<String, Vec<(String, String)>>,
+    registered: &mut HashMap<String, Vec<(&'static str, String)>>,
 ) {
     let mut live = HashMap::new();
     for ad in ads {
-        let id = ad["sessionId"].as_str().unwrap_or_default().to_string();
+        let id = ad.session_id.clone();
         // The timestamp changes every time; compare the rest.
         let txt: Vec<_> = mdns_txt(ad)
             .into_iter()
-            .filter(|(k, _)| k != "timestamp")
+            .filter(|(k, _)| *k != "timestamp")
             .collect();
         if registered.get(&id) != Some(&txt) {
             match mdns_service(ad, host_name) {
@@ -229,7 +198,7 @@ fn sync_mdns(
     }
     for id in registered.keys() {
         if !live.contains_key(id) {
-            let _ = daemon.unregister(&format!("{}.{MDNS_SERVICE}", mdns_instance(id)));
+            let _ = daemon.unregister(&mdns_fullname(id));
         }
     }
     *registered = live;
@@ -278,17 +247,21 @@ mod tests {
             8080,
             1738930100000,
         );
+        let datagram = String::from_utf8(response_datagram(&ad)).unwrap();
         assert_eq!(
-            ad,
-            json!({"sessionId":"K7P-3XQ","sessionName":"Friday Jam","hostId":"host-dev","hostName":"Device 7",
-                   "hostAddress":"192.168.1.100","port":8080,"memberCount":2,"maxMembers":10,
-                   "isPasswordProtected":false,"version":"1.0.0","timestamp":1738930100000u64})
+            datagram,
+            r#"LOUDSYNC_RESPONSE:{"hostAddress":"192.168.1.100","hostId":"host-dev","hostName":"Device 7","isPasswordProtected":false,"maxMembers":10,"memberCount":2,"port":8080,"sessionId":"K7P-3XQ","sessionName":"Friday Jam","timestamp":1738930100000,"version":"1.0.0"}"#
         );
-        let datagram = response_datagram(&ad);
-        assert!(datagram.starts_with(b"LOUDSYNC_RESPONSE:{"));
-        assert_eq!(parse_response(&datagram), Some(ad));
-        assert_eq!(parse_response(b"LOUDSYNC_RESPONSE:not json"), None);
-        assert_eq!(parse_response(b"something else"), None);
+        assert_eq!(parse_response(datagram.as_bytes()), Some(ad));
+    }
+
+    #[test]
+    fn a_session_without_a_host_advertises_empty_host_fields() {
+        let mut v = view();
+        v.host_id = None;
+        let ad = advertisement(&v, "10.0.0.1".parse().unwrap(), 1, 2);
+        assert_eq!((ad.host_id.as_str(), ad.host_name.as_str()), ("", ""));
+        assert_eq!(ad.member_count, 2);
     }
 
     #[test]

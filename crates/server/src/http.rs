@@ -60,6 +60,14 @@ async fn metrics() -> Response {
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key` (RFC 6455 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
@@ -108,10 +116,7 @@ async fn websocket(
             "the server is shutting down",
         );
     }
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(WEBSOCKET_GUID.as_bytes());
-    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let accept = accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,10 +247,7 @@ async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Res
         None => None,
     };
     let asked = id.clone();
-    match app
-        .registry
-        .create(&app, id, req.name, Some(max_members))
-    {
+    match app.registry.create(&app, id, req.name, Some(max_members)) {
         Ok((_, handle)) => match handle.view().await {
             Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
             None => error(

@@ -15,6 +15,7 @@
 //! - [`outbox`]: a member's bounded outbound queue.
 //! - [`encoding`]: messages to frame bytes, in each connection's dialect.
 //! - [`clock`]: the one place the server reads the time.
+//! - [`floor`]: the bare echo floor `loudsync bench idle --floor` compares against.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`discovery`]: LAN discovery for the LOUDSYNC app (UDP advertisements, mDNS), opt-in.
 //!
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod encoding;
+pub mod floor;
 pub mod http;
 pub mod member;
 pub mod metrics;
@@ -46,8 +48,8 @@ use tokio::sync::oneshot;
 
 pub use clock::now;
 pub use config::ServerConfig;
-pub use state::ServerState;
 use sessions::SessionInput;
+pub use state::ServerState;
 
 /// A running server.
 pub struct Server {
@@ -133,7 +135,8 @@ impl Server {
         for ack in acks {
             let _ = ack.await;
         }
-        state.transports
+        state
+            .transports
             .close_all(close_code::GOING_AWAY, "server shutting down");
         let drained = async {
             loop {

@@ -90,9 +90,7 @@ impl SessionOwner {
                 break;
             }
         }
-        self.state
-            .registry
-            .remove(self.session.id(), self.serial);
+        self.state.registry.remove(self.session.id(), self.serial);
         self.state.metrics.sessions.decrement(1.0);
         tracing::info!(session = self.session.id(), "session closed");
         // Inputs that raced with the end: joins are told the session is gone.
@@ -262,7 +260,6 @@ fn deliver<'a>(
     queued
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +306,11 @@ mod tests {
         );
         assert_eq!(sent, 4);
         assert_eq!(touched.len(), 4, "each recipient is owed one wake-up");
-        assert_eq!(encodings, [Dialect::LoudSync, Dialect::App], "one encoding per dialect");
+        assert_eq!(
+            encodings,
+            [Dialect::LoudSync, Dialect::App],
+            "one encoding per dialect"
+        );
         let (a, b, c, d) = (
             text(&members[0].0),
             text(&members[1].0),

@@ -7,30 +7,43 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use loudsync_protocol::{app, close_code, ClientMessage, DeviceType};
 use serde_json::{json, Value};
 
 const SESSION: &str = "K7P-3XQ";
 
-fn app_join(device: &str, name: &str) -> String {
-    json!({"type": "JOIN", "timestamp": 1738941234567u64, "messageId": "msg_1738941234567_4fzq8ab",
-           "payload": {"sessionId": SESSION, "deviceId": device, "deviceName": name, "version": "1.0.0"}})
-    .to_string()
+const APP_DEVICE: &str = "loudsync_1738940000000_k3j9x2m1q";
+
+/// The app's `JOIN`, as its client sends it.
+async fn app_join(c: &mut Client, device: &str, name: &str) {
+    let join = ClientMessage::join(SESSION, device, name, DeviceType::Client);
+    let ctx =
+        app::ClientContext::new(device, 1738941234567).with_message_id("msg_1738941234567_4fzq8ab");
+    c.send_app(&join, &ctx).await;
 }
 
-fn app_heartbeat(device: &str) -> String {
-    json!({"type": "HEARTBEAT", "timestamp": 1738941239567u64,
-           "payload": {"deviceId": device, "timestamp": 1738941239567u64}})
-    .to_string()
+async fn app_heartbeat(c: &mut Client, device: &str) {
+    let ctx = app::ClientContext::new(device, 1738941239567);
+    c.send_app(&ClientMessage::Heartbeat, &ctx).await;
 }
 
-fn app_ping(ts: u64) -> String {
-    json!({"type": "PING", "timestamp": ts, "payload": {"timestamp": ts}}).to_string()
+async fn app_ping(c: &mut Client, ts: u64) {
+    let ctx = app::ClientContext::new(APP_DEVICE, ts);
+    c.send_app(&ClientMessage::ping(ts), &ctx).await;
 }
 
-fn app_leave(device: &str, reason: &str) -> String {
-    json!({"type": "LEAVE", "timestamp": 1738941300000u64, "messageId": "msg_1738941300000_l3v4e5x",
-           "payload": {"deviceId": device, "reason": reason}})
-    .to_string()
+async fn app_leave(c: &mut Client, device: &str, reason: &str) {
+    let ctx =
+        app::ClientContext::new(device, 1738941300000).with_message_id("msg_1738941300000_l3v4e5x");
+    c.send_app(&ClientMessage::leave(Some(reason)), &ctx).await;
+}
+
+/// Our host's `join`, opening the session as "Friday Jam".
+fn host_join() -> ClientMessage {
+    let mut join = join_fields(SESSION, "host-device", "host");
+    join.device_info.name = "Device 7".into();
+    join.session_name = Some("Friday Jam".into());
+    ClientMessage::Join(join)
 }
 
 /// Checks the app's envelope: UPPERCASE type, timestamp, messageId where the app has one,
@@ -58,19 +71,14 @@ async fn mixed_session() -> (loudsync_server::Server, Client, String, Client) {
     let server = start().await;
     let addr = server.local_addr();
     let mut host = Client::connect(addr).await;
-    host.send(
-        json!({"type": "join", "sessionId": SESSION, "sessionName": "Friday Jam",
-        "deviceInfo": {"id": "host-device", "name": "Device 7", "type": "host"}}),
-    )
-    .await;
+    host.send(&host_join()).await;
     let host_id = host.recv_type("welcome").await["clientId"]
         .as_str()
         .unwrap()
         .to_string();
     host.recv_type("member_list").await;
     let mut app = Client::connect(addr).await;
-    app.send_text(&app_join("loudsync_1738940000000_k3j9x2m1q", "Device 42"))
-        .await;
+    app_join(&mut app, "loudsync_1738940000000_k3j9x2m1q", "Device 42").await;
     app.recv().await; // WELCOME
     app.recv().await; // MEMBER_LIST
     host.recv_type("member_joined").await;
@@ -82,17 +90,12 @@ async fn an_app_client_joins_a_session_of_ours() {
     let server = start().await;
     let addr = server.local_addr();
     let mut host = Client::connect(addr).await;
-    host.send(
-        json!({"type": "join", "sessionId": SESSION, "sessionName": "Friday Jam",
-        "deviceInfo": {"id": "host-device", "name": "Device 7", "type": "host"}}),
-    )
-    .await;
+    host.send(&host_join()).await;
     host.recv_type("welcome").await;
     host.recv_type("member_list").await;
 
     let mut app = Client::connect(addr).await;
-    app.send_text(&app_join("loudsync_1738940000000_k3j9x2m1q", "Device 42"))
-        .await;
+    app_join(&mut app, "loudsync_1738940000000_k3j9x2m1q", "Device 42").await;
     let welcome = envelope(&app.recv().await, "WELCOME");
     assert_eq!(welcome["sessionId"], SESSION);
     assert_eq!(welcome["sessionName"], "Friday Jam");
@@ -134,17 +137,19 @@ async fn an_app_client_joins_a_session_of_ours() {
 #[tokio::test]
 async fn heartbeat_is_silent_and_ping_gets_the_apps_pong() {
     let (_server, _host, _, mut app) = mixed_session().await;
-    app.send_text(&app_heartbeat("loudsync_1738940000000_k3j9x2m1q"))
-        .await;
-    app.send_text(&app_ping(1738941239568)).await;
+    app_heartbeat(&mut app, APP_DEVICE).await;
+    app_ping(&mut app, 1738941239568).await;
     let pong = app.recv().await;
     let payload = envelope(&pong, "PONG");
     assert_eq!(payload["pingTimestamp"], 1738941239568u64);
     assert_eq!(payload["timestamp"], pong["timestamp"]);
     assert_eq!(payload.as_object().unwrap().len(), 2);
     // PONG from the app (its answer to a server PING) is accepted silently.
-    app.send_text(r#"{"type":"PONG","timestamp":1,"payload":{"timestamp":1,"pingTimestamp":0}}"#)
-        .await;
+    let ctx = app::ClientContext {
+        ping_timestamp: 0,
+        ..app::ClientContext::new(APP_DEVICE, 1)
+    };
+    app.send_app(&ClientMessage::Pong, &ctx).await;
     app.expect_silence(Duration::from_millis(100)).await;
 }
 
@@ -161,8 +166,7 @@ async fn both_dialects_see_each_other_join_message_and_leave() {
     assert_eq!(joined["member"]["address"], "127.0.0.1");
 
     // Application messages reach the app as MESSAGE, by device id.
-    ours.send(json!({"type": "message", "data": {"track": 3}}))
-        .await;
+    ours.send(&message(json!({"track": 3}), None)).await;
     host.recv_type("message").await;
     let msg = envelope(&app.recv().await, "MESSAGE");
     assert_eq!(
@@ -171,11 +175,7 @@ async fn both_dialects_see_each_other_join_message_and_leave() {
     );
 
     // The app leaves as the app does (LEAVE, then its own close): ours see reason "left".
-    app.send_text(&app_leave(
-        "loudsync_1738940000000_k3j9x2m1q",
-        "User left session",
-    ))
-    .await;
+    app_leave(&mut app, APP_DEVICE, "User left session").await;
     let left = host.recv_type("member_left").await;
     assert_eq!(left["reason"], "left");
     assert_ne!(left["memberId"], host_id);
@@ -184,7 +184,10 @@ async fn both_dialects_see_each_other_join_message_and_leave() {
         left["memberId"]
     );
     let (_, end) = app.recv_end().await;
-    assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::NORMAL, _)),
+        "{end:?}"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +195,7 @@ async fn the_app_sees_members_leave_by_device_id_with_its_reasons() {
     let (server, mut host, _, mut app) = mixed_session().await;
     let addr = server.local_addr();
     let mut app2 = Client::connect(addr).await;
-    app2.send_text(&app_join("second-device", "Device 9")).await;
+    app_join(&mut app2, "second-device", "Device 9").await;
     app2.recv().await;
     app2.recv().await;
     host.recv_type("member_joined").await;
@@ -217,14 +220,17 @@ async fn an_app_client_that_stops_heartbeating_times_out() {
     let silent = tokio::spawn(async move { app.recv_end().await.1 });
     let mut left = None;
     for _ in 0..20 {
-        host.send(json!({"type": "heartbeat"})).await;
+        host.send(&ClientMessage::Heartbeat).await;
         if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), host.recv()).await {
             left = Some(v);
             break;
         }
     }
     assert_eq!(left.expect("member_left")["reason"], "timeout");
-    assert!(matches!(silent.await.unwrap(), Ended::Close(1000, _)));
+    assert!(matches!(
+        silent.await.unwrap(),
+        Ended::Close(close_code::NORMAL, _)
+    ));
 }
 
 #[tokio::test]
@@ -232,10 +238,10 @@ async fn kick_and_session_end_reach_the_app_as_kicked_and_session_closed() {
     let (server, mut host, _, mut app) = mixed_session().await;
     let addr = server.local_addr();
     // Find the app member's clientId from our side.
-    host.send(json!({"type": "member_list"})).await;
+    host.send(&ClientMessage::MemberList).await;
     let list = host.recv_type("member_list").await;
     let app_id = list["members"][1]["id"].as_str().unwrap().to_string();
-    host.send(json!({"type": "kick", "memberId": app_id, "reason": "Removed by host"}))
+    host.send(&ClientMessage::kick(&app_id, Some("Removed by host")))
         .await;
     let kicked = app.recv().await;
     assert_eq!(
@@ -243,22 +249,22 @@ async fn kick_and_session_end_reach_the_app_as_kicked_and_session_closed() {
         json!({"reason": "Removed by host"})
     );
     let (_, end) = app.recv_end().await;
-    assert!(matches!(end, Ended::Close(1000, _)));
+    assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
     assert_eq!(host.recv_type("member_left").await["reason"], "kicked");
 
     let mut app2 = Client::connect(addr).await;
-    app2.send_text(&app_join("other-device", "Device 3")).await;
+    app_join(&mut app2, "other-device", "Device 3").await;
     app2.recv().await;
     app2.recv().await;
     host.recv_type("member_joined").await;
-    host.send(json!({"type": "leave"})).await;
+    host.send(&ClientMessage::leave(None)).await;
     let closed = app2.recv().await;
     assert_eq!(
         envelope(&closed, "SESSION_CLOSED"),
         json!({"reason": "Host ended the session"})
     );
     let (_, end) = app2.recv_end().await;
-    assert!(matches!(end, Ended::Close(1000, _)));
+    assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
 }
 
 #[tokio::test]
@@ -267,26 +273,29 @@ async fn app_join_errors_are_uppercase_and_close_with_1000() {
     config.max_members = 2;
     let server = start_with(config).await;
     let addr = server.local_addr();
-    let expect = |join: String, code: &'static str| async move {
+    let expect = |device: &'static str, name: &'static str, code: &'static str| async move {
         let mut c = Client::connect(addr).await;
-        c.send_text(&join).await;
+        app_join(&mut c, device, name).await;
         let (msgs, end) = c.recv_end().await;
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         let payload = envelope(&msgs[0], "ERROR");
         assert_eq!(payload["code"], code);
         assert!(payload["message"].as_str().unwrap().len() > 5);
         assert_eq!(payload.as_object().unwrap().len(), 2);
-        assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+        assert!(
+            matches!(end, Ended::Close(close_code::NORMAL, _)),
+            "{end:?}"
+        );
     };
-    expect(app_join("d1", "Device 1"), "SESSION_NOT_FOUND").await;
+    expect("d1", "Device 1", "SESSION_NOT_FOUND").await;
     let mut host = Client::connect(addr).await;
-    host.send(json!({"type": "join", "sessionId": SESSION, "deviceInfo": {"id": "h", "name": "H", "type": "host"}})).await;
+    host.send(&join_msg(SESSION, "h", "host")).await;
     host.recv_type("welcome").await;
     let mut app = Client::connect(addr).await;
-    app.send_text(&app_join("d1", "Device 1")).await;
+    app_join(&mut app, "d1", "Device 1").await;
     app.recv().await;
-    expect(app_join("d1", "Device 1 again"), "ALREADY_JOINED").await;
-    expect(app_join("d2", "Device 2"), "SESSION_FULL").await; // the host counts
+    expect("d1", "Device 1 again", "ALREADY_JOINED").await;
+    expect("d2", "Device 2", "SESSION_FULL").await; // the host counts
 }
 
 #[tokio::test]
@@ -312,6 +321,6 @@ async fn bad_app_frames_get_an_error_and_the_socket_stays() {
             "{frame}: {payload}"
         );
     }
-    app.send_text(&app_ping(5)).await;
+    app_ping(&mut app, 5).await;
     assert_eq!(envelope(&app.recv().await, "PONG")["pingTimestamp"], 5);
 }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use loudsync_protocol::discovery::{self, DISCOVER};
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
@@ -35,11 +36,15 @@ async fn next_ad(socket: &UdpSocket) -> Value {
         .await
         .expect("an advertisement")
         .unwrap();
+    // Read as the app would, by hand, and as `loudsync discover` does: the same thing.
     let text = std::str::from_utf8(&buf[..n]).unwrap();
     let json = text
         .strip_prefix("LOUDSYNC_RESPONSE:")
         .unwrap_or_else(|| panic!("{text}"));
-    serde_json::from_str(json).unwrap()
+    let value: Value = serde_json::from_str(json).unwrap();
+    let parsed = discovery::parse_response(&buf[..n]).expect("parses");
+    assert_eq!(serde_json::to_value(&parsed).unwrap(), value);
+    value
 }
 
 #[tokio::test]
@@ -48,10 +53,7 @@ async fn answers_loudsync_discover_with_the_advertisement() {
     let (server, port) = discovery_server(sink.local_addr().unwrap()).await;
     let (_host, _, _) = join(server.local_addr(), "K7P-3XQ", "host-device", "host").await;
     let asker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    asker
-        .send_to(b"LOUDSYNC_DISCOVER", ("127.0.0.1", port))
-        .await
-        .unwrap();
+    asker.send_to(DISCOVER, ("127.0.0.1", port)).await.unwrap();
     let ad = next_ad(&asker).await;
     assert_eq!(ad["sessionId"], "K7P-3XQ");
     assert_eq!(ad["sessionName"], "host-device name's session");

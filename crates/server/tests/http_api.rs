@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use loudsync_protocol::close_code;
 use serde_json::{json, Value};
 
 async fn post(base: &str, body: Value) -> (u16, Value) {
@@ -168,7 +169,7 @@ async fn delete_closes_the_session_for_every_member() {
             .as_str()
             .unwrap()
             .contains("administrator"));
-        assert!(matches!(end, Ended::Close(1000, _)));
+        assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
     }
     let r = reqwest::get(format!("{base}/v1/sessions/doomed"))
         .await

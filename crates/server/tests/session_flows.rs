@@ -6,16 +6,23 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use loudsync_protocol::{close_code, ClientMessage, DeviceInfo, DeviceType, Join, RawJson};
+use serde_json::{json, Number, Value};
 
 #[tokio::test]
 async fn host_opens_a_session_and_members_join() {
     let server = start().await;
     let addr = server.local_addr();
     let mut host = Client::connect(addr).await;
-    host.send(json!({
-        "type": "join", "timestamp": 1, "sessionId": "abc123", "sessionName": "Rishad's Party",
-        "deviceInfo": {"id": "device-host", "name": "Rishad's MacBook", "type": "host"}
+    host.send(&ClientMessage::Join(Join {
+        session_id: "abc123".into(),
+        device_info: DeviceInfo {
+            id: "device-host".into(),
+            name: "Rishad's MacBook".into(),
+            kind: DeviceType::Host,
+        },
+        session_name: Some("Rishad's Party".into()),
+        protocol_version: None,
     }))
     .await;
     let welcome = host.recv_type("welcome").await;
@@ -56,7 +63,9 @@ async fn host_opens_a_session_and_members_join() {
 
     // The /ws path works the same way, and a third member sees host first then join order.
     let mut third = Client::connect_path(addr, "/ws").await;
-    third.send(join_msg("abc123", "device-789", "client")).await;
+    third
+        .send(&join_msg("abc123", "device-789", "client"))
+        .await;
     let tw = third.recv_type("welcome").await;
     let tl = third.recv_type("member_list").await;
     let ids: Vec<_> = tl["members"]
@@ -92,13 +101,16 @@ async fn join_rejections_send_the_error_then_close_1000() {
                             kind: &'static str,
                             code: &'static str| async move {
         let mut c = Client::connect(addr).await;
-        c.send(join_msg(session, device, kind)).await;
+        c.send(&join_msg(session, device, kind)).await;
         let (msgs, end) = c.recv_end().await;
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert_eq!(msgs[0]["type"], "error");
         assert_eq!(msgs[0]["code"], code, "{}", msgs[0]);
         assert!(msgs[0]["message"].as_str().unwrap().len() > 5);
-        assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+        assert!(
+            matches!(end, Ended::Close(close_code::NORMAL, _)),
+            "{end:?}"
+        );
         msgs[0].clone()
     };
 
@@ -115,21 +127,21 @@ async fn join_rejections_send_the_error_then_close_1000() {
     );
 
     let mut c = Client::connect(addr).await;
-    let mut msg = join_msg("s1", "d3", "client");
-    msg["protocolVersion"] = json!("2.0");
-    c.send(msg).await;
+    let mut join = join_fields("s1", "d3", "client");
+    join.protocol_version = Some("2.0".into());
+    c.send(&ClientMessage::Join(join)).await;
     let (msgs, end) = c.recv_end().await;
     assert_eq!(msgs[0]["code"], "version_mismatch");
-    assert!(matches!(end, Ended::Close(1000, _)));
+    assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
 }
 
 #[tokio::test]
 async fn compatible_protocol_version_joins() {
     let server = start().await;
     let mut c = Client::connect(server.local_addr()).await;
-    let mut msg = join_msg("v", "h", "host");
-    msg["protocolVersion"] = json!("1.3");
-    c.send(msg).await;
+    let mut join = join_fields("v", "h", "host");
+    join.protocol_version = Some("1.3".into());
+    c.send(&ClientMessage::Join(join)).await;
     c.recv_type("welcome").await;
 }
 
@@ -137,12 +149,13 @@ async fn compatible_protocol_version_joins() {
 async fn leave_notifies_others_and_the_server_closes_the_socket() {
     let server = start().await;
     let (mut clients, ids) = party(server.local_addr(), "s", 2).await;
-    clients[1]
-        .send(json!({"type": "leave", "reason": "bye"}))
-        .await;
+    clients[1].send(&ClientMessage::leave(Some("bye"))).await;
     let (msgs, end) = clients[1].recv_end().await;
     assert!(msgs.is_empty(), "{msgs:?}");
-    assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::NORMAL, _)),
+        "{end:?}"
+    );
     for i in [0, 2] {
         let left = clients[i].recv_type("member_left").await;
         assert_eq!(left["memberId"], ids[1]);
@@ -181,7 +194,7 @@ async fn silent_members_time_out_and_heartbeats_keep_members_alive() {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 for _ in 0..9 {
-                    c.send(json!({"type": "heartbeat", "timestamp": 5})).await;
+                    c.send(&ClientMessage::Heartbeat).await;
                     if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), c.recv()).await
                     {
                         seen.push(v);
@@ -192,7 +205,10 @@ async fn silent_members_time_out_and_heartbeats_keep_members_alive() {
         })
         .collect();
     let (_, end) = silent.recv_end().await;
-    assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::NORMAL, _)),
+        "{end:?}"
+    );
     // Keep every client until all are checked: dropping the host would end the session.
     let mut alive = Vec::new();
     for b in beaters {
@@ -216,7 +232,7 @@ async fn websocket_control_frames_do_not_keep_a_member_alive() {
     let mut host = clients.remove(0);
     let host_task = tokio::spawn(async move {
         for _ in 0..12 {
-            host.send(json!({"type": "heartbeat"})).await;
+            host.send(&ClientMessage::Heartbeat).await;
             if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), host.recv()).await {
                 return v;
             }
@@ -243,7 +259,7 @@ async fn websocket_control_frames_do_not_keep_a_member_alive() {
             Err(_) => {}
         }
     }
-    assert_eq!(closed, Some(1000));
+    assert_eq!(closed, Some(close_code::NORMAL));
     let left = host_task.await.unwrap();
     assert_eq!(left["type"], "member_left");
     assert_eq!(left["memberId"], ids[1]);
@@ -274,7 +290,7 @@ async fn a_ping_flood_that_never_reads_is_timed_out_and_dropped() {
     });
     let mut left = None;
     for _ in 0..40 {
-        host.send(json!({"type": "heartbeat"})).await;
+        host.send(&ClientMessage::Heartbeat).await;
         if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), host.recv()).await {
             left = Some(v);
             break;
@@ -292,14 +308,14 @@ async fn ping_gets_pong_with_the_same_timestamp() {
     let server = start().await;
     let mut c = Client::connect(server.local_addr()).await;
     for ts in [
-        json!(1706889650000u64),
-        json!(-3),
-        json!(0),
-        json!(18446744073709551615u64),
+        Number::from(1706889650000u64),
+        Number::from(-3i64),
+        Number::from(0u64),
+        Number::from(18446744073709551615u64),
     ] {
-        c.send(json!({"type": "ping", "timestamp": ts})).await;
+        c.send(&ClientMessage::ping(ts.clone())).await;
         let pong = c.recv_type("pong").await;
-        assert_eq!(pong["timestamp"], ts);
+        assert_eq!(pong["timestamp"], Value::Number(ts));
         assert_eq!(pong.as_object().unwrap().len(), 2, "{pong}");
     }
 }
@@ -312,9 +328,9 @@ async fn latency_is_measured_by_the_server_and_reported() {
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Reading drives the client library's automatic pong replies.
-        clients[1].send(json!({"type": "member_list"})).await;
+        clients[1].send(&ClientMessage::MemberList).await;
         let list = clients[1].recv_type("member_list").await;
-        clients[0].send(json!({"type": "heartbeat"})).await;
+        clients[0].send(&ClientMessage::Heartbeat).await;
         let _ = tokio::time::timeout(Duration::from_millis(1), clients[0].recv()).await;
         if list["members"][1]["latency"].is_u64() {
             assert!(list["members"][1]["latency"].as_u64().unwrap() < 1000);
@@ -330,13 +346,13 @@ async fn host_kicks_a_member() {
     let server = start().await;
     let (mut clients, ids) = party(server.local_addr(), "s", 2).await;
     clients[0]
-        .send(json!({"type": "kick", "memberId": ids[1], "reason": "too loud"}))
+        .send(&ClientMessage::kick(&ids[1], Some("too loud")))
         .await;
     let (msgs, end) = clients[1].recv_end().await;
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["type"], "kicked");
     assert_eq!(msgs[0]["reason"], "too loud");
-    assert!(matches!(end, Ended::Close(1000, _)));
+    assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
     for i in [0, 2] {
         let left = clients[i].recv_type("member_left").await;
         assert_eq!(left["memberId"], ids[1]);
@@ -348,16 +364,12 @@ async fn host_kicks_a_member() {
 async fn kick_from_a_non_host_is_unauthorized_and_unknown_targets_are_invalid() {
     let server = start().await;
     let (mut clients, ids) = party(server.local_addr(), "s", 2).await;
-    clients[1]
-        .send(json!({"type": "kick", "memberId": ids[2]}))
-        .await;
+    clients[1].send(&ClientMessage::kick(&ids[2], None)).await;
     let e = clients[1].recv_type("error").await;
     assert_eq!(e["code"], "unauthorized");
     clients[1].assert_alive().await;
     clients[2].expect_silence(Duration::from_millis(100)).await;
-    clients[0]
-        .send(json!({"type": "kick", "memberId": "ghost"}))
-        .await;
+    clients[0].send(&ClientMessage::kick("ghost", None)).await;
     let e = clients[0].recv_type("error").await;
     assert_eq!(e["code"], "invalid_message");
     assert!(e["message"].as_str().unwrap().contains("ghost"));
@@ -367,7 +379,7 @@ async fn kick_from_a_non_host_is_unauthorized_and_unknown_targets_are_invalid() 
 async fn member_list_on_request() {
     let server = start().await;
     let (mut clients, ids) = party(server.local_addr(), "s", 1).await;
-    clients[1].send(json!({"type": "member_list"})).await;
+    clients[1].send(&ClientMessage::MemberList).await;
     let list = clients[1].recv_type("member_list").await;
     let got: Vec<_> = list["members"]
         .as_array()
@@ -384,7 +396,7 @@ async fn application_messages_broadcast_or_direct_in_order() {
     let (mut clients, ids) = party(server.local_addr(), "s", 2).await;
     for i in 0..20 {
         clients[1]
-            .send(json!({"type": "message", "data": {"seq": i, "track": "x"}}))
+            .send(&message(json!({"seq": i, "track": "x"}), None))
             .await;
     }
     for r in [0, 2] {
@@ -397,16 +409,14 @@ async fn application_messages_broadcast_or_direct_in_order() {
     clients[1].expect_silence(Duration::from_millis(100)).await;
     // Direct.
     clients[2]
-        .send(json!({"type": "message", "data": [1, 2], "to": ids[0]}))
+        .send(&message(json!([1, 2]), Some(&ids[0])))
         .await;
     let m = clients[0].recv_type("message").await;
     assert_eq!(m["from"], ids[2]);
     assert_eq!(m["data"], json!([1, 2]));
     clients[1].expect_silence(Duration::from_millis(100)).await;
     // To nobody.
-    clients[2]
-        .send(json!({"type": "message", "data": 1, "to": "ghost"}))
-        .await;
+    clients[2].send(&message(json!(1), Some("ghost"))).await;
     assert_eq!(
         clients[2].recv_type("error").await["code"],
         "invalid_message"
@@ -424,9 +434,11 @@ async fn application_data_is_relayed_byte_for_byte() {
         "[1e2,-0]",
         r#"{ "nested" : [ 1.50, "\u00e9" ] }"#,
     ] {
+        let data = RawJson::from_text(data).unwrap();
         clients[1]
-            .send_text(&format!(r#"{{"type":"message","data":{data}}}"#))
+            .send(&ClientMessage::message(data.clone(), None))
             .await;
+        let data = data.get();
         let raw = clients[0].recv_raw().await;
         assert!(
             raw.contains(&format!(r#""data":{data}"#)),
@@ -449,7 +461,7 @@ async fn oversized_application_message_gets_an_error_and_the_socket_stays() {
     let server = start_with(config).await;
     let (mut clients, _) = party(server.local_addr(), "s", 1).await;
     clients[1]
-        .send(json!({"type": "message", "data": "x".repeat(2000)}))
+        .send(&message(json!("x".repeat(2000)), None))
         .await;
     let e = clients[1].recv_type("error").await;
     assert_eq!(e["code"], "too_large");
@@ -462,13 +474,16 @@ async fn host_leave_closes_the_session_for_everyone() {
     let server = start().await;
     let base = http(&server);
     let (mut clients, _) = party(server.local_addr(), "s", 2).await;
-    clients[0].send(json!({"type": "leave"})).await;
+    clients[0].send(&ClientMessage::leave(None)).await;
     for c in clients.iter_mut() {
         let (msgs, end) = c.recv_end().await;
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert_eq!(msgs[0]["type"], "session_closed");
         assert!(msgs[0]["reason"].is_string());
-        assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+        assert!(
+            matches!(end, Ended::Close(close_code::NORMAL, _)),
+            "{end:?}"
+        );
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let status = reqwest::get(format!("{base}/v1/sessions/s"))
@@ -489,7 +504,7 @@ async fn host_socket_drop_ends_the_session() {
         let (msgs, end) = c.recv_end().await;
         assert_eq!(msgs[0]["type"], "session_closed");
         assert_eq!(msgs[0]["reason"], "Host disconnected");
-        assert!(matches!(end, Ended::Close(1000, _)));
+        assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
     }
 }
 
@@ -540,17 +555,17 @@ async fn bad_input_gets_invalid_message_and_the_socket_survives() {
     }
     // Session messages before join.
     for msg in [
-        json!({"type": "leave"}),
-        json!({"type": "member_list"}),
-        json!({"type": "message", "data": 1}),
+        ClientMessage::leave(None),
+        ClientMessage::MemberList,
+        message(json!(1), None),
     ] {
-        fresh.send(msg).await;
+        fresh.send(&msg).await;
         let e = fresh.recv_type("error").await;
         assert_eq!(e["code"], "invalid_message");
         assert!(e["message"].as_str().unwrap().contains("join"));
     }
     // A bad join did not use up the connection: it can still join.
-    fresh.send(join_msg("s", "late", "client")).await;
+    fresh.send(&join_msg("s", "late", "client")).await;
     fresh.recv_type("welcome").await;
     // Nobody else heard any of it but the join.
     assert_eq!(clients[0].recv().await["type"], "member_joined");
@@ -564,10 +579,13 @@ async fn a_frame_over_the_size_limit_closes_with_1009() {
     let server = start_with(config).await;
     let (mut clients, ids) = party(server.local_addr(), "s", 1).await;
     clients[1]
-        .send(json!({"type": "message", "data": "y".repeat(2000)}))
+        .send(&message(json!("y".repeat(2000)), None))
         .await;
     let (_, end) = clients[1].recv_end().await;
-    assert!(matches!(end, Ended::Close(1009, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::MESSAGE_TOO_BIG, _)),
+        "{end:?}"
+    );
     let left = clients[0].recv_type("member_left").await;
     assert_eq!(left["memberId"], ids[1]);
     assert_eq!(left["reason"], "error");
@@ -589,15 +607,17 @@ async fn a_fragmented_message_over_the_size_limit_also_closes_with_1009() {
         tokio_websockets::Config::default().frame_size(256),
     )
     .await;
-    c.send(join_msg("s", "frag", "client")).await;
+    c.send(&join_msg("s", "frag", "client")).await;
     c.recv_type("welcome").await;
     c.recv_type("member_list").await;
     host.recv_type("member_joined").await;
     // Eight frames of 256 bytes: each under the limit, the message over it.
-    c.send(json!({"type": "message", "data": "y".repeat(2000)}))
-        .await;
+    c.send(&message(json!("y".repeat(2000)), None)).await;
     let (_, end) = c.recv_end().await;
-    assert!(matches!(end, Ended::Close(1009, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::MESSAGE_TOO_BIG, _)),
+        "{end:?}"
+    );
     assert_eq!(host.recv_type("member_left").await["reason"], "error");
 }
 
@@ -610,7 +630,7 @@ async fn a_flooding_member_gets_rate_limited_then_closed_1008() {
     let server = start_with(config).await;
     let (mut clients, ids) = party(server.local_addr(), "s", 1).await;
     for _ in 0..40 {
-        clients[1].send(json!({"type": "heartbeat"})).await;
+        clients[1].send(&ClientMessage::Heartbeat).await;
     }
     let (msgs, end) = clients[1].recv_end().await;
     assert_eq!(
@@ -619,7 +639,10 @@ async fn a_flooding_member_gets_rate_limited_then_closed_1008() {
         "one error, not one per dropped message: {msgs:?}"
     );
     assert_eq!(msgs[0]["code"], "rate_limited");
-    assert!(matches!(end, Ended::Close(1008, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::POLICY_VIOLATION, _)),
+        "{end:?}"
+    );
     let left = clients[0].recv_type("member_left").await;
     assert_eq!(left["memberId"], ids[1]);
 }
@@ -632,7 +655,7 @@ async fn rate_limited_member_that_slows_down_stays() {
     let server = start_with(config).await;
     let (mut clients, _) = party(server.local_addr(), "s", 1).await;
     for _ in 0..12 {
-        clients[1].send(json!({"type": "heartbeat"})).await;
+        clients[1].send(&ClientMessage::Heartbeat).await;
     }
     assert_eq!(clients[1].recv_type("error").await["code"], "rate_limited");
     // Slowed down, it is served again. (On a starved machine the server may process the
@@ -640,9 +663,7 @@ async fn rate_limited_member_that_slows_down_stays() {
     let mut served = false;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        clients[1]
-            .send(json!({"type": "ping", "timestamp": 9}))
-            .await;
+        clients[1].send(&ClientMessage::ping(9u64)).await;
         // A ping dropped after the first error gets no reply at all.
         let Ok(reply) = tokio::time::timeout(Duration::from_millis(300), clients[1].recv()).await
         else {
@@ -673,14 +694,14 @@ async fn a_member_that_does_not_read_is_disconnected_not_buffered_forever() {
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
     let mut slow = Client::connect_on(addr, "/", tcp).await;
-    slow.send(join_msg("s", "slow", "client")).await;
+    slow.send(&join_msg("s", "slow", "client")).await;
     let slow_id = slow.recv_type("welcome").await["clientId"].clone();
     slow.recv_type("member_list").await;
     host.recv_type("member_joined").await;
-    let chunk = "z".repeat(60 * 1024);
+    let chunk = message(json!("z".repeat(60 * 1024)), None);
     let mut dropped = None;
     for _ in 0..2000 {
-        host.send(json!({"type": "message", "data": chunk})).await;
+        host.send(&chunk).await;
         if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), host.recv()).await {
             dropped = Some(v);
             break;
@@ -715,10 +736,16 @@ async fn shutdown_closes_every_member_with_session_closed_and_1001() {
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert_eq!(msgs[0]["type"], "session_closed");
         assert_eq!(msgs[0]["reason"], "Server shutting down");
-        assert!(matches!(end, Ended::Close(1001, _)), "{end:?}");
+        assert!(
+            matches!(end, Ended::Close(close_code::GOING_AWAY, _)),
+            "{end:?}"
+        );
     }
     let (_, end) = idle.recv_end().await;
-    assert!(matches!(end, Ended::Close(1001, _)), "{end:?}");
+    assert!(
+        matches!(end, Ended::Close(close_code::GOING_AWAY, _)),
+        "{end:?}"
+    );
     tokio::time::timeout(WAIT, stopping)
         .await
         .expect("shutdown finished")

@@ -29,7 +29,7 @@ async fn small_buffer_member(addr: std::net::SocketAddr, device: &str) -> Client
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
     let mut c = Client::connect_on(addr, "/", tcp).await;
-    c.send(join_msg("s", device, "client")).await;
+    c.send(&join_msg("s", device, "client")).await;
     c.recv_type("welcome").await;
     c.recv_type("member_list").await;
     c
@@ -47,8 +47,9 @@ async fn a_member_that_falls_behind_in_a_burst_and_catches_up_stays() {
     // A 9 MB burst: more than the kernel's socket buffers hold (4 MiB at most here), so the
     // queue goes far over the soft limit; well under the hard one.
     let chunk = "z".repeat(60 * 1024);
+    let burst = message(json!(chunk), None);
     for _ in 0..150 {
-        host.send(json!({"type": "message", "data": chunk})).await;
+        host.send(&burst).await;
     }
     // The reader pauses (within the grace), then reads everything.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -68,12 +69,12 @@ async fn a_member_over_the_soft_limit_past_the_grace_is_dropped_under_the_hard_l
     let mut other = small_buffer_member(addr, "other").await;
     host.recv_type("member_joined").await;
     host.recv_type("member_joined").await;
-    let chunk = "z".repeat(60 * 1024);
+    let chunk = message(json!("z".repeat(60 * 1024)), None);
     // 9 MB: more than the kernel buffers, so the stalled member's queue goes over the soft
     // limit, and nowhere near the 64 MiB hard limit: only the grace rule can drop it.
     let mut left = None;
     for _ in 0..150 {
-        host.send(json!({"type": "message", "data": chunk})).await;
+        host.send(&chunk).await;
         let m = other.recv().await;
         if m["type"] == "member_left" {
             left = Some(m);
@@ -83,8 +84,7 @@ async fn a_member_over_the_soft_limit_past_the_grace_is_dropped_under_the_hard_l
     if left.is_none() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         // The next frame finds the queue over the limit for longer than the grace.
-        host.send(json!({"type": "message", "data": "one more"}))
-            .await;
+        host.send(&message(json!("one more"), None)).await;
         assert_eq!(other.recv_type("message").await["data"], "one more");
         left = Some(other.recv_type("member_left").await);
     }

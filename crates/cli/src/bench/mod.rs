@@ -750,8 +750,11 @@ fn print_table(r: &Value) {
     row(
         "closed by server",
         format!(
-            "{} (1008: {}; server slow-consumer drops: {})",
-            r["closed_by_server"], r["dropped_1008"], r["slow_consumer_disconnects_total"]
+            "{} ({}: {}; server slow-consumer drops: {})",
+            r["closed_by_server"],
+            loudsync_protocol::close_code::POLICY_VIOLATION,
+            r["dropped_1008"],
+            r["slow_consumer_disconnects_total"]
         ),
     );
     // Server figures: (label, key, scale, unit), shown when measured.

@@ -89,6 +89,17 @@ fn sends(actions: &[Action]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// What the sent frames say, read with the server's own decoder.
+fn decoded(actions: &[Action]) -> Vec<ClientMessage> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(t) => Some(loudsync_protocol::decode(t).expect("a valid client frame")),
+            _ => None,
+        })
+        .collect()
+}
+
 fn started() -> Rig {
     let mut r = Rig::new(config());
     r.m.start(r.now);
@@ -299,7 +310,7 @@ fn other_join_errors_on_rejoin_fail_at_once() {
     assert!(ev.iter().any(|e| matches!(
         e,
         Event::Error(ServerError {
-            code: ErrorCode::SessionFull,
+            code: AnyErrorCode::Known(ErrorCode::SessionFull),
             ..
         })
     )));
@@ -311,7 +322,7 @@ fn other_join_errors_on_rejoin_fail_at_once() {
 fn kicked_ends_without_reconnecting_and_clears_the_session() {
     let mut r = connected();
     r.text(serde_json::json!({"type":"kicked","timestamp":1,"reason":"bye"}));
-    r.m.handle_closed(r.now, Some(1000));
+    r.m.handle_closed(r.now, Some(close_code::NORMAL));
     let ev = r.events();
     assert!(ev.contains(&Event::Kicked {
         reason: "bye".into()
@@ -331,7 +342,7 @@ fn session_closed_is_final_unless_the_server_is_going_away() {
     r.text(
         serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Host ended the session"}),
     );
-    r.m.handle_closed(r.now, Some(1000));
+    r.m.handle_closed(r.now, Some(close_code::NORMAL));
     let ev = r.events();
     assert!(ev.contains(&Event::SessionClosed {
         reason: "Host ended the session".into()
@@ -343,7 +354,7 @@ fn session_closed_is_final_unless_the_server_is_going_away() {
     r.text(
         serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Server shutting down"}),
     );
-    r.m.handle_closed(r.now, Some(1001));
+    r.m.handle_closed(r.now, Some(close_code::GOING_AWAY));
     let ev = r.events();
     assert!(!ev.iter().any(|e| matches!(e, Event::SessionClosed { .. })));
     assert!(ev
@@ -364,7 +375,7 @@ fn first_join_rejection_ends_without_reconnecting() {
     assert!(acts.iter().any(|a| matches!(
         a,
         Action::Emit(Event::Error(ServerError {
-            code: ErrorCode::SessionNotFound,
+            code: AnyErrorCode::Known(ErrorCode::SessionNotFound),
             ..
         }))
     )));
@@ -396,20 +407,23 @@ fn commands_need_a_connection_and_leave_ends_cleanly() {
     r.m.send_message(r.now, serde_json::json!({"a":1}), Some("h"))
         .unwrap();
     r.m.request_member_list(r.now).unwrap();
-    let sent = sends(&r.drain());
-    assert_eq!(sent[0]["type"], "kick");
-    assert_eq!(sent[0]["memberId"], "c2");
-    assert_eq!(sent[0]["reason"], "rude");
-    assert_eq!(sent[1]["to"], "h");
-    assert_eq!(sent[2]["type"], "member_list");
+    let sent = decoded(&r.drain());
+    assert_eq!(
+        sent,
+        [
+            ClientMessage::kick("c2", Some("rude")),
+            ClientMessage::message(RawJson::from_text(r#"{"a":1}"#).unwrap(), Some("h")),
+            ClientMessage::MemberList,
+        ]
+    );
     r.m.leave(r.now);
-    assert_eq!(sends(&r.drain())[0]["type"], "leave");
+    assert_eq!(decoded(&r.drain()), [ClientMessage::leave(None)]);
     assert_eq!(
         r.m.ping(r.now),
         Err(CommandError::NotConnected),
         "nothing after leave"
     );
-    r.m.handle_closed(r.now, Some(1000));
+    r.m.handle_closed(r.now, Some(close_code::NORMAL));
     assert!(r
         .events()
         .contains(&Event::StateChanged(ConnectionState::Disconnected)));
@@ -426,4 +440,104 @@ fn join_timeout_counts_as_a_failed_attempt() {
     let acts = r.run_until(r.elapsed() + Duration::from_secs(11));
     assert!(acts.contains(&Action::CloseSocket));
     assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+}
+
+#[test]
+fn every_frame_sent_is_valid_for_the_server() {
+    let mut r = Rig::new({
+        let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
+        c.jitter_seed = 1;
+        c
+    });
+    r.m.start(r.now);
+    r.drain();
+    r.m.handle_connected(r.now);
+    let ClientMessage::Join(join) = &decoded(&r.drain())[0] else {
+        panic!("not a join")
+    };
+    assert_eq!(join.session_name.as_deref(), Some("Party"));
+    assert_eq!(
+        join.protocol_version.as_deref(),
+        Some(loudsync_protocol::PROTOCOL_VERSION)
+    );
+    let mut r = connected();
+    let sent = decoded(&r.run_until(Duration::from_millis(200)));
+    assert_eq!(sent[0], ClientMessage::Heartbeat);
+    assert!(matches!(sent[1], ClientMessage::Ping { .. }));
+}
+
+const QUOTA: &str = r#"{"type":"error","code":"quota_exceeded","message":"over your quota","details":{"limit":5},"timestamp":1,"retryAfter":30}"#;
+const PRESENCE: &str =
+    r#"{"type":"presence_diff","timestamp":1,"added":["c_9"],"removed":[],"v":1e2}"#;
+
+#[test]
+fn a_newer_servers_error_code_reaches_the_application() {
+    let mut r = connected();
+    r.m.handle_text(r.now, QUOTA);
+    assert_eq!(
+        r.events(),
+        [Event::Error(ServerError {
+            code: AnyErrorCode::Unknown("quota_exceeded".into()),
+            message: "over your quota".into(),
+            details: Some(serde_json::json!({"limit": 5})),
+        })]
+    );
+    assert_eq!(
+        r.m.state(),
+        ConnectionState::Connected,
+        "not fatal when joined"
+    );
+}
+
+#[test]
+fn a_newer_servers_message_type_reaches_the_application_with_its_bytes() {
+    let mut r = connected();
+    let members = r.m.members().to_vec();
+    r.m.handle_text(r.now, PRESENCE);
+    assert_eq!(
+        r.events(),
+        [Event::Unknown {
+            kind: "presence_diff".into(),
+            raw: RawJson::from_text(PRESENCE).unwrap(),
+        }]
+    );
+    assert_eq!(
+        r.m.members(),
+        members,
+        "the client's own state is unchanged"
+    );
+    assert_eq!(r.m.state(), ConnectionState::Connected);
+}
+
+#[test]
+fn while_joining_unknown_types_are_delivered_and_unknown_codes_refuse_the_join() {
+    let mut r = started();
+    r.m.handle_connected(r.now);
+    r.drain();
+    r.m.handle_text(r.now, PRESENCE);
+    assert!(matches!(&r.events()[..], [Event::Unknown { kind, .. }] if kind == "presence_diff"));
+    r.m.handle_text(r.now, QUOTA);
+    let acts = r.drain();
+    assert!(acts.contains(&Action::CloseSocket));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::Error(ServerError { code, .. })) if code.as_str() == "quota_exceeded"
+    )));
+    assert!(r.m.is_ended());
+}
+
+#[test]
+fn known_types_with_extra_fields_still_work() {
+    let mut r = connected();
+    r.m.handle_text(
+        r.now,
+        r#"{"type":"member_left","timestamp":1,"memberId":"c1","reason":"left","colour":"red"}"#,
+    );
+    assert_eq!(
+        r.events(),
+        [Event::MemberLeft {
+            member_id: "c1".into(),
+            reason: LeaveReason::Left
+        }]
+    );
 }

@@ -239,7 +239,10 @@ fn latency_is_measured_with_pings() {
     let now = t0();
     let mut c = joined(now);
     // No timer for probes: the liveness deadline is the only one.
-    assert_eq!(c.poll_timeout(), Some(now.plus(Duration::from_secs(15)).instant));
+    assert_eq!(
+        c.poll_timeout(),
+        Some(now.plus(Duration::from_secs(15)).instant)
+    );
     // A frame before the latency interval carries no probe.
     c.handle_text(now.plus(Duration::from_secs(4)), r#"{"type":"heartbeat"}"#);
     assert!(drain(&mut c).is_empty());
@@ -247,7 +250,10 @@ fn latency_is_measured_with_pings() {
     let t = now.plus(Duration::from_secs(5));
     c.handle_text(t, r#"{"type":"ping","timestamp":9}"#);
     let a = drain(&mut c);
-    assert!(matches!(a[0], ConnAction::Reply(ServerMessage::Pong, _)), "{a:?}");
+    assert!(
+        matches!(a[0], ConnAction::Reply(ServerMessage::Pong, _)),
+        "{a:?}"
+    );
     let ConnAction::Ping(payload) = a[1] else {
         panic!("no probe after the pong: {a:?}")
     };
@@ -268,7 +274,10 @@ fn latency_is_measured_with_pings() {
         panic!("no second probe")
     };
     c.handle_pong(t2.plus(Duration::from_millis(37)), &payload);
-    assert!(drain(&mut c).is_empty(), "same latency: the session is not woken");
+    assert!(
+        drain(&mut c).is_empty(),
+        "same latency: the session is not woken"
+    );
 }
 
 #[test]
@@ -302,10 +311,7 @@ fn rate_limit_errors_once_then_closes_if_it_persists() {
         let a = drain(&mut c);
         if let Some(ConnAction::Close { code, .. }) = a.first() {
             assert_eq!(*code, 1008);
-            assert_eq!(
-                a[1],
-                ConnAction::Detach(LeaveReason::Error)
-            );
+            assert_eq!(a[1], ConnAction::Detach(LeaveReason::Error));
             closed = true;
         }
     }
@@ -336,19 +342,13 @@ fn socket_close_and_overflow_tell_the_session() {
     let now = t0();
     let mut c = joined(now);
     c.handle_transport_closed(now);
-    assert_eq!(
-        drain(&mut c),
-        vec![ConnAction::Detach(LeaveReason::Error)]
-    );
+    assert_eq!(drain(&mut c), vec![ConnAction::Detach(LeaveReason::Error)]);
     let mut c = joined(now);
     c.handle_outbound_overflow(now);
     let a = drain(&mut c);
     // The close comes first so its code wins over any close the session queues back.
     assert!(matches!(a[0], ConnAction::Close { code: 1008, .. }));
-    assert_eq!(
-        a[1],
-        ConnAction::Detach(LeaveReason::Error)
-    );
+    assert_eq!(a[1], ConnAction::Detach(LeaveReason::Error));
 }
 
 #[test]

@@ -68,8 +68,7 @@ fn drain(s: &mut S) -> Vec<SessionAction<String>> {
 /// A session with a host `h` and members `c1..=n`.
 fn session_with(n: usize) -> S {
     let mut s = new_session("Party", 10);
-    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
-        .unwrap();
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
     for i in 1..=n {
         sjoin(
             &mut s,
@@ -92,8 +91,7 @@ fn code(e: &ServerMessage) -> ErrorCode {
 #[test]
 fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
     let mut s = session_with(1);
-    sjoin(&mut s, "c2".into(), &join("dev-2", DeviceType::Client))
-        .unwrap();
+    sjoin(&mut s, "c2".into(), &join("dev-2", DeviceType::Client)).unwrap();
     let a = drain(&mut s);
     assert_eq!(a.len(), 3);
     match &a[0] {
@@ -144,11 +142,9 @@ fn join_sends_welcome_then_member_list_to_joiner_and_member_joined_to_others() {
 #[test]
 fn host_is_listed_first_even_when_it_joins_late() {
     let mut s = new_session("Lobby", 10);
-    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client))
-        .unwrap();
+    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
     assert_eq!(s.session_info().host_id, None);
-    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
-        .unwrap();
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
     let ids: Vec<_> = s.member_infos().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, ["h", "c1"]);
     assert_eq!(s.host_id(), Some("h"));
@@ -157,25 +153,17 @@ fn host_is_listed_first_even_when_it_joins_late() {
 #[test]
 fn join_validation_order_already_joined_then_host_then_capacity() {
     let mut s = new_session("P", 2);
-    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host))
-        .unwrap();
-    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client))
-        .unwrap();
+    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
+    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
     drain(&mut s);
     // Full, but the duplicate device is reported first.
     assert_eq!(
-        code(
-            &sjoin(&mut s, "x".into(), &join("dev-1", DeviceType::Client))
-                .unwrap_err()
-        ),
+        code(&sjoin(&mut s, "x".into(), &join("dev-1", DeviceType::Client)).unwrap_err()),
         ErrorCode::AlreadyJoined
     );
     // A second host, even when full, is unauthorized.
     assert_eq!(
-        code(
-            &sjoin(&mut s, "x".into(), &join("dev-h2", DeviceType::Host))
-                .unwrap_err()
-        ),
+        code(&sjoin(&mut s, "x".into(), &join("dev-h2", DeviceType::Host)).unwrap_err()),
         ErrorCode::Unauthorized
     );
     let (refusal, transport) = s
@@ -391,10 +379,7 @@ fn admin_close_uses_the_given_reason_and_code() {
         .any(|a| matches!(a, SessionAction::Close { code: 1001, .. })));
     // An ended session rejects joins.
     assert_eq!(
-        code(
-            &sjoin(&mut s, "z".into(), &join("z", DeviceType::Client))
-                .unwrap_err()
-        ),
+        code(&sjoin(&mut s, "z".into(), &join("z", DeviceType::Client)).unwrap_err()),
         ErrorCode::SessionNotFound
     );
 }
@@ -603,7 +588,10 @@ fn a_held_place_waits_for_a_new_transport_on_a_virtual_clock() {
     let t0 = now();
     let mut s = held_session(Duration::from_secs(120));
     s.handle_detach(t0, "c1", LeaveReason::Error);
-    assert!(drain(&mut s).is_empty(), "nobody is told while the place is held");
+    assert!(
+        drain(&mut s).is_empty(),
+        "nobody is told while the place is held"
+    );
     assert_eq!(s.member_count(), 2);
     assert_eq!(
         s.member_infos()[1].connection_status,

@@ -239,3 +239,117 @@ fn the_envelope_puts_type_first_like_the_app() {
         "{text}"
     );
 }
+
+const DEVICE: &str = "loudsync_1738940000000_k3j9x2m1q";
+
+#[test]
+fn encode_client_writes_the_apps_own_frames() {
+    let join = ClientMessage::join("K7P-3XQ", DEVICE, "Device 42", DeviceType::Client);
+    let ctx =
+        ClientContext::new(DEVICE, 1738941234567).with_message_id("msg_1738941234567_4fzq8ab");
+    let frame = encode_client(&join, &ctx).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&frame).unwrap(),
+        serde_json::from_str::<Value>(APP_JOIN).unwrap(),
+        "the document's JOIN"
+    );
+    assert!(
+        frame.starts_with(r#"{"type":"JOIN","timestamp":1738941234567,"messageId":"#),
+        "{frame}"
+    );
+    let at = |ts| ClientContext::new(DEVICE, ts);
+    let cases = [
+        (
+            ClientMessage::Heartbeat,
+            at(1738941239567),
+            format!(
+                r#"{{"type":"HEARTBEAT","timestamp":1738941239567,"payload":{{"deviceId":"{DEVICE}","timestamp":1738941239567}}}}"#
+            ),
+        ),
+        (
+            ClientMessage::ping(1738941239568u64),
+            at(1738941239568),
+            r#"{"type":"PING","timestamp":1738941239568,"payload":{"timestamp":1738941239568}}"#
+                .to_string(),
+        ),
+        (
+            ClientMessage::leave(Some("User left session")),
+            at(1738941300000).with_message_id("msg_1738941300000_l3v4e5x"),
+            format!(
+                r#"{{"type":"LEAVE","timestamp":1738941300000,"messageId":"msg_1738941300000_l3v4e5x","payload":{{"deviceId":"{DEVICE}","reason":"User left session"}}}}"#
+            ),
+        ),
+        (
+            ClientMessage::Pong,
+            ClientContext {
+                ping_timestamp: 0,
+                ..at(1)
+            },
+            r#"{"type":"PONG","timestamp":1,"payload":{"timestamp":1,"pingTimestamp":0}}"#
+                .to_string(),
+        ),
+    ];
+    for (message, ctx, frame) in cases {
+        assert_eq!(encode_client(&message, &ctx).unwrap(), frame);
+        assert_eq!(detect(&frame), Dialect::App);
+        assert_eq!(decode(&frame).unwrap(), message);
+    }
+}
+
+#[test]
+fn encode_client_refuses_what_the_app_cannot_say() {
+    let ctx = ClientContext::new("d", 1);
+    let host = ClientMessage::join("s", "d", "n", DeviceType::Host);
+    let mut named = ClientMessage::join("s", "d", "n", DeviceType::Client);
+    if let ClientMessage::Join(j) = &mut named {
+        j.session_name = Some("Party".into());
+    }
+    for m in [
+        host,
+        named,
+        ClientMessage::kick("c", None),
+        ClientMessage::MemberList,
+        ClientMessage::message(crate::types::RawJson::from_text("1").unwrap(), None),
+    ] {
+        let e = encode_client(&m, &ctx).unwrap_err();
+        assert_eq!(e.dialect, Dialect::App, "{m:?}");
+    }
+}
+
+#[test]
+fn write_ping_is_the_app_encoders_ping() {
+    for ts in [0, 1738941239568, u64::MAX] {
+        let mut out = String::new();
+        write_ping(&mut out, ts);
+        let ctx = ClientContext::new("ignored", ts);
+        assert_eq!(out, encode_client(&ClientMessage::ping(ts), &ctx).unwrap());
+    }
+}
+
+fn app_messages() -> impl proptest::strategy::Strategy<Value = ClientMessage> {
+    use crate::client::strategies;
+    use proptest::prelude::*;
+    prop_oneof![
+        strategies::join(false, false).prop_map(ClientMessage::Join),
+        proptest::option::of(".{0,20}").prop_map(|reason| ClientMessage::Leave { reason }),
+        Just(ClientMessage::Heartbeat),
+        strategies::integer().prop_map(|timestamp| ClientMessage::Ping { timestamp }),
+        Just(ClientMessage::Pong),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn app_encode_client_then_decode_gives_the_message_back(
+        m in app_messages(),
+        device in ".{0,20}",
+        ts in proptest::prelude::any::<u64>(),
+        id in proptest::option::of("msg_[0-9]{1,13}_[0-9a-z]{7}"),
+        ping in proptest::prelude::any::<u64>(),
+    ) {
+        let ctx = ClientContext { device_id: &device, timestamp_ms: ts, message_id: id.as_deref(), ping_timestamp: ping };
+        let frame = encode_client(&m, &ctx).unwrap();
+        proptest::prop_assert_eq!(detect(&frame), Dialect::App);
+        proptest::prop_assert_eq!(decode(&frame).unwrap(), m);
+    }
+}

@@ -1,5 +1,9 @@
 //! Helpers for integration tests: a server on loopback with millisecond timers, and a small
-//! raw WebSocket client that speaks JSON and can inspect close frames.
+//! raw WebSocket client that can inspect close frames.
+//!
+//! Every well-formed frame a test sends is written by `loudsync_protocol` ([`Client::send`]
+//! for ours, [`Client::send_app`] for the app's); [`Client::send_text`] is for the malformed
+//! and hostile frames that are a test's point.
 
 #![allow(dead_code)]
 
@@ -7,8 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use loudsync_protocol::{app, encode_client, ClientMessage, DeviceType, Join, RawJson};
 use loudsync_server::{Server, ServerConfig};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
@@ -81,10 +86,20 @@ impl Client {
         Client { ws }
     }
 
-    pub async fn send(&mut self, value: Value) {
-        self.send_text(&value.to_string()).await;
+    /// Sends a message of our dialect, written by the protocol crate's encoder.
+    pub async fn send(&mut self, message: &ClientMessage) {
+        let frame = encode_client(message, unix_ms()).expect("a message of our dialect");
+        self.send_text(&frame).await;
     }
 
+    /// Sends a message as the app's own client writes it (`ctx`: its device id, timestamp,
+    /// `messageId`).
+    pub async fn send_app(&mut self, message: &ClientMessage, ctx: &app::ClientContext<'_>) {
+        let frame = app::encode_client(message, ctx).expect("a message of the app's dialect");
+        self.send_text(&frame).await;
+    }
+
+    /// Sends one text frame exactly as given: for malformed or hostile frames.
     pub async fn send_text(&mut self, text: &str) {
         self.ws
             .send(Message::text(text.to_string()))
@@ -180,19 +195,45 @@ impl Client {
 
     /// Proves the socket is still open and served: a ping gets its pong.
     pub async fn assert_alive(&mut self) {
-        self.send(json!({"type": "ping", "timestamp": 777})).await;
+        self.send(&ClientMessage::ping(777u64)).await;
         let pong = self.recv_type("pong").await;
         assert_eq!(pong["timestamp"], 777);
     }
 }
 
-pub fn join_msg(session: &str, device: &str, kind: &str) -> Value {
-    json!({
-        "type": "join",
-        "timestamp": 1,
-        "sessionId": session,
-        "deviceInfo": {"id": device, "name": format!("{device} name"), "type": kind}
-    })
+/// The server clock's kind of timestamp, for the frames tests send.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `"host"` or `"client"` as a device type.
+pub fn device_type(kind: &str) -> DeviceType {
+    match kind {
+        "host" => DeviceType::Host,
+        "client" => DeviceType::Client,
+        other => panic!("no device type {other}"),
+    }
+}
+
+/// The fields of a `join` of `device` (named `"<device> name"`), to adjust before sending.
+pub fn join_fields(session: &str, device: &str, kind: &str) -> Join {
+    let ClientMessage::Join(join) = join_msg(session, device, kind) else {
+        unreachable!()
+    };
+    join
+}
+
+/// A `join` of `device`, named `"<device> name"`.
+pub fn join_msg(session: &str, device: &str, kind: &str) -> ClientMessage {
+    ClientMessage::join(session, device, format!("{device} name"), device_type(kind))
+}
+
+/// A `message` with this data, to everyone else or to one member.
+pub fn message(data: Value, to: Option<&str>) -> ClientMessage {
+    ClientMessage::message(RawJson::from_value(&data), to)
 }
 
 /// Joins and returns the client with its `welcome` and `member_list`.
@@ -203,7 +244,7 @@ pub async fn join(
     kind: &str,
 ) -> (Client, Value, Value) {
     let mut c = Client::connect(addr).await;
-    c.send(join_msg(session, device, kind)).await;
+    c.send(&join_msg(session, device, kind)).await;
     let welcome = c.recv_type("welcome").await;
     let list = c.recv_type("member_list").await;
     (c, welcome, list)
