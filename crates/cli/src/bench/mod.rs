@@ -110,6 +110,12 @@ pub struct IdleArgs {
     /// Wait after the last join before measuring memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// First run the same members against a bare echo floor (`loudsync bench-floor`: the
+    /// server's own WebSocket framing and JSON codecs, answering `join` and `ping` and nothing
+    /// more), started by the bench, then against the server; report the server's CPU as a
+    /// multiple of the floor's.
+    #[arg(long)]
+    floor: bool,
 }
 
 /// Options of `bench join-storm`.
@@ -162,8 +168,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     match args.scenario {
         Scenario::Idle(a) => {
-            let plan = Plan::sessions("idle", &a.common, a.members, a.session_size, Mode::Idle);
-            execute(&a.common, plan.hold(a.settle, a.duration))
+            let plan = Plan::sessions("idle", &a.common, a.members, a.session_size, Mode::Idle)
+                .hold(a.settle, a.duration);
+            if !a.floor {
+                return execute(&a.common, plan).map(drop);
+            }
+            let floor = spawn_floor()?;
+            let floor_target = (floor.addr, "/".to_string(), Some(floor.child.id()), None);
+            let mut floor_plan = plan.clone();
+            floor_plan.scenario = "idle (echo floor)";
+            floor_plan.create.clear();
+            let floor_result = execute_on(&a.common, floor_plan, floor_target)?;
+            drop(floor);
+            let result = execute(&a.common, plan)?;
+            compare_with_floor(&a.common, &floor_result, &result);
+            Ok(())
         }
         Scenario::JoinStorm(a) => {
             let plan = Plan::sessions(
@@ -173,7 +192,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 a.session_size,
                 Mode::Idle,
             );
-            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO))
+            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO)).map(drop)
         }
         Scenario::Churn(a) => {
             let workers = a.common.workers.max(1) as f64;
@@ -182,12 +201,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 seconds: a.duration.as_secs_f64(),
             };
             let plan = Plan::sessions("churn", &a.common, a.members, a.session_size, mode);
-            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO))
+            execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO)).map(drop)
         }
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
-        ),
+        )
+        .map(drop),
     }
 }
 
@@ -202,6 +222,7 @@ fn raise_open_file_limit() {
 }
 
 /// What one run does.
+#[derive(Clone)]
 struct Plan {
     scenario: &'static str,
     specs: Vec<WorkerSpec>,
@@ -338,6 +359,42 @@ impl Drop for SpawnedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts the echo floor (`loudsync bench-floor`) on a random loopback port.
+fn spawn_floor() -> anyhow::Result<SpawnedServer> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["bench-floor", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawn the echo floor")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("loudsync floor listening on http://")
+        .with_context(|| format!("the floor said {line:?}"))?
+        .parse()?;
+    Ok(SpawnedServer { child, addr })
+}
+
+/// Prints (or adds to the JSON) the server's idle CPU as a multiple of the floor's.
+fn compare_with_floor(common: &Common, floor: &Value, server: &Value) {
+    let cpu = |r: &Value| r["server"]["cpu_percent_during_hold"].as_f64();
+    let (Some(f), Some(s)) = (cpu(floor), cpu(server)) else {
+        eprintln!("note: no CPU figure for the server (give --server-pid or --spawn-server)");
+        return;
+    };
+    let ratio = s / f.max(1e-9);
+    if common.json {
+        println!(
+            "{}",
+            json!({"floor_cpu_percent": f, "server_cpu_percent": s, "server_cpu_vs_floor": ratio})
+        );
+    } else {
+        println!("server CPU vs echo floor        {s:.2} % vs {f:.2} % of a core: {ratio:.2}x");
     }
 }
 
@@ -517,8 +574,13 @@ fn counters(addr: SocketAddr) -> Option<Counters> {
     })
 }
 
-fn execute(common: &Common, mut plan: Plan) -> anyhow::Result<()> {
-    let (addr, path, pid, _server) = target(common)?;
+/// Runs `plan` against the server `common` names (or spawns), prints the result, returns it.
+fn execute(common: &Common, plan: Plan) -> anyhow::Result<Value> {
+    execute_on(common, plan, target(common)?)
+}
+
+fn execute_on(common: &Common, mut plan: Plan, target: Target) -> anyhow::Result<Value> {
+    let (addr, path, pid, _server) = target;
     let quiet = common.json;
     let srcs = sources(common.sources, addr);
     for s in plan.specs.iter_mut() {
@@ -687,7 +749,7 @@ fn execute(common: &Common, mut plan: Plan) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}", problems.join(", "));
     }
-    Ok(())
+    Ok(result)
 }
 
 fn collect_reports(rx: &mpsc::Receiver<Line>, n: usize) -> anyhow::Result<Vec<WorkerReport>> {
