@@ -200,18 +200,6 @@ struct PongOut {
     ping_timestamp: u64,
 }
 
-/// The app's client envelope, in the order the app writes it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ClientEnvelope<'a, P: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    timestamp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_id: Option<&'a str>,
-    payload: P,
-}
-
 /// Writes a client message as the frame the app's own client sends (§10.3 of
 /// `docs/PROTOCOL.md`): an UPPERCASE `type`, `timestamp`, `messageId` when `ctx` has one, and
 /// the fields in `payload`:
@@ -297,7 +285,7 @@ pub fn write_ping(out: &mut String, timestamp: u64) {
 }
 
 fn client_envelope<P: Serialize>(ctx: &ClientContext<'_>, kind: &str, payload: P) -> String {
-    serde_json::to_string(&ClientEnvelope {
+    serde_json::to_string(&Envelope {
         kind,
         timestamp: ctx.timestamp_ms,
         message_id: ctx.message_id,
@@ -368,7 +356,7 @@ fn member_json(m: &MemberInfo, ctx: &EncodeContext<'_>) -> Value {
     serde_json::to_value(app_member(m, ctx)).expect("a member serialises")
 }
 
-/// The app's envelope, `type` first as the app writes it.
+/// The app's envelope, both ways: `type` first, as the app writes it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a, P: Serialize> {

@@ -243,8 +243,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_join_on_its_way_stalls_neither_writes_nor_timers() {
+    type Held = (
+        WebSocketStream<DuplexStream>,
+        tokio::sync::mpsc::UnboundedReceiver<SessionInput>,
+        Box<crate::sessions::JoinRequest>,
+        tokio::sync::oneshot::Sender<crate::sessions::JoinResult>,
+    );
+
+    /// A client that sends `join` then `ping`; the test holds the session's side of the join.
+    async fn join_then_ping() -> Held {
         let state = state();
         let mut session = state.registry.insert_manual("s");
         let mut client = open(&state);
@@ -256,6 +263,12 @@ mod tests {
         let Some(SessionInput::Join { request, reply }) = session.recv().await else {
             panic!("no join")
         };
+        (client, session, request, reply)
+    }
+
+    #[tokio::test]
+    async fn a_join_on_its_way_stalls_neither_writes_nor_timers() {
+        let (mut client, mut session, request, reply) = join_then_ping().await;
         // Writes go on while the answer is held back.
         request.outbox.push(
             OutFrame::Text(Bytes::from_static(b"{\"type\":\"early\"}")),
@@ -297,17 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_after_a_join_are_handled_once_it_is_answered() {
-        let state = state();
-        let mut session = state.registry.insert_manual("s");
-        let mut client = open(&state);
-        client.send(Message::text(JOIN)).await.unwrap();
-        client
-            .send(Message::text(r#"{"type":"ping","timestamp":5}"#))
-            .await
-            .unwrap();
-        let Some(SessionInput::Join { request, reply }) = session.recv().await else {
-            panic!("no join")
-        };
+        let (mut client, _session, request, reply) = join_then_ping().await;
         request.outbox.push(
             OutFrame::Text(Bytes::from_static(b"{\"type\":\"welcome\"}")),
             std::time::Instant::now(),

@@ -364,18 +364,26 @@ impl Drop for SpawnedServer {
 
 /// Starts the echo floor (`loudsync bench-floor`) on a random loopback port.
 fn spawn_floor() -> anyhow::Result<SpawnedServer> {
+    spawn_child(
+        &["bench-floor", "--listen", "127.0.0.1:0"],
+        "loudsync floor listening on http://",
+    )
+}
+
+/// Starts this binary with `args` and reads the address it prints after `prefix`.
+fn spawn_child(args: &[&str], prefix: &str) -> anyhow::Result<SpawnedServer> {
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["bench-floor", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("spawn the echo floor")?;
+        .with_context(|| format!("spawn `loudsync {}`", args[0]))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     let addr = line
         .trim()
-        .strip_prefix("loudsync floor listening on http://")
-        .with_context(|| format!("the floor said {line:?}"))?
+        .strip_prefix(prefix)
+        .with_context(|| format!("`loudsync {}` said {line:?}", args[0]))?
         .parse()?;
     Ok(SpawnedServer { child, addr })
 }
@@ -399,21 +407,9 @@ fn compare_with_floor(common: &Common, floor: &Value, server: &Value) {
 }
 
 fn spawn_server(extra: &[String]) -> anyhow::Result<SpawnedServer> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawn server")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("loudsync listening on http://")
-        .with_context(|| format!("server said {line:?}"))?
-        .parse()?;
-    Ok(SpawnedServer { child, addr })
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log", "warn"];
+    args.extend(extra.iter().map(String::as_str));
+    spawn_child(&args, "loudsync listening on http://")
 }
 
 type Target = (SocketAddr, String, Option<u32>, Option<SpawnedServer>);
