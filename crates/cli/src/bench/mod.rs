@@ -395,7 +395,11 @@ fn compare_with_floor(common: &Common, floor: &Value, server: &Value) {
         eprintln!("note: no CPU figure for the server (give --server-pid or --spawn-server)");
         return;
     };
-    let ratio = s / f.max(1e-9);
+    if f <= 0.0 {
+        eprintln!("note: the floor used no measurable CPU (clock ticks are 10 ms); hold longer");
+        return;
+    }
+    let ratio = s / f;
     if common.json {
         println!(
             "{}",
