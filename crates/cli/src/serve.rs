@@ -27,6 +27,12 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
 
+    /// Threads running the server: 0 is one per core; 1 runs everything on one thread (no
+    /// wake-ups between threads; the cheapest for a mostly idle server) [default: 0].
+    #[arg(long, env = "LOUDSYNC_WORKER_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_threads: Option<usize>,
+
     /// Default session capacity, the host included [default: 10].
     #[arg(long, env = "LOUDSYNC_MAX_MEMBERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,9 +199,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = args.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = runtime(config.worker_threads)?;
     runtime.block_on(async move {
         let signalled = shutdown_signal()?;
         let listen = config.listen;
@@ -208,6 +212,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// The runtime for `worker_threads` (0: one worker per core; 1: everything on this thread).
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 /// Installs the SIGINT (Ctrl-C) and SIGTERM handlers at once, so a signal that arrives as soon

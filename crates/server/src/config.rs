@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on (HTTP and WebSocket on one port).
     pub listen: SocketAddr,
+    /// Threads that run the server's tasks: 0 means one per core; 1 runs everything on one
+    /// thread (no wake-ups between threads: the cheapest for a mostly idle server, and for a
+    /// machine it shares with other work).
+    pub worker_threads: usize,
     /// Default capacity of a session, host included.
     pub max_members: usize,
     /// A member silent this long is removed.
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
         let outbound = OutboundLimits::default();
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            worker_threads: 0,
             max_members: 10,
             heartbeat_timeout: conn.heartbeat_timeout,
             heartbeat_check_interval: conn.heartbeat_check_interval,

@@ -166,10 +166,12 @@ impl MemberDriver {
                         &encoding::no_addresses,
                         self.state.ids.as_ref(),
                     );
-                    self.outbox.push(OutFrame::Text(bytes), t.instant);
+                    // Our own frame: the transport drains the outbox before it waits again.
+                    self.outbox.push_own(OutFrame::Text(bytes), t.instant);
                 }
                 ConnAction::Ping(payload) => {
-                    self.outbox.push(OutFrame::Ping(payload), Instant::now());
+                    self.outbox
+                        .push_own(OutFrame::Ping(payload), Instant::now());
                 }
                 ConnAction::Join(join) => self.route_join(join),
                 ConnAction::Session(command) => {

@@ -75,6 +75,23 @@ impl Outbox {
     /// Returns `None` if the frame was not queued, else whether this is the first frame since
     /// the last [`Outbox::notify`] (the producer then owes one notify).
     pub fn enqueue(&self, frame: OutFrame, now: Instant) -> Option<bool> {
+        self.queue(frame, now)?;
+        Some(!self.wake_owed.swap(true, Ordering::AcqRel))
+    }
+
+    /// Queues a frame from the consumer's own side (the member driver's replies and probes):
+    /// no wake-up, since the consumer drains the outbox before it next waits (waking itself
+    /// would only cost a second poll and, on a multi-thread runtime, possibly an unpark of
+    /// another worker), and no wake owed either, so producers' [`Outbox::enqueue`] still sees
+    /// the first-frame flag as it was. Returns `false` if not queued (closed, or the frame
+    /// overflowed the queue: then the consumer is woken as usual).
+    pub fn push_own(&self, frame: OutFrame, now: Instant) -> bool {
+        self.queue(frame, now).is_some()
+    }
+
+    /// Queues a frame under the slow-consumer rule; `None` if refused (an overflow wakes the
+    /// consumer to drop the member).
+    fn queue(&self, frame: OutFrame, now: Instant) -> Option<()> {
         let mut st = self.state.lock().expect("outbox lock");
         if st.closed || st.overflowed {
             return None;
@@ -94,8 +111,7 @@ impl Outbox {
             OutFrame::Ping(_) => {}
         }
         st.frames.push_back(frame);
-        drop(st);
-        Some(!self.wake_owed.swap(true, Ordering::AcqRel))
+        Some(())
     }
 
     /// Wakes the consumer (after [`Outbox::enqueue`]).
@@ -239,6 +255,21 @@ mod tests {
         assert_eq!(local.len(), 3);
         assert_eq!(o.queued_bytes(), 0);
         assert_eq!(o.pop(), None);
+    }
+
+    #[test]
+    fn own_frames_owe_no_wake_up_and_leave_the_producers_flag_alone() {
+        let o = outbox(100);
+        assert!(o.push_own(OutFrame::Ping([1; 8]), t()));
+        assert!(o.push_own(OutFrame::Text(Bytes::from_static(b"pong")), t()));
+        // A producer's first frame still owes the wake-up.
+        assert_eq!(
+            o.enqueue(OutFrame::Text(Bytes::from_static(b"x")), t()),
+            Some(true)
+        );
+        assert_eq!(o.queued_bytes(), 5);
+        assert!(!o.push_own(OutFrame::Text(Bytes::from(vec![0; 200])), t()));
+        assert!(o.overflowed(), "own frames obey the limits too");
     }
 
     #[test]

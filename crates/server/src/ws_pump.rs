@@ -28,6 +28,9 @@ use crate::ws::{Violation, WsError, WsMessage, WsStream};
 const FLUSH_THRESHOLD: usize = 16 * 1024;
 /// Bytes owed to the client beyond which the task stops reading from it.
 const READ_PAUSE_BYTES: usize = 64 * 1024;
+/// Frames handled in a row before what they produced is written (frames that arrived together
+/// are answered in one write, and a flood cannot hold writes and timers off).
+const MAX_READS_BEFORE_WRITE: u8 = 16;
 /// A deadline far enough away to mean "none".
 const NO_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -63,6 +66,7 @@ where
         pending: VecDeque::new(),
         overflow_reported: false,
         closing_reported: false,
+        reads_in_a_row: 0,
     };
     pump.run().await;
     drop(pump);
@@ -78,6 +82,9 @@ struct Pump<S> {
     pending: VecDeque<OutFrame>,
     overflow_reported: bool,
     closing_reported: bool,
+    /// Frames handled since the last write; while in `1..MAX_READS_BEFORE_WRITE`, the next
+    /// poll reads first, so the replies to frames that arrived together go out together.
+    reads_in_a_row: u8,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
@@ -136,6 +143,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
     /// One poll of everything the task waits on: write what the outbox holds, flush, the
     /// join's answer, the timer, then read.
     fn poll_event(&mut self, cx: &mut Context<'_>, mut sleep: Pin<&mut Sleep>) -> Poll<Event> {
+        if (1..MAX_READS_BEFORE_WRITE).contains(&self.reads_in_a_row) {
+            // Right after a frame: take the next one already here before writing.
+            if let Poll::Ready(event) = self.poll_read(cx) {
+                self.reads_in_a_row += 1;
+                return Poll::Ready(event);
+            }
+        }
+        self.reads_in_a_row = 0;
         let outbox = self.driver.outbox().clone();
         outbox.register(cx.waker());
         if !self.overflow_reported && outbox.overflowed() {
@@ -179,10 +194,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
         if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
         }
+        let event = self.poll_read(cx);
+        if event.is_ready() {
+            self.reads_in_a_row = 1;
+        }
+        event
+    }
+
+    /// The next frame, unless reading is paused: while a join is on its way, or while the
+    /// client sends but does not read (a ping flood), so frames keep their order and memory
+    /// stays bounded.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if self.driver.reading_paused() || self.ws.pending_bytes() >= READ_PAUSE_BYTES {
-            // A join is on its way, or the client sends but does not read (a ping flood):
-            // stop reading until that is over, so frames keep their order and memory stays
-            // bounded.
             return Poll::Pending;
         }
         match self.ws.poll_next(cx) {
@@ -306,6 +329,82 @@ mod tests {
             "the pending member is detached"
         );
         drop(reply);
+    }
+
+    /// A stream that counts the writes that moved bytes.
+    struct CountingIo {
+        inner: DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingIo {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingIo {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_that_arrive_together_are_answered_in_one_write() {
+        let state = state();
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = CountingIo {
+            inner: server,
+            writes: writes.clone(),
+        };
+        tokio::spawn(run(
+            state.clone(),
+            WsStream::new(io, 64 * 1024),
+            "127.0.0.1:9".parse().unwrap(),
+        ));
+        let mut client = ClientBuilder::new().take_over(client);
+        // Three pings in one write of the client's: one read on the server's side.
+        for ts in [1, 2, 3] {
+            client
+                .feed(Message::text(format!(
+                    r#"{{"type":"ping","timestamp":{ts}}}"#
+                )))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        for ts in [1, 2, 3] {
+            let pong = next_text(&mut client).await;
+            assert!(pong.contains(&format!(r#""timestamp":{ts}"#)), "{pong}");
+        }
+        assert_eq!(
+            writes.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "three pongs, one write"
+        );
     }
 
     #[tokio::test]
