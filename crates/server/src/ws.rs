@@ -9,6 +9,12 @@
 //! frames only inside a fragmented message, text valid UTF-8, close codes valid, and a message
 //! size limit (1009). A violation closes the connection with the matching code.
 //!
+//! A data frame's payload is unmasked (a word at a time) into its message as its bytes arrive,
+//! so a frame split over many reads is copied once; text is checked for UTF-8 as it arrives
+//! too (each fragment, and the received part of an incomplete frame, carrying a character cut
+//! at the end over to the next bytes), so a client sending invalid text is failed with 1007 at
+//! the first bad byte rather than when its message completes.
+//!
 //! [`FrameParser`] is the sans-IO part (bytes in, messages out); [`WsStream`] drives it over
 //! a socket.
 
@@ -18,6 +24,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use loudsync_protocol::close_code::{INVALID_PAYLOAD, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A complete message from the client.
@@ -38,7 +45,7 @@ pub enum WsMessage {
 /// A rule of the protocol the client broke: the close code to answer with, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Violation {
-    /// 1002 (protocol error), 1007 (invalid payload) or 1009 (too big).
+    /// [`PROTOCOL_ERROR`] (1002), [`INVALID_PAYLOAD`] (1007) or [`MESSAGE_TOO_BIG`] (1009).
     pub code: u16,
     /// A short reason, sent in the close frame.
     pub reason: &'static str,
@@ -55,17 +62,76 @@ const OP_CLOSE: u8 = 8;
 const OP_PING: u8 = 9;
 const OP_PONG: u8 = 10;
 
+const NOT_UTF8: Violation = violation(INVALID_PAYLOAD, "text is not valid UTF-8");
+
 /// Parses client frames into messages. Keeps bytes only while a frame or a fragmented message
 /// is incomplete.
 #[derive(Debug)]
 pub struct FrameParser {
     max_message: usize,
-    /// Bytes of an incomplete frame.
+    /// The start of a frame not yet parsed: an incomplete header (a data frame's header is
+    /// kept here until a payload byte follows it) or an incomplete control frame.
     partial: Vec<u8>,
-    /// A fragmented message being assembled: its opcode and payload so far.
-    message: Option<(u8, Vec<u8>)>,
-    /// Bytes the incomplete frame in `partial` needs at least, before it is parsed again.
+    /// Bytes `partial` needs at least before it is parsed again.
     need: usize,
+    /// The data message being assembled, from a fragmented message or from a data frame whose
+    /// payload is still arriving.
+    message: Option<Message>,
+    /// The data frame whose payload is arriving, into `message`.
+    frame: Option<DataFrame>,
+}
+
+/// A data message being assembled.
+#[derive(Debug)]
+struct Message {
+    opcode: u8,
+    /// The unmasked payload so far.
+    payload: Vec<u8>,
+    /// For text, how much of `payload` is known to be whole valid UTF-8 characters: the rest,
+    /// at most 3 bytes, is the start of a character cut by the end of what arrived.
+    checked: usize,
+}
+
+impl Message {
+    /// Checks the text not checked yet; a character cut at the end is checked once the rest
+    /// of it arrives.
+    fn check_utf8(&mut self) -> Result<(), Violation> {
+        if self.opcode != OP_TEXT {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.payload[self.checked..]) {
+            Ok(_) => self.checked = self.payload.len(),
+            // `error_len() == None`: only a character cut by the end, so far valid.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(NOT_UTF8),
+        }
+        Ok(())
+    }
+
+    /// The complete message.
+    fn finish(self) -> Result<WsMessage, Violation> {
+        data_message(self.opcode, self.payload)
+    }
+}
+
+/// A data frame whose header was parsed, and whose payload is arriving.
+#[derive(Debug)]
+struct DataFrame {
+    fin: bool,
+    mask: [u8; 4],
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already received (where the mask stands).
+    offset: usize,
+}
+
+/// What [`FrameParser::frame`] did with the start of its input.
+enum Step {
+    /// Used this many bytes: a whole frame, or a data frame's header and the payload bytes
+    /// there were (the rest of that payload goes to [`FrameParser::payload`]).
+    Used(usize),
+    /// Not enough bytes to go on: at least `need` in all.
+    Incomplete { need: usize },
 }
 
 impl FrameParser {
@@ -74,69 +140,103 @@ impl FrameParser {
         FrameParser {
             max_message,
             partial: Vec::new(),
-            message: None,
             need: 0,
+            message: None,
+            frame: None,
         }
     }
 
     /// Bytes held for incomplete frames and messages.
     pub fn held_bytes(&self) -> usize {
-        self.partial.capacity() + self.message.as_ref().map_or(0, |(_, m)| m.capacity())
+        self.partial.capacity() + self.message.as_ref().map_or(0, |m| m.payload.capacity())
     }
 
-    /// Feeds bytes read from the socket; complete messages are appended to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut VecDeque<WsMessage>) -> Result<(), Violation> {
-        if self.partial.is_empty() {
-            let used = self.parse(data, out)?;
-            if used < data.len() {
-                self.partial.extend_from_slice(&data[used..]);
-            }
-            return Ok(());
-        }
-        self.partial.extend_from_slice(data);
-        if self.partial.len() < self.need {
-            // The frame is still incomplete: no need to look at it again yet.
-            return Ok(());
-        }
-        let mut buf = std::mem::take(&mut self.partial);
-        let used = self.parse(&buf, out)?;
-        if used < buf.len() {
-            buf.drain(..used);
-            self.partial = buf;
-        }
-        Ok(())
-    }
-
-    /// Parses as many whole frames from `data` as there are; returns the bytes used, and
-    /// records how many bytes the incomplete frame after them needs.
-    fn parse(&mut self, data: &[u8], out: &mut VecDeque<WsMessage>) -> Result<usize, Violation> {
-        let mut at = 0;
+    /// Feeds bytes read from the socket; complete messages are appended to `out`. A violation
+    /// is reported as soon as the bytes showing it arrive (messages completed before them are
+    /// in `out`); the parser is not to be fed again after one.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        out: &mut VecDeque<WsMessage>,
+    ) -> Result<(), Violation> {
         loop {
-            match self.frame(&data[at..])? {
-                Parsed::Frame { len, message } => {
-                    at += len;
-                    if let Some(m) = message {
-                        out.push_back(m);
+            if let Some(frame) = &self.frame {
+                // The payload of a data frame: everything until it ends belongs to it.
+                let n = frame.remaining.min(data.len() as u64) as usize;
+                self.payload(&data[..n], out)?;
+                data = &data[n..];
+                if self.frame.is_some() {
+                    return Ok(()); // all of `data` was payload
+                }
+            } else if !self.partial.is_empty() {
+                // Complete the frame start held back, taking no more bytes than it needs, so
+                // that a payload is never copied into `partial`.
+                let take = (self.need - self.partial.len()).min(data.len());
+                self.partial.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.partial.len() < self.need {
+                    return Ok(()); // all of `data` taken, still incomplete
+                }
+                let held = std::mem::take(&mut self.partial);
+                match self.frame(&held, out)? {
+                    Step::Used(n) => debug_assert_eq!(n, held.len(), "needed bytes all used"),
+                    Step::Incomplete { need } => {
+                        self.need = need;
+                        self.partial = held;
                     }
                 }
-                Parsed::Incomplete { need } => {
-                    self.need = need;
-                    return Ok(at);
+            } else if data.is_empty() {
+                return Ok(());
+            } else {
+                match self.frame(data, out)? {
+                    Step::Used(n) => data = &data[n..],
+                    Step::Incomplete { need } => {
+                        self.need = need;
+                        self.partial.extend_from_slice(data);
+                        return Ok(());
+                    }
                 }
             }
         }
     }
 
-    /// One frame at the start of `data`: its length and the message it completes (if any),
-    /// or how many bytes it needs at least.
-    fn frame(&mut self, data: &[u8]) -> Result<Parsed, Violation> {
+    /// Bytes of the payload of the data frame in progress (no more than it still needs).
+    fn payload(&mut self, bytes: &[u8], out: &mut VecDeque<WsMessage>) -> Result<(), Violation> {
+        let frame = self.frame.as_mut().expect("a frame in progress");
+        let message = self.message.as_mut().expect("a frame belongs to a message");
+        let rest = frame.remaining as usize; // at most `max_message`: it fits
+        if bytes.len() * 2 >= rest {
+            // Room for the whole rest of the frame once half of it is here (no more than
+            // doubling would take), so a frame in two reads is not moved when it completes.
+            message.payload.reserve(rest);
+        }
+        unmask_into(&mut message.payload, bytes, frame.mask, frame.offset);
+        frame.offset += bytes.len();
+        frame.remaining -= bytes.len() as u64;
+        if frame.remaining > 0 {
+            return message.check_utf8();
+        }
+        let fin = frame.fin;
+        self.frame = None;
+        if fin {
+            let message = self.message.take().expect("checked");
+            out.push_back(message.finish()?);
+            Ok(())
+        } else {
+            message.check_utf8()
+        }
+    }
+
+    /// The frame at the start of `data`: a control frame needs to be whole; a data frame needs
+    /// its header and, unless it is empty, one payload byte, and is then streamed.
+    fn frame(&mut self, data: &[u8], out: &mut VecDeque<WsMessage>) -> Result<Step, Violation> {
         if data.len() < 2 {
-            return Ok(Parsed::Incomplete { need: 2 });
+            return Ok(Step::Incomplete { need: 2 });
         }
         let (b0, b1) = (data[0], data[1]);
         let fin = b0 & 0x80 != 0;
         if b0 & 0x70 != 0 {
-            return Err(violation(1002, "reserved bits set"));
+            return Err(violation(PROTOCOL_ERROR, "reserved bits set"));
         }
         let opcode = b0 & 0x0F;
         let control = opcode >= OP_CLOSE;
@@ -144,101 +244,139 @@ impl FrameParser {
             opcode,
             OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
         ) {
-            return Err(violation(1002, "unknown opcode"));
+            return Err(violation(PROTOCOL_ERROR, "unknown opcode"));
         }
         if b1 & 0x80 == 0 {
-            return Err(violation(1002, "client frames must be masked"));
+            return Err(violation(PROTOCOL_ERROR, "client frames must be masked"));
         }
         let (len, header) = match b1 & 0x7F {
             126 => {
                 if data.len() < 4 {
-                    return Ok(Parsed::Incomplete { need: 4 });
+                    return Ok(Step::Incomplete { need: 4 });
                 }
                 let n = u16::from_be_bytes([data[2], data[3]]) as u64;
                 if n < 126 {
-                    return Err(violation(1002, "non-minimal length"));
+                    return Err(violation(PROTOCOL_ERROR, "non-minimal length"));
                 }
                 (n, 4)
             }
             127 => {
                 if data.len() < 10 {
-                    return Ok(Parsed::Incomplete { need: 10 });
+                    return Ok(Step::Incomplete { need: 10 });
                 }
                 let n = u64::from_be_bytes(data[2..10].try_into().expect("8 bytes"));
                 if n <= u16::MAX as u64 || n >> 63 != 0 {
-                    return Err(violation(1002, "non-minimal length"));
+                    return Err(violation(PROTOCOL_ERROR, "non-minimal length"));
                 }
                 (n, 10)
             }
             n => (n as u64, 2),
         };
         if control && (!fin || len > 125) {
-            return Err(violation(1002, "control frames must be short and whole"));
+            return Err(violation(
+                PROTOCOL_ERROR,
+                "control frames must be short and whole",
+            ));
         }
-        let so_far = self.message.as_ref().map_or(0, |(_, m)| m.len()) as u64;
-        if !control && so_far + len > self.max_message as u64 {
-            return Err(violation(1009, "message too big"));
-        }
-        let total = header + 4 + len as usize;
-        if data.len() < total {
-            return Ok(Parsed::Incomplete { need: total });
-        }
-        let mask: [u8; 4] = data[header..header + 4].try_into().expect("4 bytes");
-        let mut payload = data[header + 4..total].to_vec();
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i & 3];
-        }
-        let message = match opcode {
-            OP_PING => Some(WsMessage::Ping(payload)),
-            OP_PONG => Some(WsMessage::Pong(payload)),
-            OP_CLOSE => Some(WsMessage::Close(close_payload(&payload)?)),
-            OP_CONTINUATION => {
-                let Some((_, buf)) = self.message.as_mut() else {
-                    return Err(violation(1002, "continuation without a message"));
-                };
-                buf.extend_from_slice(&payload);
-                if fin {
-                    let (op, buf) = self.message.take().expect("checked");
-                    Some(data_message(op, buf)?)
-                } else {
-                    None
-                }
+        let start = header + 4;
+        if control {
+            let total = start + len as usize;
+            if data.len() < total {
+                return Ok(Step::Incomplete { need: total });
             }
-            op => {
-                if self.message.is_some() {
-                    return Err(violation(1002, "new message inside a fragmented one"));
-                }
-                if fin {
-                    Some(data_message(op, payload)?)
-                } else {
-                    self.message = Some((op, payload));
-                    None
-                }
+            let mask = data[header..start].try_into().expect("4 bytes");
+            let mut payload = Vec::with_capacity(len as usize);
+            unmask_into(&mut payload, &data[start..total], mask, 0);
+            out.push_back(match opcode {
+                OP_PING => WsMessage::Ping(payload),
+                OP_PONG => WsMessage::Pong(payload),
+                _ => WsMessage::Close(close_payload(&payload)?),
+            });
+            return Ok(Step::Used(total));
+        }
+        match (opcode, &self.message) {
+            (OP_CONTINUATION, None) => {
+                return Err(violation(PROTOCOL_ERROR, "continuation without a message"))
             }
-        };
-        Ok(Parsed::Frame {
-            len: total,
-            message,
-        })
+            (OP_TEXT | OP_BINARY, Some(_)) => {
+                return Err(violation(
+                    PROTOCOL_ERROR,
+                    "new message inside a fragmented one",
+                ))
+            }
+            _ => {}
+        }
+        let so_far = self.message.as_ref().map_or(0, |m| m.payload.len()) as u64;
+        if so_far + len > self.max_message as u64 {
+            return Err(violation(MESSAGE_TOO_BIG, "message too big"));
+        }
+        // Held back until a payload byte follows the header (so a connection that sent only
+        // a header still shows what it holds).
+        let need = start + (len > 0) as usize;
+        if data.len() < need {
+            return Ok(Step::Incomplete { need });
+        }
+        let mask = data[header..start].try_into().expect("4 bytes");
+        let here = (data.len() - start) as u64;
+        if self.message.is_none() && fin && here >= len {
+            // The common case, a whole unfragmented message: straight out.
+            let total = start + len as usize;
+            let mut payload = Vec::with_capacity(len as usize);
+            unmask_into(&mut payload, &data[start..total], mask, 0);
+            out.push_back(data_message(opcode, payload)?);
+            return Ok(Step::Used(total));
+        }
+        if self.message.is_none() {
+            self.message = Some(Message {
+                opcode,
+                payload: Vec::new(),
+                checked: 0,
+            });
+        }
+        self.frame = Some(DataFrame {
+            fin,
+            mask,
+            remaining: len,
+            offset: 0,
+        });
+        let n = here.min(len) as usize;
+        self.payload(&data[start..start + n], out)?;
+        Ok(Step::Used(start + n))
     }
 }
 
-/// What [`FrameParser::frame`] found.
-enum Parsed {
-    /// A whole frame of `len` bytes, completing `message` if any.
-    Frame {
-        len: usize,
-        message: Option<WsMessage>,
-    },
-    /// Not enough bytes: at least `need` in all.
-    Incomplete { need: usize },
+/// Appends `src` unmasked to `dst`, `src[0]` being the payload's byte `offset` (any offset: a
+/// payload may arrive in pieces). Eight bytes at a time, then the tail; copying and unmasking
+/// in one pass (not `memcpy` then unmasking in place: that reads the payload twice, and glibc's
+/// `memcpy` of a few KiB is many times slower when source and destination are 8 or 16 bytes
+/// apart modulo 4096, as a frame's payload and a fresh buffer can be).
+fn unmask_into(dst: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset: usize) {
+    let mut key = mask;
+    key.rotate_left(offset & 3);
+    let word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let start = dst.len();
+    dst.resize(start + src.len(), 0);
+    let dst = &mut dst[start..];
+    let mut dst_words = dst.chunks_exact_mut(8);
+    let mut src_words = src.chunks_exact(8);
+    for (d, s) in (&mut dst_words).zip(&mut src_words) {
+        let s = u64::from_ne_bytes(s.try_into().expect("8 bytes"));
+        d.copy_from_slice(&(s ^ word).to_ne_bytes());
+    }
+    // Words are a multiple of 4 bytes: the tail starts at `key[0]` again.
+    let tail = dst_words.into_remainder().iter_mut();
+    for ((d, s), k) in tail.zip(src_words.remainder()).zip(key.iter().cycle()) {
+        *d = s ^ k;
+    }
 }
 
 fn data_message(opcode: u8, payload: Vec<u8>) -> Result<WsMessage, Violation> {
     if opcode == OP_TEXT {
         String::from_utf8(payload)
             .map(WsMessage::Text)
-            .map_err(|_| violation(1007, "text is not valid UTF-8"))
+            .map_err(|_| NOT_UTF8)
     } else {
         Ok(WsMessage::Binary(payload))
     }
@@ -247,15 +385,15 @@ fn data_message(opcode: u8, payload: Vec<u8>) -> Result<WsMessage, Violation> {
 fn close_payload(p: &[u8]) -> Result<Option<(u16, String)>, Violation> {
     match p.len() {
         0 => Ok(None),
-        1 => Err(violation(1002, "close payload of one byte")),
+        1 => Err(violation(PROTOCOL_ERROR, "close payload of one byte")),
         _ => {
             let code = u16::from_be_bytes([p[0], p[1]]);
             let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
-                return Err(violation(1002, "invalid close code"));
+                return Err(violation(PROTOCOL_ERROR, "invalid close code"));
             }
             let reason = std::str::from_utf8(&p[2..])
-                .map_err(|_| violation(1007, "close reason is not valid UTF-8"))?;
+                .map_err(|_| violation(INVALID_PAYLOAD, "close reason is not valid UTF-8"))?;
             Ok(Some((code, reason.to_string())))
         }
     }
@@ -333,6 +471,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         }
     }
 
+    /// The socket back, e.g. to shut it down gracefully once [`WsStream::poll_next`] has
+    /// ended (bytes queued and not written, and bytes read and not parsed, are dropped).
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
     /// Bytes queued and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.out.len() - self.written
@@ -347,6 +491,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     pub fn queue_text(&mut self, text: &[u8]) {
         if !self.close_sent {
             encode_frame(&mut self.out, OP_TEXT, text);
+        }
+    }
+
+    /// Queues a binary frame.
+    pub fn queue_binary(&mut self, payload: &[u8]) {
+        if !self.close_sent {
+            encode_frame(&mut self.out, OP_BINARY, payload);
         }
     }
 

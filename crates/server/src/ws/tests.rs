@@ -1,6 +1,7 @@
 //! The framing rules, byte by byte, and the stream over an in-memory socket.
 
 use super::*;
+use loudsync_protocol::close_code::{INVALID_PAYLOAD, MESSAGE_TOO_BIG, PROTOCOL_ERROR};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn next<S: AsyncRead + AsyncWrite + Unpin>(
@@ -9,9 +10,13 @@ async fn next<S: AsyncRead + AsyncWrite + Unpin>(
     std::future::poll_fn(|cx| ws.poll_next(cx)).await
 }
 
-/// A client frame: masked with `mask`.
+/// A client frame, masked with a fixed mask.
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
+    masked_frame(fin, opcode, payload, [0x12, 0x34, 0x56, 0x78])
+}
+
+/// A client frame masked with `mask`.
+fn masked_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
@@ -91,62 +96,74 @@ fn lengths_of_16_and_64_bits() {
 
 #[test]
 fn violations_and_their_codes() {
-    assert_eq!(code(&[0x81, 0x02, b'h', b'i']), 1002, "unmasked");
+    assert_eq!(code(&[0x81, 0x02, b'h', b'i']), PROTOCOL_ERROR, "unmasked");
     let mut rsv = frame(true, OP_TEXT, b"x");
     rsv[0] |= 0x40;
-    assert_eq!(code(&rsv), 1002, "reserved bit");
-    assert_eq!(code(&frame(true, 3, b"x")), 1002, "unknown opcode");
+    assert_eq!(code(&rsv), PROTOCOL_ERROR, "reserved bit");
+    assert_eq!(
+        code(&frame(true, 3, b"x")),
+        PROTOCOL_ERROR,
+        "unknown opcode"
+    );
     assert_eq!(
         code(&frame(false, OP_PING, b"x")),
-        1002,
+        PROTOCOL_ERROR,
         "fragmented control frame"
     );
     assert_eq!(
         code(&frame(true, OP_PING, &[0; 126])),
-        1002,
+        PROTOCOL_ERROR,
         "long control frame"
     );
     assert_eq!(
         code(&frame(true, OP_CONTINUATION, b"x")),
-        1002,
+        PROTOCOL_ERROR,
         "stray continuation"
     );
     let mut nested = frame(false, OP_TEXT, b"a");
     nested.extend(frame(true, OP_TEXT, b"b"));
-    assert_eq!(code(&nested), 1002, "new message inside a fragmented one");
+    assert_eq!(
+        code(&nested),
+        PROTOCOL_ERROR,
+        "new message inside a fragmented one"
+    );
     assert_eq!(
         code(&frame(true, OP_TEXT, &[0xff, 0xfe])),
-        1007,
+        INVALID_PAYLOAD,
         "invalid UTF-8"
     );
     assert_eq!(
         code(&frame(true, OP_TEXT, &[b'x'; 1025])),
-        1009,
+        MESSAGE_TOO_BIG,
         "one frame too big"
     );
     let mut split_big = frame(false, OP_TEXT, &[b'x'; 600]);
     split_big.extend(frame(true, OP_CONTINUATION, &[b'x'; 600]));
-    assert_eq!(code(&split_big), 1009, "fragments together too big");
+    assert_eq!(
+        code(&split_big),
+        MESSAGE_TOO_BIG,
+        "fragments together too big"
+    );
     assert_eq!(
         code(&frame(true, OP_CLOSE, &[3])),
-        1002,
+        PROTOCOL_ERROR,
         "one-byte close payload"
     );
     assert_eq!(
         code(&frame(true, OP_CLOSE, &1005u16.to_be_bytes())),
-        1002,
+        PROTOCOL_ERROR,
         "reserved close code"
     );
     let mut bad_reason = 1000u16.to_be_bytes().to_vec();
     bad_reason.push(0xff);
     assert_eq!(
         code(&frame(true, OP_CLOSE, &bad_reason)),
-        1007,
+        INVALID_PAYLOAD,
         "close reason not UTF-8"
     );
     let mut non_minimal = vec![0x81, 0x80 | 126, 0, 5];
     non_minimal.extend([0, 0, 0, 0, 1, 2, 3, 4, 5]);
-    assert_eq!(code(&non_minimal), 1002, "non-minimal length");
+    assert_eq!(code(&non_minimal), PROTOCOL_ERROR, "non-minimal length");
 }
 
 #[test]
@@ -242,7 +259,10 @@ async fn messages_before_a_bad_frame_are_still_delivered() {
     );
     assert!(matches!(
         next(&mut ws).await,
-        Some(Err(WsError::Violation(Violation { code: 1002, .. })))
+        Some(Err(WsError::Violation(Violation {
+            code: PROTOCOL_ERROR,
+            ..
+        })))
     ));
     assert!(next(&mut ws).await.is_none());
 }
@@ -258,13 +278,206 @@ async fn a_violation_is_answered_with_its_close_code() {
     let r = std::future::poll_fn(|cx| ws.poll_next(cx)).await.unwrap();
     assert!(matches!(
         r,
-        Err(WsError::Violation(Violation { code: 1009, .. }))
+        Err(WsError::Violation(Violation {
+            code: MESSAGE_TOO_BIG,
+            ..
+        }))
     ));
     assert!(std::future::poll_fn(|cx| ws.poll_next(cx)).await.is_none());
     let mut head = [0u8; 4];
     client.read_exact(&mut head).await.unwrap();
     assert_eq!(&head[..2], &[0x88, 2 + "message too big".len() as u8]);
-    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009);
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), MESSAGE_TOO_BIG);
+}
+
+/// Feeds `pieces` one after the other, stopping at the first violation: the messages so far,
+/// and the violation with the index of the piece that showed it.
+fn feed_pieces(p: &mut FrameParser, pieces: &[&[u8]]) -> (Vec<WsMessage>, Option<(usize, u16)>) {
+    let mut out = VecDeque::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if let Err(v) = p.feed(piece, &mut out) {
+            return (out.into_iter().collect(), Some((i, v.code)));
+        }
+    }
+    (out.into_iter().collect(), None)
+}
+
+#[test]
+fn invalid_utf8_in_a_first_fragment_fails_before_the_message_completes() {
+    // The fragment is complete, the message is not (no final frame yet): 1007 all the same.
+    let mut p = FrameParser::new(1024);
+    let first = frame(false, OP_TEXT, b"ok \xff so far");
+    assert_eq!(
+        feed_pieces(&mut p, &[&first]),
+        (vec![], Some((0, INVALID_PAYLOAD)))
+    );
+
+    // Autobahn 6.4.1: a valid fragment, then one holding U+110000 (out of range), then the
+    // rest: failed on the second, the third never needed.
+    let mut p = FrameParser::new(1024);
+    let valid = frame(false, OP_TEXT, "κόσμε".as_bytes());
+    let bad = frame(false, OP_CONTINUATION, &[0xf4, 0x90, 0x80, 0x80]);
+    assert_eq!(
+        feed_pieces(&mut p, &[&valid, &bad]),
+        (vec![], Some((1, INVALID_PAYLOAD)))
+    );
+
+    // Autobahn 6.4.2: the bad sequence cut between fragments: its first byte alone is only
+    // incomplete, the second byte shows it cannot be valid.
+    let mut p = FrameParser::new(1024);
+    let mut first = "κόσμε".as_bytes().to_vec();
+    first.push(0xf4);
+    let (first, second) = (
+        frame(false, OP_TEXT, &first),
+        frame(false, OP_CONTINUATION, &[0x90]),
+    );
+    assert_eq!(
+        feed_pieces(&mut p, &[&first, &second]),
+        (vec![], Some((1, INVALID_PAYLOAD)))
+    );
+
+    // A ping between the fragments is still answered before the failure.
+    let mut p = FrameParser::new(1024);
+    let mut bytes = frame(false, OP_TEXT, b"abc");
+    bytes.extend(frame(true, OP_PING, b"p"));
+    bytes.extend(frame(false, OP_CONTINUATION, b"\xc0\xaf"));
+    assert_eq!(
+        feed_pieces(&mut p, &[&bytes]),
+        (
+            vec![WsMessage::Ping(b"p".to_vec())],
+            Some((0, INVALID_PAYLOAD))
+        )
+    );
+
+    // Binary data is not text: any bytes go.
+    let mut p = FrameParser::new(1024);
+    let mut bytes = frame(false, OP_BINARY, &[0xff]);
+    bytes.extend(frame(true, OP_CONTINUATION, &[0xfe]));
+    assert_eq!(
+        feed_pieces(&mut p, &[&bytes]),
+        (vec![WsMessage::Binary(vec![0xff, 0xfe])], None)
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_partial_frame_fails_before_the_frame_completes() {
+    let mut payload = b"ab".to_vec();
+    payload.push(0xff);
+    payload.extend_from_slice(&[b'x'; 500]);
+    for opcode in [OP_TEXT, OP_CONTINUATION] {
+        let mut prefix = Vec::new();
+        if opcode == OP_CONTINUATION {
+            prefix = frame(false, OP_TEXT, "é".as_bytes());
+        }
+        let f = frame(true, opcode, &payload);
+        let header = f.len() - payload.len(); // 4 for 126..65535 bytes, with the mask
+        let bad_at = header + 2; // the 0xff
+        for cut in 1..f.len() {
+            let mut p = FrameParser::new(1024);
+            let (got, failed) = feed_pieces(&mut p, &[&prefix, &f[..cut], &f[cut..]]);
+            assert_eq!(got, vec![]);
+            let fails_on = if cut > bad_at { 1 } else { 2 };
+            assert_eq!(
+                failed,
+                Some((fails_on, INVALID_PAYLOAD)),
+                "opcode {opcode}, cut at {cut}"
+            );
+        }
+    }
+
+    // Autobahn 6.4.3: the bad sequence in the middle of one frame sent in three chunks.
+    let mut text = "κόσμε".as_bytes().to_vec();
+    let bad_start = text.len();
+    text.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]);
+    text.extend_from_slice("edited".as_bytes());
+    let f = frame(true, OP_TEXT, &text);
+    let header = f.len() - text.len();
+    let mut p = FrameParser::new(1024);
+    let chunks = [
+        &f[..header + bad_start],
+        &f[header + bad_start..header + bad_start + 4],
+        &f[header + bad_start + 4..],
+    ];
+    assert_eq!(
+        feed_pieces(&mut p, &chunks),
+        (vec![], Some((1, INVALID_PAYLOAD)))
+    );
+}
+
+#[test]
+fn a_character_split_across_fragments_and_reads_is_accepted() {
+    let text = "aé✓😀z"; // characters of 1, 2, 3, 4 and 1 bytes
+    let b = text.as_bytes();
+    for at in 0..=b.len() {
+        // Two fragments, the first possibly empty, the last possibly empty.
+        let mut bytes = frame(false, OP_TEXT, &b[..at]);
+        bytes.extend(frame(true, OP_CONTINUATION, &b[at..]));
+        for cut in 0..=bytes.len() {
+            let mut p = FrameParser::new(1024);
+            let (got, failed) = feed_pieces(&mut p, &[&bytes[..cut], &bytes[cut..]]);
+            assert_eq!(failed, None, "fragment at {at}, read cut at {cut}");
+            assert_eq!(got, vec![WsMessage::Text(text.into())]);
+            assert_eq!(p.held_bytes(), 0);
+        }
+        // One byte a read.
+        let mut p = FrameParser::new(1024);
+        let pieces: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(
+            feed_pieces(&mut p, &pieces),
+            (vec![WsMessage::Text(text.into())], None),
+            "fragment at {at}, byte by byte"
+        );
+    }
+    // And one frame read in pieces cutting every character.
+    let f = frame(true, OP_TEXT, b);
+    let mut p = FrameParser::new(1024);
+    let pieces: Vec<&[u8]> = f.chunks(1).collect();
+    assert_eq!(
+        feed_pieces(&mut p, &pieces),
+        (vec![WsMessage::Text(text.into())], None)
+    );
+    // A character left incomplete when the message ends is invalid.
+    let mut bytes = frame(false, OP_TEXT, &b[..2]);
+    bytes.extend(frame(true, OP_CONTINUATION, b""));
+    assert_eq!(code(&bytes), INVALID_PAYLOAD);
+}
+
+#[test]
+fn while_a_frame_arrives_its_bytes_are_held_and_then_freed() {
+    let f = frame(true, OP_BINARY, &[7; 3000]);
+    let mut p = FrameParser::new(4096);
+    let mut out = VecDeque::new();
+    for piece in f.chunks(700) {
+        assert!(out.is_empty());
+        p.feed(piece, &mut out).unwrap();
+        if out.is_empty() {
+            assert!(p.held_bytes() > 0);
+        }
+    }
+    assert_eq!(out.pop_front(), Some(WsMessage::Binary(vec![7; 3000])));
+    assert_eq!(p.held_bytes(), 0);
+}
+
+#[tokio::test]
+async fn the_stream_fails_a_partial_text_frame_without_waiting_for_the_rest() {
+    let (server_io, mut client) = tokio::io::duplex(64 * 1024);
+    let mut ws = WsStream::new(server_io, 1024);
+    let f = frame(true, OP_TEXT, &[0xff; 600]);
+    // Only the start of the frame is ever sent: waiting for the rest would time out.
+    client.write_all(&f[..20]).await.unwrap();
+    let failed = tokio::time::timeout(std::time::Duration::from_secs(5), next(&mut ws)).await;
+    assert!(matches!(
+        failed.expect("failed without the rest of the frame"),
+        Some(Err(WsError::Violation(Violation {
+            code: INVALID_PAYLOAD,
+            ..
+        })))
+    ));
+    assert!(next(&mut ws).await.is_none());
+    let mut head = [0u8; 4];
+    client.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x88);
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), INVALID_PAYLOAD);
 }
 
 proptest::proptest! {
@@ -312,5 +525,36 @@ proptest::proptest! {
         let want: Vec<_> = messages.into_iter().map(WsMessage::Text).collect();
         proptest::prop_assert_eq!(got, want);
         proptest::prop_assert_eq!(p.held_bytes(), 0);
+    }
+
+    /// Unmasking in two pieces, cut anywhere, undoes the mask for every payload length from 0
+    /// to 40 (five words and every tail, from every mask phase), appended after what a buffer
+    /// holds; and so does the parser on a frame read in two pieces cut anywhere.
+    #[test]
+    fn unmasking_is_right_for_every_length_and_split(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 40),
+        mask in proptest::array::uniform4(proptest::num::u8::ANY),
+        held in 0usize..8,
+    ) {
+        for len in 0..=40 {
+            let payload = &bytes[..len];
+            let masked: Vec<u8> =
+                payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
+            for cut in 0..=len {
+                let mut buf = vec![0xAA; held]; // what the message held before
+                unmask_into(&mut buf, &masked[..cut], mask, 0);
+                unmask_into(&mut buf, &masked[cut..], mask, cut);
+                proptest::prop_assert_eq!(&buf[..held], &vec![0xAA; held][..]);
+                proptest::prop_assert_eq!(&buf[held..], payload, "len {}, cut {}", len, cut);
+            }
+            let f = masked_frame(true, OP_BINARY, payload, mask);
+            for cut in 0..=f.len() {
+                let mut p = FrameParser::new(1024);
+                let (got, failed) = feed_pieces(&mut p, &[&f[..cut], &f[cut..]]);
+                proptest::prop_assert_eq!(failed, None);
+                let want = vec![WsMessage::Binary(payload.to_vec())];
+                proptest::prop_assert_eq!(got, want, "len {}, cut {}", len, cut);
+            }
+        }
     }
 }
