@@ -99,7 +99,9 @@ impl Message {
         if self.opcode != OP_TEXT {
             return Ok(());
         }
-        match std::str::from_utf8(&self.payload[self.checked..]) {
+        // simdutf8's `compat` validator reports what std's does (`valid_up_to`, `error_len`),
+        // several times faster on long text.
+        match simdutf8::compat::from_utf8(&self.payload[self.checked..]) {
             Ok(_) => self.checked = self.payload.len(),
             // `error_len() == None`: only a character cut by the end, so far valid.
             Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
@@ -109,8 +111,20 @@ impl Message {
     }
 
     /// The complete message.
-    fn finish(self) -> Result<WsMessage, Violation> {
-        data_message(self.opcode, self.payload)
+    fn finish(mut self) -> Result<WsMessage, Violation> {
+        if self.opcode != OP_TEXT {
+            return Ok(WsMessage::Binary(self.payload));
+        }
+        self.check_utf8()?;
+        if self.checked != self.payload.len() {
+            // A character cut by the end of the message.
+            return Err(NOT_UTF8);
+        }
+        // SAFETY: `check_utf8` has validated every byte of `payload` (`checked == len`), in
+        // pieces that each start on a character boundary; valid pieces make valid text.
+        Ok(WsMessage::Text(unsafe {
+            String::from_utf8_unchecked(self.payload)
+        }))
     }
 }
 
@@ -323,7 +337,12 @@ impl FrameParser {
             let total = start + len as usize;
             let mut payload = Vec::with_capacity(len as usize);
             unmask_into(&mut payload, &data[start..total], mask, 0);
-            out.push_back(data_message(opcode, payload)?);
+            let message = Message {
+                opcode,
+                payload,
+                checked: 0,
+            };
+            out.push_back(message.finish()?);
             return Ok(Step::Used(total));
         }
         if self.message.is_none() {
@@ -369,16 +388,6 @@ fn unmask_into(dst: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset: usize) {
     let tail = dst_words.into_remainder().iter_mut();
     for ((d, s), k) in tail.zip(src_words.remainder()).zip(key.iter().cycle()) {
         *d = s ^ k;
-    }
-}
-
-fn data_message(opcode: u8, payload: Vec<u8>) -> Result<WsMessage, Violation> {
-    if opcode == OP_TEXT {
-        String::from_utf8(payload)
-            .map(WsMessage::Text)
-            .map_err(|_| NOT_UTF8)
-    } else {
-        Ok(WsMessage::Binary(payload))
     }
 }
 
