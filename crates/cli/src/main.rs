@@ -52,6 +52,9 @@ enum Command {
         /// Address to listen on (loopback).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Threads, as `serve --worker-threads` (0: one per core; 1: one thread).
+        #[arg(long, default_value_t = 0)]
+        worker_threads: usize,
     },
 }
 
@@ -64,15 +67,16 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
-        Command::BenchFloor { listen } => bench_floor(listen).map(|()| ExitCode::SUCCESS),
+        Command::BenchFloor {
+            listen,
+            worker_threads,
+        } => bench_floor(listen, worker_threads).map(|()| ExitCode::SUCCESS),
     }
 }
 
-/// Runs the echo floor on `listen` until killed.
-fn bench_floor(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+/// Runs the echo floor on `listen` until killed, on the same kind of runtime as `serve`.
+fn bench_floor(listen: std::net::SocketAddr, worker_threads: usize) -> anyhow::Result<()> {
+    let runtime = serve::runtime(worker_threads)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         println!(

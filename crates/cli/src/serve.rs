@@ -215,7 +215,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The runtime for `worker_threads` (0: one worker per core; 1: everything on this thread).
-fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {

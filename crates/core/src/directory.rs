@@ -71,9 +71,9 @@ impl JoinError {
         }
     }
 
-    /// The `error` message for the joiner.
-    pub fn to_message(&self) -> ServerMessage {
-        let message = match self {
+    /// The human-readable text of the refusal (also used by the HTTP API's 404).
+    pub fn text(&self) -> String {
+        match self {
             JoinError::NotFound { session } => format!("session `{session}` does not exist"),
             JoinError::Ended { session } => format!("session `{session}` has ended"),
             JoinError::AlreadyJoined { device, session } => {
@@ -88,7 +88,12 @@ impl JoinError {
             JoinError::VersionMismatch { client } => format!(
                 "protocol version {client} is not supported; this server speaks {PROTOCOL_VERSION}"
             ),
-        };
+        }
+    }
+
+    /// The `error` message for the joiner.
+    pub fn to_message(&self) -> ServerMessage {
+        let message = self.text();
         let details = match self {
             JoinError::Full {
                 max_members,

@@ -145,6 +145,8 @@ pub struct Session<T> {
     /// queued before their removal.
     departing: Vec<Member<T>>,
     ended: bool,
+    /// How many places are held (detached, waiting for a transport): no timer while none.
+    held: usize,
     actions: VecDeque<Pending>,
 }
 
@@ -160,6 +162,7 @@ impl<T> Session<T> {
             members: Vec::new(),
             departing: Vec::new(),
             ended: false,
+            held: 0,
             actions: VecDeque::new(),
         }
     }
@@ -247,6 +250,10 @@ impl<T> Session<T> {
 
     /// When [`Session::handle_timeout`] must next be called: the earliest held place's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.held == 0 {
+            // The common case, checked after every batch of a big session: no scan.
+            return None;
+        }
         self.members
             .iter()
             .filter_map(|m| m.held.map(|(at, _)| at))
@@ -255,6 +262,9 @@ impl<T> Session<T> {
 
     /// Timers: held places whose deadline passed end, as an immediate detach would have.
     pub fn handle_timeout(&mut self, now: Now) {
+        if self.held == 0 {
+            return;
+        }
         let expired: Vec<(String, LeaveReason)> = self
             .members
             .iter()
@@ -264,6 +274,10 @@ impl<T> Session<T> {
             })
             .collect();
         for (id, reason) in expired {
+            if let Some(m) = self.members.iter_mut().find(|m| m.id == id) {
+                m.held = None;
+                self.held -= 1;
+            }
             self.end_place(&id, reason);
         }
     }
@@ -432,6 +446,7 @@ impl<T> Session<T> {
         } else {
             m.transport = None;
             m.held = Some((now.instant + hold, reason));
+            self.held += 1;
         }
     }
 
@@ -451,7 +466,9 @@ impl<T> Session<T> {
             return Err(AttachError::AlreadyAttached);
         }
         m.transport = Some(transport);
-        m.held = None;
+        if m.held.take().is_some() {
+            self.held -= 1;
+        }
         Ok(())
     }
 
@@ -570,7 +587,10 @@ impl<T> Session<T> {
     /// Moves a member out of the table; its transport is handed back by its `Close`.
     fn depart(&mut self, member_id: &str, code: u16, reason: &str) {
         if let Some(at) = self.members.iter().position(|m| m.id == member_id) {
-            let m = self.members.remove(at);
+            let mut m = self.members.remove(at);
+            if m.held.take().is_some() {
+                self.held -= 1;
+            }
             self.departing.push(m);
             self.actions.push_back(Pending::Close {
                 member: member_id.to_string(),

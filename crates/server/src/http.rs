@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::sessions::SessionInput;
 use crate::{ws_pump, ServerState};
+use loudsync_core::directory::JoinError;
 
 /// Builds the router for one server.
 pub fn router(app: Arc<ServerState>) -> Router {
@@ -279,7 +280,10 @@ fn not_found(id: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "session_not_found",
-        format!("session `{id}` does not exist"),
+        JoinError::NotFound {
+            session: id.to_string(),
+        }
+        .text(),
     )
 }
 

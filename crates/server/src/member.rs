@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use loudsync_core::connection::{ConnAction, Connection};
 use loudsync_core::directory::JoinError;
+use loudsync_core::Now;
 use loudsync_protocol::{LeaveReason, ServerMessage};
 use tokio::sync::oneshot;
 
@@ -66,46 +67,53 @@ impl MemberDriver {
     /// A text frame arrived.
     pub fn handle_text(&mut self, text: &str) {
         self.state.metrics.frames_received.increment(1);
-        self.conn.handle_text(now(), text);
-        self.carry_out();
+        let now = now();
+        self.conn.handle_text(now, text);
+        self.carry_out(now);
     }
 
     /// A binary frame arrived.
     pub fn handle_binary(&mut self) {
         self.state.metrics.frames_received.increment(1);
-        self.conn.handle_binary(now());
-        self.carry_out();
+        let now = now();
+        self.conn.handle_binary(now);
+        self.carry_out(now);
     }
 
     /// A pong to one of our probes arrived.
     pub fn handle_pong(&mut self, payload: &[u8]) {
-        self.conn.handle_pong(now(), payload);
-        self.carry_out();
+        let now = now();
+        self.conn.handle_pong(now, payload);
+        self.carry_out(now);
     }
 
     /// The transport ended or is ending from the client's side.
     pub fn handle_transport_closed(&mut self) {
-        self.conn.handle_transport_closed(now());
-        self.carry_out();
+        let now = now();
+        self.conn.handle_transport_closed(now);
+        self.carry_out(now);
     }
 
     /// A close was queued on the outbox by the server side (session, shutdown).
     pub fn handle_closed_by_server(&mut self) {
-        self.conn.handle_closed_by_server(now());
-        self.carry_out();
+        let now = now();
+        self.conn.handle_closed_by_server(now);
+        self.carry_out(now);
     }
 
     /// The outbox refused a frame: the member is too slow.
     pub fn handle_overflow(&mut self) {
         self.state.metrics.slow_consumer_disconnects.increment(1);
-        self.conn.handle_outbound_overflow(now());
-        self.carry_out();
+        let now = now();
+        self.conn.handle_outbound_overflow(now);
+        self.carry_out(now);
     }
 
     /// A timer is due.
     pub fn handle_timeout(&mut self) {
-        self.conn.handle_timeout(now());
-        self.carry_out();
+        let now = now();
+        self.conn.handle_timeout(now);
+        self.carry_out(now);
     }
 
     /// When [`MemberDriver::handle_timeout`] must next be called.
@@ -143,13 +151,14 @@ impl MemberDriver {
         if result.is_err() {
             self.membership = None;
         }
-        self.conn.handle_join_result(now(), result);
-        self.carry_out();
+        let now = now();
+        self.conn.handle_join_result(now, result);
+        self.carry_out(now);
         Poll::Ready(())
     }
 
-    /// Carries out what the connection machine decided. Never waits.
-    fn carry_out(&mut self) {
+    /// Carries out what the connection machine decided at `now`. Never waits.
+    fn carry_out(&mut self, now: Now) {
         while let Some(action) = self.conn.poll_action() {
             match action {
                 ConnAction::Reply(message, stamp) => {
@@ -157,23 +166,21 @@ impl MemberDriver {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
                     self.state.metrics.frames_sent.increment(1);
-                    let t = now();
                     let bytes = encoding::encode(
                         self.conn.dialect(),
                         &message,
                         &stamp,
-                        t.unix_ms,
+                        now.unix_ms,
                         &encoding::no_addresses,
                         self.state.ids.as_ref(),
                     );
                     // Our own frame: the transport drains the outbox before it waits again.
-                    self.outbox.push_own(OutFrame::Text(bytes), t.instant);
+                    self.outbox.push_own(OutFrame::Text(bytes), now.instant);
                 }
                 ConnAction::Ping(payload) => {
-                    self.outbox
-                        .push_own(OutFrame::Ping(payload), Instant::now());
+                    self.outbox.push_own(OutFrame::Ping(payload), now.instant);
                 }
-                ConnAction::Join(join) => self.route_join(join),
+                ConnAction::Join(join) => self.route_join(now, join),
                 ConnAction::Session(command) => {
                     if let Some(m) = &self.membership {
                         m.session.send(SessionInput::Command {
@@ -201,7 +208,7 @@ impl MemberDriver {
         }
     }
 
-    fn route_join(&mut self, join: loudsync_protocol::Join) {
+    fn route_join(&mut self, now: Now, join: loudsync_protocol::Join) {
         let session_id = join.session_id.clone();
         let routed = self.state.registry.join(
             &self.state,
@@ -221,7 +228,7 @@ impl MemberDriver {
             }
             Err(refusal) => {
                 // Answered at once (e.g. `session_not_found`): handled with the next action.
-                self.conn.handle_join_result(now(), Err(refusal));
+                self.conn.handle_join_result(now, Err(refusal));
             }
         }
     }

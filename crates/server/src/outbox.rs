@@ -186,6 +186,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loudsync_protocol::close_code;
     use std::time::Duration;
 
     /// A strict outbox: `soft` bytes, no grace, so anything over it is too slow at once.
@@ -221,8 +222,11 @@ mod tests {
         assert!(o.overflowed());
         assert!(!o.push(OutFrame::Text(Bytes::from(vec![0; 1])), t()));
         // The disconnect still gets its close frame, and only it.
-        o.force_close(1008, "slow".into());
-        assert_eq!(o.pop(), Some(OutFrame::Close(1008, "slow".into())));
+        o.force_close(close_code::POLICY_VIOLATION, "slow".into());
+        assert_eq!(
+            o.pop(),
+            Some(OutFrame::Close(close_code::POLICY_VIOLATION, "slow".into()))
+        );
         assert_eq!(o.pop(), None);
     }
 
@@ -275,8 +279,8 @@ mod tests {
     #[test]
     fn nothing_after_close() {
         let o = outbox(10);
-        assert!(o.push(OutFrame::Close(1000, "bye".into()), t()));
+        assert!(o.push(OutFrame::Close(close_code::NORMAL, "bye".into()), t()));
         assert!(!o.push(OutFrame::Text(Bytes::from_static(b"x")), t()));
-        assert!(!o.push(OutFrame::Close(1001, "again".into()), t()));
+        assert!(!o.push(OutFrame::Close(close_code::GOING_AWAY, "again".into()), t()));
     }
 }

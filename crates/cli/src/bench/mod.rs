@@ -173,7 +173,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             if !a.floor {
                 return execute(&a.common, plan).map(drop);
             }
-            let floor = spawn_floor()?;
+            // The floor runs on the same kind of runtime as the server it is compared with.
+            let floor = spawn_floor(worker_threads_of(&a.common.server_args))?;
             let floor_target = (floor.addr, "/".to_string(), Some(floor.child.id()), None);
             let mut floor_plan = plan.clone();
             floor_plan.scenario = "idle (echo floor)";
@@ -363,11 +364,32 @@ impl Drop for SpawnedServer {
 }
 
 /// Starts the echo floor (`loudsync bench-floor`) on a random loopback port.
-fn spawn_floor() -> anyhow::Result<SpawnedServer> {
+fn spawn_floor(worker_threads: usize) -> anyhow::Result<SpawnedServer> {
+    let threads = worker_threads.to_string();
     spawn_child(
-        &["bench-floor", "--listen", "127.0.0.1:0"],
+        &[
+            "bench-floor",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-threads",
+            &threads,
+        ],
         "loudsync floor listening on http://",
     )
+}
+
+/// The `--worker-threads` among the spawned server's arguments (0, its default, if none).
+fn worker_threads_of(server_args: &[String]) -> usize {
+    let mut args = server_args.iter();
+    while let Some(arg) = args.next() {
+        if let Some(n) = arg.strip_prefix("--worker-threads=") {
+            return n.parse().unwrap_or(0);
+        }
+        if arg == "--worker-threads" {
+            return args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// Starts this binary with `args` and reads the address it prints after `prefix`.
@@ -859,5 +881,21 @@ fn print_table(r: &Value) {
         if !v.is_null() {
             row(label, format!("{:.2} {unit}", f(v) * scale));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_gets_the_servers_thread_count() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(worker_threads_of(&args(&[])), 0);
+        assert_eq!(worker_threads_of(&args(&["--worker-threads=1"])), 1);
+        assert_eq!(
+            worker_threads_of(&args(&["--rate-limit=0", "--worker-threads", "3"])),
+            3
+        );
     }
 }

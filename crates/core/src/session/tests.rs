@@ -646,3 +646,28 @@ fn a_held_place_that_expires_ends_as_a_detach_would() {
     s.handle_timeout(t0.plus(Duration::from_secs(240)));
     assert!(s.is_ended());
 }
+
+#[test]
+fn a_held_place_that_is_kicked_or_closed_leaves_no_timer_behind() {
+    let t0 = now();
+    let mut s = held_session(Duration::from_secs(120));
+    s.handle_detach(t0, "c1", LeaveReason::Error);
+    assert!(s.poll_timeout().is_some());
+    s.handle_command(
+        t0,
+        "h",
+        MemberCommand::Kick {
+            member_id: "c1".into(),
+            reason: None,
+        },
+    );
+    assert_eq!(
+        s.poll_timeout(),
+        None,
+        "the kicked place's deadline is gone"
+    );
+    let mut s = held_session(Duration::from_secs(120));
+    s.handle_detach(t0, "c1", LeaveReason::Error);
+    s.handle_close(t0, "bye", close_code::NORMAL);
+    assert_eq!(s.poll_timeout(), None);
+}
