@@ -20,22 +20,7 @@ const PAYLOAD: usize = 16 * 1024;
 
 /// A masked client text frame carrying `payload`.
 fn client_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![0x81];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
+    loudsync_server::ws::masked_client_frame(true, 1, payload, [0x37, 0xfa, 0x21, 0x3d])
 }
 
 /// 16 KiB of JSON-like text, mostly ASCII with a few multi-byte characters.

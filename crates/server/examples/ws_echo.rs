@@ -13,7 +13,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,9 +21,6 @@ use hyper_util::rt::TokioIo;
 use loudsync_server::ws::{WsError, WsMessage, WsStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// The RFC 6455 key suffix.
-const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -80,10 +76,7 @@ async fn upgrade(
         *bad.status_mut() = StatusCode::BAD_REQUEST;
         return Ok(bad);
     };
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(WEBSOCKET_GUID.as_bytes());
-    let accept = base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes());
+    let accept = loudsync_server::http::accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {

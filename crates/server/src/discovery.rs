@@ -19,8 +19,9 @@ pub use loudsync_protocol::discovery::{
 };
 use tokio::net::UdpSocket;
 
+use crate::clock::now;
 use crate::sessions::SessionView;
-use crate::{now, ServerState};
+use crate::state::ServerState;
 
 /// One session's advertisement, with the app's fields.
 pub fn advertisement(

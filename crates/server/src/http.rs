@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::sessions::SessionInput;
-use crate::{ws_pump, ServerState};
+use crate::state::ServerState;
+use crate::ws_pump;
 use loudsync_core::directory::JoinError;
 
 /// Builds the router for one server.

@@ -17,21 +17,7 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A client frame masked with `mask`.
 fn masked_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
+    masked_client_frame(fin, opcode, payload, mask)
 }
 
 fn parse_all(bytes: &[u8]) -> Result<Vec<WsMessage>, Violation> {
