@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -86,13 +86,7 @@ async fn upgrade(
     });
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
-    );
+    loudsync_server::http::switching_protocols(response.headers_mut(), &accept);
     Ok(response)
 }
 

@@ -138,14 +138,18 @@ async fn websocket(
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
+    switching_protocols(response.headers_mut(), &accept);
+    response
+}
+
+/// The headers of a `101 Switching Protocols` answer to a WebSocket upgrade.
+pub fn switching_protocols(h: &mut HeaderMap, accept: &str) {
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        HeaderValue::from_str(accept).expect("base64 is a valid header value"),
     );
-    response
 }
 
 /// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only.
