@@ -232,13 +232,19 @@ impl Output {
 /// nothing a client sent can move the cursor, clear the screen, change colours or reorder
 /// what is shown. Everything else is unchanged (borrowed when nothing needs escaping).
 pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    escape_with(text, |c| format!("\\u{{{c:x}}}"))
+}
+
+/// `text` with every character [`needs_escape`] says so written by `escape` (borrowed when
+/// nothing needs escaping).
+fn escape_with(text: &str, escape: impl Fn(u32) -> String) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if needs_escape(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            out.push_str(&escape(c as u32));
         } else {
             out.push(c);
         }
@@ -255,19 +261,8 @@ fn needs_escape(c: char) -> bool {
 /// DEL, C1 and the bidirectional-text controls are escaped as `\uXXXX` as well (they can only
 /// occur inside strings, so the line is still the same JSON).
 pub fn json_line(value: &Value) -> String {
-    let text = value.to_string();
-    if !text.chars().any(needs_escape) {
-        return text;
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if needs_escape(c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    // The escaped characters are all in the Basic Multilingual Plane: one `\uXXXX` each.
+    escape_with(&value.to_string(), |c| format!("\\u{c:04x}")).into_owned()
 }
 
 /// At most `max` characters of `text`, with `…` when cut.

@@ -241,11 +241,16 @@ impl<T> Session<T> {
 
     /// A member's network address (for the app dialect's member view).
     pub fn address_of(&self, member_id: &str) -> Option<&str> {
+        self.present_or_departing(member_id)
+            .map(|m| m.address.as_str())
+    }
+
+    /// A member in the table, or removed with its `Close` not polled yet.
+    fn present_or_departing(&self, member_id: &str) -> Option<&Member<T>> {
         self.members
             .iter()
             .chain(self.departing.iter())
             .find(|m| m.id == member_id)
-            .map(|m| m.address.as_str())
     }
 
     /// When [`Session::handle_timeout`] must next be called: the earliest held place's deadline.
@@ -319,10 +324,7 @@ impl<T> Session<T> {
     }
 
     fn device(&self, member_id: &str) -> DeviceRef {
-        self.members
-            .iter()
-            .chain(self.departing.iter())
-            .find(|m| m.id == member_id)
+        self.present_or_departing(member_id)
             .map(|m| DeviceRef {
                 device_id: m.device_id.clone(),
                 name: m.name.clone(),

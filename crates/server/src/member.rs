@@ -67,52 +67,46 @@ impl MemberDriver {
     /// A text frame arrived.
     pub fn handle_text(&mut self, text: &str) {
         self.state.metrics.frames_received.increment(1);
-        let now = now();
-        self.conn.handle_text(now, text);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_text(now, text));
     }
 
     /// A binary frame arrived.
     pub fn handle_binary(&mut self) {
         self.state.metrics.frames_received.increment(1);
-        let now = now();
-        self.conn.handle_binary(now);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_binary(now));
     }
 
     /// A pong to one of our probes arrived.
     pub fn handle_pong(&mut self, payload: &[u8]) {
-        let now = now();
-        self.conn.handle_pong(now, payload);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_pong(now, payload));
     }
 
     /// The transport ended or is ending from the client's side.
     pub fn handle_transport_closed(&mut self) {
-        let now = now();
-        self.conn.handle_transport_closed(now);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_transport_closed(now));
     }
 
     /// A close was queued on the outbox by the server side (session, shutdown).
     pub fn handle_closed_by_server(&mut self) {
-        let now = now();
-        self.conn.handle_closed_by_server(now);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_closed_by_server(now));
     }
 
     /// The outbox refused a frame: the member is too slow.
     pub fn handle_overflow(&mut self) {
         self.state.metrics.slow_consumer_disconnects.increment(1);
-        let now = now();
-        self.conn.handle_outbound_overflow(now);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_outbound_overflow(now));
     }
 
     /// A timer is due.
     pub fn handle_timeout(&mut self) {
+        self.drive(|conn, now| conn.handle_timeout(now));
+    }
+
+    /// Feeds the connection machine one input at the current time (one clock read), then
+    /// carries out what it decided.
+    fn drive(&mut self, input: impl FnOnce(&mut Connection, Now)) {
         let now = now();
-        self.conn.handle_timeout(now);
+        input(&mut self.conn, now);
         self.carry_out(now);
     }
 
@@ -151,9 +145,7 @@ impl MemberDriver {
         if result.is_err() {
             self.membership = None;
         }
-        let now = now();
-        self.conn.handle_join_result(now, result);
-        self.carry_out(now);
+        self.drive(|conn, now| conn.handle_join_result(now, result));
         Poll::Ready(())
     }
 

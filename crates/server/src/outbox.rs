@@ -28,6 +28,15 @@ pub enum OutFrame {
     Close(u16, String),
 }
 
+/// What the consumer must know on waking: see [`Outbox::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// A push overflowed the limits: the member is too slow.
+    pub overflowed: bool,
+    /// A close was queued.
+    pub closed: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<OutFrame>,
@@ -169,12 +178,21 @@ impl Outbox {
 
     /// Whether a close was queued (the socket is to be closed).
     pub fn is_closed(&self) -> bool {
-        self.state.lock().expect("outbox lock").closed
+        self.status().closed
     }
 
     /// Whether a push overflowed the limit.
     pub fn overflowed(&self) -> bool {
-        self.state.lock().expect("outbox lock").overflowed
+        self.status().overflowed
+    }
+
+    /// Both flags in one lock (the consumer looks at them on every wake-up).
+    pub fn status(&self) -> OutboxStatus {
+        let st = self.state.lock().expect("outbox lock");
+        OutboxStatus {
+            overflowed: st.overflowed,
+            closed: st.closed,
+        }
     }
 
     /// Bytes of text frames waiting.

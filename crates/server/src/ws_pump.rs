@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 
 use crate::member::MemberDriver;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Outbox};
 use crate::state::ServerState;
 use crate::ws::{Violation, WsError, WsMessage, WsStream};
 
@@ -61,7 +61,8 @@ where
     state.metrics.connections.increment(1.0);
     tracing::debug!(%peer, transport_id, "websocket open");
     let mut pump = Pump {
-        driver: MemberDriver::new(state.clone(), outbox, peer),
+        driver: MemberDriver::new(state.clone(), outbox.clone(), peer),
+        outbox,
         ws,
         pending: VecDeque::new(),
         overflow_reported: false,
@@ -77,6 +78,8 @@ where
 
 struct Pump<S> {
     driver: MemberDriver,
+    /// The member's outbox (the driver's), drained here.
+    outbox: Arc<Outbox>,
     ws: WsStream<S>,
     /// Frames taken from the outbox and not yet handed to the WebSocket.
     pending: VecDeque<OutFrame>,
@@ -151,12 +154,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
             }
         }
         self.reads_in_a_row = 0;
-        let outbox = self.driver.outbox().clone();
+        let outbox = &self.outbox;
         outbox.register(cx.waker());
-        if !self.overflow_reported && outbox.overflowed() {
+        let status = outbox.status();
+        if !self.overflow_reported && status.overflowed {
             return Poll::Ready(Event::Overflow);
         }
-        if !self.closing_reported && outbox.is_closed() {
+        if !self.closing_reported && status.closed {
             // The close is decided: the driver starts its close deadline, so the socket goes
             // even if the client never reads what is still queued before the close frame.
             self.closing_reported = true;
