@@ -311,6 +311,8 @@ impl Machine {
             device_info: self.config.device.clone(),
             session_name: self.config.session_name.clone(),
             protocol_version: Some(loudsync_protocol::PROTOCOL_VERSION.to_string()),
+            password: None,
+            token: None,
         });
         let frame = self.frame(now, &join);
         self.actions.push_back(Action::Send(frame));

@@ -258,6 +258,8 @@ mod tests {
             },
             session_name: name.map(str::to_string),
             protocol_version: None,
+            password: None,
+            token: None,
         }
     }
 

@@ -94,6 +94,8 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
                 },
                 session_name: None,
                 protocol_version: None,
+                password: None,
+                token: None,
             };
             crate::client::validate_join(&join)?;
             ClientMessage::Join(join)

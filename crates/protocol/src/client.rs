@@ -82,6 +82,8 @@ impl ClientMessage {
             },
             session_name: None,
             protocol_version: None,
+            password: None,
+            token: None,
         })
     }
 
@@ -142,6 +144,10 @@ enum Wire<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         protocol_version: Option<&'a str>,
         device_info: &'a DeviceInfo,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
     },
     Leave {
         timestamp: u64,
@@ -190,6 +196,8 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
             session_name: join.session_name.as_deref(),
             protocol_version: join.protocol_version.as_deref(),
             device_info: &join.device_info,
+            password: join.password.as_deref(),
+            token: join.token.as_deref(),
         },
         ClientMessage::Leave { reason } => Wire::Leave {
             timestamp,
@@ -240,6 +248,12 @@ pub struct Join {
     /// Extension: the client's protocol version, `MAJOR.MINOR`.
     #[serde(default)]
     pub protocol_version: Option<String>,
+    /// Extension: the session's password, for a session created with one.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Extension: a signed join token (a JWT) granting this join.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Why a text frame is not a valid client message; `message` is meant for the client to read.
@@ -606,6 +620,8 @@ mod tests {
             },
             session_name: Some("Rishad's Party".into()),
             protocol_version: Some("1.0".into()),
+            password: None,
+            token: None,
         });
         assert_eq!(
             encode_client(&join, 1706889600000).unwrap(),
@@ -808,6 +824,8 @@ pub(crate) mod strategies {
                     device_info: DeviceInfo { id, name, kind },
                     session_name,
                     protocol_version,
+                    password: None,
+                    token: None,
                 },
             )
     }

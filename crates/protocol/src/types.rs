@@ -121,7 +121,7 @@ pub enum LeaveReason {
     Error,
 }
 
-/// Error codes carried by `error` messages. The first six are the document's; the last two are
+/// Error codes carried by `error` messages. The first six are the document's; the others are
 /// LoudSync extensions for limits the document does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,6 +142,20 @@ pub enum ErrorCode {
     RateLimited,
     /// Extension: an application `message` is larger than the server accepts.
     TooLarge,
+    /// Extension: the session has a password and the `join` carried none.
+    PasswordRequired,
+    /// Extension: the `join` carried the wrong password.
+    WrongPassword,
+    /// Extension: the server (`--require-token`) or the session needs a signed join token.
+    TokenRequired,
+    /// Extension: the join token is invalid: bad signature, expired, not yet valid, or for
+    /// another session, role or device (the message says which).
+    InvalidToken,
+    /// Extension: nobody may take the host role of this session this way (a session created
+    /// over HTTP names its host).
+    HostNotAllowed,
+    /// Extension: too many refused or too frequent joins from this address; retry later.
+    TooManyAttempts,
 }
 
 impl ErrorCode {
@@ -156,6 +170,12 @@ impl ErrorCode {
             ErrorCode::VersionMismatch => "version_mismatch",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
         }
     }
 }

@@ -23,6 +23,8 @@ async fn host_opens_a_session_and_members_join() {
         },
         session_name: Some("Rishad's Party".into()),
         protocol_version: None,
+        password: None,
+        token: None,
     }))
     .await;
     let welcome = host.recv_type("welcome").await;

@@ -50,6 +50,8 @@ fn join(device: &str, kind: DeviceType) -> Join {
         },
         session_name: None,
         protocol_version: None,
+        password: None,
+        token: None,
     }
 }
 
