@@ -26,7 +26,7 @@ use loudsync_protocol::{
 };
 
 use crate::directory::JoinError;
-use crate::limits::TokenBucket;
+use crate::limits::{RateLimiter, Verdict};
 use crate::Now;
 
 /// The settings a connection runs with.
@@ -147,9 +147,8 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     /// The close deadline passed and [`ConnAction::Abort`] was given.
     aborted: bool,
-    bucket: TokenBucket,
-    /// Messages dropped since the last one under the rate limit.
-    rate_violations: u32,
+    /// The message rate limit and what happens to the frames it drops.
+    rate: RateLimiter,
     actions: VecDeque<ConnAction>,
 }
 
@@ -158,7 +157,7 @@ impl Connection {
     pub fn new(config: ConnectionConfig, now: Now) -> Self {
         let t = now.instant;
         Connection {
-            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, t),
+            rate: RateLimiter::new(config.rate_per_sec, config.rate_burst, t),
             phase: Phase::AwaitingJoin,
             dialect: None,
             opened: t,
@@ -170,7 +169,6 @@ impl Connection {
             last_latency: None,
             close_deadline: None,
             aborted: false,
-            rate_violations: 0,
             actions: VecDeque::new(),
             config,
         }
@@ -390,35 +388,37 @@ impl Connection {
         }
     }
 
-    /// Rate limit: `false` drops the frame. The first frame over the limit gets an error; if
-    /// another full burst arrives over the limit, the socket is closed with 1008.
+    /// Rate limit (`crate::limits`): `false` drops the frame. A dropped frame gets a
+    /// `rate_limited` error at most once a second; more than `rate_burst` drops within 10 s
+    /// close the socket with 1008.
     fn admit(&mut self, now: Now) -> bool {
         if self.phase == Phase::Closed {
             return false;
         }
-        if self.bucket.try_take(now.instant) {
-            self.rate_violations = 0;
-            return true;
+        match self.rate.check(now.instant) {
+            Verdict::Admit => true,
+            Verdict::Drop { notify: false } => false,
+            Verdict::Drop { notify: true } => {
+                self.reply_error(
+                    now,
+                    ErrorCode::RateLimited,
+                    format!(
+                        "over the rate limit of {} messages/s (burst {}); messages are dropped until the rate falls",
+                        self.config.rate_per_sec, self.config.rate_burst
+                    ),
+                );
+                false
+            }
+            Verdict::Close => {
+                self.drop_member(
+                    now,
+                    LeaveReason::Error,
+                    close_code::POLICY_VIOLATION,
+                    "rate limit exceeded",
+                );
+                false
+            }
         }
-        self.rate_violations += 1;
-        if self.rate_violations == 1 {
-            self.reply_error(
-                now,
-                ErrorCode::RateLimited,
-                format!(
-                    "over the rate limit of {} messages/s (burst {}); messages are dropped until the rate falls",
-                    self.config.rate_per_sec, self.config.rate_burst
-                ),
-            );
-        } else if self.rate_violations > self.config.rate_burst.max(1) {
-            self.drop_member(
-                now,
-                LeaveReason::Error,
-                close_code::POLICY_VIOLATION,
-                "rate limit exceeded",
-            );
-        }
-        false
     }
 
     fn handle_message(&mut self, now: Now, message: ClientMessage, frame_len: usize) {

@@ -320,6 +320,51 @@ fn rate_limit_errors_once_then_closes_if_it_persists() {
 }
 
 #[test]
+fn a_client_at_one_and_a_half_times_the_rate_hears_once_a_second_and_is_closed() {
+    // Issue 9, finding 9: the old limiter forgot its drops at every admitted frame, so a
+    // client at 1.5x the limit got an error for every third frame and was never closed.
+    let now = t0();
+    let cfg = ConnectionConfig {
+        rate_per_sec: 10,
+        rate_burst: 5,
+        heartbeat_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let mut c = Connection::new(cfg, now);
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    c.handle_join_result(now, Ok(()));
+    let mut errors_per_second = [0u32; 20];
+    let mut closed_at = None;
+    for i in 0..15 * 20 {
+        let at = Duration::from_millis(1000 * i / 15);
+        c.handle_text(now.plus(at), r#"{"type":"heartbeat"}"#);
+        for action in drain(&mut c) {
+            match action {
+                a if error_code(&a) == Some(ErrorCode::RateLimited) => {
+                    errors_per_second[at.as_secs() as usize] += 1
+                }
+                ConnAction::Close { code, .. } => {
+                    assert_eq!(code, 1008);
+                    closed_at.get_or_insert(at);
+                }
+                _ => {}
+            }
+        }
+        if closed_at.is_some() {
+            break;
+        }
+    }
+    let closed_at = closed_at.expect("a client sending 1.5x the limit is closed");
+    assert!(closed_at < Duration::from_secs(5), "{closed_at:?}");
+    assert!(
+        errors_per_second.iter().all(|&n| n <= 1),
+        "{errors_per_second:?}"
+    );
+    assert_eq!(c.phase(), Phase::Closed);
+}
+
+#[test]
 fn oversized_application_message_gets_too_large() {
     let now = t0();
     let cfg = ConnectionConfig {
