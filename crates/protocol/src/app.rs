@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{ClientMessage, DecodeError, EncodeError, Join};
 use crate::server::{ServerMessage, Stamp};
-use crate::types::{DeviceInfo, DeviceType, LeaveReason, MemberInfo};
+use crate::types::{DeviceInfo, DeviceType, ErrorCode, LeaveReason, MemberInfo};
 
 /// Which dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,12 +100,18 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
             crate::client::validate_join(&join)?;
             ClientMessage::Join(join)
         }
-        "LEAVE" => ClientMessage::Leave {
-            reason: payload
+        "LEAVE" => {
+            let reason = payload
                 .get("reason")
                 .and_then(Value::as_str)
-                .map(str::to_string),
-        },
+                .map(str::to_string);
+            if reason.as_deref().is_some_and(crate::client::has_control) {
+                return Err(DecodeError::new(
+                    "LEAVE: `payload.reason` must not contain control characters",
+                ));
+            }
+            ClientMessage::Leave { reason }
+        }
         "HEARTBEAT" => ClientMessage::Heartbeat,
         "PING" => {
             let p: PingPayload = payload_fields(&kind, payload)?;
@@ -316,6 +322,18 @@ pub fn leave_reason_text(reason: LeaveReason) -> &'static str {
     }
 }
 
+/// The text the app's own host server sends with an error code, where it has one: its
+/// `ERROR`s say `Session not found`, `Already joined` and `Session full`, and the app shows
+/// that text to its user. Codes the app's server never sends keep our text.
+pub fn error_text(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::SessionNotFound => Some("Session not found"),
+        ErrorCode::AlreadyJoined => Some("Already joined"),
+        ErrorCode::SessionFull => Some("Session full"),
+        _ => None,
+    }
+}
+
 /// Everything [`encode`] needs besides the message.
 pub struct EncodeContext<'a> {
     /// The server's clock, ms since the Unix epoch.
@@ -436,7 +454,10 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
         }
         ServerMessage::Error { code, message, .. } => (
             "ERROR",
-            json!({ "code": code.as_str().to_ascii_uppercase(), "message": message }),
+            json!({
+                "code": code.as_str().to_ascii_uppercase(),
+                "message": error_text(*code).unwrap_or(message),
+            }),
         ),
         ServerMessage::Message { data, device, .. } => {
             let payload = MessagePayload {

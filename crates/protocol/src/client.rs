@@ -234,8 +234,9 @@ pub fn write_ping(out: &mut String, timestamp: u64) {
     let _ = write!(out, r#"{{"type":"ping","timestamp":{timestamp}}}"#);
 }
 
-/// The fields of a `join` message.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The fields of a `join` message. Its `Debug` output never shows `password` or `token`
+/// (they print as `<redacted>`), so a logged join leaks neither.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Join {
     /// The session to join (or, for a host, to open).
@@ -254,6 +255,20 @@ pub struct Join {
     /// Extension: a signed join token (a JWT) granting this join.
     #[serde(default)]
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Join {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Join")
+            .field("session_id", &self.session_id)
+            .field("device_info", &self.device_info)
+            .field("session_name", &self.session_name)
+            .field("protocol_version", &self.protocol_version)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
 }
 
 /// Why a text frame is not a valid client message; `message` is meant for the client to read.
@@ -339,6 +354,7 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         }
         "leave" => {
             let f: LeaveFields = fields(&kind, object)?;
+            check_text("leave", "reason", f.reason.as_deref())?;
             ClientMessage::Leave { reason: f.reason }
         }
         "heartbeat" => ClientMessage::Heartbeat,
@@ -356,6 +372,8 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         }
         "kick" => {
             let f: KickFields = fields(&kind, object)?;
+            check_text("kick", "memberId", Some(&f.member_id))?;
+            check_text("kick", "reason", f.reason.as_deref())?;
             ClientMessage::Kick {
                 member_id: f.member_id,
                 reason: f.reason,
@@ -367,6 +385,7 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
                 return Err(DecodeError::new("message: missing field `data`"));
             };
             let f: MessageFields = fields(&kind, object)?;
+            check_text("message", "to", f.to.as_deref())?;
             ClientMessage::Message {
                 data: RawJson(data),
                 to: f.to,
@@ -437,6 +456,52 @@ pub fn valid_session_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Longest `password` accepted in `join`, in bytes.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Longest `token` accepted in `join`, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Whether `c` is a control character: C0 (`U+0000` to `U+001F`, tab and newline included),
+/// DEL (`U+007F`) or C1 (`U+0080` to `U+009F`). Names, ids and reasons may not hold any.
+pub fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// Whether `text` holds a control character ([`is_control`]).
+pub fn has_control(text: &str) -> bool {
+    text.chars().any(is_control)
+}
+
+/// The error for a text field that holds a control character, if `value` does.
+fn check_text(kind: &str, field: &str, value: Option<&str>) -> Result<(), DecodeError> {
+    match value {
+        Some(v) if has_control(v) => Err(DecodeError::new(format!(
+            "{kind}: field `{field}` must not contain control characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `version` is written as `MAJOR` or `MAJOR.MINOR`: each part 1 to 9 ASCII digits,
+/// nothing else (no sign, no spaces, no third part).
+pub fn valid_protocol_version(version: &str) -> bool {
+    parse_version(version).is_some()
+}
+
+/// `(major, minor)` of a version written as [`valid_protocol_version`] says.
+fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let part = |p: &str| {
+        ((1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    match version.split_once('.') {
+        None => Some((part(version)?, 0)),
+        Some((major, minor)) => Some((part(major)?, part(minor)?)),
+    }
+}
+
 pub(crate) fn validate_join(join: &Join) -> Result<(), DecodeError> {
     if !valid_session_id(&join.session_id) {
         return Err(DecodeError::new(format!(
@@ -459,12 +524,33 @@ pub(crate) fn validate_join(join: &Join) -> Result<(), DecodeError> {
                 value.len()
             )));
         }
+        check_text("join", field, Some(value))?;
     }
     if let Some(name) = &join.session_name {
         if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(DecodeError::new(format!(
                 "join: field `sessionName` must be 1 to {MAX_NAME_BYTES} bytes, not blank"
             )));
+        }
+        check_text("join", "sessionName", Some(name))?;
+    }
+    if let Some(version) = &join.protocol_version {
+        if !valid_protocol_version(version) {
+            return Err(DecodeError::new(
+                "join: field `protocolVersion` must be MAJOR or MAJOR.MINOR in ASCII digits (e.g. \"1.0\")",
+            ));
+        }
+    }
+    for (field, value, limit) in [
+        ("password", &join.password, MAX_PASSWORD_BYTES),
+        ("token", &join.token, MAX_TOKEN_BYTES),
+    ] {
+        if let Some(value) = value {
+            if value.is_empty() || value.len() > limit {
+                return Err(DecodeError::new(format!(
+                    "join: field `{field}` must be 1 to {limit} bytes"
+                )));
+            }
         }
     }
     Ok(())
@@ -481,14 +567,13 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Whether a client's `protocolVersion` (`MAJOR.MINOR`, or `MAJOR`) is compatible with ours:
-/// the major versions must be equal. Unparseable versions are incompatible.
+/// Whether a client's `protocolVersion` is compatible with ours: both are written as
+/// [`valid_protocol_version`] says (strictly `MAJOR` or `MAJOR.MINOR`, ASCII digits), and
+/// their major versions are equal. Anything else (`1.x`, `1.0.0`, `+1`, `" 1.0"`) is
+/// incompatible; [`decode`] already refuses such a `join` as `invalid_message`.
 pub fn version_compatible(client: &str, ours: &str) -> bool {
-    fn major(v: &str) -> Option<u32> {
-        v.trim().split('.').next()?.parse().ok()
-    }
-    match (major(client), major(ours)) {
-        (Some(a), Some(b)) => a == b,
+    match (parse_version(client), parse_version(ours)) {
+        (Some((a, _)), Some((b, _))) => a == b,
         _ => false,
     }
 }
@@ -607,6 +692,134 @@ mod tests {
         assert!(version_compatible("1", "1.0"));
         assert!(!version_compatible("2.0", "1.0"));
         assert!(!version_compatible("banana", "1.0"));
+    }
+
+    /// Finding 5 of issue 9: these passed the version check.
+    #[test]
+    fn protocol_versions_are_strictly_major_or_major_dot_minor() {
+        for good in ["1", "1.0", "1.7", "01.00", "2.0"] {
+            assert!(valid_protocol_version(good), "{good:?}");
+        }
+        for bad in [
+            "1.x",
+            "1.0.0",
+            "+1",
+            " 1.0",
+            "1.0 ",
+            "1.-1",
+            "-1",
+            "",
+            ".",
+            "1.",
+            ".1",
+            "1..0",
+            "١",
+            "1e0",
+            "0x1",
+            "1234567890",
+        ] {
+            assert!(!valid_protocol_version(bad), "{bad:?}");
+            assert!(!version_compatible(bad, "1.0"), "{bad:?}");
+            let frame = format!(
+                r#"{{"type":"join","sessionId":"s","protocolVersion":{},"deviceInfo":{{"id":"d","name":"n","type":"client"}}}}"#,
+                serde_json::to_string(bad).unwrap()
+            );
+            assert_eq!(
+                err(&frame),
+                r#"join: field `protocolVersion` must be MAJOR or MAJOR.MINOR in ASCII digits (e.g. "1.0")"#,
+                "{bad:?}"
+            );
+        }
+        // Well formed, another major: decodes, and the connection answers `version_mismatch`.
+        assert!(decode(r#"{"type":"join","sessionId":"s","protocolVersion":"2.0","deviceInfo":{"id":"d","name":"n","type":"client"}}"#).is_ok());
+    }
+
+    /// Finding 7 of issue 9: control characters in names, ids and reasons are refused.
+    #[test]
+    fn control_characters_are_refused_in_every_text_field() {
+        let join = |id: &str, name: &str, session_name: &str| {
+            format!(
+                r#"{{"type":"join","sessionId":"s","sessionName":{},"deviceInfo":{{"id":{},"name":{},"type":"host"}}}}"#,
+                serde_json::to_string(session_name).unwrap(),
+                serde_json::to_string(id).unwrap(),
+                serde_json::to_string(name).unwrap()
+            )
+        };
+        for bad in [
+            "\u{0}",
+            "a\u{1b}]0;PWNED\u{7}",
+            "tab\there",
+            "new\nline",
+            "del\u{7f}",
+            "c1\u{9b}2J",
+        ] {
+            assert_eq!(
+                err(&join(bad, "n", "S")),
+                "join: field `deviceInfo.id` must not contain control characters"
+            );
+            assert_eq!(
+                err(&join("d", bad, "S")),
+                "join: field `deviceInfo.name` must not contain control characters"
+            );
+            assert_eq!(
+                err(&join("d", "n", bad)),
+                "join: field `sessionName` must not contain control characters"
+            );
+            let s = serde_json::to_string(bad).unwrap();
+            assert_eq!(
+                err(&format!(r#"{{"type":"leave","reason":{s}}}"#)),
+                "leave: field `reason` must not contain control characters"
+            );
+            assert_eq!(
+                err(&format!(
+                    r#"{{"type":"kick","memberId":"c_1","reason":{s}}}"#
+                )),
+                "kick: field `reason` must not contain control characters"
+            );
+            assert_eq!(
+                err(&format!(r#"{{"type":"kick","memberId":{s}}}"#)),
+                "kick: field `memberId` must not contain control characters"
+            );
+            assert_eq!(
+                err(&format!(r#"{{"type":"message","data":1,"to":{s}}}"#)),
+                "message: field `to` must not contain control characters"
+            );
+        }
+        // Other characters are names: emoji, right-to-left text, zero-width joiners.
+        assert!(decode(&join("d", "Rishad's 📱 \u{202e}x \u{200d}", "Fête")).is_ok());
+    }
+
+    #[test]
+    fn passwords_and_tokens_have_limits_and_never_show_in_debug() {
+        let frame = |field: &str, value: &str| {
+            format!(
+                r#"{{"type":"join","sessionId":"s","{field}":{},"deviceInfo":{{"id":"d","name":"n","type":"client"}}}}"#,
+                serde_json::to_string(value).unwrap()
+            )
+        };
+        assert_eq!(
+            err(&frame("password", "")),
+            "join: field `password` must be 1 to 256 bytes"
+        );
+        assert_eq!(
+            err(&frame("password", &"p".repeat(257))),
+            "join: field `password` must be 1 to 256 bytes"
+        );
+        assert_eq!(
+            err(&frame("token", &"t".repeat(4097))),
+            "join: field `token` must be 1 to 4096 bytes"
+        );
+        let ClientMessage::Join(mut join) = decode(&frame("password", "hunter2")).unwrap() else {
+            panic!()
+        };
+        join.token = Some("eyJhbGciOi.secret-token".into());
+        let shown = format!("{join:?} {:?}", ClientMessage::Join(join.clone()));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("secret-token"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(join.password.as_deref(), Some("hunter2"));
     }
 
     #[test]
@@ -747,10 +960,16 @@ pub(crate) mod strategies {
     use super::*;
     use proptest::prelude::*;
 
-    /// A name the decoder accepts: 1 to 30 characters (any, quotes, backslashes and control
-    /// characters included), not blank.
+    /// A name the decoder accepts: 1 to 30 characters (any but control characters: quotes,
+    /// backslashes, emoji and bidirectional controls included), not blank.
     pub fn name() -> impl Strategy<Value = String> {
-        ".{1,30}".prop_filter("not blank", |s| !s.trim().is_empty())
+        text(1, 30).prop_filter("not blank", |s| !s.trim().is_empty())
+    }
+
+    /// `min` to `max` characters, none of them a control character.
+    pub fn text(min: usize, max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("[^\\p{{Cc}}]{{{min},{max}}}"))
+            .expect("a valid regex")
     }
 
     /// A valid session id.
@@ -832,13 +1051,13 @@ pub(crate) mod strategies {
 
     /// Every message of our dialect (all but `Pong`).
     pub fn ours() -> impl Strategy<Value = ClientMessage> {
-        let text = || proptest::option::of(".{0,20}");
+        let text = || proptest::option::of(text(0, 20));
         prop_oneof![
             join(true, true).prop_map(ClientMessage::Join),
             text().prop_map(|reason| ClientMessage::Leave { reason }),
             Just(ClientMessage::Heartbeat),
             integer().prop_map(|timestamp| ClientMessage::Ping { timestamp }),
-            (".{0,20}", text())
+            (self::text(0, 20), text())
                 .prop_map(|(member_id, reason)| ClientMessage::Kick { member_id, reason }),
             Just(ClientMessage::MemberList),
             (raw_json(), text()).prop_map(|(data, to)| ClientMessage::Message { data, to }),

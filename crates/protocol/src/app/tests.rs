@@ -93,6 +93,58 @@ fn decode_errors_are_precise() {
     assert!(e(r#"{"type":"PING","payload":{"timestamp":"x"}}"#).contains("PING: payload.timestamp"));
 }
 
+/// Finding 7 of issue 9, in the app's dialect: the texts name our fields, as for any `JOIN`.
+#[test]
+fn control_characters_are_refused_in_app_frames() {
+    let e = |t: &str| decode(t).unwrap_err().message;
+    assert_eq!(
+        e(r#"{"type":"JOIN","payload":{"sessionId":"s","deviceId":"d\u0000","deviceName":"n"}}"#),
+        "join: field `deviceInfo.id` must not contain control characters"
+    );
+    assert_eq!(
+        e(
+            r#"{"type":"JOIN","payload":{"sessionId":"s","deviceId":"d","deviceName":"\u001b]0;PWNED\u0007"}}"#
+        ),
+        "join: field `deviceInfo.name` must not contain control characters"
+    );
+    assert_eq!(
+        e(r#"{"type":"LEAVE","payload":{"deviceId":"d","reason":"bye\u009b2J"}}"#),
+        "LEAVE: `payload.reason` must not contain control characters"
+    );
+}
+
+/// The app shows an `ERROR`'s text to its user: where the app's own host server has words
+/// for a code, the app hears those; other codes keep ours.
+#[test]
+fn error_texts_are_the_app_servers_own() {
+    for (code, ours, app) in [
+        (
+            ErrorCode::SessionNotFound,
+            "session `x` does not exist",
+            "Session not found",
+        ),
+        (
+            ErrorCode::AlreadyJoined,
+            "device `d` is already connected to session `x`",
+            "Already joined",
+        ),
+        (
+            ErrorCode::SessionFull,
+            "Session has reached maximum capacity (2 members)",
+            "Session full",
+        ),
+        (
+            ErrorCode::WrongPassword,
+            "wrong password for session `x`",
+            "wrong password for session `x`",
+        ),
+    ] {
+        let v = ctx_encode(&ServerMessage::error(code, ours), Stamp::Now(1));
+        assert_eq!(v["payload"]["message"], app, "{code}");
+        assert_eq!(v["payload"]["code"], code.as_str().to_ascii_uppercase());
+    }
+}
+
 #[test]
 fn welcome_names_devices() {
     let m = ServerMessage::Welcome {
@@ -187,7 +239,8 @@ fn member_left_kicked_closed_error_message() {
     );
     assert_eq!(
         err["payload"],
-        json!({"code":"SESSION_FULL","message":"full"})
+        json!({"code":"SESSION_FULL","message":"Session full"}),
+        "the app's own server's words"
     );
     assert_eq!(err["messageId"], "msg_1000_abcdefg");
     let msg = ctx_encode(
@@ -331,7 +384,8 @@ fn app_messages() -> impl proptest::strategy::Strategy<Value = ClientMessage> {
     use proptest::prelude::*;
     prop_oneof![
         strategies::join(false, false).prop_map(ClientMessage::Join),
-        proptest::option::of(".{0,20}").prop_map(|reason| ClientMessage::Leave { reason }),
+        proptest::option::of(strategies::text(0, 20))
+            .prop_map(|reason| ClientMessage::Leave { reason }),
         Just(ClientMessage::Heartbeat),
         strategies::integer().prop_map(|timestamp| ClientMessage::Ping { timestamp }),
         Just(ClientMessage::Pong),
