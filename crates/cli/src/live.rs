@@ -1,8 +1,16 @@
 //! `loudsync host` and `loudsync join`: a person (or a script) in a session.
 //!
-//! On a terminal, a live view that redraws in place: the session, each member with host mark,
-//! status and latency, and the last events. On a pipe, or with `--json`, one JSON object per
-//! event per line. Ctrl-C leaves cleanly. The exit code says how it ended (see [`Exit`]).
+//! On a terminal (or with `--live`), a live view that redraws in place: the session, each
+//! member with host mark, status and latency, and the last events; when the session ends, the
+//! last screen keeps the session's name and id and says why. On a pipe, or with `--json`, one
+//! JSON object per event per line. Ctrl-C leaves cleanly. The exit code says how it ended
+//! (see [`Exit`]).
+//!
+//! Both commands name things the same way: `--device-name` / `--device-id` are this device,
+//! `--session` the session's id, and `host --session-name` the name of the session it opens.
+//! (`host --name` and `join --name`, the old spellings, are hidden aliases of `--session-name`
+//! and `--device-name`.) Access credentials come from `--password` / `LOUDSYNC_PASSWORD` and
+//! `--token` / `LOUDSYNC_TOKEN`; `--ca` names a private CA for `wss://`.
 //!
 //! Nothing another device sent reaches the terminal as it was sent: names, reasons, error
 //! texts, application data and unknown messages are shown through [`terminal_safe`] (the live
@@ -15,7 +23,9 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Args;
-use loudsync_client::{Client, ClientConfig, ClientError, Event, Snapshot};
+use loudsync_client::{
+    Client, ClientConfig, ClientError, ErrorCode, Event, ServerError, Snapshot, TlsRoots,
+};
 use serde_json::{json, Value};
 
 /// How a `host` or `join` run ended, as its process exit code.
@@ -23,13 +33,16 @@ use serde_json::{json, Value};
 pub enum Exit {
     /// Left on request (Ctrl-C): 0.
     Left = 0,
+    /// The command line cannot work (not a ws:// or wss:// URL, an unreadable CA file): 2, as
+    /// for any other usage error.
+    Usage = 2,
     /// Removed by the host: 3.
     Kicked = 3,
     /// The session ended: 4.
     SessionClosed = 4,
     /// Could not connect, or the connection was lost and reconnection failed: 5.
     CouldNotConnect = 5,
-    /// The server refused the join (the code is printed): 6.
+    /// The server refused the join (the code is printed, and what to do about it): 6.
     Rejected = 6,
 }
 
@@ -39,9 +52,13 @@ pub struct HostArgs {
     /// Session id to open (1-64 of A-Z a-z 0-9 - _).
     #[arg(long)]
     session: String,
-    /// The session's display name [default: "<device name>'s session"].
+    /// The name of the session this opens, shown to everyone [default: "<device name>'s
+    /// session"]. (Old spelling: --name.)
+    #[arg(long, alias = "name")]
+    session_name: Option<String>,
+    /// This device's name, shown to the others [default: the host name of this machine].
     #[arg(long)]
-    name: Option<String>,
+    device_name: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -52,27 +69,71 @@ pub struct JoinArgs {
     /// Session id to join.
     #[arg(long)]
     session: String,
-    /// This device's name, shown to the others.
-    #[arg(long)]
-    name: String,
+    /// This device's name, shown to the others [default: the host name of this machine].
+    /// (Old spelling: --name.)
+    #[arg(long, alias = "name")]
+    device_name: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 #[derive(Args)]
 struct CommonArgs {
-    /// Server WebSocket URL.
+    /// Server URL: ws://HOST:PORT/, or wss://HOST:PORT/ for a server with TLS.
     #[arg(long, env = "LOUDSYNC_URL", default_value = "ws://127.0.0.1:8080/")]
     url: String,
+    /// For wss://: trust only the CA certificates in this PEM file (a private CA) instead of
+    /// the system's [default: the system's root certificates].
+    #[arg(long, env = "LOUDSYNC_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// This device's id [default: random]; the server rejects a second connection with the same id.
     #[arg(long)]
     device_id: Option<String>,
-    /// This device's name (for `host`) [default: the host name of this machine].
-    #[arg(long)]
-    device_name: Option<String>,
+    /// The session's password, sent in `join` (for a session that has one). Prefer the
+    /// environment variable: a command line is visible to every user in `ps`.
+    #[arg(long, env = "LOUDSYNC_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// A signed join token (`loudsync token` mints one), sent in `join`. Prefer the
+    /// environment variable: a command line is visible to every user in `ps`.
+    #[arg(long, env = "LOUDSYNC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How often to send `heartbeat` and `ping`; hearing nothing from the server for three
+    /// of these counts as a lost connection.
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    heartbeat_interval: std::time::Duration,
     /// One JSON event per line instead of the live view (the default on a pipe).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "live")]
     json: bool,
+    /// The live view even when stdout is not a terminal.
+    #[arg(long)]
+    live: bool,
+}
+
+impl CommonArgs {
+    /// The SDK's settings for these flags; an unreadable CA file is the user's to fix.
+    fn apply(&self, mut config: ClientConfig) -> Result<ClientConfig, String> {
+        if let Some(path) = &self.ca {
+            config.tls_roots =
+                TlsRoots::pem_file(path).map_err(|e| format!("cannot read the CA file {e}"))?;
+        }
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.silence_timeout = self.heartbeat_interval * 3;
+        config.password = self.password.clone().map(Into::into);
+        config.token = self.token.clone().map(Into::into);
+        Ok(config)
+    }
+
+    fn json_mode(&self) -> bool {
+        self.json || (!self.live && !std::io::stdout().is_terminal())
+    }
+}
+
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(e) => Err(format!("{e} (write e.g. 500ms, 5s)")),
+    }
 }
 
 fn device_id(given: &Option<String>) -> String {
@@ -91,9 +152,9 @@ fn machine_name() -> String {
 
 /// Runs `loudsync host`.
 pub fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
-    let device_name = args.common.device_name.clone().unwrap_or_else(machine_name);
+    let device_name = args.device_name.clone().unwrap_or_else(machine_name);
     let name = args
-        .name
+        .session_name
         .clone()
         .unwrap_or_else(|| format!("{device_name}'s session"));
     let config = ClientConfig::host(
@@ -112,13 +173,20 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         &args.common.url,
         &args.session,
         device_id(&args.common.device_id),
-        &args.name,
+        args.device_name.clone().unwrap_or_else(machine_name),
     );
     run(config, &args.common)
 }
 
 fn run(config: ClientConfig, common: &CommonArgs) -> anyhow::Result<ExitCode> {
-    let json_mode = common.json || !std::io::stdout().is_terminal();
+    let json_mode = common.json_mode();
+    let config = match common.apply(config) {
+        Ok(config) => config,
+        Err(e) => {
+            Output::new(json_mode).final_line(json!({"event": "failed", "reason": e}), &e);
+            return Ok(ExitCode::from(Exit::Usage as u8));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -126,8 +194,38 @@ fn run(config: ClientConfig, common: &CommonArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit as u8))
 }
 
+/// What a person should read when the server refused the join: the access refusals say what
+/// to do about them; every text from the server is escaped when printed.
+pub fn refusal_text(e: &ServerError, session: &str) -> String {
+    let advice = match e.code.known() {
+        Some(ErrorCode::PasswordRequired) => format!(
+            "session `{session}` needs a password: give --password, or set LOUDSYNC_PASSWORD"
+        ),
+        Some(ErrorCode::WrongPassword) => format!("wrong password for session `{session}`"),
+        Some(ErrorCode::TokenRequired) => "this server or session needs a join token: give \
+            --token, or set LOUDSYNC_TOKEN (the server's operator mints one with `loudsync token`)"
+            .to_string(),
+        Some(ErrorCode::InvalidToken) => "the join token was refused".to_string(),
+        Some(ErrorCode::HostNotAllowed) => format!(
+            "you may not host session `{session}`: its creator named its host (a host join \
+             token, or its device id); join it as a member with `loudsync join`"
+        ),
+        Some(ErrorCode::TooManyAttempts) => {
+            "too many join attempts from this address: wait a while, then retry".to_string()
+        }
+        Some(ErrorCode::SessionNotFound) => format!("there is no session `{session}`"),
+        Some(ErrorCode::SessionFull) => format!("session `{session}` is full"),
+        Some(ErrorCode::AlreadyJoined) => {
+            "a device with this --device-id is already in the session".to_string()
+        }
+        _ => "the join was refused".to_string(),
+    };
+    format!("{advice} (server: {}: {})", e.code, e.message)
+}
+
 async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> {
     let mut out = Output::new(json_mode);
+    let session_id = config.session_id.clone();
     // Installed before connecting so an early Ctrl-C is a clean leave, not a kill.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -136,9 +234,16 @@ async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> 
         Err(ClientError::Rejected(e)) => {
             out.final_line(
                 json!({"event": "rejected", "code": e.code.as_str(), "message": e.message}),
-                &format!("rejected ({}): {}", e.code, e.message),
+                &format!("join rejected: {}", refusal_text(&e, &session_id)),
             );
             return Ok(Exit::Rejected);
+        }
+        Err(e @ ClientError::Config(_)) => {
+            out.final_line(
+                json!({"event": "failed", "reason": e.to_string()}),
+                &e.to_string(),
+            );
+            return Ok(Exit::Usage);
         }
         Err(e) => {
             out.final_line(
@@ -148,8 +253,10 @@ async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> 
             return Ok(Exit::CouldNotConnect);
         }
     };
-    // Member latencies are measured by the server; refresh the list to show them.
-    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(5));
+    // Member latencies are measured by the server; refresh the list to show them, from one
+    // period after joining on (the join itself brought a fresh list).
+    let period = std::time::Duration::from_secs(5);
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ending = None;
     loop {
@@ -184,6 +291,11 @@ async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> 
 struct Output {
     json: bool,
     recent: VecDeque<String>,
+    /// The session and this member's id as last seen while joined: the view keeps showing
+    /// them while reconnecting and after the end.
+    last: Option<(loudsync_protocol::server::SessionInfo, Option<String>)>,
+    /// Why the session ended for this member, once it has.
+    ended: Option<String>,
 }
 
 impl Output {
@@ -191,6 +303,8 @@ impl Output {
         Output {
             json,
             recent: VecDeque::new(),
+            last: None,
+            ended: None,
         }
     }
 
@@ -206,9 +320,29 @@ impl Output {
                 self.recent.pop_front();
             }
         }
+        if matches!(
+            event,
+            Event::Kicked { .. } | Event::SessionClosed { .. } | Event::Failed { .. }
+        ) {
+            self.ended = Some(describe(event));
+        }
+        let mut shown = snapshot.clone();
+        match &snapshot.session {
+            Some(session) => self.last = Some((session.clone(), snapshot.client_id.clone())),
+            None => {
+                if let Some((session, client_id)) = &self.last {
+                    shown.session = Some(session.clone());
+                    shown.client_id = client_id.clone();
+                }
+            }
+        }
         let mut stdout = std::io::stdout().lock();
         // Home, clear screen, then the view.
-        let _ = write!(stdout, "\x1b[H\x1b[2J{}", render(snapshot, &self.recent));
+        let _ = write!(
+            stdout,
+            "\x1b[H\x1b[2J{}",
+            render(&shown, &self.recent, self.ended.as_deref())
+        );
         let _ = stdout.flush();
     }
 
@@ -273,8 +407,10 @@ fn clip(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-/// The live view as text. Every name and id is shown through [`terminal_safe`].
-pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
+/// The live view as text: the session line, `ended` (why the session ended, if it has) on the
+/// line under it, the member table, the recent events. Every name and id is shown through
+/// [`terminal_safe`].
+pub fn render(s: &Snapshot, recent: &VecDeque<String>, ended: Option<&str>) -> String {
     let mut v = String::new();
     let (sid, sname) = s
         .session
@@ -287,6 +423,9 @@ pub fn render(s: &Snapshot, recent: &VecDeque<String>) -> String {
     ));
     if let Some(ms) = s.latency {
         v.push_str(&format!("   my latency: {ms} ms"));
+    }
+    if let Some(why) = ended {
+        v.push_str(&format!("\nended: {}", terminal_safe(why)));
     }
     v.push_str(&format!(
         "\nyou are {}\n\n  {:<2}{:<24} {:<16} {:<13} {:>8}\n",
@@ -425,7 +564,7 @@ mod tests {
             latency: Some(3),
         };
         let recent: VecDeque<String> = ["Phone joined".to_string()].into();
-        let view = render(&s, &recent);
+        let view = render(&s, &recent, None);
         assert!(view.contains("session Friday (party)"));
         assert!(view.contains("state: connected"));
         assert!(view.contains("my latency: 3 ms"));
@@ -530,7 +669,7 @@ mod tests {
         for line in &recent {
             assert!(is_clean(line) && !line.contains('\n'), "{line:?}");
         }
-        let view = render(&s, &recent);
+        let view = render(&s, &recent, None);
         assert!(is_clean(&view), "{view:?}");
         assert!(
             view.contains(r"Eve\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\u{a}line"),
@@ -544,5 +683,73 @@ mod tests {
             assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), value);
         }
         assert_eq!(terminal_safe("plain Ünïcode ✓"), "plain Ünïcode ✓");
+    }
+
+    #[test]
+    fn the_last_screen_keeps_the_session_and_says_why_it_ended() {
+        let s = Snapshot {
+            state: ConnectionState::Disconnected,
+            client_id: Some("c_me".into()),
+            session: Some(SessionInfo {
+                id: "party".into(),
+                name: "Friday night".into(),
+                host_id: None,
+                host: None,
+            }),
+            members: vec![],
+            latency: None,
+        };
+        let view = render(
+            &s,
+            &VecDeque::new(),
+            Some("session closed: Host ended the session"),
+        );
+        let mut lines = view.lines();
+        assert_eq!(
+            lines.next(),
+            Some("session Friday night (party)   state: disconnected")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("ended: session closed: Host ended the session")
+        );
+        let hostile = render(&s, &VecDeque::new(), Some("kicked: \u{1b}]0;PWNED\u{7}"));
+        assert!(!hostile.contains('\u{1b}') && hostile.contains(r"\u{1b}]0;PWNED\u{7}"));
+    }
+
+    #[test]
+    fn access_refusals_say_what_to_do() {
+        let refusal = |code: ErrorCode| ServerError {
+            code: code.into(),
+            message: "msg\u{1b}[2J".into(),
+            details: None,
+        };
+        for (code, words) in [
+            (
+                ErrorCode::PasswordRequired,
+                "needs a password: give --password, or set LOUDSYNC_PASSWORD",
+            ),
+            (
+                ErrorCode::WrongPassword,
+                "wrong password for session `party`",
+            ),
+            (
+                ErrorCode::TokenRequired,
+                "give --token, or set LOUDSYNC_TOKEN",
+            ),
+            (ErrorCode::InvalidToken, "the join token was refused"),
+            (
+                ErrorCode::HostNotAllowed,
+                "you may not host session `party`",
+            ),
+            (ErrorCode::TooManyAttempts, "wait a while, then retry"),
+        ] {
+            let text = refusal_text(&refusal(code), "party");
+            assert!(text.contains(words), "{code}: {text}");
+            assert!(
+                text.ends_with(&format!("(server: {code}: msg\u{1b}[2J)")),
+                "{text}"
+            );
+        }
     }
 }

@@ -27,16 +27,20 @@ enum Command {
     /// Settings come from flags, then `LOUDSYNC_*` environment variables, then the TOML file
     /// given by --config (keys as the flag names, e.g. `heartbeat-timeout = "15s"`), then the
     /// defaults shown below.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Open a session as its host and watch it live (Ctrl-C ends the session).
     ///
-    /// Exit codes: 0 left, 3 kicked, 4 session closed, 5 could not connect (or reconnection
-    /// failed), 6 join rejected (the code is printed).
+    /// Exit codes: 0 left, 2 unusable command line (not a ws:// or wss:// URL, unreadable
+    /// --ca file), 3 kicked, 4 session closed (for a host also: its connection was lost, which
+    /// ended the session), 5 could not connect (or reconnection failed), 6 join rejected (the
+    /// code is printed, with what to do about it).
     Host(live::HostArgs),
     /// Join a session and watch it live (Ctrl-C leaves).
     ///
-    /// Exit codes: 0 left, 3 kicked, 4 session closed, 5 could not connect (or reconnection
-    /// failed), 6 join rejected (the code is printed).
+    /// Exit codes: 0 left, 2 unusable command line (not a ws:// or wss:// URL, unreadable
+    /// --ca file), 3 kicked, 4 session closed (for a host also: its connection was lost, which
+    /// ended the session), 5 could not connect (or reconnection failed), 6 join rejected (the
+    /// code is printed, with what to do about it).
     Join(live::JoinArgs),
     /// Find sessions on the LAN (LOUDSYNC_DISCOVER over UDP, and mDNS), as the app does.
     Discover(discover::DiscoverArgs),
@@ -61,7 +65,7 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Host(args) => live::host(args),
         Command::Join(args) => live::join(args),
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),

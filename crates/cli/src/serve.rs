@@ -92,9 +92,21 @@ pub struct ServeArgs {
     slow_consumer_grace: Option<Duration>,
 
     /// Require `Authorization: Bearer TOKEN` on /v1/*; without it /v1/* answers loopback only.
+    /// A command line is visible to every user in `ps`: prefer --admin-token-file.
     #[arg(long, env = "LOUDSYNC_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_token: Option<String>,
+
+    /// Read the admin token from this file (its trailing newline removed; an empty file is an
+    /// error). TOML key `admin-token-file`. Not together with --admin-token.
+    #[arg(
+        long,
+        env = "LOUDSYNC_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    #[serde(skip)]
+    admin_token_file: Option<PathBuf>,
 
     /// On shutdown, wait at most this long for sockets to close [default: 5s].
     #[arg(long, env = "LOUDSYNC_DRAIN_TIMEOUT", value_parser = duration)]
@@ -147,7 +159,7 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     advertise_address: Option<std::net::IpAddr>,
 
-    /// Log filter, e.g. `info` or `loudsync_server=debug` [default: info].
+    /// Log filter, e.g. `info` or `loudsync_server=debug`.
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]
     log: String,
@@ -183,7 +195,17 @@ impl ServeArgs {
         }
         // Clap has already put each flag over its `LOUDSYNC_*` variable.
         figment = figment.merge(Serialized::defaults(self));
+        let (figment, token_file) = admin_token_file(figment, self.admin_token_file.as_ref())?;
         let mut config: ServerConfig = figment.extract().context("invalid settings")?;
+        if let Some(path) = token_file {
+            anyhow::ensure!(
+                config.admin_token.is_none(),
+                "give the admin token directly (--admin-token, LOUDSYNC_ADMIN_TOKEN, \
+                 admin-token) or in a file (--admin-token-file, LOUDSYNC_ADMIN_TOKEN_FILE, \
+                 admin-token-file), not both"
+            );
+            config.admin_token = Some(read_admin_token(&path)?);
+        }
         if self.no_mdns {
             config.mdns = false;
         }
@@ -192,11 +214,45 @@ impl ServeArgs {
     }
 }
 
+/// The admin token file named by the flag (or its variable), else by the TOML key
+/// `admin-token-file`, which is taken out of the settings (it is the CLI's, not the server's).
+fn admin_token_file(
+    figment: Figment,
+    flag: Option<&PathBuf>,
+) -> anyhow::Result<(Figment, Option<PathBuf>)> {
+    let Ok(value) = figment.find_value("admin-token-file") else {
+        return Ok((figment, flag.cloned()));
+    };
+    let from_file: PathBuf = value
+        .deserialize()
+        .context("invalid settings: `admin-token-file` must be a path")?;
+    let mut dict: figment::value::Dict = figment.extract().context("invalid settings")?;
+    dict.remove("admin-token-file");
+    let rest = Figment::from(Serialized::defaults(dict));
+    Ok((rest, Some(flag.cloned().unwrap_or(from_file))))
+}
+
+/// The token in `path`, without its trailing newline; an empty or blank file is refused.
+fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(
+        !token.trim().is_empty(),
+        "the admin token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_string())
+}
+
 /// Runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = args.resolve()?;
     let runtime = runtime(config.worker_threads)?;
@@ -284,6 +340,56 @@ mod tests {
         assert_eq!(c.rate_limit, 7);
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(500));
         assert_eq!(c.heartbeat_check_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_file_by_flag_or_toml_key_never_both() {
+        let dir = std::env::temp_dir().join(format!("loudsync-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let path = token.to_str().unwrap();
+        let c = T::parse_from(["x", "--admin-token-file", path])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+
+        let toml = dir.join("with-file.toml");
+        std::fs::write(
+            &toml,
+            format!("admin-token-file = {path:?}\nmax-members = 3\n"),
+        )
+        .unwrap();
+        let c = T::parse_from(["x", "--config", toml.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.max_members, 3, "the other keys still apply");
+
+        let both = T::parse_from([
+            "x",
+            "--config",
+            toml.to_str().unwrap(),
+            "--admin-token",
+            "t",
+        ]);
+        let err = format!("{:#}", both.args.resolve().unwrap_err());
+        assert!(err.contains("not both"), "{err}");
+        assert!(
+            T::try_parse_from(["x", "--admin-token", "t", "--admin-token-file", path]).is_err(),
+            "both flags"
+        );
+
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let t = T::parse_from(["x", "--admin-token-file", empty.to_str().unwrap()]);
+        let err = format!("{:#}", t.args.resolve().unwrap_err());
+        assert!(err.contains("is empty"), "{err}");
+        let t = T::parse_from(["x", "--admin-token-file", "/nonexistent/token"]);
+        let err = format!("{:#}", t.args.resolve().unwrap_err());
+        assert!(err.contains("cannot read the admin token file"), "{err}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ async fn host_and_join_then_ctrl_c_on_the_host_closes_the_session() {
         "host",
         "--session",
         "party",
-        "--name",
+        "--session-name",
         "Friday",
         "--device-name",
         "Mac",
@@ -109,7 +109,15 @@ async fn host_and_join_then_ctrl_c_on_the_host_closes_the_session() {
     ]);
     let welcome = host.until("welcome");
     assert_eq!(welcome["session"]["name"], "Friday");
-    let mut guest = spawn(&["join", "--session", "party", "--name", "Phone", "--url", &u]); // a pipe: JSON by default
+    let mut guest = spawn(&[
+        "join",
+        "--session",
+        "party",
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+    ]); // a pipe: JSON by default
     let list = guest.until("member_list");
     let names: Vec<_> = list["members"]
         .as_array()
@@ -139,7 +147,7 @@ async fn kicked_exits_3() {
         "join",
         "--session",
         "s",
-        "--name",
+        "--device-name",
         "Phone",
         "--url",
         &u,
@@ -162,7 +170,7 @@ async fn rejected_exits_6_with_the_code() {
         "join",
         "--session",
         "nope",
-        "--name",
+        "--device-name",
         "Phone",
         "--url",
         &u,
@@ -179,7 +187,7 @@ fn could_not_connect_exits_5() {
         "join",
         "--session",
         "s",
-        "--name",
+        "--device-name",
         "P",
         "--url",
         "ws://127.0.0.1:1/",
@@ -240,7 +248,7 @@ async fn a_newer_servers_events_are_shown_escaped() {
         "join",
         "--session",
         "s",
-        "--name",
+        "--device-name",
         "P",
         "--url",
         &u,
@@ -261,4 +269,483 @@ async fn a_newer_servers_events_are_shown_escaped() {
     assert_eq!(unknown["type"], "presence_diff");
     assert_eq!(unknown["message"]["added"], serde_json::json!(["c_9"]));
     assert_eq!(unknown["message"]["note"], "\u{9b}31m");
+}
+
+/// What a finished run printed: its exit code, stdout and stderr.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `loudsync` with `args` and `env` to its end (at most 10 s).
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loudsync"));
+    cmd.args(args)
+        .env_remove("LOUDSYNC_PASSWORD")
+        .env_remove("LOUDSYNC_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let id = child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(10));
+        let _ = Command::new("kill")
+            .args(["-KILL", &id.to_string()])
+            .status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(killer);
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A stand-in server for one client: hands its `join` over, answers with `replies` (frames
+/// as they are), then closes the socket normally.
+async fn scripted(replies: Vec<String>) -> (std::net::SocketAddr, mpsc::Receiver<Value>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
+        let join = ws.next().await.unwrap().unwrap();
+        let _ = tx.send(serde_json::from_str::<Value>(join.as_text().unwrap()).unwrap());
+        for frame in replies {
+            ws.send(Message::text(frame)).await.unwrap();
+        }
+        let _ = ws.close().await;
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    (addr, rx)
+}
+
+const HOSTILE: &str = "\u{1b}]0;PWNED\u{7}\u{1b}[1A\u{1b}[2K";
+
+/// Everything a peer can name, named [`HOSTILE`]: the session, a member, an error's text, the
+/// kick reason.
+fn hostile_frames() -> Vec<String> {
+    let member = |id: &str| {
+        serde_json::json!({"id": id, "name": HOSTILE, "isHost": id == "c_h",
+            "connectionStatus": "connected", "joinedAt": 1, "deviceId": HOSTILE})
+    };
+    [
+        serde_json::json!({"type": "welcome", "clientId": "c_me", "timestamp": 1,
+            "sessionInfo": {"id": "party", "name": HOSTILE, "hostId": "c_h"}}),
+        serde_json::json!({"type": "member_list", "timestamp": 1,
+            "members": [member("c_h"), member("c_me")]}),
+        serde_json::json!({"type": "member_joined", "timestamp": 1, "member": member("c_x")}),
+        serde_json::json!({"type": "member_left", "timestamp": 1, "memberId": HOSTILE,
+            "reason": "left"}),
+        serde_json::json!({"type": "error", "code": "invalid_message", "message": HOSTILE,
+            "timestamp": 1}),
+        serde_json::json!({"type": "message", "from": HOSTILE, "data": {"t": HOSTILE},
+            "timestamp": 1}),
+        serde_json::json!({"type": "kicked", "reason": HOSTILE, "timestamp": 1}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect()
+}
+
+/// Finding 2 of issue 9: a member named with escape codes retitled the host's terminal and
+/// erased rows of its table.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_reasons_and_errors_from_peers_never_reach_the_terminal_raw() {
+    for mode in ["--live", "--json"] {
+        let (addr, _join) = scripted(hostile_frames()).await;
+        let u = format!("ws://{addr}/");
+        let ran = tokio::task::spawn_blocking(move || {
+            run_to_end(&["join", "--session", "party", "--url", &u, mode], &[])
+        })
+        .await
+        .unwrap();
+        assert_eq!(ran.code, 3, "kicked: {}", ran.stderr);
+        // The view's own home-and-clear is the only escape sequence written.
+        let without_ours = ran.stdout.replace("\u{1b}[H\u{1b}[2J", "");
+        for text in [&without_ours, &ran.stderr] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{mode}: raw control characters: {text:?}"
+            );
+        }
+        if mode == "--live" {
+            let last = ran.stdout.rsplit("\u{1b}[2J").next().unwrap();
+            let escaped = r"\u{1b}]0;PWNED\u{7}\u{1b}[1A\u{1b}[2K";
+            assert!(
+                last.starts_with(&format!("session {escaped} (party)")),
+                "{last}"
+            );
+            assert!(
+                last.contains(&format!("ended: kicked: {escaped}")),
+                "{last}"
+            );
+            assert!(
+                last.contains(&format!("error invalid_message: {escaped}")),
+                "{last}"
+            );
+        } else {
+            let escaped = r"\u001b]0;PWNED\u0007\u001b[1A\u001b[2K";
+            assert!(ran.stdout.contains(escaped), "{}", ran.stdout);
+            let kicked: Value = ran
+                .stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["event"] == "kicked")
+                .expect("a kicked line");
+            assert_eq!(kicked["reason"], HOSTILE, "the same JSON, escaped");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guests_last_screen_keeps_the_session_and_says_why_it_ended() {
+    let server = server().await;
+    let u = url(&server);
+    let (host, _events) =
+        Client::connect(ClientConfig::host(&u, "party", "Friday night", "h", "Mac"))
+            .await
+            .unwrap();
+    let guest = spawn(&[
+        "join",
+        "--session",
+        "party",
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+        "--live",
+    ]);
+    // Until the guest's view shows both members, then the host ends the session.
+    loop {
+        let (line, _) = guest
+            .lines
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the guest's view");
+        if line.contains("Phone (you)") {
+            break;
+        }
+    }
+    host.leave().await;
+    let mut last = String::new();
+    while let Ok((line, _)) = guest.lines.recv_timeout(Duration::from_secs(5)) {
+        if line.contains("\u{1b}[2J") {
+            last.clear();
+        }
+        last.push_str(&line);
+        last.push('\n');
+    }
+    let last = last.rsplit("\u{1b}[2J").next().unwrap();
+    assert!(
+        last.starts_with("session Friday night (party)   state: disconnected\nended: session closed: Host ended the session\n"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_list_is_printed_once_at_the_start_on_a_pipe() {
+    let server = server().await;
+    let u = url(&server);
+    let (_host, _events) = Client::connect(ClientConfig::host(&u, "s", "S", "h", "H"))
+        .await
+        .unwrap();
+    let guest = spawn(&["join", "--session", "s", "--device-name", "P", "--url", &u]);
+    guest.until("welcome");
+    let mut lists = 0;
+    while let Ok((_, v)) = guest.lines.recv_timeout(Duration::from_millis(1500)) {
+        if v["event"] == "member_list" {
+            lists += 1;
+        }
+    }
+    assert_eq!(
+        lists, 1,
+        "one member_list at the start, the refresh comes 5 s later"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_and_session_names_mean_the_same_on_host_and_join() {
+    let server = server().await;
+    let u = url(&server);
+    let host = spawn(&[
+        "host",
+        "--session",
+        "s",
+        "--session-name",
+        "Jam",
+        "--device-name",
+        "Mac",
+        "--url",
+        &u,
+    ]);
+    let welcome = host.until("welcome");
+    assert_eq!(welcome["session"]["name"], "Jam");
+    let list = host.until("member_list");
+    assert_eq!(list["members"][0]["name"], "Mac");
+    // join --device-name is the device's name (it was accepted and ignored before).
+    let guest = spawn(&[
+        "join",
+        "--session",
+        "s",
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+    ]);
+    let list = guest.until("member_list");
+    assert_eq!(list["members"][1]["name"], "Phone");
+    // The old spellings still work, as hidden aliases.
+    let old_guest = spawn(&["join", "--session", "s", "--name", "Tablet", "--url", &u]);
+    assert_eq!(
+        old_guest.until("member_list")["members"][2]["name"],
+        "Tablet"
+    );
+    let old_host = spawn(&[
+        "host",
+        "--session",
+        "s2",
+        "--name",
+        "Old",
+        "--device-name",
+        "M",
+        "--url",
+        &u,
+    ]);
+    assert_eq!(old_host.until("welcome")["session"]["name"], "Old");
+    for command in ["host", "join"] {
+        let help = run_to_end(&[command, "--help"], &[]).stdout;
+        assert!(help.contains("--device-name"), "{help}");
+        assert!(
+            !help.contains("--name "),
+            "{command}: --name is hidden: {help}"
+        );
+        assert_eq!(help.contains("--session-name"), command == "host", "{help}");
+    }
+}
+
+#[test]
+fn a_bad_url_says_it_is_not_a_websocket_url() {
+    for json in [false, true] {
+        let mut args = vec![
+            "join",
+            "--session",
+            "s",
+            "--device-name",
+            "P",
+            "--url",
+            "notaurl",
+        ];
+        args.push(if json { "--json" } else { "--live" });
+        let ran = run_to_end(&args, &[]);
+        assert_eq!(ran.code, 2);
+        let said = if json { &ran.stdout } else { &ran.stderr };
+        assert!(
+            said.contains("`notaurl` is not a ws:// or wss:// URL"),
+            "{said}"
+        );
+        assert!(!said.contains("DNS"), "{said}");
+    }
+}
+
+#[test]
+fn could_not_connect_is_said_once() {
+    let ran = run_to_end(
+        &[
+            "join",
+            "--session",
+            "s",
+            "--device-name",
+            "P",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--live",
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, 5);
+    assert!(
+        ran.stderr.starts_with("could not connect: 127.0.0.1:1: "),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr.matches("could not connect").count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+}
+
+fn refusal(code: &str) -> Vec<String> {
+    vec![
+        serde_json::json!({"type": "error", "code": code, "message": "refused", "timestamp": 1})
+            .to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_and_token_come_from_the_environment_and_go_in_join() {
+    let (addr, join) = scripted(refusal("wrong_password")).await;
+    let u = format!("ws://{addr}/");
+    let ran = tokio::task::spawn_blocking(move || {
+        run_to_end(
+            &[
+                "join",
+                "--session",
+                "party",
+                "--device-name",
+                "P",
+                "--url",
+                &u,
+                "--live",
+            ],
+            &[
+                ("LOUDSYNC_PASSWORD", "open sesame"),
+                ("LOUDSYNC_TOKEN", "t.o.k"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let join = join.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(join["password"], "open sesame");
+    assert_eq!(join["token"], "t.o.k");
+    assert_eq!(ran.code, 6);
+    assert_eq!(
+        ran.stderr.trim(),
+        "join rejected: wrong password for session `party` (server: wrong_password: refused)"
+    );
+    assert!(!ran.stderr.contains("open sesame"));
+    // And from the flags, for the host too.
+    let (addr, join) = scripted(refusal("host_not_allowed")).await;
+    let u = format!("ws://{addr}/");
+    let ran = tokio::task::spawn_blocking(move || {
+        run_to_end(
+            &[
+                "host",
+                "--session",
+                "lobby",
+                "--url",
+                &u,
+                "--password",
+                "pw",
+                "--token",
+                "tk",
+                "--json",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let join = join.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        (join["password"].as_str(), join["token"].as_str()),
+        (Some("pw"), Some("tk"))
+    );
+    assert_eq!(ran.code, 6);
+    let line: Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(line["event"], "rejected");
+    assert_eq!(line["code"], "host_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_access_refusal_exits_6_with_advice() {
+    for (code, advice) in [
+        (
+            "password_required",
+            "needs a password: give --password, or set LOUDSYNC_PASSWORD",
+        ),
+        ("wrong_password", "wrong password for session `s`"),
+        (
+            "token_required",
+            "needs a join token: give --token, or set LOUDSYNC_TOKEN",
+        ),
+        ("invalid_token", "the join token was refused"),
+        ("host_not_allowed", "you may not host session `s`"),
+        (
+            "too_many_attempts",
+            "too many join attempts from this address",
+        ),
+    ] {
+        let (addr, _join) = scripted(refusal(code)).await;
+        let u = format!("ws://{addr}/");
+        let ran = tokio::task::spawn_blocking(move || {
+            run_to_end(
+                &[
+                    "join",
+                    "--session",
+                    "s",
+                    "--device-name",
+                    "P",
+                    "--url",
+                    &u,
+                    "--live",
+                ],
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(ran.code, 6, "{code}");
+        assert!(ran.stderr.contains(advice), "{code}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains(&format!("(server: {code}: refused)")),
+            "{}",
+            ran.stderr
+        );
+    }
+}
+
+/// A host frozen (SIGSTOP) past the server's heartbeat timeout, then thawed, used to re-create
+/// an empty session under the same id without a word.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_frozen_past_the_heartbeat_timeout_is_told_and_does_not_re_create() {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        heartbeat_timeout: Duration::from_millis(400),
+        heartbeat_check_interval: Duration::from_millis(50),
+        close_timeout: Duration::from_millis(100),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let u = url(&server);
+    let mut host = spawn(&[
+        "host",
+        "--session",
+        "party",
+        "--device-name",
+        "Mac",
+        "--url",
+        &u,
+        "--heartbeat-interval",
+        "100ms",
+    ]);
+    host.until("member_list");
+    host.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    host.signal("-CONT");
+    let closed = host.until("session_closed");
+    let reason = closed["reason"].as_str().unwrap();
+    assert!(reason.contains("not re-created"), "{reason}");
+    assert_eq!(host.exit_code(), 4);
+    // Nothing was re-created under the same id.
+    let err = Client::connect(ClientConfig::member(&u, "party", "d", "Phone"))
+        .await
+        .err()
+        .expect("no session");
+    assert!(
+        matches!(&err, loudsync_client::ClientError::Rejected(e) if e.code == loudsync_client::ErrorCode::SessionNotFound),
+        "{err:?}"
+    );
 }

@@ -25,12 +25,17 @@ impl Drop for Serve {
 }
 
 fn serve(args: &[&str], env: &[(&str, &str)]) -> Serve {
+    serve_logging(&["--log", "warn"], args, env, Stdio::null())
+}
+
+fn serve_logging(log: &[&str], args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Serve {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loudsync"));
     cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(log)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -181,5 +186,104 @@ fn help_documents_the_settings() {
         "LOUDSYNC_",
     ] {
         assert!(help.contains(flag), "{flag} missing from help");
+    }
+}
+
+#[test]
+fn help_shows_each_default_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loudsync"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(help.matches("[default: info]").count(), 1, "{help}");
+    assert!(help.contains("--admin-token-file <FILE>"), "{help}");
+}
+
+#[test]
+fn logs_on_a_pipe_carry_no_colour_codes() {
+    let mut s = serve_logging(&["--log", "info"], &[], &[], Stdio::piped());
+    let mut stderr = s.child.stderr.take().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes on a pipe: {log:?}");
+}
+
+/// A plain HTTP/1.1 request; the status code of the answer.
+fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+#[test]
+fn the_admin_token_file_keeps_the_token_off_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("loudsync-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("admin-token");
+    std::fs::write(&file, "tok-7f3a\n").unwrap();
+    let s = serve(&["--admin-token-file", file.to_str().unwrap()], &[]);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", s.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("tok-7f3a"));
+    let get = |auth: &str| {
+        http_status(
+            s.addr,
+            &format!("GET /v1/sessions HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+    assert_eq!(
+        get("Authorization: Bearer tok-7f3a\r\n"),
+        200,
+        "the newline is not part of it"
+    );
+    assert_eq!(get(""), 401);
+    // The variable names a file too; an empty file and both sources are refused at start.
+    let s = serve(
+        &[],
+        &[("LOUDSYNC_ADMIN_TOKEN_FILE", file.to_str().unwrap())],
+    );
+    assert_eq!(
+        http_status(
+            s.addr,
+            "GET /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-7f3a\r\nConnection: close\r\n\r\n"
+        ),
+        200
+    );
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    for args in [
+        vec!["--admin-token-file", empty.to_str().unwrap()],
+        vec![
+            "--admin-token-file",
+            file.to_str().unwrap(),
+            "--admin-token",
+            "x",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loudsync"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("empty") || err.contains("cannot be used with"),
+            "{err}"
+        );
     }
 }

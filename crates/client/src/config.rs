@@ -1,6 +1,8 @@
 //! Client settings, with the protocol document's defaults (heartbeat and ping every 5 s,
-//! 3 reconnection attempts 2 s apart).
+//! 3 reconnection attempts 2 s apart), the session's access credentials (password, join
+//! token) and the certificate authorities a `wss://` server is checked against.
 
+use std::path::Path;
 use std::time::Duration;
 
 use loudsync_protocol::{DeviceInfo, DeviceType};
@@ -53,11 +55,69 @@ impl ReconnectPolicy {
     }
 }
 
+/// A credential (a session password, a join token): never shown by `Debug`, so it stays out
+/// of logs and panic messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, to put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+/// The certificate authorities a `wss://` server's certificate must chain to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TlsRoots {
+    /// The operating system's trust store (read with `rustls-native-certs`: on Linux the
+    /// `ca-certificates` bundle, `SSL_CERT_FILE` / `SSL_CERT_DIR` if set).
+    #[default]
+    System,
+    /// Only these CA certificates, PEM-encoded (one or more `CERTIFICATE` blocks): a private
+    /// CA. The system's authorities are not trusted then, as with `curl --cacert`.
+    Pem(Vec<u8>),
+}
+
+impl TlsRoots {
+    /// The CA certificates in the PEM file at `path`.
+    pub fn pem_file(path: impl AsRef<Path>) -> std::io::Result<TlsRoots> {
+        let path = path.as_ref();
+        std::fs::read(path)
+            .map(TlsRoots::Pem)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+}
+
 /// Everything a client needs to connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
-    /// WebSocket URL, e.g. `ws://127.0.0.1:8080/`.
+    /// WebSocket URL: `ws://host:port/` or, over TLS, `wss://host:port/`.
     pub url: String,
+    /// For `wss://`: which certificate authorities to trust (the system's by default).
+    pub tls_roots: TlsRoots,
+    /// The session's password, sent in `join` (for a session that has one).
+    pub password: Option<Secret>,
+    /// A signed join token, sent in `join` (for a server or session that requires one).
+    pub token: Option<Secret>,
     /// The session to join (a host opens it if it does not exist).
     pub session_id: String,
     /// This device.
@@ -84,6 +144,9 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, session_id: impl Into<String>, device: DeviceInfo) -> Self {
         ClientConfig {
             url: url.into(),
+            tls_roots: TlsRoots::System,
+            password: None,
+            token: None,
             session_id: session_id.into(),
             device,
             session_name: None,
@@ -139,6 +202,19 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let mut c = ClientConfig::member("ws://x/", "s", "d", "n");
+        c.password = Some("hunter2".into());
+        c.token = Some("eyJhbGciOi.secret".into());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("secret"),
+            "{shown}"
+        );
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("hunter2"));
+    }
 
     #[test]
     fn fixed_delay_by_default() {

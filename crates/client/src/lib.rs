@@ -36,6 +36,7 @@
 
 pub mod config;
 pub mod machine;
+mod transport;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,24 +44,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use loudsync_protocol::{server::SessionInfo, MemberInfo};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+use tokio_websockets::Message;
 
-pub use config::{Backoff, ClientConfig, ReconnectPolicy};
+pub use config::{Backoff, ClientConfig, ReconnectPolicy, Secret, TlsRoots};
 pub use loudsync_protocol::{
     AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason, RawJson,
 };
 use machine::{Action, Machine};
 pub use machine::{ConnectionState, Event, ServerError};
+use transport::{Target, Ws};
 
 /// What can go wrong for a caller.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClientError {
-    /// The first connection could not be made.
-    #[error("could not connect: {0}")]
+    /// The configuration cannot work: the URL is not a `ws://` or `wss://` URL, or the TLS
+    /// roots cannot be loaded. Nothing was sent.
+    #[error("{0}")]
+    Config(String),
+    /// The first connection could not be made (the text says which step failed: DNS, TCP,
+    /// TLS or the WebSocket upgrade).
+    #[error("{0}")]
     Connect(String),
-    /// The server refused the first join (`session_not_found`, `session_full`, ...).
+    /// The server refused the first join. The code is typed: `session_not_found`,
+    /// `session_full`, and the access refusals `password_required`, `wrong_password`,
+    /// `token_required`, `invalid_token`, `host_not_allowed`, `too_many_attempts`
+    /// ([`ServerError::is_access_refusal`]). None of these is retried.
     #[error("join rejected: {0}")]
     Rejected(ServerError),
     /// A command was given while not connected (connecting, reconnecting or ended).
@@ -117,12 +126,11 @@ impl Events {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 impl Client {
     /// Connects and joins. Returns once `welcome` arrived, or with the reason the first
     /// connection or join failed (no reconnection is attempted for those).
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let target = Target::new(&config.url, &config.tls_roots).map_err(ClientError::Config)?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = oneshot::channel();
@@ -135,7 +143,7 @@ impl Client {
         }));
         let driver = Driver {
             leave_timeout: config.leave_timeout,
-            url: config.url.clone(),
+            target,
             machine: Machine::new(config, Instant::now(), unix_ms()),
             ws: None,
             events: ev_tx,
@@ -248,7 +256,7 @@ fn unix_ms() -> u64 {
 
 /// The task that owns the socket and carries out the machine's actions.
 struct Driver {
-    url: String,
+    target: Target,
     leave_timeout: Duration,
     machine: Machine,
     ws: Option<Ws>,
@@ -263,7 +271,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.machine.start(Instant::now());
-        let mut close_code: Option<u16> = None;
+        let mut close: Option<(u16, String)> = None;
         let mut handles_gone = false;
         loop {
             self.carry_out().await;
@@ -285,15 +293,17 @@ impl Driver {
                         let now = Instant::now();
                         if let Some(text) = m.as_text() {
                             self.machine.handle_text(now, text);
-                        } else if let Some((code, _)) = m.as_close() {
-                            close_code = Some(code.into());
+                        } else if let Some((code, reason)) = m.as_close() {
+                            close = Some((code.into(), reason.to_string()));
                         } else {
                             self.machine.handle_activity(now);
                         }
                     }
                     Some(Err(_)) | None => {
                         self.ws = None;
-                        self.machine.handle_closed(Instant::now(), close_code.take());
+                        let close = close.take();
+                        let close = close.as_ref().map(|(code, reason)| (*code, reason.as_str()));
+                        self.machine.handle_closed(Instant::now(), close);
                     }
                 },
                 command = commands.recv(), if !handles_gone => {
@@ -343,7 +353,7 @@ impl Driver {
     async fn carry_out(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::Connect => match connect(&self.url).await {
+                Action::Connect => match self.target.connect().await {
                     Ok(ws) => {
                         self.ws = Some(ws);
                         self.machine.handle_connected(Instant::now());
@@ -403,23 +413,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn connect(url: &str) -> Result<Ws, String> {
-    let builder = ClientBuilder::new()
-        .uri(url)
-        .map_err(|e| format!("bad URL {url}: {e}"))?;
-    let connecting = builder.connect();
-    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-        Ok(Ok((ws, _))) => {
-            #[allow(irrefutable_let_patterns)] // refutable when a TLS feature is enabled
-            if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
-                let _ = tcp.set_nodelay(true);
-            }
-            Ok(ws)
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("connect timed out".into()),
     }
 }

@@ -1,6 +1,14 @@
 //! The client's rules as a sans-IO state machine: connection states, join, heartbeats and
 //! pings, latency, the member table, silence detection, and reconnection with its attempts.
 //!
+//! What is retried: a lost connection (drop, silence, server restart), and on a rejoin the
+//! transient refusals `already_joined` and `session_not_found`. What is not: `kicked`,
+//! `session_closed`, any refusal of the first join, the access refusals (password, token,
+//! host role, attempts) at any join, and a host's lost connection other than a server going
+//! away (close 1001): the server ends a session when its host's connection ends, so a
+//! reconnecting host would silently open a new, empty session under the same id; the machine
+//! reports [`Event::SessionClosed`] instead.
+//!
 //! The driver ([`crate::Client`]) owns the socket and the clock; this machine owns every
 //! decision. It takes inputs through `handle_*` methods with the current time and tells the
 //! driver what to do through [`Machine::poll_action`] and [`Machine::poll_timeout`].
@@ -10,7 +18,7 @@ use std::time::Instant;
 
 use loudsync_protocol::{
     close_code, decode_server, encode_client, server::SessionInfo, AnyErrorCode, ClientMessage,
-    ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received, ServerMessage,
+    DeviceType, ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received, ServerMessage,
 };
 use serde_json::Value;
 
@@ -61,6 +69,25 @@ pub struct ServerError {
     pub details: Option<Value>,
 }
 
+impl ServerError {
+    /// Whether the server refused access: `password_required`, `wrong_password`,
+    /// `token_required`, `invalid_token`, `host_not_allowed` or `too_many_attempts`. These
+    /// are never retried: the same credentials would be refused again.
+    pub fn is_access_refusal(&self) -> bool {
+        matches!(
+            self.code.known(),
+            Some(
+                ErrorCode::PasswordRequired
+                    | ErrorCode::WrongPassword
+                    | ErrorCode::TokenRequired
+                    | ErrorCode::InvalidToken
+                    | ErrorCode::HostNotAllowed
+                    | ErrorCode::TooManyAttempts
+            )
+        )
+    }
+}
+
 /// Something the application should know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -89,7 +116,9 @@ pub enum Event {
         /// The host's reason.
         reason: String,
     },
-    /// The session ended; the connection ends without reconnecting.
+    /// The session ended; the connection ends without reconnecting. Also what a host is told
+    /// when its own connection was lost (its session ended on the server with it), with a
+    /// reason that says so.
     SessionClosed {
         /// The server's reason.
         reason: String,
@@ -311,8 +340,12 @@ impl Machine {
             device_info: self.config.device.clone(),
             session_name: self.config.session_name.clone(),
             protocol_version: Some(loudsync_protocol::PROTOCOL_VERSION.to_string()),
-            password: None,
-            token: None,
+            password: self
+                .config
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string()),
+            token: self.config.token.as_ref().map(|t| t.expose().to_string()),
         });
         let frame = self.frame(now, &join);
         self.actions.push_back(Action::Send(frame));
@@ -375,7 +408,8 @@ impl Machine {
                 },
             ) => {
                 // Any error before `welcome` refuses the join, a code this version does not
-                // know included (not retried: only a known transient code is).
+                // know included (not retried: only a known transient code is; never an
+                // access refusal, see `ServerError::is_access_refusal`).
                 let retryable = matches!(
                     code.known(),
                     Some(ErrorCode::AlreadyJoined | ErrorCode::SessionNotFound)
@@ -465,8 +499,9 @@ impl Machine {
         }
     }
 
-    /// The socket ended; `close_code` is the server's close code if a close frame came.
-    pub fn handle_closed(&mut self, now: Instant, close_code: Option<u16>) {
+    /// The socket ended; `close` is the server's close code and reason if a close frame came.
+    pub fn handle_closed(&mut self, now: Instant, close: Option<(u16, &str)>) {
+        let close_code = close.map(|(code, _)| code);
         match self.phase {
             Phase::Connected | Phase::Joining { .. } => {}
             _ => return,
@@ -475,6 +510,7 @@ impl Machine {
             Phase::Joining { attempt, .. } => attempt,
             _ => 0,
         };
+        let joined = self.phase == Phase::Connected;
         match std::mem::replace(&mut self.ending, Ending::None) {
             Ending::Leaving => self.end(),
             Ending::Kicked(reason) => {
@@ -488,12 +524,22 @@ impl Machine {
             Ending::SessionClosed(reason) => {
                 self.lose(now, attempt, format!("server going away: {reason}"))
             }
+            Ending::None if close_code == Some(close_code::GOING_AWAY) => {
+                self.lose(now, attempt, "server going away".to_string())
+            }
             Ending::None => {
-                let why = match close_code {
-                    Some(code) => format!("connection closed by the server ({code})"),
+                let why = match close {
+                    Some((code, "")) => format!("connection closed by the server ({code})"),
+                    Some((code, text)) => {
+                        format!("connection closed by the server ({code} {text})")
+                    }
                     None => "connection dropped".to_string(),
                 };
-                self.lose(now, attempt, why);
+                if self.is_host() && joined {
+                    self.host_lost(why);
+                } else {
+                    self.lose(now, attempt, why);
+                }
             }
         }
     }
@@ -504,11 +550,12 @@ impl Machine {
             Phase::Connected => {
                 if now.saturating_duration_since(self.last_heard) >= self.config.silence_timeout {
                     self.actions.push_back(Action::CloseSocket);
-                    self.lose(
-                        now,
-                        0,
-                        "no sign of the server within the silence timeout".into(),
-                    );
+                    let why = "no sign of the server within the silence timeout".to_string();
+                    if self.is_host() {
+                        self.host_lost(why);
+                    } else {
+                        self.lose(now, 0, why);
+                    }
                     return;
                 }
                 if now >= self.next_beat {
@@ -599,6 +646,26 @@ impl Machine {
     fn frame(&self, now: Instant, message: &ClientMessage) -> String {
         encode_client(message, self.unix_ms(now))
             .expect("the SDK sends only our dialect's messages")
+    }
+
+    fn is_host(&self) -> bool {
+        self.config.device.kind == DeviceType::Host
+    }
+
+    /// A joined host's connection was lost, not by a server going away: the server ended the
+    /// session with it (`Host disconnected`, or `Host timed out` after a freeze). Rejoining as
+    /// host would open a new, empty session under the same id, so the host is told instead.
+    fn host_lost(&mut self, why: String) {
+        self.emit(Event::ConnectionLost {
+            reason: why.clone(),
+        });
+        self.emit(Event::SessionClosed {
+            reason: format!(
+                "this host's connection was lost ({why}); the server ends a session with its \
+                 host's connection, so it was not re-created"
+            ),
+        });
+        self.end();
     }
 
     /// The connection was lost: start reconnecting, or fail if no attempts are configured.

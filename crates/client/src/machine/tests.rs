@@ -300,7 +300,7 @@ fn already_joined_and_session_not_found_on_rejoin_are_failed_attempts() {
 #[test]
 fn other_join_errors_on_rejoin_fail_at_once() {
     let mut r = connected();
-    r.m.handle_closed(r.now, Some(1011));
+    r.m.handle_closed(r.now, Some((1011, "")));
     r.run_until(r.elapsed() + Duration::from_secs(2));
     r.m.handle_connected(r.now);
     r.text(
@@ -322,7 +322,7 @@ fn other_join_errors_on_rejoin_fail_at_once() {
 fn kicked_ends_without_reconnecting_and_clears_the_session() {
     let mut r = connected();
     r.text(serde_json::json!({"type":"kicked","timestamp":1,"reason":"bye"}));
-    r.m.handle_closed(r.now, Some(close_code::NORMAL));
+    r.m.handle_closed(r.now, Some((close_code::NORMAL, "")));
     let ev = r.events();
     assert!(ev.contains(&Event::Kicked {
         reason: "bye".into()
@@ -342,7 +342,7 @@ fn session_closed_is_final_unless_the_server_is_going_away() {
     r.text(
         serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Host ended the session"}),
     );
-    r.m.handle_closed(r.now, Some(close_code::NORMAL));
+    r.m.handle_closed(r.now, Some((close_code::NORMAL, "")));
     let ev = r.events();
     assert!(ev.contains(&Event::SessionClosed {
         reason: "Host ended the session".into()
@@ -354,7 +354,7 @@ fn session_closed_is_final_unless_the_server_is_going_away() {
     r.text(
         serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Server shutting down"}),
     );
-    r.m.handle_closed(r.now, Some(close_code::GOING_AWAY));
+    r.m.handle_closed(r.now, Some((close_code::GOING_AWAY, "")));
     let ev = r.events();
     assert!(!ev.iter().any(|e| matches!(e, Event::SessionClosed { .. })));
     assert!(ev
@@ -423,7 +423,7 @@ fn commands_need_a_connection_and_leave_ends_cleanly() {
         Err(CommandError::NotConnected),
         "nothing after leave"
     );
-    r.m.handle_closed(r.now, Some(close_code::NORMAL));
+    r.m.handle_closed(r.now, Some((close_code::NORMAL, "")));
     assert!(r
         .events()
         .contains(&Event::StateChanged(ConnectionState::Disconnected)));
@@ -540,4 +540,176 @@ fn known_types_with_extra_fields_still_work() {
             reason: LeaveReason::Left
         }]
     );
+}
+
+fn host_config() -> ClientConfig {
+    let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
+    c.jitter_seed = 1;
+    c
+}
+
+/// A host, joined as `h`.
+fn hosting() -> Rig {
+    let mut r = Rig::new(host_config());
+    r.m.start(r.now);
+    r.drain();
+    r.join("h");
+    r.drain();
+    r
+}
+
+#[test]
+fn a_host_timed_out_by_the_server_is_told_and_does_not_re_create_the_session() {
+    // Frozen (SIGSTOP) past the server's heartbeat timeout, then thawed: the server has
+    // closed the socket with 1000 `heartbeat timeout` and ended the session with it.
+    let mut r = hosting();
+    r.at(Duration::from_secs(40));
+    r.m.handle_closed(r.now, Some((close_code::NORMAL, "heartbeat timeout")));
+    let ev = r.events();
+    let closed = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionClosed { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("told that the session ended");
+    assert!(
+        closed.contains("1000 heartbeat timeout") && closed.contains("not re-created"),
+        "{closed}"
+    );
+    assert!(r.m.is_ended());
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+    let later = r.run_until(Duration::from_secs(80));
+    assert!(
+        !later.contains(&Action::Connect),
+        "no reconnection, so no new session under the same id: {later:?}"
+    );
+}
+
+#[test]
+fn a_host_that_hears_nothing_is_told_its_session_ended_rather_than_rejoining() {
+    // The thawed host's own timer may fire before it reads the close frame.
+    let mut r = hosting();
+    let actions = r.run_until(Duration::from_secs(16));
+    assert!(actions.contains(&Action::CloseSocket));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::SessionClosed { reason }) if reason.contains("silence")
+    )));
+    assert!(!actions.contains(&Action::Connect));
+    assert!(r.m.is_ended());
+    // A dropped socket (no close frame) is the same for a host.
+    let mut r = hosting();
+    r.m.handle_closed(r.now, None);
+    assert!(r
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::SessionClosed { reason } if reason.contains("dropped"))));
+    assert!(r.run_until(Duration::from_secs(30)).is_empty());
+}
+
+#[test]
+fn a_host_whose_server_goes_away_reopens_the_session_after_the_restart() {
+    let mut r = hosting();
+    r.text(
+        serde_json::json!({"type":"session_closed","timestamp":1,"reason":"Server shutting down"}),
+    );
+    r.m.handle_closed(r.now, Some((close_code::GOING_AWAY, "session closed")));
+    assert!(!r
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::SessionClosed { .. })));
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+    let acts = r.run_until(r.elapsed() + Duration::from_secs(2));
+    assert!(acts.contains(&Action::Connect));
+    // 1001 without a `session_closed` (the socket was closed before it) is the same.
+    let mut r = hosting();
+    r.m.handle_closed(
+        r.now,
+        Some((close_code::GOING_AWAY, "server shutting down")),
+    );
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+}
+
+#[test]
+fn a_member_whose_connection_is_lost_still_rejoins() {
+    let mut r = connected();
+    r.m.handle_closed(r.now, Some((close_code::NORMAL, "heartbeat timeout")));
+    let ev = r.events();
+    assert!(!ev.iter().any(|e| matches!(e, Event::SessionClosed { .. })));
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::ConnectionLost { reason } if reason.contains("heartbeat timeout"))
+    ));
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+}
+
+#[test]
+fn join_carries_the_password_and_the_token() {
+    let mut c = config();
+    c.password = Some("open sesame".into());
+    c.token = Some("t.o.k".into());
+    let mut r = Rig::new(c);
+    r.m.start(r.now);
+    r.drain();
+    r.m.handle_connected(r.now);
+    let ClientMessage::Join(join) = &decoded(&r.drain())[0] else {
+        panic!("not a join")
+    };
+    assert_eq!(join.password.as_deref(), Some("open sesame"));
+    assert_eq!(join.token.as_deref(), Some("t.o.k"));
+    // And neither when not configured.
+    let mut r = started();
+    r.m.handle_connected(r.now);
+    let sent = &sends(&r.drain())[0];
+    assert!(
+        sent.get("password").is_none() && sent.get("token").is_none(),
+        "{sent}"
+    );
+}
+
+const ACCESS_CODES: [&str; 6] = [
+    "password_required",
+    "wrong_password",
+    "token_required",
+    "invalid_token",
+    "host_not_allowed",
+    "too_many_attempts",
+];
+
+#[test]
+fn access_refusals_are_typed_and_never_retried() {
+    for code in ACCESS_CODES {
+        // The first join: ended, with the typed error.
+        let mut r = started();
+        r.m.handle_connected(r.now);
+        r.text(serde_json::json!({"type":"error","timestamp":1,"code":code,"message":"no"}));
+        let ev = r.events();
+        let Some(Event::Error(e)) = ev.iter().find(|e| matches!(e, Event::Error(_))) else {
+            panic!("{code}: no error event in {ev:?}")
+        };
+        assert!(e.is_access_refusal(), "{code}");
+        assert_eq!(e.code.known().map(ErrorCode::as_str), Some(code));
+        assert!(r.m.is_ended(), "{code}");
+        assert!(r.run_until(Duration::from_secs(30)).is_empty(), "{code}");
+
+        // A rejoin after a lost connection: failed at once, no further attempt.
+        let mut r = connected();
+        r.m.handle_closed(r.now, None);
+        r.run_until(r.elapsed() + Duration::from_secs(2));
+        r.m.handle_connected(r.now);
+        r.drain();
+        r.text(serde_json::json!({"type":"error","timestamp":1,"code":code,"message":"no"}));
+        assert_eq!(r.m.state(), ConnectionState::Failed, "{code}");
+        assert!(
+            !r.run_until(r.elapsed() + Duration::from_secs(30))
+                .contains(&Action::Connect),
+            "{code} retried"
+        );
+    }
+    let other = ServerError {
+        code: ErrorCode::SessionFull.into(),
+        message: String::new(),
+        details: None,
+    };
+    assert!(!other.is_access_refusal());
 }
