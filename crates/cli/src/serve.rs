@@ -22,10 +22,69 @@ pub struct ServeArgs {
     #[serde(skip)]
     config: Option<PathBuf>,
 
-    /// Address to listen on [default: 0.0.0.0:8080].
+    /// Address to listen on; loopback unless told, e.g. 0.0.0.0:8080 for the network
+    /// [default: 127.0.0.1:8080].
     #[arg(long, env = "LOUDSYNC_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+
+    /// TLS certificate chain (PEM); with --tls-key the port speaks TLS only (https://,
+    /// wss://) [default: none].
+    #[arg(long, env = "LOUDSYNC_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert [default: none].
+    #[arg(long, env = "LOUDSYNC_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+
+    /// A connection must finish its TLS handshake and request headers within this; an idle
+    /// keep-alive connection is closed after it; a request's handling gets as long (then 408)
+    /// [default: 10s].
+    #[arg(long, env = "LOUDSYNC_REQUEST_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    request_timeout: Option<Duration>,
+
+    /// Open TCP connections in all; lowered to fit the open-file limit (less a reserve)
+    /// [default: 10000].
+    #[arg(long, env = "LOUDSYNC_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+
+    /// Open TCP connections from one address (IPv6: one /64); at most half of
+    /// --max-connections; a trusted proxy is held to --max-connections only [default: 256].
+    #[arg(long, env = "LOUDSYNC_MAX_CONNECTIONS_PER_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_address: Option<usize>,
+
+    /// Upgraded WebSockets from one client address that have not joined yet; more get 429
+    /// [default: 32].
+    #[arg(long, env = "LOUDSYNC_MAX_UNJOINED_PER_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_unjoined_per_address: Option<usize>,
+
+    /// Join attempts per second per client address, on average; over it a join gets
+    /// `too_many_attempts`; 0 disables [default: 10].
+    #[arg(long, env = "LOUDSYNC_JOIN_RATE_PER_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_rate_per_address: Option<u32>,
+
+    /// Join attempts per client address allowed in a burst [default: 30].
+    #[arg(long, env = "LOUDSYNC_JOIN_BURST_PER_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_burst_per_address: Option<u32>,
+
+    /// Reverse proxy whose X-Forwarded-For names the client: an address or a CIDR range
+    /// (repeat or comma-separate); from anybody else the header is ignored [default: none].
+    #[arg(
+        long = "trusted-proxy",
+        env = "LOUDSYNC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "ADDRESS|CIDR"
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    trusted_proxies: Vec<loudsync_server::admission::AddressRange>,
 
     /// Threads running the server: 0 is one per core; 1 runs everything on one thread (no
     /// wake-ups between threads; the cheapest for a mostly idle server) [default: 0].

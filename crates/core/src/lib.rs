@@ -14,6 +14,7 @@
 //! - [`limits`]: the token bucket behind the per-connection rate limit.
 //! - [`ids`]: where ids come from (injected, so tests are deterministic).
 
+pub mod admission;
 pub mod connection;
 pub mod directory;
 pub mod ids;

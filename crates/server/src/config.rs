@@ -2,18 +2,46 @@
 //! environment variables and a TOML file over these.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use loudsync_core::connection::ConnectionConfig;
 use loudsync_core::outbound::OutboundLimits;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::AddressRange;
+
 /// Everything the server can be configured with. Durations are written like `500ms` or `15s`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on (HTTP and WebSocket on one port).
+    /// Address to listen on (HTTP and WebSocket on one port). Loopback by default: the server
+    /// is reachable from the network only when told, e.g. `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// TLS certificate chain (PEM). With `tls-key`, the port speaks TLS only (`https://`
+    /// and `wss://`).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1), for `tls-cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A connection must complete its TLS handshake and its request headers within this, and
+    /// an HTTP connection idle for this long between requests is closed; a request's handling
+    /// gets as long (then `408`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Open TCP connections in all (HTTP and WebSocket), fitted under the open-file limit.
+    pub max_connections: usize,
+    /// Open TCP connections from one address (an IPv6 address counts by its /64); at most
+    /// half of `max-connections`. A trusted proxy is held to `max-connections` only.
+    pub max_connections_per_address: usize,
+    /// Upgraded WebSockets from one client address that have not joined yet.
+    pub max_unjoined_per_address: usize,
+    /// Join attempts per second per client address, on average (0 disables the limit).
+    pub join_rate_per_address: u32,
+    /// Join attempts per client address allowed in a burst.
+    pub join_burst_per_address: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDR ranges);
+    /// from anybody else the header is ignored.
+    pub trusted_proxies: Vec<AddressRange>,
     /// Threads that run the server's tasks: 0 means one per core; 1 runs everything on one
     /// thread (no wake-ups between threads: the cheapest for a mostly idle server, and for a
     /// machine it shares with other work).
@@ -78,7 +106,16 @@ impl Default for ServerConfig {
         let conn = ConnectionConfig::default();
         let outbound = OutboundLimits::default();
         ServerConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            request_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            max_unjoined_per_address: 32,
+            join_rate_per_address: 10,
+            join_burst_per_address: 30,
+            trusted_proxies: Vec::new(),
             worker_threads: 0,
             max_members: 10,
             heartbeat_timeout: conn.heartbeat_timeout,
@@ -138,10 +175,29 @@ impl ServerConfig {
             ("heartbeat-check-interval", self.heartbeat_check_interval),
             ("latency-interval", self.latency_interval),
             ("discovery-interval", self.discovery_interval),
+            ("request-timeout", self.request_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        for (name, n) in [
+            ("max-connections", self.max_connections),
+            (
+                "max-connections-per-address",
+                self.max_connections_per_address,
+            ),
+            ("max-unjoined-per-address", self.max_unjoined_per_address),
+        ] {
+            if n == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.join_rate_per_address > 0 && self.join_burst_per_address == 0 {
+            return Err("join-burst-per-address must be at least 1".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together: give both or neither".into());
         }
         if self.max_message_bytes < 256 {
             return Err("max-message-bytes must be at least 256".into());
@@ -163,7 +219,29 @@ mod tests {
     #[test]
     fn defaults_match_the_document_and_the_issue() {
         let c = ServerConfig::default();
-        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(
+            c.listen.ip().is_loopback(),
+            "reachable from the network only when told"
+        );
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (
+                c.max_connections,
+                c.max_connections_per_address,
+                c.max_unjoined_per_address
+            ),
+            (10_000, 256, 32)
+        );
+        assert_eq!(
+            (c.join_rate_per_address, c.join_burst_per_address),
+            (10, 30)
+        );
+        assert!(
+            c.trusted_proxies.is_empty(),
+            "no X-Forwarded-For unless configured"
+        );
+        assert_eq!((c.tls_cert.clone(), c.tls_key.clone()), (None, None));
         assert_eq!(c.max_members, 10);
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(15));
         assert_eq!(c.heartbeat_check_interval, Duration::from_secs(5));
@@ -187,5 +265,23 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().contains("heartbeat-timeout"));
+        let c = ServerConfig {
+            tls_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("tls-key"));
+        let c = ServerConfig {
+            max_connections_per_address: 0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("max-connections-per-address"));
+        let c = ServerConfig {
+            request_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("request-timeout"));
     }
 }

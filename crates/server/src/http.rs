@@ -18,7 +18,12 @@ use loudsync_protocol::client::{valid_session_id, MAX_NAME_BYTES};
 use loudsync_protocol::close_code;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use crate::admission::ClientAddr;
+use crate::listener::{AfterUpgrade, UpgradeSlot};
+use crate::member::Peer;
 use crate::sessions::SessionInput;
 use crate::state::ServerState;
 use crate::ws_pump;
@@ -78,7 +83,25 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
     })
 }
 
-/// The RFC 6455 handshake, then hand the upgraded stream to a socket task.
+/// Whether a `Sec-WebSocket-Key` is valid: the base64 of exactly 16 bytes (RFC 6455 4.1).
+pub fn valid_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|k| k.len() == 16)
+}
+
+/// The client's address: what the edge worked out (behind trusted proxies), or, for a router
+/// served by something else, the same rule applied here.
+fn client_address(app: &ServerState, req: &Request, peer: SocketAddr) -> IpAddr {
+    match req.extensions().get::<ClientAddr>() {
+        Some(ClientAddr(ip)) => *ip,
+        None => app.admission.client_address(peer.ip(), req.headers()),
+    }
+}
+
+/// The RFC 6455 handshake, then the WebSocket on the upgraded stream: in the connection's
+/// own task when the edge serves it ([`UpgradeSlot`]), otherwise in a task of its own.
 async fn websocket(
     State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -111,6 +134,14 @@ async fn websocket(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
     };
+    if !valid_websocket_key(key.as_bytes()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "invalid Sec-WebSocket-Key: it must be the base64 of 16 random bytes \
+             (RFC 6455 section 4.1)\n",
+        )
+            .into_response();
+    }
     if app.is_shutting_down() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +150,23 @@ async fn websocket(
         );
     }
     let accept = accept_key(key.as_bytes());
+    let client = client_address(&app, &req, peer);
+    let unjoined = match app.admission.try_unjoined(client) {
+        Ok(permit) => permit,
+        Err(_) => {
+            app.metrics.refused_unjoined.increment(1);
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!(
+                    "{} WebSocket connections from this address have not joined yet; \
+                     join or close one first",
+                    app.admission.caps().max_unjoined_per_address
+                ),
+            );
+        }
+    };
+    let slot = req.extensions().get::<UpgradeSlot>().cloned();
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,15 +175,26 @@ async fn websocket(
             .into_response();
     };
     let max_message_bytes = app.config.max_message_bytes;
-    tokio::spawn(async move {
+    let peer = Peer {
+        socket: peer,
+        client,
+        unjoined: Some(unjoined),
+    };
+    let after_upgrade: AfterUpgrade = Box::pin(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WsStream::new(TokioIo::new(upgraded), max_message_bytes);
                 ws_pump::run(app, ws, peer).await;
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+            Err(e) => tracing::debug!(peer = %peer.socket, error = %e, "upgrade failed"),
         }
     });
+    match slot {
+        Some(slot) => slot.put(after_upgrade),
+        None => {
+            tokio::spawn(after_upgrade);
+        }
+    }
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     switching_protocols(response.headers_mut(), &accept);
@@ -152,31 +211,35 @@ pub fn switching_protocols(h: &mut HeaderMap, accept: &str) {
     );
 }
 
-/// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only.
+/// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only
+/// (the client address behind trusted proxies, see [`crate::admission::client_address`]).
 async fn require_admin(
     State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
+    let client = client_address(&app, &req, peer);
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match admin_access(app.config.admin_token.as_deref(), peer.ip(), authorization) {
+    match admin_access(app.config.admin_token.as_deref(), client, authorization) {
         Ok(()) => next.run(req).await,
         Err((status, code, message)) => error(status, code, message),
     }
 }
 
-/// The admin access rule, on its own so it can be tested for any peer address.
+/// The admin access rule, on its own so it can be tested for any client address: with a
+/// token, `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 11.1), compared
+/// without leaking the token or its length; without one, loopback clients only.
 pub fn admin_access(
     token: Option<&str>,
-    peer: IpAddr,
+    client: IpAddr,
     authorization: Option<&str>,
 ) -> Result<(), (StatusCode, &'static str, &'static str)> {
     match token {
-        Some(token) => match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(token) => match authorization.and_then(bearer_token) {
             Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
             Some(_) => Err((
                 StatusCode::UNAUTHORIZED,
@@ -189,7 +252,7 @@ pub fn admin_access(
                 "this API needs `Authorization: Bearer <admin token>`",
             )),
         },
-        None if peer.is_loopback() => Ok(()),
+        None if client.to_canonical().is_loopback() => Ok(()),
         None => Err((
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -198,8 +261,19 @@ pub fn admin_access(
     }
 }
 
+/// The credentials of an `Authorization` value with the `Bearer` scheme, in any case, and one
+/// or more spaces after it (RFC 9110 11.4); `None` for another scheme or no credentials.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, rest) = authorization.trim().split_once(' ')?;
+    let token = rest.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Equality in time that depends on neither the contents nor the lengths: the SHA-256
+/// digests of both (fixed size) are compared in constant time.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 #[derive(Deserialize)]
@@ -350,6 +424,81 @@ mod tests {
                 .0,
             StatusCode::UNAUTHORIZED
         );
+        // A loopback client written as a mapped IPv4 address is loopback.
+        assert!(admin_access(None, "::ffff:127.0.0.1".parse().unwrap(), None).is_ok());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR   s3cret",
+            " Bearer s3cret ",
+        ] {
+            assert!(
+                admin_access(Some("s3cret"), lan, Some(ok)).is_ok(),
+                "{ok:?}"
+            );
+        }
+        for (refused, message) in [
+            ("Bearer S3CRET", "wrong admin token"),
+            ("Bearer s3cre", "wrong admin token"),
+            ("Bearer s3cret2", "wrong admin token"),
+            (
+                "Bearer",
+                "this API needs `Authorization: Bearer <admin token>`",
+            ),
+            (
+                "Bearers3cret",
+                "this API needs `Authorization: Bearer <admin token>`",
+            ),
+            (
+                "Basic s3cret",
+                "this API needs `Authorization: Bearer <admin token>`",
+            ),
+        ] {
+            let err = admin_access(Some("s3cret"), lan, Some(refused)).unwrap_err();
+            assert_eq!(
+                (err.0, err.2),
+                (StatusCode::UNAUTHORIZED, message),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(bearer_token("bearer  abc.def "), Some("abc.def"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_digests_of_any_length() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokenx"));
+        assert!(!constant_time_eq(b"token", b""));
+        assert!(!constant_time_eq(b"tokex", b"token"));
+    }
+
+    #[test]
+    fn a_websocket_key_is_the_base64_of_16_bytes() {
+        // RFC 6455's example key.
+        assert!(valid_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ",     // unpadded
+            b"dGhlIHNhbXBsZSBub25j",       // 15 bytes
+            b"dGhlIHNhbXBsZSBub25jZXg=",   // 17 bytes
+            b"dGhlIHNhbXBsZSBub25jZQ==\n", // trailing byte
+            b"!!!!!!!!!!!!!!!!!!!!!!==",
+            b"dGhlIHNhbXBsZSBub25jZR==", // non-canonical trailing bits
+        ] {
+            assert!(
+                !valid_websocket_key(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

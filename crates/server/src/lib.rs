@@ -4,6 +4,11 @@
 //! - [`config`]: settings and their defaults.
 //! - [`state`]: what every task shares ([`ServerState`]: settings, registry, open transports,
 //!   metrics, id source).
+//! - [`listener`]: the edge: the accept loop, connection permits, the request deadline, TLS
+//!   and HTTP on each connection, the drain at shutdown.
+//! - [`admission`]: the client address behind trusted proxies, and the per-address tables
+//!   (connections, unjoined WebSockets, join attempts) of the core's admission rules.
+//! - [`tls`]: the certificate and key files, and the TLS acceptor.
 //! - [`http`]: the router: WebSocket upgrades on `/` and `/ws`, `/healthz`, `/metrics`, and
 //!   the `/v1/sessions` admin API.
 //! - [`ws`]: server-side WebSocket framing that holds no buffer while a connection idles.
@@ -21,71 +26,78 @@
 //!
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod encoding;
 pub mod floor;
 pub mod http;
+pub mod listener;
 pub mod member;
 pub mod metrics;
 pub mod outbox;
 pub mod session_task;
 pub mod sessions;
 pub mod state;
+pub mod tls;
 pub mod ws;
 pub mod ws_pump;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use loudsync_core::ids::RandomIds;
 use loudsync_protocol::close_code;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{timeout_at, Instant};
 
 pub use clock::now;
 pub use config::ServerConfig;
 use sessions::SessionInput;
 pub use state::ServerState;
 
+/// How long past the drain's deadline shutdown waits for the dropped connections' tasks to
+/// finish being dropped (they are aborted at the deadline; this only bounds the wait).
+const ABORT_GRACE: Duration = Duration::from_millis(200);
+
 /// A running server.
 pub struct Server {
     state: Arc<ServerState>,
     addr: SocketAddr,
-    stop_accepting: Option<oneshot::Sender<()>>,
+    tls: bool,
+    stop: watch::Sender<Option<Instant>>,
     serve: tokio::task::JoinHandle<()>,
     discovery: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds `config.listen` and starts serving. Connections are accepted once this returns.
+    /// Binds `config.listen` and starts serving (TLS only when `tls-cert` and `tls-key` are
+    /// given). Connections are accepted once this returns.
     pub async fn bind(config: ServerConfig) -> std::io::Result<Server> {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(ServerState::new(config, Arc::new(RandomIds)));
+        log_exposure(&state, addr, tls.is_some());
         let router = http::router(state.clone());
-        let (stop_accepting, stopped) = oneshot::channel::<()>();
-        let serve = tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            // Small frames both ways: without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let result = axum::serve(listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
+        let (stop, stopped) = watch::channel(None);
+        let serve = tokio::spawn(listener::run(
+            state.clone(),
+            listener,
+            router,
+            tls.clone(),
+            stopped,
+        ));
         let discovery = if state.config.discovery {
             Some(discovery::spawn(state.clone(), addr).await?)
         } else {
@@ -94,7 +106,8 @@ impl Server {
         Ok(Server {
             state,
             addr,
-            stop_accepting: Some(stop_accepting),
+            tls: tls.is_some(),
+            stop,
             serve,
             discovery,
         })
@@ -105,19 +118,25 @@ impl Server {
         self.addr
     }
 
+    /// Whether the port speaks TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// The shared state (for embedding and tests).
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
     }
 
-    /// Graceful shutdown: stop accepting, send every member `session_closed`, close every
-    /// socket with 1001, and return once all are closed or after the drain timeout.
+    /// Graceful shutdown within one deadline, `drain-timeout` from now: stop accepting, close
+    /// idle HTTP connections at once (a request in progress is answered first), send every
+    /// member `session_closed`, close every WebSocket with 1001, and at the deadline drop
+    /// whatever is still open.
     pub async fn shutdown(mut self) {
         let state = self.state.clone();
+        let deadline = Instant::now() + state.config.drain_timeout;
         state.shutting_down.store(true, Ordering::Relaxed);
-        if let Some(stop) = self.stop_accepting.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(Some(deadline));
         if let Some(discovery) = self.discovery.take() {
             discovery.abort();
         }
@@ -132,30 +151,85 @@ impl Server {
                 acks.push(ack);
             }
         }
-        for ack in acks {
-            let _ = ack.await;
-        }
+        let _ = timeout_at(deadline, async {
+            for ack in acks {
+                let _ = ack.await;
+            }
+        })
+        .await;
         state
             .transports
             .close_all(close_code::GOING_AWAY, "server shutting down");
-        let drained = async {
-            loop {
-                let notified = state.transports.all_closed.notified();
-                if state.transports.count() == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(state.config.drain_timeout, drained)
+        if timeout_at(deadline + ABORT_GRACE, &mut self.serve)
             .await
             .is_err()
         {
-            tracing::warn!(
-                open = state.transports.count(),
-                "drain timeout: exiting with sockets still open"
-            );
+            self.serve.abort();
+            tracing::warn!("shutdown: the accept loop did not finish in time");
         }
-        let _ = tokio::time::timeout(state.config.drain_timeout, &mut self.serve).await;
+    }
+}
+
+/// Logs what the server exposes, and the connection caps in force.
+fn log_exposure(state: &ServerState, addr: SocketAddr, tls: bool) {
+    let admission = &state.admission;
+    let caps = admission.caps();
+    let config = &state.config;
+    tracing::info!(
+        open_files_limit = ?admission.open_files_limit(),
+        reserved_files = ?admission.reserve(),
+        max_connections = caps.max_connections,
+        max_connections_per_address = caps.max_connections_per_address,
+        max_unjoined_per_address = caps.max_unjoined_per_address,
+        join_rate_per_address = config.join_rate_per_address,
+        join_burst_per_address = config.join_burst_per_address,
+        request_timeout = ?config.request_timeout,
+        "connection limits in force"
+    );
+    if caps.max_connections < config.max_connections
+        || caps.max_connections_per_address < config.max_connections_per_address
+        || caps.max_unjoined_per_address < config.max_unjoined_per_address
+    {
+        tracing::warn!(
+            configured_max_connections = config.max_connections,
+            configured_max_connections_per_address = config.max_connections_per_address,
+            configured_max_unjoined_per_address = config.max_unjoined_per_address,
+            max_connections = caps.max_connections,
+            max_connections_per_address = caps.max_connections_per_address,
+            max_unjoined_per_address = caps.max_unjoined_per_address,
+            "connection caps lowered to fit the open-file limit ({:?}, {:?} kept for the \
+             server) and so that one address holds at most half; raise the limit with \
+             `ulimit -n` for more",
+            admission.open_files_limit(),
+            admission.reserve()
+        );
+    }
+    if !addr.ip().is_loopback() {
+        let admin = if config.admin_token.is_some() {
+            "/v1/* needs the admin token"
+        } else {
+            "/v1/* answers loopback clients only (no --admin-token)"
+        };
+        let transport = if tls {
+            "over TLS"
+        } else {
+            "in clear text (no --tls-cert)"
+        };
+        tracing::warn!(
+            %addr,
+            "listening on a non-loopback address: WebSocket sessions, /healthz and /metrics \
+             are reachable from the network {transport}; {admin}"
+        );
+    }
+    if !config.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        tracing::info!(
+            trusted_proxies = %proxies.join(", "),
+            "X-Forwarded-For is read from these peers only"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! commands and detaches go to the session's task. The transport only moves bytes.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -17,14 +17,39 @@ use std::time::Instant;
 use loudsync_core::connection::{ConnAction, Connection};
 use loudsync_core::directory::JoinError;
 use loudsync_core::Now;
-use loudsync_protocol::{LeaveReason, ServerMessage};
+use loudsync_protocol::{ErrorCode, LeaveReason, ServerMessage};
 use tokio::sync::oneshot;
 
+use crate::admission::Permit;
 use crate::clock::now;
 use crate::encoding;
 use crate::outbox::{OutFrame, Outbox};
 use crate::sessions::{JoinResult, SessionHandle, SessionInput};
 use crate::state::ServerState;
+
+/// Where a transport comes from.
+#[derive(Debug)]
+pub struct Peer {
+    /// The TCP peer (for logs).
+    pub socket: SocketAddr,
+    /// The client's address: the TCP peer, or the client a trusted proxy named. Join attempts
+    /// are counted under it, and the app's dialect is shown it.
+    pub client: IpAddr,
+    /// The transport's place among its address's unjoined WebSockets, given back once it
+    /// has joined (or when the transport ends).
+    pub unjoined: Option<Permit>,
+}
+
+impl From<SocketAddr> for Peer {
+    /// A peer that is its own client, holding no unjoined place.
+    fn from(socket: SocketAddr) -> Self {
+        Peer {
+            socket,
+            client: socket.ip(),
+            unjoined: None,
+        }
+    }
+}
 
 /// The member a transport carries, once joined (or while its join is on its way).
 struct Membership {
@@ -38,7 +63,7 @@ pub struct MemberDriver {
     state: Arc<ServerState>,
     conn: Connection,
     outbox: Arc<Outbox>,
-    peer: SocketAddr,
+    peer: Peer,
     membership: Option<Membership>,
     /// The session's answer to a join on its way.
     join_answer: Option<oneshot::Receiver<JoinResult>>,
@@ -47,7 +72,7 @@ pub struct MemberDriver {
 
 impl MemberDriver {
     /// A driver for a transport just opened from `peer`, writing into `outbox`.
-    pub fn new(state: Arc<ServerState>, outbox: Arc<Outbox>, peer: SocketAddr) -> Self {
+    pub fn new(state: Arc<ServerState>, outbox: Arc<Outbox>, peer: Peer) -> Self {
         MemberDriver {
             conn: Connection::new(state.config.connection(), now()),
             state,
@@ -144,6 +169,9 @@ impl MemberDriver {
         });
         if result.is_err() {
             self.membership = None;
+        } else {
+            // Joined: no longer one of its address's unjoined sockets.
+            self.peer.unjoined = None;
         }
         self.drive(|conn, now| conn.handle_join_result(now, result));
         Poll::Ready(())
@@ -201,13 +229,28 @@ impl MemberDriver {
     }
 
     fn route_join(&mut self, now: Now, join: loudsync_protocol::Join) {
+        if let Err(wait) = self.state.admission.try_join(now.instant, self.peer.client) {
+            self.state.metrics.join_attempts_limited.increment(1);
+            let retry_ms = wait.as_millis().max(1) as u64;
+            self.conn.handle_join_result(
+                now,
+                Err(ServerMessage::Error {
+                    code: ErrorCode::TooManyAttempts,
+                    message: format!(
+                        "too many join attempts from this address; retry in {retry_ms} ms"
+                    ),
+                    details: Some(serde_json::json!({ "retryAfterMs": retry_ms })),
+                }),
+            );
+            return;
+        }
         let session_id = join.session_id.clone();
         let routed = self.state.registry.join(
             &self.state,
             join,
             self.outbox.clone(),
             self.conn.dialect(),
-            self.peer.ip().to_string(),
+            self.peer.client.to_string(),
         );
         match routed {
             Ok(routed) => {

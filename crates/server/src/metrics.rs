@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -15,9 +15,43 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding program's); then our
         // /metrics is empty rather than the process failing.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
         handle
     })
+}
+
+/// The `# HELP` texts.
+fn describe() {
+    describe_gauge!("loudsync_connections", "Open WebSocket connections.");
+    describe_gauge!(
+        "loudsync_tcp_connections",
+        "Open TCP connections (HTTP, TLS and WebSocket), each holding a connection permit."
+    );
+    describe_counter!(
+        "loudsync_connections_refused_total",
+        "Connections or upgrades refused at once, by reason: max_connections, per_address, \
+         out_of_files (accepted and closed while the process had no free file), \
+         unjoined_per_address (WebSocket upgrade answered 429)."
+    );
+    describe_counter!(
+        "loudsync_request_timeouts_total",
+        "HTTP connections closed for sending no complete request within request-timeout \
+         (slow or missing headers, idle keep-alive), and requests answered 408."
+    );
+    describe_counter!(
+        "loudsync_tls_handshake_failures_total",
+        "TLS handshakes that failed or did not finish within request-timeout."
+    );
+    describe_counter!(
+        "loudsync_join_attempts_limited_total",
+        "Joins refused with too_many_attempts for going over the per-address join rate."
+    );
+    describe_counter!(
+        "loudsync_drain_aborted_total",
+        "Connections still open at the end of the shutdown drain, dropped."
+    );
 }
 
 /// Handles for the metrics the server updates.
@@ -39,6 +73,25 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Members removed for heartbeat silence.
     pub heartbeat_timeouts: Counter,
+    /// Open TCP connections (HTTP, TLS and WebSocket; each holds a connection permit).
+    pub tcp_connections: Gauge,
+    /// Connections closed at once because `max-connections` was reached.
+    pub refused_max_connections: Counter,
+    /// Connections closed at once because their address was at `max-connections-per-address`.
+    pub refused_per_address: Counter,
+    /// Connections accepted and closed at once because the process ran out of open files.
+    pub refused_out_of_files: Counter,
+    /// HTTP connections closed for sending no complete request within `request-timeout`
+    /// (slow or missing headers, or idle keep-alive), and requests answered `408`.
+    pub request_timeouts: Counter,
+    /// TLS handshakes that failed or did not finish within `request-timeout`.
+    pub tls_handshake_failures: Counter,
+    /// WebSocket upgrades refused because the address was at `max-unjoined-per-address`.
+    pub refused_unjoined: Counter,
+    /// Joins refused for going over the per-address join rate.
+    pub join_attempts_limited: Counter,
+    /// Upgraded sockets still open at the end of the drain, dropped.
+    pub drain_aborted: Counter,
 }
 
 impl Metrics {
@@ -54,6 +107,23 @@ impl Metrics {
             joins: counter!("loudsync_joins_total"),
             slow_consumer_disconnects: counter!("loudsync_slow_consumer_disconnects_total"),
             heartbeat_timeouts: counter!("loudsync_heartbeat_timeouts_total"),
+            tcp_connections: gauge!("loudsync_tcp_connections"),
+            refused_max_connections: counter!(
+                "loudsync_connections_refused_total", "reason" => "max_connections"
+            ),
+            refused_per_address: counter!(
+                "loudsync_connections_refused_total", "reason" => "per_address"
+            ),
+            refused_out_of_files: counter!(
+                "loudsync_connections_refused_total", "reason" => "out_of_files"
+            ),
+            request_timeouts: counter!("loudsync_request_timeouts_total"),
+            tls_handshake_failures: counter!("loudsync_tls_handshake_failures_total"),
+            refused_unjoined: counter!(
+                "loudsync_connections_refused_total", "reason" => "unjoined_per_address"
+            ),
+            join_attempts_limited: counter!("loudsync_join_attempts_limited_total"),
+            drain_aborted: counter!("loudsync_drain_aborted_total"),
         }
     }
 

@@ -1,5 +1,6 @@
 //! What every task of one server shares: the settings, the session registry, the open
-//! transports (so shutdown can close them), the metric handles and the id source.
+//! transports (so shutdown can close them), the metric handles, the id source and the
+//! admission tables.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use loudsync_core::ids::IdSource;
 use loudsync_core::outbound::OutboundLimits;
 use tokio::sync::Notify;
 
+use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -26,6 +28,9 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Where member ids, session codes and message ids come from.
     pub ids: Arc<dyn IdSource>,
+    /// The connection caps and the per-address tables (connections, unjoined sockets, join
+    /// attempts), and who the client is behind trusted proxies.
+    pub admission: Admission,
     pub(crate) shutting_down: AtomicBool,
 }
 
@@ -33,6 +38,7 @@ impl ServerState {
     /// Shared state for a server with these settings.
     pub fn new(config: ServerConfig, ids: Arc<dyn IdSource>) -> Self {
         ServerState {
+            admission: Admission::new(&config, crate::admission::open_files_limit()),
             transports: OpenTransports::new(config.outbound_limits()),
             registry: Registry::new(ids.clone(), config.max_members),
             config,

@@ -10,7 +10,6 @@
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 
-use crate::member::MemberDriver;
+use crate::member::{MemberDriver, Peer};
 use crate::outbox::{OutFrame, Outbox};
 use crate::state::ServerState;
 use crate::ws::{Violation, WsError, WsMessage, WsStream};
@@ -53,13 +52,14 @@ enum Event {
 }
 
 /// Runs one upgraded WebSocket to its end.
-pub async fn run<S>(state: Arc<ServerState>, ws: WsStream<S>, peer: SocketAddr)
+pub async fn run<S>(state: Arc<ServerState>, ws: WsStream<S>, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (transport_id, outbox) = state.transports.open();
+    let client = peer.client;
     state.metrics.connections.increment(1.0);
-    tracing::debug!(%peer, transport_id, "websocket open");
+    tracing::debug!(peer = %peer.socket, %client, transport_id, "websocket open");
     let mut pump = Pump {
         driver: MemberDriver::new(state.clone(), outbox.clone(), peer),
         outbox,
@@ -73,7 +73,7 @@ where
     drop(pump);
     state.transports.close(transport_id);
     state.metrics.connections.decrement(1.0);
-    tracing::debug!(%peer, transport_id, "websocket closed");
+    tracing::debug!(%client, transport_id, "websocket closed");
 }
 
 struct Pump<S> {
@@ -233,6 +233,7 @@ mod tests {
     use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
     use loudsync_core::ids::SequentialIds;
+    use std::net::SocketAddr;
     use tokio::io::DuplexStream;
     use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
@@ -249,7 +250,11 @@ mod tests {
     fn open(state: &Arc<ServerState>) -> WebSocketStream<DuplexStream> {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let ws = WsStream::new(server, 64 * 1024);
-        tokio::spawn(run(state.clone(), ws, "127.0.0.1:9".parse().unwrap()));
+        tokio::spawn(run(
+            state.clone(),
+            ws,
+            Peer::from("127.0.0.1:9".parse::<SocketAddr>().unwrap()),
+        ));
         ClientBuilder::new().take_over(client)
     }
 
@@ -387,7 +392,7 @@ mod tests {
         tokio::spawn(run(
             state.clone(),
             WsStream::new(io, 64 * 1024),
-            "127.0.0.1:9".parse().unwrap(),
+            Peer::from("127.0.0.1:9".parse::<SocketAddr>().unwrap()),
         ));
         let mut client = ClientBuilder::new().take_over(client);
         // Three pings in one write of the client's: one read on the server's side.
