@@ -195,32 +195,42 @@ fn run(config: ClientConfig, common: &CommonArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What a person should read when the server refused the join: the access refusals say what
-/// to do about them; every text from the server is escaped when printed.
+/// to do about them, with the server's own words where they add something (why a token was
+/// refused, say), and the code last. Printed through [`terminal_safe`] or [`json_line`].
 pub fn refusal_text(e: &ServerError, session: &str) -> String {
+    // (advice, whether it says all the server's message would)
     let advice = match e.code.known() {
-        Some(ErrorCode::PasswordRequired) => format!(
-            "session `{session}` needs a password: give --password, or set LOUDSYNC_PASSWORD"
-        ),
-        Some(ErrorCode::WrongPassword) => format!("wrong password for session `{session}`"),
-        Some(ErrorCode::TokenRequired) => "this server or session needs a join token: give \
-            --token, or set LOUDSYNC_TOKEN (the server's operator mints one with `loudsync token`)"
-            .to_string(),
-        Some(ErrorCode::InvalidToken) => "the join token was refused".to_string(),
-        Some(ErrorCode::HostNotAllowed) => format!(
-            "you may not host session `{session}`: its creator named its host (a host join \
-             token, or its device id); join it as a member with `loudsync join`"
-        ),
-        Some(ErrorCode::TooManyAttempts) => {
-            "too many join attempts from this address: wait a while, then retry".to_string()
+        Some(ErrorCode::PasswordRequired) => Some((
+            format!(
+                "session `{session}` needs a password: give --password, or set LOUDSYNC_PASSWORD"
+            ),
+            true,
+        )),
+        Some(ErrorCode::WrongPassword) => {
+            Some((format!("wrong password for session `{session}`"), true))
         }
-        Some(ErrorCode::SessionNotFound) => format!("there is no session `{session}`"),
-        Some(ErrorCode::SessionFull) => format!("session `{session}` is full"),
-        Some(ErrorCode::AlreadyJoined) => {
-            "a device with this --device-id is already in the session".to_string()
-        }
-        _ => "the join was refused".to_string(),
+        Some(ErrorCode::TokenRequired) => Some((
+            "this server or session needs a join token: give --token, or set LOUDSYNC_TOKEN \
+             (the server's operator mints one with `loudsync token`)"
+                .to_string(),
+            true,
+        )),
+        Some(ErrorCode::InvalidToken) => Some(("the join token was refused".to_string(), false)),
+        Some(ErrorCode::HostNotAllowed) => Some((
+            format!("you may not host session `{session}` (join it with `loudsync join`)"),
+            false,
+        )),
+        Some(ErrorCode::TooManyAttempts) => Some((
+            "too many join attempts from this address: wait a while, then retry".to_string(),
+            true,
+        )),
+        _ => None,
     };
-    format!("{advice} (server: {}: {})", e.code, e.message)
+    match advice {
+        Some((advice, true)) => format!("{advice} ({})", e.code),
+        Some((advice, false)) => format!("{advice}: {} ({})", e.message, e.code),
+        None => format!("{} ({})", e.message, e.code),
+    }
 }
 
 async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> {
@@ -291,9 +301,9 @@ async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> 
 struct Output {
     json: bool,
     recent: VecDeque<String>,
-    /// The session and this member's id as last seen while joined: the view keeps showing
-    /// them while reconnecting and after the end.
-    last: Option<(loudsync_protocol::server::SessionInfo, Option<String>)>,
+    /// What was last seen while joined: the view keeps showing the session and this member's
+    /// id while reconnecting and after the end, and after the end the last member table.
+    last: Option<Snapshot>,
     /// Why the session ended for this member, once it has.
     ended: Option<String>,
 }
@@ -327,14 +337,16 @@ impl Output {
             self.ended = Some(describe(event));
         }
         let mut shown = snapshot.clone();
-        match &snapshot.session {
-            Some(session) => self.last = Some((session.clone(), snapshot.client_id.clone())),
-            None => {
-                if let Some((session, client_id)) = &self.last {
-                    shown.session = Some(session.clone());
-                    shown.client_id = client_id.clone();
+        match (&snapshot.session, &self.last) {
+            (Some(_), _) => self.last = Some(snapshot.clone()),
+            (None, Some(last)) => {
+                shown.session = last.session.clone();
+                shown.client_id = last.client_id.clone();
+                if self.ended.is_some() {
+                    shown.members = last.members.clone();
                 }
             }
+            (None, None) => {}
         }
         let mut stdout = std::io::stdout().lock();
         // Home, clear screen, then the view.
@@ -455,10 +467,17 @@ pub fn render(s: &Snapshot, recent: &VecDeque<String>, ended: Option<&str>) -> S
             status
         ));
     }
-    v.push_str(&format!(
-        "\n{} members   * = host   Ctrl-C leaves\n\nrecent:\n",
-        s.members.len()
-    ));
+    let count = match s.members.len() {
+        1 => "1 member".to_string(),
+        n => format!("{n} members"),
+    };
+    if ended.is_some() {
+        v.push_str(&format!("\n{count} when it ended\n\nrecent:\n"));
+    } else {
+        v.push_str(&format!(
+            "\n{count}   * = host   Ctrl-C leaves\n\nrecent:\n"
+        ));
+    }
     for line in recent {
         v.push_str(&format!("  {}\n", terminal_safe(line)));
     }
@@ -713,6 +732,19 @@ mod tests {
             lines.next(),
             Some("ended: session closed: Host ended the session")
         );
+        assert!(view.contains("\n0 members when it ended\n") && !view.contains("Ctrl-C"));
+        let live = render(
+            &Snapshot {
+                members: vec![member("c_me", "Me", true, None)],
+                ..s.clone()
+            },
+            &VecDeque::new(),
+            None,
+        );
+        assert!(
+            live.contains("\n1 member   * = host   Ctrl-C leaves\n"),
+            "{live}"
+        );
         let hostile = render(&s, &VecDeque::new(), Some("kicked: \u{1b}]0;PWNED\u{7}"));
         assert!(!hostile.contains('\u{1b}') && hostile.contains(r"\u{1b}]0;PWNED\u{7}"));
     }
@@ -746,10 +778,9 @@ mod tests {
         ] {
             let text = refusal_text(&refusal(code), "party");
             assert!(text.contains(words), "{code}: {text}");
-            assert!(
-                text.ends_with(&format!("(server: {code}: msg\u{1b}[2J)")),
-                "{text}"
-            );
+            assert!(text.ends_with(&format!(" ({code})")), "{text}");
+            let says_why = matches!(code, ErrorCode::InvalidToken | ErrorCode::HostNotAllowed);
+            assert_eq!(text.contains(": msg\u{1b}[2J ("), says_why, "{text}");
         }
     }
 }
