@@ -4,6 +4,7 @@ mod bench;
 mod discover;
 mod live;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,11 @@ enum Command {
     Join(live::JoinArgs),
     /// Find sessions on the LAN (LOUDSYNC_DISCOVER over UDP, and mDNS), as the app does.
     Discover(discover::DiscoverArgs),
+    /// Mint a signed join token (for scripts and tests); prints it on stdout.
+    ///
+    /// Sign with the server's HS256 secret (--key, LOUDSYNC_TOKEN_KEY, or --key-file), or with
+    /// the private key whose public half the server has in --token-key-file.
+    Token(token::TokenArgs),
     /// Load-test a server with many real WebSocket members and report the figures.
     Bench(bench::BenchArgs),
     /// Internal: one worker process of `loudsync bench`.
@@ -69,6 +75,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Host(args) => live::host(args),
         Command::Join(args) => live::join(args),
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
         Command::BenchFloor {

@@ -167,6 +167,41 @@ pub struct ServeArgs {
     #[serde(skip)]
     admin_token_file: Option<PathBuf>,
 
+    /// HS256 secret for signed join tokens (at least 16 bytes; 32 random bytes recommended).
+    /// A command line is visible in `ps`: prefer LOUDSYNC_TOKEN_KEY or --token-key-file.
+    #[arg(
+        long,
+        env = "LOUDSYNC_TOKEN_KEY",
+        hide_env_values = true,
+        conflicts_with = "token_key_file"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_key: Option<String>,
+
+    /// Join-token key file: a PEM public key (Ed25519: EdDSA tokens; RSA: RS256), or an HS256
+    /// secret (the file's bytes, one trailing newline ignored).
+    #[arg(long, env = "LOUDSYNC_TOKEN_KEY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_key_file: Option<PathBuf>,
+
+    /// Every join must carry a valid join token (needs --token-key or --token-key-file).
+    #[arg(long, env = "LOUDSYNC_REQUIRE_TOKEN")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    require_token: bool,
+
+    /// Wrong session passwords one address may give per session within
+    /// --password-failure-window before its joins get `too_many_attempts`; 0: no limit
+    /// [default: 5].
+    #[arg(long, env = "LOUDSYNC_PASSWORD_MAX_FAILURES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_max_failures: Option<u32>,
+
+    /// The window of --password-max-failures, from an address's first wrong password
+    /// [default: 1m].
+    #[arg(long, env = "LOUDSYNC_PASSWORD_FAILURE_WINDOW", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    password_failure_window: Option<Duration>,
+
     /// On shutdown, wait at most this long for sockets to close [default: 5s].
     #[arg(long, env = "LOUDSYNC_DRAIN_TIMEOUT", value_parser = duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]

@@ -8,6 +8,13 @@
 //!   host's device unless the join names it), which the caller starts and [`Directory::insert`]s;
 //! - a *client* join for an unknown session is refused with `session_not_found`.
 //!
+//! Sessions are found by [`session_key`]: case and dashes do not matter (`k7p3xq` finds
+//! `K7P-3XQ`), and each session keeps the form of its id it was created with.
+//!
+//! Who may join is decided here too, before a join is routed ([`admit`]: the join token's
+//! claims against the join, and `--require-token`), and in the session ([`Access`]: who may
+//! take the host role, the password), with the words of each refusal in [`JoinError`].
+//!
 //! Member ids and session codes come from the [`IdSource`] the caller injects.
 //! [`JoinError`] holds the text of each join refusal, so it is worded in one place whichever
 //! component (directory, session, connection, server) refuses.
@@ -17,8 +24,10 @@ use std::sync::Arc;
 
 use loudsync_protocol::{DeviceType, ErrorCode, Join, ServerMessage, PROTOCOL_VERSION};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use crate::ids::IdSource;
+use crate::ids::{session_key, IdSource};
 
 /// Why a join was refused. [`JoinError::to_message`] gives the `error` sent to the joiner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,37 @@ pub enum JoinError {
         /// What the client sent.
         client: String,
     },
+    /// The session has a password and the join carried none.
+    PasswordRequired {
+        /// The session id.
+        session: String,
+    },
+    /// The join carried the wrong password.
+    WrongPassword {
+        /// The session id.
+        session: String,
+    },
+    /// Too many wrong passwords for this session from the joiner's address.
+    TooManyAttempts {
+        /// The session id.
+        session: String,
+        /// Whole seconds until the address may try again (at least 1).
+        retry_after_secs: u64,
+    },
+    /// The server needs a join token (`--require-token`) and the join carried none.
+    TokenRequired,
+    /// The join token does not grant this join.
+    InvalidToken {
+        /// Which check failed, e.g. `"it has expired"` (never the token itself).
+        why: String,
+    },
+    /// A host-type join for a session whose host role it may not take.
+    HostNotAllowed {
+        /// The session id.
+        session: String,
+        /// Whether the session names a host device (another one), rather than none.
+        names_a_device: bool,
+    },
 }
 
 impl JoinError {
@@ -68,6 +108,12 @@ impl JoinError {
             JoinError::HostTaken { .. } => ErrorCode::Unauthorized,
             JoinError::Full { .. } => ErrorCode::SessionFull,
             JoinError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
+            JoinError::PasswordRequired { .. } => ErrorCode::PasswordRequired,
+            JoinError::WrongPassword { .. } => ErrorCode::WrongPassword,
+            JoinError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            JoinError::TokenRequired => ErrorCode::TokenRequired,
+            JoinError::InvalidToken { .. } => ErrorCode::InvalidToken,
+            JoinError::HostNotAllowed { .. } => ErrorCode::HostNotAllowed,
         }
     }
 
@@ -87,6 +133,37 @@ impl JoinError {
             }
             JoinError::VersionMismatch { client } => format!(
                 "protocol version {client} is not supported; this server speaks {PROTOCOL_VERSION}"
+            ),
+            JoinError::PasswordRequired { session } => {
+                format!("session `{session}` needs a password: send it as `password` in `join`")
+            }
+            JoinError::WrongPassword { session } => {
+                format!("wrong password for session `{session}`")
+            }
+            JoinError::TooManyAttempts {
+                session,
+                retry_after_secs,
+            } => format!(
+                "too many wrong passwords for session `{session}` from this address; \
+                 try again in {retry_after_secs} s"
+            ),
+            JoinError::TokenRequired => {
+                "this server needs a signed join token: send it as `token` in `join`".to_string()
+            }
+            JoinError::InvalidToken { why } => format!("invalid join token: {why}"),
+            JoinError::HostNotAllowed {
+                session,
+                names_a_device: true,
+            } => format!(
+                "session `{session}` names its host device: this device may not join it as host \
+                 without a host token"
+            ),
+            JoinError::HostNotAllowed {
+                session,
+                names_a_device: false,
+            } => format!(
+                "session `{session}` was created over HTTP without a host: nobody may join it as \
+                 host without a host token"
             ),
         }
     }
@@ -109,6 +186,66 @@ impl JoinError {
     }
 }
 
+/// A session password, kept only as its SHA-256 digest and compared in constant time (on
+/// digests, so the time taken says nothing about the password's length either). Its `Debug`
+/// shows nothing of it.
+#[derive(Clone)]
+pub struct Password([u8; 32]);
+
+impl Password {
+    /// The password `password`.
+    pub fn new(password: &str) -> Password {
+        Password(Sha256::digest(password.as_bytes()).into())
+    }
+
+    /// Whether `given` is this password (constant time).
+    pub fn matches(&self, given: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        self.0.ct_eq(&digest).into()
+    }
+}
+
+impl PartialEq for Password {
+    fn eq(&self, other: &Password) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for Password {}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Who may take a session's host role, besides the bearer of a valid host token (who always
+/// may, while the role is free).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HostRule {
+    /// Any host-type join: a session opened by a host's join (its host is its creator, and
+    /// the session ends with it).
+    #[default]
+    Open,
+    /// Only a host-type join from this `deviceInfo.id` (`hostDeviceId` over HTTP).
+    Device(String),
+    /// Only a host-type join with a host token: a session created over HTTP that names no
+    /// host device.
+    TokenOnly,
+}
+
+/// Who may join a session.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// Who may take the host role.
+    pub host: HostRule,
+    /// The password every join must carry (unless it has a valid join token).
+    pub password: Option<Password>,
+    /// The name to show as the host's while the session has none (the app dialect's
+    /// `hostName`): `hostName` over HTTP.
+    pub host_name: Option<String>,
+}
+
 /// What a session to be created looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSpec {
@@ -118,6 +255,66 @@ pub struct SessionSpec {
     pub name: String,
     /// Its capacity, host included.
     pub max_members: usize,
+    /// Who may join it.
+    pub access: Access,
+}
+
+/// The claims of a join token whose signature and validity period the server checked
+/// (`sid`, `role`, `sub`, `name`); [`admit`] checks them against the join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The session it is for (compared by [`session_key`]).
+    pub session: String,
+    /// The role it grants: the join's `deviceInfo.type` must be this.
+    pub role: DeviceType,
+    /// The device it is for, if it names one: the join's `deviceInfo.id` must be this.
+    pub device: Option<String>,
+    /// The device name it is for, if it names one: the join's `deviceInfo.name` must be this.
+    pub name: Option<String>,
+}
+
+/// What a join proved before its session looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// It carried a valid join token for this session, role and device: the session asks for
+    /// no password, and a host token takes the host role of any session whose role is free.
+    pub token: bool,
+}
+
+/// The checks made before a join is routed: its join token, if it carries one (`token` is
+/// the server's reading of it: the claims, or why its signature or validity period failed),
+/// must be for this session, role and device; with `require_token` it must carry one.
+pub fn admit(
+    join: &Join,
+    token: Option<Result<TokenGrant, String>>,
+    require_token: bool,
+) -> Result<Credentials, JoinError> {
+    let invalid = |why: &str| JoinError::InvalidToken {
+        why: why.to_string(),
+    };
+    let grant = match token {
+        None if require_token => return Err(JoinError::TokenRequired),
+        None => return Ok(Credentials::default()),
+        Some(Err(why)) => return Err(JoinError::InvalidToken { why }),
+        Some(Ok(grant)) => grant,
+    };
+    if session_key(&grant.session) != session_key(&join.session_id) {
+        return Err(invalid("it is for another session"));
+    }
+    let device = &join.device_info;
+    if grant.role != device.kind {
+        return Err(invalid(match grant.role {
+            DeviceType::Host => "it is for the host role; this join is a client's",
+            DeviceType::Client => "it is for the client role; this join is a host's",
+        }));
+    }
+    if grant.device.as_ref().is_some_and(|d| *d != device.id) {
+        return Err(invalid("it is for another device (`deviceInfo.id`)"));
+    }
+    if grant.name.as_ref().is_some_and(|n| *n != device.name) {
+        return Err(invalid("it is for another device name (`deviceInfo.name`)"));
+    }
+    Ok(Credentials { token: true })
 }
 
 /// Where a join goes.
@@ -134,7 +331,8 @@ pub enum Route<H> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlreadyExists;
 
-/// Session id -> how to reach the session, and the rules of routing and naming.
+/// Session id -> how to reach the session, and the rules of routing and naming. Keyed by
+/// [`session_key`].
 pub struct Directory<H> {
     sessions: HashMap<String, H>,
     ids: Arc<dyn IdSource>,
@@ -153,7 +351,7 @@ impl<H: Clone> Directory<H> {
 
     /// Where `join` goes (see the module comment).
     pub fn route(&self, join: &Join) -> Result<Route<H>, JoinError> {
-        if let Some(h) = self.sessions.get(&join.session_id) {
+        if let Some(h) = self.get(&join.session_id) {
             return Ok(Route::To(h.clone()));
         }
         if join.device_info.kind != DeviceType::Host {
@@ -169,33 +367,41 @@ impl<H: Clone> Directory<H> {
             id: join.session_id.clone(),
             name,
             max_members: self.default_max_members,
+            access: Access {
+                host: HostRule::Open,
+                password: join.password.as_deref().map(Password::new),
+                host_name: None,
+            },
         }))
     }
 
     /// The spec of a session created by the admin API: its id (or a fresh code), its name, its
-    /// capacity (or the default). Fails if the id is taken.
+    /// capacity (or the default), who may join it. Fails if the id is taken (in any case,
+    /// with or without dashes).
     pub fn spec(
         &self,
         id: Option<String>,
         name: String,
         max_members: Option<usize>,
+        access: Access,
     ) -> Result<SessionSpec, AlreadyExists> {
         let id = match id {
             Some(id) => id,
             None => loop {
                 let code = self.ids.session_code();
-                if !self.sessions.contains_key(&code) {
+                if self.get(&code).is_none() {
                     break code;
                 }
             },
         };
-        if self.sessions.contains_key(&id) {
+        if self.get(&id).is_some() {
             return Err(AlreadyExists);
         }
         Ok(SessionSpec {
             id,
             name,
             max_members: max_members.unwrap_or(self.default_max_members).max(1),
+            access,
         })
     }
 
@@ -206,16 +412,17 @@ impl<H: Clone> Directory<H> {
 
     /// Registers a started session.
     pub fn insert(&mut self, id: String, handle: H) -> Result<(), AlreadyExists> {
-        if self.sessions.contains_key(&id) {
+        let key = session_key(&id);
+        if self.sessions.contains_key(&key) {
             return Err(AlreadyExists);
         }
-        self.sessions.insert(id, handle);
+        self.sessions.insert(key, handle);
         Ok(())
     }
 
-    /// The session with this id.
+    /// The session with this id, however it is typed (case, dashes).
     pub fn get(&self, id: &str) -> Option<&H> {
-        self.sessions.get(id)
+        self.sessions.get(&session_key(id))
     }
 
     /// Every session.
@@ -236,8 +443,9 @@ impl<H: Clone> Directory<H> {
     /// Forgets session `id` if `is_it` says the entry is the one that ended (a new session
     /// with the same id may have replaced it).
     pub fn remove_if(&mut self, id: &str, is_it: impl FnOnce(&H) -> bool) {
-        if self.sessions.get(id).is_some_and(is_it) {
-            self.sessions.remove(id);
+        let key = session_key(id);
+        if self.sessions.get(&key).is_some_and(is_it) {
+            self.sessions.remove(&key);
         }
     }
 }
@@ -281,7 +489,8 @@ mod tests {
             Ok(Route::Create(SessionSpec {
                 id: "s".into(),
                 name: "Rishad's iPhone's session".into(),
-                max_members: 10
+                max_members: 10,
+                access: Access::default(),
             }))
         );
         assert_eq!(
@@ -289,7 +498,8 @@ mod tests {
             Ok(Route::Create(SessionSpec {
                 id: "s".into(),
                 name: "Party".into(),
-                max_members: 10
+                max_members: 10,
+                access: Access::default(),
             }))
         );
         d.insert("s".into(), 7).unwrap();
@@ -305,10 +515,130 @@ mod tests {
     }
 
     #[test]
+    fn session_codes_are_found_in_any_case_with_or_without_dashes() {
+        let mut d = directory();
+        d.insert("K7P-3XQ".into(), 1).unwrap();
+        for typed in ["K7P-3XQ", "k7p3xq", "K7P3XQ", "k7p-3xq", "k-7-p-3-x-q"] {
+            assert_eq!(d.get(typed), Some(&1), "{typed}");
+            assert_eq!(
+                d.route(&join(typed, DeviceType::Client, None)),
+                Ok(Route::To(1)),
+                "{typed}"
+            );
+            assert_eq!(
+                d.spec(Some(typed.into()), "n".into(), None, Access::default()),
+                Err(AlreadyExists),
+                "{typed} is taken"
+            );
+        }
+        assert_eq!(d.insert("k7p3xq".into(), 2), Err(AlreadyExists));
+        assert_eq!(d.get("K7P-3XR"), None);
+        d.remove_if("k7p3xq", |h| *h == 1);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_host_join_with_a_password_sets_it() {
+        let d = directory();
+        let mut j = join("s", DeviceType::Host, None);
+        j.password = Some("hunter2".into());
+        let Ok(Route::Create(spec)) = d.route(&j) else {
+            panic!()
+        };
+        assert_eq!(spec.access.host, HostRule::Open);
+        let password = spec.access.password.expect("a password");
+        assert!(password.matches("hunter2"));
+        assert!(!password.matches("hunter3"));
+        assert!(!password.matches(""));
+        assert_eq!(format!("{password:?}"), "Password(<redacted>)");
+    }
+
+    fn grant(session: &str, role: DeviceType) -> TokenGrant {
+        TokenGrant {
+            session: session.into(),
+            role,
+            device: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn admission_checks_the_tokens_claims_against_the_join() {
+        let client = join("K7P-3XQ", DeviceType::Client, None);
+        let host = join("K7P-3XQ", DeviceType::Host, None);
+        let token = |g: TokenGrant| Some(Ok(g));
+        let why = |r: Result<Credentials, JoinError>| match r {
+            Err(JoinError::InvalidToken { why }) => why,
+            other => panic!("{other:?}"),
+        };
+        // No token: fine unless the server requires one.
+        assert_eq!(
+            admit(&client, None, false),
+            Ok(Credentials { token: false })
+        );
+        assert_eq!(admit(&client, None, true), Err(JoinError::TokenRequired));
+        // A token the server could not verify: its reason.
+        assert_eq!(
+            why(admit(&client, Some(Err("it has expired".into())), false)),
+            "it has expired"
+        );
+        // A valid token for this session (in any spelling of its code) and role.
+        let ok = Ok(Credentials { token: true });
+        assert_eq!(
+            admit(&client, token(grant("k7p3xq", DeviceType::Client)), true),
+            ok
+        );
+        assert_eq!(
+            admit(&host, token(grant("K7P-3XQ", DeviceType::Host)), false),
+            ok
+        );
+        assert_eq!(
+            why(admit(
+                &client,
+                token(grant("other", DeviceType::Client)),
+                false
+            )),
+            "it is for another session"
+        );
+        assert_eq!(
+            why(admit(
+                &client,
+                token(grant("K7P-3XQ", DeviceType::Host)),
+                false
+            )),
+            "it is for the host role; this join is a client's"
+        );
+        assert_eq!(
+            why(admit(
+                &host,
+                token(grant("K7P-3XQ", DeviceType::Client)),
+                false
+            )),
+            "it is for the client role; this join is a host's"
+        );
+        let mut for_device = grant("K7P-3XQ", DeviceType::Client);
+        for_device.device = Some("d".into());
+        assert_eq!(admit(&client, token(for_device.clone()), false), ok);
+        for_device.device = Some("someone-else".into());
+        assert_eq!(
+            why(admit(&client, token(for_device), false)),
+            "it is for another device (`deviceInfo.id`)"
+        );
+        let mut for_name = grant("K7P-3XQ", DeviceType::Client);
+        for_name.name = Some("Rishad's iPhone".into());
+        assert_eq!(admit(&client, token(for_name.clone()), false), ok);
+        for_name.name = Some("Mallory".into());
+        assert_eq!(
+            why(admit(&client, token(for_name), false)),
+            "it is for another device name (`deviceInfo.name`)"
+        );
+    }
+
+    #[test]
     fn ids_come_from_the_injected_source() {
         let d = directory();
         assert_eq!(d.new_member_id(), "c_000000000001");
-        let spec = d.spec(None, "n".into(), None).unwrap();
+        let spec = d.spec(None, "n".into(), None, Access::default()).unwrap();
         assert_eq!(spec.id, "000002");
         assert_eq!(spec.max_members, 10);
     }
@@ -318,7 +648,7 @@ mod tests {
         let mut d = directory();
         d.insert("lobby".into(), 1).unwrap();
         assert_eq!(
-            d.spec(Some("lobby".into()), "n".into(), Some(3)),
+            d.spec(Some("lobby".into()), "n".into(), Some(3), Access::default()),
             Err(AlreadyExists)
         );
         d.remove_if("lobby", |h| *h == 2);
@@ -377,6 +707,56 @@ mod tests {
                 },
                 "version_mismatch",
                 "protocol version 2.0 is not supported; this server speaks 1.0",
+            ),
+            (
+                JoinError::PasswordRequired {
+                    session: "x".into(),
+                },
+                "password_required",
+                "session `x` needs a password: send it as `password` in `join`",
+            ),
+            (
+                JoinError::WrongPassword {
+                    session: "x".into(),
+                },
+                "wrong_password",
+                "wrong password for session `x`",
+            ),
+            (
+                JoinError::TooManyAttempts {
+                    session: "x".into(),
+                    retry_after_secs: 42,
+                },
+                "too_many_attempts",
+                "too many wrong passwords for session `x` from this address; try again in 42 s",
+            ),
+            (
+                JoinError::TokenRequired,
+                "token_required",
+                "this server needs a signed join token: send it as `token` in `join`",
+            ),
+            (
+                JoinError::InvalidToken {
+                    why: "it has expired".into(),
+                },
+                "invalid_token",
+                "invalid join token: it has expired",
+            ),
+            (
+                JoinError::HostNotAllowed {
+                    session: "x".into(),
+                    names_a_device: true,
+                },
+                "host_not_allowed",
+                "session `x` names its host device: this device may not join it as host without a host token",
+            ),
+            (
+                JoinError::HostNotAllowed {
+                    session: "x".into(),
+                    names_a_device: false,
+                },
+                "host_not_allowed",
+                "session `x` was created over HTTP without a host: nobody may join it as host without a host token",
             ),
         ];
         for (e, code, text) in cases {

@@ -11,6 +11,17 @@ pub const BASE36_LOWER: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// Upper-case base 36, as session codes made over HTTP use.
 pub const BASE36_UPPER: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
+/// The key a session id is looked up by: ASCII letters in upper case, `-` left out. People
+/// type session codes: `k7p3xq`, `K7P3XQ` and `k7p-3xq` all find the session `K7P-3XQ`, which
+/// keeps the form it was created with everywhere it is shown. Two ids with one key are one
+/// session.
+pub fn session_key(id: &str) -> String {
+    id.chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
 /// Makes identifiers.
 pub trait IdSource: Send + Sync {
     /// `len` characters drawn from `alphabet`.
@@ -80,6 +91,46 @@ mod tests {
         let m = ids.app_message_id(1738941234567);
         let rest = m.strip_prefix("msg_1738941234567_").unwrap();
         assert_eq!(rest.len(), 7);
+    }
+
+    #[test]
+    fn session_keys_ignore_case_and_dashes() {
+        assert_eq!(session_key("K7P-3XQ"), "K7P3XQ");
+        assert_eq!(session_key("k7p3xq"), "K7P3XQ");
+        assert_eq!(session_key("k7P-3x-q"), "K7P3XQ");
+        assert_eq!(session_key("fri_1"), "FRI_1", "`_` is part of the id");
+        assert_ne!(session_key("fri_1"), session_key("fri1"));
+    }
+
+    proptest::proptest! {
+        /// Any spelling of an id (case changed, dashes added or removed) has the id's key, and
+        /// ids with one key differ only in case and dashes.
+        #[test]
+        fn a_session_key_is_the_id_without_case_or_dashes(
+            id in "[A-Za-z0-9_-]{1,64}",
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 64),
+            dashes in proptest::collection::vec(0usize..3, 64),
+        ) {
+            let mut typed = String::new();
+            for (c, (flip, dash)) in id.chars().zip(flips.iter().zip(&dashes)) {
+                if c == '-' {
+                    continue;
+                }
+                typed.push_str(&"-".repeat(*dash));
+                typed.push(if *flip { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() });
+            }
+            proptest::prop_assert_eq!(session_key(&typed), session_key(&id));
+            proptest::prop_assert_eq!(session_key(&session_key(&id)), session_key(&id));
+        }
+
+        #[test]
+        fn ids_with_one_key_differ_only_in_case_and_dashes(
+            a in "[A-Ca-c_-]{1,6}",
+            b in "[A-Ca-c_-]{1,6}",
+        ) {
+            let plain = |s: &str| s.replace('-', "").to_ascii_lowercase();
+            proptest::prop_assert_eq!(session_key(&a) == session_key(&b), plain(&a) == plain(&b));
+        }
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! bytes for every recipient. A member removed by an action is still a recipient of the
 //! actions queued before its removal, and of none after (its [`SessionAction::Close`] hands
 //! its transport back).
+//!
+//! Who may join is the session's [`Access`]: who may take the host role, and the password
+//! every join must carry (unless it holds a valid join token), with wrong passwords limited
+//! per address ([`access`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,8 +31,12 @@ use loudsync_protocol::{
 };
 
 use crate::connection::MemberCommand;
-use crate::directory::{JoinError, SessionSpec};
+use crate::directory::{Access, Credentials, HostRule, JoinError, SessionSpec};
 use crate::Now;
+
+pub mod access;
+
+use access::{Attempts, FailureLimit};
 
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +80,15 @@ pub struct SessionConfig {
     /// How long a detached member's place is held for a new transport. Zero (the default)
     /// ends the place at once, as seed 001 has it; the resume layer sets a window.
     pub detach_hold: Duration,
+    /// How many wrong passwords an address may give, and over what window.
+    pub password_failures: FailureLimit,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             detach_hold: Duration::ZERO,
+            password_failures: FailureLimit::default(),
         }
     }
 }
@@ -89,8 +100,11 @@ pub struct Joiner<T> {
     pub transport: T,
     /// The dialect its messages are encoded in.
     pub dialect: Dialect,
-    /// Its network address (the LOUDSYNC app's dialect shows it to other members).
+    /// Its network address (the LOUDSYNC app's dialect shows it to other members; wrong
+    /// passwords are counted by it).
     pub address: String,
+    /// What it proved before it was routed here (a valid join token).
+    pub credentials: Credentials,
 }
 
 /// Why a transport could not be attached.
@@ -138,6 +152,8 @@ pub struct Session<T> {
     name: String,
     max_members: usize,
     config: SessionConfig,
+    access: Access,
+    attempts: Attempts,
     host: Option<String>,
     /// The places, in join order.
     members: Vec<Member<T>>,
@@ -157,7 +173,9 @@ impl<T> Session<T> {
             id: spec.id,
             name: spec.name,
             max_members: spec.max_members.max(1),
+            attempts: Attempts::new(config.password_failures),
             config,
+            access: spec.access,
             host: None,
             members: Vec::new(),
             departing: Vec::new(),
@@ -185,6 +203,11 @@ impl<T> Session<T> {
     /// The host's `clientId`, if the session has a host.
     pub fn host_id(&self) -> Option<&str> {
         self.host.as_deref()
+    }
+
+    /// Whether joins need a password.
+    pub fn password_protected(&self) -> bool {
+        self.access.password.is_some()
     }
 
     /// How many places the session has, host included.
@@ -335,8 +358,11 @@ impl<T> Session<T> {
     /// A `join` for this session by a new member whose `clientId` is `member_id` (made by the
     /// directory), carried by `joiner`'s transport.
     ///
-    /// Validates in order: the session has not ended, the device is not already a member
-    /// (`already_joined`), a host-type join finds no host (`unauthorized`), capacity
+    /// Validates in order: the session has not ended; a host-type join may take the host
+    /// role (`host_not_allowed`); the password, unless the join holds a valid token
+    /// (`too_many_attempts` while the address is over its limit of wrong passwords, then
+    /// `password_required`, `wrong_password`); the device is not already a member
+    /// (`already_joined`); a host-type join finds no host (`unauthorized`); capacity
     /// (`session_full`). On success it queues `welcome` and `member_list` to the joiner and
     /// `member_joined` to the others. On failure nothing is queued, and the transport is
     /// handed back with the refusal.
@@ -347,7 +373,7 @@ impl<T> Session<T> {
         join: &Join,
         joiner: Joiner<T>,
     ) -> Result<(), (JoinError, T)> {
-        if let Err(e) = self.check_join(join) {
+        if let Err(e) = self.check_join(now, join, &joiner.address, joiner.credentials) {
             return Err((e, joiner.transport));
         }
         let device = &join.device_info;
@@ -391,13 +417,55 @@ impl<T> Session<T> {
         Ok(())
     }
 
-    fn check_join(&self, join: &Join) -> Result<(), JoinError> {
+    fn check_join(
+        &mut self,
+        now: Now,
+        join: &Join,
+        address: &str,
+        credentials: Credentials,
+    ) -> Result<(), JoinError> {
         if self.ended {
             return Err(JoinError::Ended {
                 session: self.id.clone(),
             });
         }
         let device = &join.device_info;
+        if device.kind == DeviceType::Host && !credentials.token {
+            let names_a_device = match &self.access.host {
+                HostRule::Open => None,
+                HostRule::Device(d) if *d == device.id => None,
+                HostRule::Device(_) => Some(true),
+                HostRule::TokenOnly => Some(false),
+            };
+            if let Some(names_a_device) = names_a_device {
+                return Err(JoinError::HostNotAllowed {
+                    session: self.id.clone(),
+                    names_a_device,
+                });
+            }
+        }
+        if let (Some(password), false) = (&self.access.password, credentials.token) {
+            if let Some(wait) = self.attempts.blocked(now.instant, address) {
+                return Err(JoinError::TooManyAttempts {
+                    session: self.id.clone(),
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+            match &join.password {
+                None => {
+                    return Err(JoinError::PasswordRequired {
+                        session: self.id.clone(),
+                    })
+                }
+                Some(given) if !password.matches(given) => {
+                    self.attempts.record_failure(now.instant, address);
+                    return Err(JoinError::WrongPassword {
+                        session: self.id.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         if self.members.iter().any(|m| m.device_id == device.id) {
             return Err(JoinError::AlreadyJoined {
                 device: device.id.clone(),
@@ -419,12 +487,28 @@ impl<T> Session<T> {
     }
 
     /// The `sessionInfo` of `welcome`.
+    ///
+    /// While there is no host, a session created with a host name (over HTTP) shows that name
+    /// as the host's to dialects that name the host as a device (the app's `hostName`), with
+    /// the host device id it names, if any; `hostId` stays `null` in ours.
     pub fn session_info(&self) -> SessionInfo {
+        let named_host = || {
+            self.access.host_name.as_ref().map(|name| DeviceRef {
+                device_id: match &self.access.host {
+                    HostRule::Device(d) => d.clone(),
+                    _ => String::new(),
+                },
+                name: name.clone(),
+            })
+        };
         SessionInfo {
             id: self.id.clone(),
             name: self.name.clone(),
             host_id: self.host.clone(),
-            host: self.host.as_deref().map(|h| self.device(h)),
+            host: match self.host.as_deref() {
+                Some(h) => Some(self.device(h)),
+                None => named_host(),
+            },
         }
     }
 

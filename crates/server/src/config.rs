@@ -76,6 +76,20 @@ pub struct ServerConfig {
     pub slow_consumer_grace: Duration,
     /// Bearer token for `/v1/*`; without it only loopback clients may use `/v1/*`.
     pub admin_token: Option<String>,
+    /// HS256 secret signing join tokens (at least 16 bytes; 32 random bytes recommended).
+    /// Prefer `token-key-file` or `LOUDSYNC_TOKEN_KEY`: a flag shows in `ps`.
+    pub token_key: Option<crate::access::Secret>,
+    /// File holding the join-token key: a PEM public key (Ed25519: EdDSA tokens; RSA: RS256),
+    /// or an HS256 secret (the file's bytes, one trailing newline ignored).
+    pub token_key_file: Option<std::path::PathBuf>,
+    /// Every `join` must carry a valid join token (`token_required` otherwise).
+    pub require_token: bool,
+    /// Wrong session passwords one address may give per session within
+    /// `password-failure-window` before its joins get `too_many_attempts` (0: no limit).
+    pub password_max_failures: u32,
+    /// The window of `password-max-failures`, from an address's first wrong password.
+    #[serde(with = "humantime_serde")]
+    pub password_failure_window: Duration,
     /// On shutdown, how long to wait for sockets to close before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -129,6 +143,11 @@ impl Default for ServerConfig {
             outbound_queue_max_bytes: outbound.hard_bytes,
             slow_consumer_grace: outbound.grace,
             admin_token: None,
+            token_key: None,
+            token_key_file: None,
+            require_token: false,
+            password_max_failures: 5,
+            password_failure_window: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
             close_timeout: conn.close_timeout,
             discovery: false,
@@ -199,6 +218,7 @@ impl ServerConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls-cert and tls-key go together: give both or neither".into());
         }
+        crate::access::check_config(self)?;
         if self.max_message_bytes < 256 {
             return Err("max-message-bytes must be at least 256".into());
         }

@@ -38,7 +38,7 @@ pub fn advertisement(
         host_address: Some(host_address.to_string()),
         host_id: host.map(|h| h.device_id.clone()).unwrap_or_default(),
         host_name: host.map(|h| h.name.clone()).unwrap_or_default(),
-        is_password_protected: false,
+        is_password_protected: view.password_protected,
         max_members: view.max_members as u64,
         member_count: view.members.len() as u64,
         port,
@@ -233,6 +233,7 @@ mod tests {
             name: "Friday Jam".into(),
             max_members: 10,
             host_id: Some("c_h".into()),
+            password_protected: false,
             members: vec![
                 m("c_h", "host-dev", "Device 7", true),
                 m("c_g", "guest-dev", "Device 42", false),
@@ -254,6 +255,22 @@ mod tests {
             r#"LOUDSYNC_RESPONSE:{"hostAddress":"192.168.1.100","hostId":"host-dev","hostName":"Device 7","isPasswordProtected":false,"maxMembers":10,"memberCount":2,"port":8080,"sessionId":"K7P-3XQ","sessionName":"Friday Jam","timestamp":1738930100000,"version":"1.0.0"}"#
         );
         assert_eq!(parse_response(datagram.as_bytes()), Some(ad));
+    }
+
+    #[test]
+    fn a_session_with_a_password_is_advertised_as_protected() {
+        let mut v = view();
+        v.password_protected = true;
+        let ad = advertisement(&v, "10.0.0.1".parse().unwrap(), 1, 2);
+        assert!(ad.is_password_protected);
+        assert_eq!(
+            mdns_txt(&ad)
+                .into_iter()
+                .find(|(k, _)| *k == "password_protected")
+                .unwrap()
+                .1,
+            "true"
+        );
     }
 
     #[test]

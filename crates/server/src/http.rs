@@ -276,60 +276,157 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.as_slice().ct_eq(b.as_slice()).into()
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/sessions`, as [`parse_create_session`] reads it (camelCase JSON,
+/// unknown fields refused). `Debug` shows no password.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateSession {
-    name: String,
+pub struct CreateSession {
+    /// The display name: not blank, at most 256 bytes, no control characters.
+    pub name: String,
+    /// The session id (else a fresh 6-character code).
     #[serde(default)]
-    id: Option<String>,
+    pub id: Option<String>,
+    /// The capacity, host included (else the server's `max-members`).
     #[serde(default)]
-    max_members: Option<usize>,
+    pub max_members: Option<usize>,
+    /// The only `deviceInfo.id` that may join as host (without a host token).
+    #[serde(default)]
+    pub host_device_id: Option<String>,
+    /// The host's name as the app shows it while no host has joined.
+    #[serde(default)]
+    pub host_name: Option<String>,
+    /// Answer with a host join token (`hostToken` in the 201 body); needs a signing key.
+    #[serde(default)]
+    pub host_token: bool,
+    /// How long that token is valid (humantime, e.g. `"2h"`; default 24 h, at most 365 days).
+    #[serde(default, with = "humantime_serde")]
+    pub host_token_ttl: Option<std::time::Duration>,
+    /// The password every join must carry (1 to 256 bytes).
+    #[serde(default)]
+    pub password: Option<crate::access::Secret>,
 }
 
 /// Largest `maxMembers` a session may be created with.
 pub const MAX_SESSION_CAPACITY: usize = 100_000;
 
-async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Response {
-    let req: CreateSession = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("body: {e}"),
-            )
+/// How long a host token from `POST /v1/sessions` is valid unless `hostTokenTtl` says.
+pub const DEFAULT_HOST_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Parses and checks the body of `POST /v1/sessions`; the error is the `400`'s message.
+/// Every rule that needs no server state is here (the default capacity and the token key are
+/// the handler's).
+pub fn parse_create_session(body: &[u8]) -> Result<CreateSession, String> {
+    use loudsync_protocol::client::{has_control, MAX_PASSWORD_BYTES};
+    let req: CreateSession = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+    let text = |field: &str, value: Option<&str>| -> Result<(), String> {
+        let Some(value) = value else { return Ok(()) };
+        if value.trim().is_empty() || value.len() > MAX_NAME_BYTES {
+            return Err(format!("`{field}` must be 1 to {MAX_NAME_BYTES} bytes"));
         }
+        if has_control(value) {
+            return Err(format!("`{field}` must not contain control characters"));
+        }
+        Ok(())
     };
-    if req.name.trim().is_empty() || req.name.len() > MAX_NAME_BYTES {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("`name` must be 1 to {MAX_NAME_BYTES} bytes"),
-        );
+    text("name", Some(&req.name))?;
+    text("hostDeviceId", req.host_device_id.as_deref())?;
+    text("hostName", req.host_name.as_deref())?;
+    if req.id.as_deref().is_some_and(|id| !valid_session_id(id)) {
+        return Err("`id` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`".into());
     }
+    if req
+        .max_members
+        .is_some_and(|n| !(1..=MAX_SESSION_CAPACITY).contains(&n))
+    {
+        return Err(format!(
+            "`maxMembers` must be between 1 and {MAX_SESSION_CAPACITY}"
+        ));
+    }
+    if let Some(password) = &req.password {
+        if password.0.is_empty() || password.0.len() > MAX_PASSWORD_BYTES {
+            return Err(format!(
+                "`password` must be 1 to {MAX_PASSWORD_BYTES} bytes"
+            ));
+        }
+    }
+    match req.host_token_ttl {
+        Some(_) if !req.host_token => {
+            return Err("`hostTokenTtl` goes with `\"hostToken\": true`".into())
+        }
+        Some(ttl) if ttl.is_zero() || ttl.as_secs() > 365 * 24 * 3600 => {
+            return Err("`hostTokenTtl` must be more than 0 and at most 365 days".into())
+        }
+        _ => {}
+    }
+    Ok(req)
+}
+
+async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Response {
+    use loudsync_core::directory::{Access, HostRule, Password};
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let req = match parse_create_session(&body) {
+        Ok(r) => r,
+        Err(message) => return bad(message),
+    };
     let max_members = req.max_members.unwrap_or(app.config.max_members);
     if !(1..=MAX_SESSION_CAPACITY).contains(&max_members) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("`maxMembers` must be between 1 and {MAX_SESSION_CAPACITY}"),
-        );
+        return bad(format!(
+            "`maxMembers` must be between 1 and {MAX_SESSION_CAPACITY}"
+        ));
     }
-    let id = match req.id {
-        Some(id) if valid_session_id(&id) => Some(id),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "`id` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`",
+    let signer = match (&app.token_key, req.host_token) {
+        (_, false) => None,
+        (Some(key), true) if key.can_sign() => Some(key),
+        (Some(_), true) => {
+            return bad(
+                "`hostToken` needs a signing key: this server verifies tokens with a \
+                 public key and cannot sign; mint one with `loudsync token` and the private key"
+                    .into(),
             )
         }
-        None => None,
+        (None, true) => {
+            return bad(
+                "`hostToken` needs a token key: start the server with --token-key or \
+                 --token-key-file (an HS256 secret)"
+                    .into(),
+            )
+        }
     };
-    let asked = id.clone();
-    match app.registry.create(&app, id, req.name, Some(max_members)) {
-        Ok((_, handle)) => match handle.view().await {
-            Some(view) => (StatusCode::CREATED, Json(view)).into_response(),
+    let access = Access {
+        host: match &req.host_device_id {
+            Some(device) => HostRule::Device(device.clone()),
+            None => HostRule::TokenOnly,
+        },
+        password: req.password.as_ref().map(|p| Password::new(&p.0)),
+        host_name: req.host_name.clone(),
+    };
+    let asked = req.id.clone();
+    match app
+        .registry
+        .create(&app, req.id, req.name, Some(max_members), access)
+    {
+        Ok((id, handle)) => match handle.view().await {
+            Some(view) => {
+                let mut body = serde_json::to_value(&view).expect("a view serialises");
+                if let Some(key) = signer {
+                    let now = crate::clock::now().unix_ms / 1000;
+                    let ttl = req.host_token_ttl.unwrap_or(DEFAULT_HOST_TOKEN_TTL);
+                    let claims = crate::access::Claims {
+                        sid: id,
+                        role: loudsync_protocol::DeviceType::Host,
+                        sub: req.host_device_id,
+                        name: None,
+                        exp: now + ttl.as_secs(),
+                        nbf: None,
+                        iat: Some(now),
+                    };
+                    match crate::access::mint(&claims, key) {
+                        Ok(token) => body["hostToken"] = token.into(),
+                        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.0),
+                    }
+                }
+                (StatusCode::CREATED, Json(body)).into_response()
+            }
             None => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

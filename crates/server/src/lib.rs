@@ -26,6 +26,7 @@
 //!
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
+pub mod access;
 pub mod admission;
 pub mod clock;
 pub mod config;

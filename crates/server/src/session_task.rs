@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use loudsync_core::directory::{JoinError, SessionSpec};
+use loudsync_core::session::access::FailureLimit;
 use loudsync_core::session::{Joiner, Session, SessionAction, SessionConfig};
 use loudsync_core::Now;
 use loudsync_protocol::app::Dialect;
@@ -35,8 +36,15 @@ pub(crate) fn spawn(
     serial: u64,
     rx: mpsc::UnboundedReceiver<SessionInput>,
 ) {
+    let config = SessionConfig {
+        password_failures: FailureLimit {
+            max_failures: state.config.password_max_failures,
+            window: state.config.password_failure_window,
+        },
+        ..SessionConfig::default()
+    };
     let owner = SessionOwner {
-        session: Session::new(spec, SessionConfig::default()),
+        session: Session::new(spec, config),
         state,
         touched: Vec::new(),
         serial,
@@ -130,6 +138,7 @@ impl SessionOwner {
                     transport: request.outbox,
                     dialect: request.dialect,
                     address: request.address,
+                    credentials: request.credentials,
                 };
                 let result =
                     self.session
@@ -166,6 +175,7 @@ impl SessionOwner {
                     name: self.session.name().to_string(),
                     max_members: self.session.max_members(),
                     host_id: self.session.host_id().map(str::to_string),
+                    password_protected: self.session.password_protected(),
                     members: self.session.member_infos(),
                 });
             }

@@ -7,12 +7,18 @@
 //! session (joins and the HTTP API), never on the message path: once joined, a member talks to
 //! its session's task over a channel, and the task writes straight into members' outboxes.
 //! One task owns one session, the unit a cluster will later route to its owning node.
+//!
+//! A join's token is verified here ([`crate::access::check`]) and its claims checked against
+//! the join by the core ([`admit`]) before the join is routed; what the token proved travels
+//! with the join to the session, which applies the rest of its access rules.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use loudsync_core::connection::MemberCommand;
-use loudsync_core::directory::{AlreadyExists, Directory, JoinError, Route, SessionSpec};
+use loudsync_core::directory::{
+    admit, Access, AlreadyExists, Credentials, Directory, JoinError, Route, SessionSpec,
+};
 use loudsync_core::ids::IdSource;
 use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{Join, LeaveReason, MemberInfo, ServerMessage};
@@ -35,6 +41,8 @@ pub struct SessionView {
     pub max_members: usize,
     /// The host's `clientId`, or `null` while there is none.
     pub host_id: Option<String>,
+    /// Whether joins need a password (the password itself is never shown).
+    pub password_protected: bool,
     /// As in `member_list`.
     pub members: Vec<MemberInfo>,
 }
@@ -52,8 +60,10 @@ pub struct JoinRequest {
     pub outbox: Arc<Outbox>,
     /// The dialect it speaks.
     pub dialect: Dialect,
-    /// Its peer address (shown to the app's dialect).
+    /// Its peer address (shown to the app's dialect; wrong passwords are counted by it).
     pub address: String,
+    /// What it proved before it was routed (a valid join token).
+    pub credentials: Credentials,
 }
 
 /// What a session's task is asked to do.
@@ -141,7 +151,7 @@ impl Registry {
         }
     }
 
-    /// The session with this id.
+    /// The session with this id, however it is typed (case, dashes).
     pub fn get(&self, id: &str) -> Option<SessionHandle> {
         self.directory.lock().expect("registry").get(id).cloned()
     }
@@ -156,24 +166,26 @@ impl Registry {
             .collect()
     }
 
-    /// Creates an empty session (admin API) and starts its task.
+    /// Creates an empty session (admin API) with these access rules and starts its task.
     pub fn create(
         &self,
         state: &Arc<ServerState>,
         id: Option<String>,
         name: String,
         max_members: Option<usize>,
+        access: Access,
     ) -> Result<(String, SessionHandle), AlreadyExists> {
         let mut directory = self.directory.lock().expect("registry");
-        let spec = directory.spec(id, name, max_members)?;
+        let spec = directory.spec(id, name, max_members, access)?;
         let id = spec.id.clone();
         let handle = self.start(state, spec);
         directory.insert(id.clone(), handle.clone())?;
         Ok((id, handle))
     }
 
-    /// Routes a join as the directory decides (creating the session for a host) and sends it
-    /// to the session's task; the answer arrives on the returned receiver. Never waits.
+    /// Checks the join's token (and `require-token`), routes the join as the directory
+    /// decides (creating the session for a host) and sends it to the session's task; the
+    /// answer arrives on the returned receiver. Never waits.
     pub fn join(
         &self,
         state: &Arc<ServerState>,
@@ -182,6 +194,13 @@ impl Registry {
         dialect: Dialect,
         address: String,
     ) -> Result<RoutedJoin, ServerMessage> {
+        let now_secs = crate::clock::now().unix_ms / 1000;
+        let token = join
+            .token
+            .as_deref()
+            .map(|t| crate::access::check(t, state.token_key.as_ref(), now_secs));
+        let credentials =
+            admit(&join, token, state.config.require_token).map_err(|e| e.to_message())?;
         let (session, member_id) = {
             let mut directory = self.directory.lock().expect("registry");
             let session = match directory.route(&join).map_err(|e| e.to_message())? {
@@ -207,6 +226,7 @@ impl Registry {
             outbox,
             dialect,
             address,
+            credentials,
         });
         if !session.send(SessionInput::Join { request, reply }) {
             return Err(ended.to_message());

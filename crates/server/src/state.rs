@@ -31,6 +31,8 @@ pub struct ServerState {
     /// The connection caps and the per-address tables (connections, unjoined sockets, join
     /// attempts), and who the client is behind trusted proxies.
     pub admission: Admission,
+    /// The key join tokens are verified (and signed) with (`token-key`, `token-key-file`).
+    pub token_key: Option<crate::access::TokenKey>,
     pub(crate) shutting_down: AtomicBool,
 }
 
@@ -41,6 +43,7 @@ impl ServerState {
             admission: Admission::new(&config, crate::admission::open_files_limit()),
             transports: OpenTransports::new(config.outbound_limits()),
             registry: Registry::new(ids.clone(), config.max_members),
+            token_key: crate::access::TokenKey::from_config(&config),
             config,
             metrics: Metrics::new(),
             ids,

@@ -44,13 +44,14 @@ async fn create_get_list_and_join_a_session_created_over_http() {
     let base = http(&server);
     let (status, created) = post(
         &base,
-        json!({"name": "Friday", "id": "fri-1", "maxMembers": 3}),
+        json!({"name": "Friday", "id": "fri-1", "maxMembers": 3, "hostDeviceId": "h"}),
     )
     .await;
     assert_eq!(status, 201);
     assert_eq!(
         created,
-        json!({"id": "fri-1", "name": "Friday", "maxMembers": 3, "hostId": null, "members": []})
+        json!({"id": "fri-1", "name": "Friday", "maxMembers": 3, "hostId": null,
+               "passwordProtected": false, "members": []})
     );
 
     // A generated id when none is given.
@@ -112,7 +113,11 @@ async fn create_get_list_and_join_a_session_created_over_http() {
 async fn members_may_wait_in_an_http_session_before_the_host() {
     let server = start().await;
     let base = http(&server);
-    post(&base, json!({"name": "Lobby", "id": "lobby"})).await;
+    post(
+        &base,
+        json!({"name": "Lobby", "id": "lobby", "hostDeviceId": "h"}),
+    )
+    .await;
     let (mut early, w, _) = join(server.local_addr(), "lobby", "early", "client").await;
     assert_eq!(w["sessionInfo"]["hostId"], Value::Null);
     let (_host, hw, hl) = join(server.local_addr(), "lobby", "h", "host").await;

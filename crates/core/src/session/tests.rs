@@ -1,6 +1,7 @@
 //! Tests of the session machine: join validation order, member list, leave, kick, messages, close.
 
 use super::*;
+use crate::directory::Password;
 use loudsync_protocol::{DeviceInfo, DeviceRef};
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ fn new_session(name: &str, max_members: usize) -> S {
             id: "s1".into(),
             name: name.into(),
             max_members,
+            access: Access::default(),
         },
         SessionConfig::default(),
     )
@@ -23,6 +25,7 @@ fn joiner(id: &str) -> Joiner<String> {
         transport: format!("t-{id}"),
         dialect: Dialect::LoudSync,
         address: "127.0.0.1".into(),
+        credentials: Credentials::default(),
     }
 }
 
@@ -563,8 +566,12 @@ fn held_session(hold: Duration) -> S {
             id: "s1".into(),
             name: "Held".into(),
             max_members: 10,
+            access: Access::default(),
         },
-        SessionConfig { detach_hold: hold },
+        SessionConfig {
+            detach_hold: hold,
+            ..SessionConfig::default()
+        },
     );
     sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
     sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
@@ -672,4 +679,287 @@ fn a_held_place_that_is_kicked_or_closed_leaves_no_timer_behind() {
     s.handle_detach(t0, "c1", LeaveReason::Error);
     s.handle_close(t0, "bye", close_code::NORMAL);
     assert_eq!(s.poll_timeout(), None);
+}
+
+// Who may join (issue 9): the host role of sessions created over HTTP, passwords, tokens.
+
+fn guarded(host: HostRule, password: Option<&str>) -> S {
+    Session::new(
+        SessionSpec {
+            id: "lobby".into(),
+            name: "Admin lobby".into(),
+            max_members: 10,
+            access: Access {
+                host,
+                password: password.map(Password::new),
+                host_name: Some("Front desk".into()),
+            },
+        },
+        SessionConfig::default(),
+    )
+}
+
+/// Joins at `now` from `address`, with or without a valid token.
+fn join_as(
+    s: &mut S,
+    at: Now,
+    id: &str,
+    j: &Join,
+    address: &str,
+    token: bool,
+) -> Result<(), JoinError> {
+    let joiner = Joiner {
+        address: address.into(),
+        credentials: Credentials { token },
+        ..joiner(id)
+    };
+    s.handle_join(at, id.into(), j, joiner).map_err(|(e, _)| e)
+}
+
+fn with_password(device: &str, kind: DeviceType, password: Option<&str>) -> Join {
+    Join {
+        password: password.map(str::to_string),
+        ..join(device, kind)
+    }
+}
+
+fn verdict(r: Result<(), JoinError>) -> &'static str {
+    r.map_err(|e| e.code().as_str()).err().unwrap_or("ok")
+}
+
+#[test]
+fn a_named_host_device_may_claim_the_host_role_and_no_other() {
+    let mut s = guarded(HostRule::Device("desk".into()), None);
+    let t = now();
+    assert_eq!(
+        join_as(
+            &mut s,
+            t,
+            "m1",
+            &join("mallory", DeviceType::Host),
+            "192.0.2.66",
+            false
+        ),
+        Err(JoinError::HostNotAllowed {
+            session: "lobby".into(),
+            names_a_device: true
+        })
+    );
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "c1",
+            &join("guest", DeviceType::Client),
+            "192.0.2.1",
+            false
+        )),
+        "ok"
+    );
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "h",
+            &join("desk", DeviceType::Host),
+            "192.0.2.2",
+            false
+        )),
+        "ok"
+    );
+    assert_eq!(s.host_id(), Some("h"));
+}
+
+#[test]
+fn a_session_created_without_a_host_has_no_host_role_to_claim_but_a_host_token_takes_it() {
+    let mut s = guarded(HostRule::TokenOnly, None);
+    let t = now();
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "c1",
+            &join("guest", DeviceType::Client),
+            "192.0.2.1",
+            false
+        )),
+        "ok"
+    );
+    drain(&mut s);
+    // Finding 3: an anonymous host join is refused, and the member already there hears nothing.
+    assert_eq!(
+        join_as(
+            &mut s,
+            t,
+            "m1",
+            &join("mallory", DeviceType::Host),
+            "192.0.2.66",
+            false
+        ),
+        Err(JoinError::HostNotAllowed {
+            session: "lobby".into(),
+            names_a_device: false
+        })
+    );
+    assert!(s.poll_action().is_none(), "nothing is sent to anyone");
+    assert_eq!(
+        (s.host_id(), s.member_count(), s.is_ended()),
+        (None, 1, false)
+    );
+    // The bearer of a host token (checked by `admit` against this join) takes the role.
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "h",
+            &join("desk", DeviceType::Host),
+            "192.0.2.2",
+            true
+        )),
+        "ok"
+    );
+    assert_eq!(s.host_id(), Some("h"));
+}
+
+#[test]
+fn a_password_is_required_and_compared_and_a_token_stands_in_for_it() {
+    let mut s = guarded(HostRule::TokenOnly, Some("hunter2"));
+    assert!(s.password_protected());
+    let t = now();
+    let addr = "192.0.2.1";
+    assert_eq!(
+        join_as(
+            &mut s,
+            t,
+            "c1",
+            &with_password("a", DeviceType::Client, None),
+            addr,
+            false
+        ),
+        Err(JoinError::PasswordRequired {
+            session: "lobby".into()
+        })
+    );
+    assert_eq!(
+        join_as(
+            &mut s,
+            t,
+            "c1",
+            &with_password("a", DeviceType::Client, Some("hunter3")),
+            addr,
+            false
+        ),
+        Err(JoinError::WrongPassword {
+            session: "lobby".into()
+        })
+    );
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "c1",
+            &with_password("a", DeviceType::Client, Some("hunter2")),
+            addr,
+            false
+        )),
+        "ok"
+    );
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            t,
+            "c2",
+            &with_password("b", DeviceType::Client, None),
+            addr,
+            true
+        )),
+        "ok",
+        "a valid token needs no password"
+    );
+    assert!(!guarded(HostRule::TokenOnly, None).password_protected());
+}
+
+#[test]
+fn wrong_passwords_are_limited_per_address_on_the_clock() {
+    let mut s = guarded(HostRule::TokenOnly, Some("hunter2"));
+    let t0 = now();
+    let wrong = with_password("a", DeviceType::Client, Some("guess"));
+    let right = with_password("a", DeviceType::Client, Some("hunter2"));
+    let mallory = "198.51.100.9";
+    for i in 0..5 {
+        let at = t0.plus(Duration::from_secs(i));
+        assert_eq!(
+            verdict(join_as(&mut s, at, "m", &wrong, mallory, false)),
+            "wrong_password",
+            "try {i}"
+        );
+    }
+    // The sixth try is refused before the password is looked at, even the right one.
+    let at = t0.plus(Duration::from_secs(10));
+    assert_eq!(
+        join_as(&mut s, at, "m", &right, mallory, false),
+        Err(JoinError::TooManyAttempts {
+            session: "lobby".into(),
+            retry_after_secs: 50
+        })
+    );
+    // Other addresses are not affected.
+    assert_eq!(
+        verdict(join_as(
+            &mut s,
+            at,
+            "c1",
+            &with_password("b", DeviceType::Client, Some("hunter2")),
+            "192.0.2.1",
+            false
+        )),
+        "ok"
+    );
+    // Once the window (one minute from the first failure) has passed, the address may try.
+    let later = t0.plus(Duration::from_secs(60));
+    assert_eq!(
+        verdict(join_as(&mut s, later, "m", &right, mallory, false)),
+        "ok"
+    );
+}
+
+#[test]
+fn the_app_sees_the_named_host_while_there_is_none() {
+    let mut s = guarded(HostRule::Device("desk".into()), None);
+    let info = s.session_info();
+    assert_eq!(
+        info.host_id, None,
+        "ours names members by clientId: none yet"
+    );
+    assert_eq!(
+        info.host,
+        Some(DeviceRef {
+            device_id: "desk".into(),
+            name: "Front desk".into()
+        })
+    );
+    assert_eq!(
+        guarded(HostRule::TokenOnly, None)
+            .session_info()
+            .host
+            .unwrap()
+            .device_id,
+        ""
+    );
+    join_as(
+        &mut s,
+        now(),
+        "h",
+        &join("desk", DeviceType::Host),
+        "192.0.2.2",
+        false,
+    )
+    .unwrap();
+    let info = s.session_info();
+    assert_eq!(info.host_id.as_deref(), Some("h"));
+    assert_eq!(
+        info.host.unwrap().name,
+        "desk name",
+        "the host's own name once it is there"
+    );
 }
