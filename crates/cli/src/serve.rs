@@ -356,7 +356,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(config)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        println!("loudsync listening on http://{}", server.local_addr());
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        println!("loudsync listening on {scheme}://{}", server.local_addr());
         signalled.await;
         tracing::info!("shutting down");
         server.shutdown().await;

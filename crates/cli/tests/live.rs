@@ -872,3 +872,69 @@ async fn join_over_wss_with_a_private_ca() {
         ran.stdout
     );
 }
+
+/// Against the real server: `host --password` gives the session it opens a password; a
+/// `join` without it, or with a wrong one, is refused with advice (exit 6); with it, joins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_set_by_the_host_is_required_of_those_who_join() {
+    let server = server().await;
+    let u = url(&server);
+    let host = spawn(&[
+        "host",
+        "--session",
+        "p",
+        "--device-name",
+        "Mac",
+        "--url",
+        &u,
+        "--password",
+        "open sesame",
+    ]);
+    host.until("member_list");
+    let join = |env: &'static [(&'static str, &'static str)]| {
+        let u = u.clone();
+        tokio::task::spawn_blocking(move || {
+            run_to_end(
+                &[
+                    "join",
+                    "--session",
+                    "p",
+                    "--device-name",
+                    "P",
+                    "--url",
+                    &u,
+                    "--live",
+                ],
+                env,
+            )
+        })
+    };
+    let ran = join(&[]).await.unwrap();
+    assert_eq!(ran.code, 6);
+    assert!(
+        ran.stderr
+            .contains("session `p` needs a password: give --password, or set LOUDSYNC_PASSWORD"),
+        "{}",
+        ran.stderr
+    );
+    let ran = join(&[("LOUDSYNC_PASSWORD", "guess")]).await.unwrap();
+    assert_eq!(ran.code, 6);
+    assert!(
+        ran.stderr.contains("wrong password for session `p`"),
+        "{}",
+        ran.stderr
+    );
+    let guest = spawn_env(
+        &[
+            "join",
+            "--session",
+            "p",
+            "--device-name",
+            "Phone",
+            "--url",
+            &u,
+        ],
+        &[("LOUDSYNC_PASSWORD", "open sesame")],
+    );
+    assert_eq!(guest.until("member_list")["members"][1]["name"], "Phone");
+}
