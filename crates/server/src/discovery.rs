@@ -30,14 +30,11 @@ pub fn advertisement(
     port: u16,
     now_ms: u64,
 ) -> Advertisement {
-    let host = view
-        .host_id
-        .as_ref()
-        .and_then(|h| view.members.iter().find(|m| &m.id == h));
+    let host = view.host_device.clone().unwrap_or_default();
     Advertisement {
         host_address: Some(host_address.to_string()),
-        host_id: host.map(|h| h.device_id.clone()).unwrap_or_default(),
-        host_name: host.map(|h| h.name.clone()).unwrap_or_default(),
+        host_id: host.device_id,
+        host_name: host.name,
         is_password_protected: view.password_protected,
         max_members: view.max_members as u64,
         member_count: view.members.len() as u64,
@@ -234,6 +231,10 @@ mod tests {
             max_members: 10,
             host_id: Some("c_h".into()),
             password_protected: false,
+            host_device: Some(loudsync_protocol::DeviceRef {
+                device_id: "host-dev".into(),
+                name: "Device 7".into(),
+            }),
             members: vec![
                 m("c_h", "host-dev", "Device 7", true),
                 m("c_g", "guest-dev", "Device 42", false),
@@ -277,8 +278,19 @@ mod tests {
     fn a_session_without_a_host_advertises_empty_host_fields() {
         let mut v = view();
         v.host_id = None;
+        v.host_device = None;
         let ad = advertisement(&v, "10.0.0.1".parse().unwrap(), 1, 2);
         assert_eq!((ad.host_id.as_str(), ad.host_name.as_str()), ("", ""));
+        // Created over HTTP with a host name: that name, until a host joins.
+        v.host_device = Some(loudsync_protocol::DeviceRef {
+            device_id: String::new(),
+            name: "Front desk".into(),
+        });
+        let ad = advertisement(&v, "10.0.0.1".parse().unwrap(), 1, 2);
+        assert_eq!(
+            (ad.host_id.as_str(), ad.host_name.as_str()),
+            ("", "Front desk")
+        );
         assert_eq!(ad.member_count, 2);
     }
 

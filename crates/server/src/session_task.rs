@@ -176,6 +176,7 @@ impl SessionOwner {
                     max_members: self.session.max_members(),
                     host_id: self.session.host_id().map(str::to_string),
                     password_protected: self.session.password_protected(),
+                    host_device: self.session.session_info().host,
                     members: self.session.member_infos(),
                 });
             }

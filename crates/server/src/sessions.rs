@@ -21,7 +21,7 @@ use loudsync_core::directory::{
 };
 use loudsync_core::ids::IdSource;
 use loudsync_protocol::app::Dialect;
-use loudsync_protocol::{Join, LeaveReason, MemberInfo, ServerMessage};
+use loudsync_protocol::{DeviceRef, Join, LeaveReason, MemberInfo, ServerMessage};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,6 +43,11 @@ pub struct SessionView {
     pub host_id: Option<String>,
     /// Whether joins need a password (the password itself is never shown).
     pub password_protected: bool,
+    /// The host as a device, for what names the host by device (the app's dialect, LAN
+    /// discovery): the host member, or else the host named when the session was created
+    /// over HTTP (`hostName`, `hostDeviceId`). Not in the HTTP view.
+    #[serde(skip)]
+    pub host_device: Option<DeviceRef>,
     /// As in `member_list`.
     pub members: Vec<MemberInfo>,
 }
