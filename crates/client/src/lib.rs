@@ -4,7 +4,16 @@
 //! handle for commands and an [`Events`] stream of typed [`Event`]s. The client sends
 //! `heartbeat` and `ping` every 5 s, keeps a member table and its own latency, and reconnects
 //! (3 attempts, 2 s apart by default) whenever the connection ends without the protocol ending
-//! it. `kicked`, `session_closed` and a rejected first join end it for good.
+//! it. `kicked`, `session_closed`, a rejected first join and the access refusals
+//! ([`ServerError::is_access_refusal`]) end it for good, and so does a host's lost connection
+//! (other than a server going away, close 1001): the server ends a session with its host's
+//! connection, so the host gets [`Event::SessionClosed`] saying so instead of silently opening
+//! a new, empty session under the same id.
+//!
+//! `ws://` and `wss://` URLs: TLS is rustls with the ring provider, checking the server's
+//! certificate against the operating system's roots or a private CA ([`TlsRoots`]). The
+//! session's password and a join token ([`ClientConfig::password`], [`ClientConfig::token`])
+//! go in `join` and never show in `Debug` output.
 //!
 //! Forward compatible with newer servers: unknown fields are ignored, an `error` whose code
 //! this version does not know arrives as [`Event::Error`] with an [`AnyErrorCode::Unknown`]
@@ -30,9 +39,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`config`]: settings and reconnection policy.
+//! - [`config`]: settings, credentials, TLS roots and reconnection policy.
 //! - [`machine`]: every client rule as a sans-IO state machine, tested on a virtual clock.
-//! - this module: the tokio driver that owns the socket.
+//! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
+//!   and the WebSocket upgrade, each failure worded for a person.
 
 pub mod config;
 pub mod machine;
