@@ -507,3 +507,34 @@ async fn a_join_refused_with_an_unknown_code_is_a_typed_rejection() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Against the real server: a host's password is required of members; the refusals are typed
+/// access refusals, and the right password joins.
+#[tokio::test]
+async fn password_refusals_are_typed_join_errors() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut host_config = fast(ClientConfig::host(url(addr), "p", "P", "mac", "Mac"));
+    host_config.password = Some("open sesame".into());
+    let (_h, _hev) = Client::connect(host_config).await.expect("host");
+    for (given, code) in [
+        (None, ErrorCode::PasswordRequired),
+        (Some("guess"), ErrorCode::WrongPassword),
+    ] {
+        let mut c = fast(ClientConfig::member(url(addr), "p", "phone", "Phone"));
+        c.password = given.map(Into::into);
+        let err = Client::connect(c).await.err().expect("refused");
+        match &err {
+            ClientError::Rejected(e) => {
+                assert_eq!(e.code, code);
+                assert!(e.is_access_refusal());
+                assert!(!e.message.contains("open sesame"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut c = fast(ClientConfig::member(url(addr), "p", "phone", "Phone"));
+    c.password = Some("open sesame".into());
+    let (m, _mev) = Client::connect(c).await.expect("the right password joins");
+    assert_eq!(m.members().len(), 2);
+}
