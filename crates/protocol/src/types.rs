@@ -291,7 +291,7 @@ impl<'de> Deserialize<'de> for AnyErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 8] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::SessionNotFound,
         ErrorCode::SessionFull,
         ErrorCode::AlreadyJoined,
@@ -300,6 +300,12 @@ mod tests {
         ErrorCode::VersionMismatch,
         ErrorCode::RateLimited,
         ErrorCode::TooLarge,
+        ErrorCode::PasswordRequired,
+        ErrorCode::WrongPassword,
+        ErrorCode::TokenRequired,
+        ErrorCode::InvalidToken,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::TooManyAttempts,
     ];
 
     #[test]
