@@ -184,7 +184,10 @@ mod tests {
         assert!(errors.iter().all(|&n| n <= 1), "{errors:?}");
         // Once the burst is spent (20 s), the client keeps hearing about it: an error at least
         // every other second (the 1 s spacing drifts across second boundaries).
-        assert!(errors[21..].windows(2).all(|w| w[0] + w[1] >= 1), "{errors:?}");
+        assert!(
+            errors[21..].windows(2).all(|w| w[0] + w[1] >= 1),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let reserve = listener::reserve_file();
         let state = Arc::new(ServerState::new(config, Arc::new(RandomIds)));
         log_exposure(&state, addr, tls.is_some());
         let router = http::router(state.clone());
@@ -97,6 +98,7 @@ impl Server {
             listener,
             router,
             tls.clone(),
+            reserve,
             stopped,
         ));
         let discovery = if state.config.discovery {

@@ -162,8 +162,9 @@ fn out_of_files(e: &io::Error) -> bool {
     }
 }
 
-/// The file kept in reserve for the moment the process runs out.
-fn reserve_file() -> Option<std::fs::File> {
+/// The file kept in reserve for the moment the process runs out (taken at bind, before
+/// [`run`] starts, so it is held once the server is up).
+pub(crate) fn reserve_file() -> Option<std::fs::File> {
     #[cfg(unix)]
     {
         std::fs::File::open("/dev/null").ok()
@@ -181,10 +182,10 @@ pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
+    mut reserve: Option<std::fs::File>,
     mut stop: Stop,
 ) {
     let mut tasks = JoinSet::new();
-    let mut reserve = reserve_file();
     let mut warned = [false; 3];
     let deadline = loop {
         tokio::select! {
