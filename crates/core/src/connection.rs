@@ -271,9 +271,10 @@ impl Connection {
                 self.next_probe = now.instant + self.config.latency_interval;
             }
             Err(error) => {
+                let reason = self.join_rejected_reason(&error);
                 self.actions
                     .push_back(ConnAction::Reply(error, Stamp::Now(now.unix_ms)));
-                self.close(now, close_code::NORMAL, "join rejected");
+                self.close(now, close_code::NORMAL, reason);
             }
         }
     }
@@ -297,7 +298,10 @@ impl Connection {
                 now,
                 LeaveReason::Timeout,
                 close_code::NORMAL,
-                "heartbeat timeout",
+                match self.dialect {
+                    Some(Dialect::App) => "Timeout",
+                    _ => "heartbeat timeout",
+                },
             );
             return;
         }
@@ -382,6 +386,20 @@ impl Connection {
         }
     }
 
+    /// The close reason after a refused join: ours is `join rejected`; in the app's dialect,
+    /// the words of the app's own server for the refusals it has (`docs/PROTOCOL.md` §10.7).
+    fn join_rejected_reason(&self, error: &ServerMessage) -> &'static str {
+        match (self.dialect, error) {
+            (Some(Dialect::App), ServerMessage::Error { code, .. }) => match code {
+                ErrorCode::SessionNotFound => "Invalid session",
+                ErrorCode::AlreadyJoined => "Already joined",
+                ErrorCode::SessionFull => "Session full",
+                _ => "join rejected",
+            },
+            _ => "join rejected",
+        }
+    }
+
     fn start_close_deadline(&mut self, now: Now) {
         if self.close_deadline.is_none() && !self.aborted {
             self.close_deadline = Some(now.instant + self.config.close_timeout);
@@ -438,7 +456,8 @@ impl Connection {
                                 refusal.to_message(),
                                 Stamp::Now(now.unix_ms),
                             ));
-                            self.close(now, close_code::NORMAL, "join rejected");
+                            let reason = self.join_rejected_reason(&refusal.to_message());
+                            self.close(now, close_code::NORMAL, reason);
                             return;
                         }
                     }

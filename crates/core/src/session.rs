@@ -643,11 +643,17 @@ impl<T> Session<T> {
             );
         }
         let reason = reason.unwrap_or_else(|| "Host removed you from the session".to_string());
+        // The app's own server closes a kicked socket with the kick's reason; ours says
+        // `kicked` (the reason is in the `kicked` message).
+        let close_reason = match self.member(target).map(|m| m.dialect) {
+            Some(Dialect::App) => reason.clone(),
+            _ => "kicked".to_string(),
+        };
         self.send(
             Recipients::One(target.to_string()),
             ServerMessage::Kicked { reason },
         );
-        self.remove(target, LeaveReason::Kicked, "kicked");
+        self.remove(target, LeaveReason::Kicked, &close_reason);
     }
 
     /// Ends the session from outside (HTTP `DELETE`, server shutdown): every member gets

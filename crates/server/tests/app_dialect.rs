@@ -227,10 +227,11 @@ async fn an_app_client_that_stops_heartbeating_times_out() {
         }
     }
     assert_eq!(left.expect("member_left")["reason"], "timeout");
-    assert!(matches!(
+    // The app's own server's words for a timeout.
+    assert_eq!(
         silent.await.unwrap(),
-        Ended::Close(close_code::NORMAL, _)
-    ));
+        Ended::Close(close_code::NORMAL, "Timeout".into())
+    );
 }
 
 #[tokio::test]
@@ -249,7 +250,11 @@ async fn kick_and_session_end_reach_the_app_as_kicked_and_session_closed() {
         json!({"reason": "Removed by host"})
     );
     let (_, end) = app.recv_end().await;
-    assert!(matches!(end, Ended::Close(close_code::NORMAL, _)));
+    // As the app's own server: the kick's reason is the close reason.
+    assert_eq!(
+        end,
+        Ended::Close(close_code::NORMAL, "Removed by host".into())
+    );
     assert_eq!(host.recv_type("member_left").await["reason"], "kicked");
 
     let mut app2 = Client::connect(addr).await;
@@ -273,7 +278,10 @@ async fn app_join_errors_are_uppercase_and_close_with_1000() {
     config.max_members = 2;
     let server = start_with(config).await;
     let addr = server.local_addr();
-    let expect = |device: &'static str, name: &'static str, code: &'static str| async move {
+    let expect = |device: &'static str,
+                  name: &'static str,
+                  code: &'static str,
+                  close_reason: &'static str| async move {
         let mut c = Client::connect(addr).await;
         app_join(&mut c, device, name).await;
         let (msgs, end) = c.recv_end().await;
@@ -282,20 +290,18 @@ async fn app_join_errors_are_uppercase_and_close_with_1000() {
         assert_eq!(payload["code"], code);
         assert!(payload["message"].as_str().unwrap().len() > 5);
         assert_eq!(payload.as_object().unwrap().len(), 2);
-        assert!(
-            matches!(end, Ended::Close(close_code::NORMAL, _)),
-            "{end:?}"
-        );
+        // The app's own server's close reasons after its three refusals.
+        assert_eq!(end, Ended::Close(close_code::NORMAL, close_reason.into()));
     };
-    expect("d1", "Device 1", "SESSION_NOT_FOUND").await;
+    expect("d1", "Device 1", "SESSION_NOT_FOUND", "Invalid session").await;
     let mut host = Client::connect(addr).await;
     host.send(&join_msg(SESSION, "h", "host")).await;
     host.recv_type("welcome").await;
     let mut app = Client::connect(addr).await;
     app_join(&mut app, "d1", "Device 1").await;
     app.recv().await;
-    expect("d1", "Device 1 again", "ALREADY_JOINED").await;
-    expect("d2", "Device 2", "SESSION_FULL").await; // the host counts
+    expect("d1", "Device 1 again", "ALREADY_JOINED", "Already joined").await;
+    expect("d2", "Device 2", "SESSION_FULL", "Session full").await; // the host counts
 }
 
 #[tokio::test]
