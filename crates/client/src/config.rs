@@ -89,7 +89,9 @@ impl From<&str> for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TlsRoots {
     /// The operating system's trust store (read with `rustls-native-certs`: on Linux the
-    /// `ca-certificates` bundle, `SSL_CERT_FILE` / `SSL_CERT_DIR` if set).
+    /// `ca-certificates` bundle, `SSL_CERT_FILE` / `SSL_CERT_DIR` if set). Chosen over a
+    /// compiled-in list (`webpki-roots`) so that an authority the machine's administrator
+    /// installed, or removed, counts, and the list is updated with the system's.
     #[default]
     System,
     /// Only these CA certificates, PEM-encoded (one or more `CERTIFICATE` blocks): a private
