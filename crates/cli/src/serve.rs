@@ -497,4 +497,46 @@ mod tests {
         let err = format!("{:#}", t.args.resolve().unwrap_err());
         assert!(err.contains("max-memberz"), "{err}");
     }
+    #[test]
+    fn edge_flags_beat_the_file_and_bad_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("edge.toml");
+        std::fs::write(
+            &file,
+            "trusted-proxies = [\"10.0.0.0/8\"]\nrequest-timeout = \"3s\"\nmax-connections = 50\n",
+        )
+        .unwrap();
+        let from_file = T::parse_from(["x", "--config", file.to_str().unwrap()]);
+        let c = from_file.args.resolve().unwrap();
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_connections, 50);
+        let t = T::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--trusted-proxy",
+            "127.0.0.1,fd00::/8",
+            "--max-connections-per-address",
+            "7",
+            "--join-rate-per-address",
+            "0",
+        ]);
+        let c = t.args.resolve().unwrap();
+        let proxies: Vec<String> = c.trusted_proxies.iter().map(|p| p.to_string()).collect();
+        assert_eq!(proxies, ["127.0.0.1", "fd00::/8"]);
+        assert_eq!(c.max_connections_per_address, 7);
+        assert_eq!(c.join_rate_per_address, 0);
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(T::try_parse_from(["x", "--trusted-proxy", "proxy.local"]).is_err());
+        assert!(
+            T::try_parse_from(["x", "--tls-cert", "cert.pem"]).is_err(),
+            "--tls-cert needs --tls-key"
+        );
+        let t = T::parse_from(["x", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        let c = t.args.resolve().unwrap();
+        assert_eq!(c.tls_cert, Some("c.pem".into()));
+        assert_eq!(c.tls_key, Some("k.pem".into()));
+    }
 }
