@@ -65,7 +65,8 @@ pub use state::ServerState;
 /// finish being dropped (they are aborted at the deadline; this only bounds the wait).
 const ABORT_GRACE: Duration = Duration::from_millis(200);
 
-/// A running server.
+/// A running server. Dropping it without [`Server::shutdown`] stops it at once: the accept
+/// loop ends and every connection is dropped.
 pub struct Server {
     state: Arc<ServerState>,
     addr: SocketAddr,
