@@ -9,9 +9,12 @@
 //!   rate limiting, the rule that session messages need a `join` first, the close deadline.
 //! - [`directory`]: routing and identity: where a join goes, member ids, join errors' words.
 //! - [`session`]: one session: the member table (places, and the transports attached to
-//!   them), host, join validation, leave, kick, messages, close, held places' timers.
+//!   them), host, who may join (host rule, password, token claims; `session/access.rs` limits
+//!   wrong passwords per address), leave, kick, messages, close, held places' timers.
 //! - [`outbound`]: the slow-consumer rule of a member's outbound queue.
-//! - [`limits`]: the token bucket behind the per-connection rate limit.
+//! - [`limits`]: the per-connection rate limit (token bucket, error spacing, drop window).
+//! - [`admission`]: who may open a connection, an unjoined socket or a join, by address:
+//!   caps fitted to the open-file limit, per-address counts, join rate, the HTTP deadline.
 //! - [`ids`]: where ids come from (injected, so tests are deterministic).
 
 pub mod admission;

@@ -9,6 +9,7 @@
 //! - [`admission`]: the client address behind trusted proxies, and the per-address tables
 //!   (connections, unjoined WebSockets, join attempts) of the core's admission rules.
 //! - [`tls`]: the certificate and key files, and the TLS acceptor.
+//! - [`access`]: signed join tokens (JWT): the key settings, verification and minting.
 //! - [`http`]: the router: WebSocket upgrades on `/` and `/ws`, `/healthz`, `/metrics`, and
 //!   the `/v1/sessions` admin API.
 //! - [`ws`]: server-side WebSocket framing that holds no buffer while a connection idles.
