@@ -4,7 +4,8 @@
 //! in the server.
 //!
 //! A panic in a server task does not fail a test by itself (tokio catches it and the task
-//! ends), so the suite installs a panic hook that counts panics, and checks the count.
+//! ends), so the suite installs a panic hook that counts panics outside the tests' own files,
+//! and checks the count.
 
 mod common;
 
@@ -24,7 +25,11 @@ fn count_panics() {
     HOOK.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
+            // A failed assertion of a test is not the server's panic.
+            let in_tests = info.location().is_some_and(|l| l.file().contains("tests/"));
+            if !in_tests {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
             default(info)
         }));
     });
@@ -138,6 +143,46 @@ fn catalogue() -> Vec<(String, String)> {
             "message: missing field `data`".into(),
         ),
     ];
+    // Issue 9, finding 5: versions that are not strictly MAJOR or MAJOR.MINOR.
+    let bad_version = r#"join: field `protocolVersion` must be MAJOR or MAJOR.MINOR in ASCII digits (e.g. "1.0")"#;
+    for version in ["1.x", "1.0.0", "+1", " 1.0", "1.-1", "", "1.", ".1", "١"] {
+        rows.push((
+            format!(r#"{{"type":"join","sessionId":"s","protocolVersion":"{version}",{DEVICE}}}"#),
+            bad_version.into(),
+        ));
+    }
+    // Issue 9, finding 7: control characters in names, ids and reasons (escaped in JSON as
+    // they would be on the wire: NUL, ESC, BEL, DEL, a C1 character).
+    let hostile = r"\u0000\u001b]0;PWNED\u0007\u001b[1A\u007f\u009b";
+    let control = |kind: &str, field: &str| {
+        format!("{kind}: field `{field}` must not contain control characters")
+    };
+    rows.extend([
+        (
+            format!(r#"{{"type":"join","sessionId":"s","deviceInfo":{{"id":"d{hostile}","name":"n","type":"client"}}}}"#),
+            control("join", "deviceInfo.id"),
+        ),
+        (
+            format!(r#"{{"type":"join","sessionId":"s","deviceInfo":{{"id":"d","name":"n{hostile}","type":"client"}}}}"#),
+            control("join", "deviceInfo.name"),
+        ),
+        (
+            format!(r#"{{"type":"join","sessionId":"s","sessionName":"x{hostile}",{DEVICE}}}"#),
+            control("join", "sessionName"),
+        ),
+        (
+            format!(r#"{{"type":"kick","memberId":"c_1","reason":"{hostile}"}}"#),
+            control("kick", "reason"),
+        ),
+        (
+            format!(r#"{{"type":"kick","memberId":"c_1{hostile}"}}"#),
+            control("kick", "memberId"),
+        ),
+        (
+            format!(r#"{{"type":"message","data":1,"to":"c_1{hostile}"}}"#),
+            control("message", "to"),
+        ),
+    ]);
     let bad_id = "join: field `sessionId` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`";
     for id in ["a b".to_string(), String::new(), long(65)] {
         rows.push((
@@ -246,6 +291,69 @@ async fn join_refusals_get_their_exact_texts_then_close_1000() {
     for c in target.iter_mut() {
         c.expect_silence(Duration::from_millis(100)).await;
     }
+    bystanders.saw_nothing().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a server task panicked");
+}
+
+#[tokio::test]
+async fn hostile_http_bodies_get_exact_answers_and_create_nothing() {
+    count_panics();
+    let server = start_with(config()).await;
+    let bystanders = Bystanders::new(&server).await;
+    let base = http(&server);
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            r#"{"name":"a\u0007b"}"#,
+            "`name` must not contain control characters",
+        ),
+        (
+            r#"{"name":"x","hostDeviceId":"d\u0000"}"#,
+            "`hostDeviceId` must not contain control characters",
+        ),
+        (r#"{"name":""}"#, "`name` must be 1 to 256 bytes"),
+        ("{nope", "body: key must be a string at line 1 column 2"),
+        (
+            r#"{"name":"x","id":"a b"}"#,
+            "`id` must be 1 to 64 characters of A-Z, a-z, 0-9, `-` and `_`",
+        ),
+        (
+            r#"{"name":"x","maxMembers":0}"#,
+            "`maxMembers` must be between 1 and 100000",
+        ),
+        (
+            r#"{"name":"x","password":""}"#,
+            "`password` must be 1 to 256 bytes",
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (body, message) in cases {
+        let r = client
+            .post(format!("{base}/v1/sessions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["code"], "invalid_request", "{body}");
+        assert_eq!(answer["message"], message, "{body}");
+    }
+    let list: Value = client
+        .get(format!("{base}/v1/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["healthy"], "no hostile body created a session");
     bystanders.saw_nothing().await;
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a server task panicked");
 }
