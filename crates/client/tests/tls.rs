@@ -117,7 +117,7 @@ async fn wss_with_a_private_ca_joins_by_name_and_by_address() {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(client.state(), ConnectionState::Connected);
         assert_eq!(client.client_id().as_deref(), Some("c_tls"));
-        client.leave().await;
+        drop(client); // the stand-in never closes: no waiting out the leave timeout
     }
 }
 
