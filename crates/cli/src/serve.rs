@@ -30,12 +30,22 @@ pub struct ServeArgs {
 
     /// TLS certificate chain (PEM); with --tls-key the port speaks TLS only (https://,
     /// wss://) [default: none].
-    #[arg(long, env = "LOUDSYNC_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "LOUDSYNC_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert [default: none].
-    #[arg(long, env = "LOUDSYNC_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "LOUDSYNC_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<PathBuf>,
 
