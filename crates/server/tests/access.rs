@@ -19,17 +19,6 @@ use serde_json::{json, Value};
 const SECRET: &str = "an HS256 secret of 32 bytes.....";
 const ED25519_PRIVATE: &str = include_str!("keys/ed25519-private.pem");
 
-async fn post(base: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn get(base: &str, id: &str) -> (u16, Value) {
     let r = reqwest::get(format!("{base}/v1/sessions/{id}"))
         .await

@@ -7,17 +7,6 @@ use common::*;
 use loudsync_protocol::close_code;
 use serde_json::{json, Value};
 
-async fn post(base: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn healthz_and_metrics() {
     let server = start().await;

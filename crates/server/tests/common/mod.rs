@@ -270,3 +270,15 @@ pub async fn party(addr: SocketAddr, session: &str, n: usize) -> (Vec<Client>, V
 pub fn http(server: &Server) -> String {
     format!("http://{}", server.local_addr())
 }
+
+/// `POST /v1/sessions` with this body: the status and the JSON answer (`null` if none).
+pub async fn post(base: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
