@@ -97,7 +97,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<()> {
     }
     let list: Vec<Value> = sessions.into_values().collect();
     if args.json {
-        println!("{}", json_line(&json!({ "sessions": list })));
+        crate::live::print_line(&json_line(&json!({ "sessions": list })));
         return Ok(());
     }
     if list.is_empty() {

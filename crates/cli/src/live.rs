@@ -320,7 +320,7 @@ impl Output {
 
     fn event(&mut self, snapshot: &Snapshot, event: &Event) {
         if self.json {
-            println!("{}", json_line(&event_json(event)));
+            print_line(&json_line(&event_json(event)));
             return;
         }
         // Latency updates and the periodic member-list refresh only redraw the table.
@@ -360,7 +360,7 @@ impl Output {
 
     fn final_line(&mut self, value: Value, human: &str) {
         if self.json {
-            println!("{}", json_line(&value));
+            print_line(&json_line(&value));
         } else {
             eprintln!("{}", terminal_safe(human));
         }
@@ -401,6 +401,18 @@ fn escape_with(text: &str, escape: impl Fn(u32) -> String) -> Cow<'_, str> {
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Prints one line to stdout. When the reader has gone (`loudsync join --json | head -3`),
+/// the program ends quietly with status 0, as Unix tools do, instead of panicking as
+/// `println!` would (Rust ignores SIGPIPE, so a write to a closed pipe is an error).
+pub fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
 }
 
 /// One JSON line, safe on a terminal too: serde_json already escapes C0 control characters;

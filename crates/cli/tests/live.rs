@@ -938,3 +938,52 @@ async fn a_password_set_by_the_host_is_required_of_those_who_join() {
     );
     assert_eq!(guest.until("member_list")["members"][1]["name"], "Phone");
 }
+
+/// `loudsync host --json | head -1`: once the reader has gone, the next line ends the
+/// program quietly with status 0 (it used to panic with "failed printing to stdout").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_the_program_quietly() {
+    let server = server().await;
+    let u = url(&server);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loudsync"))
+        .args([
+            "host",
+            "--session",
+            "pipe",
+            "--device-name",
+            "Mac",
+            "--url",
+            &u,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"event\""), "{first}");
+    drop(stdout); // the reader goes away, as `head -1` does
+                  // Something for the host to print: a member joins.
+    let (guest, _events) = Client::connect(ClientConfig::member(&u, "pipe", "guest", "Guest"))
+        .await
+        .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the host went on printing into a closed pipe")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(guest);
+}
