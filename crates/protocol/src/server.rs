@@ -13,6 +13,13 @@ fn raw_from_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Er
     Ok(RawJson::from_value(&value))
 }
 
+/// The `data` of a `message` frame as the raw slice of the frame's text.
+#[derive(Deserialize)]
+struct DataOnly<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
 /// The session summary carried by `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -226,6 +233,16 @@ pub fn decode_server(text: &str) -> Result<(Received, Option<Number>), serde_jso
                 message: e.message,
                 details: e.details,
             }
+        }
+        "message" => {
+            let mut message: ServerMessage = serde_json::from_value(value)?;
+            // The tree above cannot keep `data` as it was written (key order, number
+            // spelling); read it again as the raw slice of the frame.
+            if let ServerMessage::Message { data, .. } = &mut message {
+                let raw: DataOnly<'_> = serde_json::from_str(text)?;
+                *data = RawJson::from_text(raw.data.get())?;
+            }
+            Received::Known(message)
         }
         known if SERVER_TYPES.contains(&known) => Received::Known(serde_json::from_value(value)?),
         other => Received::Unknown {
@@ -455,5 +472,19 @@ mod tests {
         let v: Value =
             serde_json::from_str(&encode(&ServerMessage::Pong, &Stamp::Echo(n))).unwrap();
         assert_eq!(v, json!({"type":"pong","timestamp":-42}));
+    }
+
+    #[test]
+    fn message_data_reaches_the_client_byte_for_byte() {
+        // Key order, spacing and number spelling as the sender wrote them (found by the
+        // `server_frame` fuzz target: the tree sorted keys and re-spelled 50e90).
+        let text =
+            r#"{"type":"message","timestamp":1,"from":"c_1","data":{"x":50e90, "b":1,"a":[2.50]}}"#;
+        let (received, _) = decode_server(text).unwrap();
+        let Received::Known(ServerMessage::Message { data, from, .. }) = received else {
+            panic!("not a message: {received:?}")
+        };
+        assert_eq!(from, "c_1");
+        assert_eq!(data.get(), r#"{"x":50e90, "b":1,"a":[2.50]}"#);
     }
 }
