@@ -432,8 +432,27 @@ fn compare_with_floor(common: &Common, floor: &Value, server: &Value) {
     }
 }
 
+/// The per-address limits a spawned server is started without, unless `--server-arg` sets
+/// them: the whole load comes from 127.0.0.1, which the server would otherwise (rightly) treat
+/// as one flooding address. Loopback is made a trusted proxy, which exempts it from the
+/// per-address connection cap; it sends no `X-Forwarded-For`, so it stays the client address.
+const BENCH_SERVER_DEFAULTS: &[(&str, &str)] = &[
+    ("--trusted-proxy", "127.0.0.1"),
+    ("--join-rate-per-address", "0"),
+    ("--max-connections-per-address", "1000000"),
+    ("--max-unjoined-per-address", "1000000"),
+];
+
 fn spawn_server(extra: &[String]) -> anyhow::Result<SpawnedServer> {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log", "warn"];
+    for (flag, value) in BENCH_SERVER_DEFAULTS {
+        let given = extra
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if !given {
+            args.extend([*flag, *value]);
+        }
+    }
     args.extend(extra.iter().map(String::as_str));
     spawn_child(&args, "loudsync listening on http://")
 }
