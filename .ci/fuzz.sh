@@ -6,7 +6,7 @@
 # Works on stable Rust: cargo-fuzz's AddressSanitizer build needs `-Zsanitizer`, which
 # `RUSTC_BOOTSTRAP=1` unlocks for this build only. cargo-fuzz is installed from crates.io if
 # missing (a debug build: it only drives the build). Each target replays its whole corpus,
-# then fuzzes for FUZZ_SECONDS (default 2) on a scratch corpus seeded with
+# then fuzzes for FUZZ_SECONDS (default 1) on a scratch corpus seeded with
 # fuzz/corpus/<target>, so the committed corpus is read, never written. About 3 minutes on a
 # fresh 2-core machine: 40 s to install cargo-fuzz, 2 min to build, 40 s to run.
 set -euo pipefail
@@ -18,7 +18,7 @@ started=$SECONDS
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet --debug
 fi
-seconds=${FUZZ_SECONDS:-2}
+seconds=${FUZZ_SECONDS:-1}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
