@@ -220,12 +220,10 @@ pub(crate) async fn run(
                     let io = Counted::new(tcp, permit, state.metrics.tcp_connections.clone());
                     tasks.spawn(connection(
                         state.clone(),
-                        io,
-                        peer,
+                        Accepted { io, peer, at: accepted_at },
                         router.clone(),
                         tls.clone(),
                         stop.clone(),
-                        accepted_at,
                         upgraded.clone(),
                     ));
                 }
@@ -331,17 +329,27 @@ async fn stopped(stop: &mut Stop) {
     let _ = stop.wait_for(Option::is_some).await;
 }
 
+/// A socket just accepted: its I/O (with its permit), its peer, when.
+struct Accepted {
+    io: Counted<TcpStream>,
+    peer: SocketAddr,
+    at: Instant,
+}
+
 /// One connection: TLS (when configured) and HTTP, each bounded by the request deadline.
 async fn connection(
     state: Arc<ServerState>,
-    io: Counted<TcpStream>,
-    peer: SocketAddr,
+    accepted: Accepted,
     router: Router,
     tls: Option<TlsAcceptor>,
     mut stop: Stop,
-    accepted_at: Instant,
     upgraded: mpsc::UnboundedSender<AfterUpgrade>,
 ) {
+    let Accepted {
+        io,
+        peer,
+        at: accepted_at,
+    } = accepted;
     // The HTTP part and the TLS handshake are boxed, so their state (hyper's connection, the
     // handshake's buffers) is freed as soon as they end. An upgraded WebSocket goes back to
     // the accept loop to run as a task of its own, and this task ends: an idle member costs
