@@ -496,6 +496,12 @@ impl Machine {
             // `decode_server` gives every `error` as `Received::Error`; a second `welcome`
             // means nothing.
             ServerMessage::Error { .. } | ServerMessage::Welcome { .. } => {}
+            // The resume layer's frames; this connection did no handshake.
+            ServerMessage::MemberUpdated { .. }
+            | ServerMessage::Token { .. }
+            | ServerMessage::Resumed { .. }
+            | ServerMessage::ResumeFailed { .. }
+            | ServerMessage::Ack { .. } => {}
         }
     }
 

@@ -83,6 +83,7 @@ async fn stand_in(pki: &Pki) -> SocketAddr {
                     }),
                     device: Default::default(),
                     joined_at: 0,
+                    resumable: false,
                 };
                 let list = ServerMessage::MemberList { members: vec![] };
                 for m in [welcome, list] {

@@ -501,6 +501,14 @@ impl Connection {
                         }
                         MemberCommand::Message { data, to }
                     }
+                    ClientMessage::Token { .. } | ClientMessage::Ack { .. } => {
+                        self.reply_error(
+                            now,
+                            ErrorCode::InvalidMessage,
+                            format!("{type_name}: this connection is not resumable"),
+                        );
+                        return;
+                    }
                     ClientMessage::Join(_)
                     | ClientMessage::Ping { .. }
                     | ClientMessage::Heartbeat

@@ -400,6 +400,7 @@ impl<T> Session<T> {
                 session_info: Box::new(self.session_info()),
                 device: self.device(&member_id),
                 joined_at: now.unix_ms,
+                resumable: false,
             },
         );
         self.send(

@@ -277,6 +277,8 @@ pub fn encode_client(
         ClientMessage::Kick { .. } => return fail("no client message `kick`"),
         ClientMessage::MemberList => return fail("no client message `member_list`"),
         ClientMessage::Message { .. } => return fail("no client message `message`"),
+        ClientMessage::Token { .. } => return fail("no resume handshake (`token`)"),
+        ClientMessage::Ack { .. } => return fail("no resume handshake (`ack`)"),
     };
     Ok(text)
 }
@@ -467,6 +469,17 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
             };
             return envelope("MESSAGE", Some(ctx.message_id), ctx.now_ms, payload);
         }
+        // The app's dialect has no resume handshake, so a session never sends these to its
+        // connections (a member's change reaches them as a fresh `MEMBER_LIST`); should one
+        // be encoded anyway, it keeps its own name, which the app's client ignores.
+        ServerMessage::MemberUpdated { member } => (
+            "MEMBER_UPDATED",
+            json!({ "member": member_json(member, ctx) }),
+        ),
+        ServerMessage::Token { .. }
+        | ServerMessage::Resumed { .. }
+        | ServerMessage::ResumeFailed { .. }
+        | ServerMessage::Ack { .. } => ("UNSUPPORTED", json!({ "type": message.type_name() })),
     };
     envelope(kind, Some(ctx.message_id), ctx.now_ms, payload)
 }

@@ -49,6 +49,70 @@ pub enum ClientMessage {
         /// A member id; absent means everyone else.
         to: Option<String>,
     },
+    /// `token`: a step of the resume handshake (seed 003): the client's local token (32
+    /// characters), or the connection token (64) with `lastSeq` to resume, or without it to
+    /// disconnect formally.
+    Token {
+        /// [`TOKEN_LEN`] or [`CONNECTION_TOKEN_LEN`] characters of `[A-Za-z0-9]`.
+        token: String,
+        /// The last server `seq` the client received (resume only).
+        last_seq: Option<u64>,
+    },
+    /// `ack`: the highest server `seq` the client has received (resumable connections only).
+    Ack {
+        /// Cumulative: everything up to and including it.
+        seq: u64,
+    },
+}
+
+/// Length of a side's local token in the resume handshake.
+pub const TOKEN_LEN: usize = 32;
+
+/// Length of the connection token both sides derive from the two local tokens.
+pub const CONNECTION_TOKEN_LEN: usize = 2 * TOKEN_LEN;
+
+/// Whether `token` has the form of a local token or a connection token: [`TOKEN_LEN`] or
+/// [`CONNECTION_TOKEN_LEN`] characters of `[A-Za-z0-9]`.
+pub fn valid_token(token: &str) -> bool {
+    (token.len() == TOKEN_LEN || token.len() == CONNECTION_TOKEN_LEN)
+        && token.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The connection token of a handshake: the two local tokens concatenated in byte order
+/// (`Z` < `a`), the smaller first (seed 003; both are [`TOKEN_LEN`] long, so the document's
+/// truncation to the shorter never applies).
+pub fn merge_tokens(a: &str, b: &str) -> String {
+    let (first, second) = if a.as_bytes() < b.as_bytes() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut t = String::with_capacity(first.len() + second.len());
+    t.push_str(first);
+    t.push_str(second);
+    t
+}
+
+/// The `seq` of a client frame on a resumable connection, as [`decode_numbered`] read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seq {
+    /// No `seq`, or a frame whose `seq` is never looked at (`ack`, `token`, `heartbeat`,
+    /// `ping`: liveness, latency and handshake frames are never numbered).
+    Absent,
+    /// A positive integer.
+    Valid(u64),
+    /// Present but not a positive integer.
+    Invalid,
+}
+
+/// A client frame decoded together with its numbering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The frame's `seq`; read even when the rest of the frame is refused, so a refused frame
+    /// still uses up its number.
+    pub seq: Seq,
+    /// The message, or what is wrong with it.
+    pub message: Result<ClientMessage, DecodeError>,
 }
 
 impl ClientMessage {
@@ -63,7 +127,22 @@ impl ClientMessage {
             ClientMessage::MemberList => "member_list",
             ClientMessage::Pong => "pong",
             ClientMessage::Message { .. } => "message",
+            ClientMessage::Token { .. } => "token",
+            ClientMessage::Ack { .. } => "ack",
         }
+    }
+
+    /// Whether this message carries a `seq` on a resumable connection: everything but
+    /// `ack`, `token`, `heartbeat`, `ping` (and the app's `pong`, which never is resumable).
+    pub fn is_numbered(&self) -> bool {
+        !matches!(
+            self,
+            ClientMessage::Ack { .. }
+                | ClientMessage::Token { .. }
+                | ClientMessage::Heartbeat
+                | ClientMessage::Ping { .. }
+                | ClientMessage::Pong
+        )
     }
 
     /// A `join` with neither `sessionName` nor `protocolVersion`.
@@ -176,6 +255,17 @@ enum Wire<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         to: Option<&'a str>,
     },
+    #[serde(rename_all = "camelCase")]
+    Token {
+        timestamp: u64,
+        token: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
+    Ack {
+        timestamp: u64,
+        seq: u64,
+    },
 }
 
 /// Writes a client message as one text frame of our dialect (§3 of `docs/PROTOCOL.md`).
@@ -216,6 +306,15 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
             data,
             to: to.as_deref(),
         },
+        ClientMessage::Token { token, last_seq } => Wire::Token {
+            timestamp,
+            token,
+            last_seq: *last_seq,
+        },
+        ClientMessage::Ack { seq } => Wire::Ack {
+            timestamp,
+            seq: *seq,
+        },
         ClientMessage::Pong => {
             return Err(EncodeError {
                 dialect: Dialect::LoudSync,
@@ -224,6 +323,36 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
         }
     };
     Ok(serde_json::to_string(&wire).expect("client messages always serialise"))
+}
+
+/// Like [`encode_client`], with the frame's `seq` on a resumable connection written first
+/// (`{"seq":7,"type":"message",...}`); `None` writes the plain frame.
+pub fn encode_client_numbered(
+    message: &ClientMessage,
+    timestamp_ms: u64,
+    seq: Option<u64>,
+) -> Result<String, EncodeError> {
+    let plain = encode_client(message, timestamp_ms)?;
+    Ok(match seq {
+        None => plain,
+        Some(seq) => number_frame(seq, &plain),
+    })
+}
+
+/// `{"seq":N,` followed by `frame` without its opening brace: the numbered form of a frame
+/// that is a JSON object (both directions number frames this way, so a numbered frame is
+/// the plain one plus a prefix, and buffered bytes can be shared between recipients).
+pub fn number_frame(seq: u64, frame: &str) -> String {
+    let rest = frame.strip_prefix('{').unwrap_or(frame);
+    let mut out = String::with_capacity(frame.len() + 24);
+    out.push_str(&seq_prefix(seq));
+    out.push_str(rest);
+    out
+}
+
+/// The bytes that replace a numbered frame's opening brace: `{"seq":N,`.
+pub fn seq_prefix(seq: u64) -> String {
+    format!("{{\"seq\":{seq},")
 }
 
 /// Appends our `ping` frame for `timestamp` to `out`: the same bytes as [`encode_client`] of
@@ -307,6 +436,19 @@ struct KickFields {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenFields {
+    token: String,
+    #[serde(default)]
+    last_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AckFields {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
 struct MessageFields {
     #[serde(default)]
     to: Option<String>,
@@ -321,6 +463,8 @@ pub const CLIENT_TYPES: &[&str] = &[
     "kick",
     "member_list",
     "message",
+    "token",
+    "ack",
 ];
 
 /// Decodes one text frame into a [`ClientMessage`].
@@ -328,24 +472,53 @@ pub const CLIENT_TYPES: &[&str] = &[
 /// Unknown extra fields are ignored (so clients may send `timestamp` or future fields), but a
 /// missing or mistyped known field is an error naming the type and the field.
 pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+    decode_numbered(text).message
+}
+
+/// Decodes one text frame with its `seq` (resumable connections number their frames). The
+/// `seq` is read first and reported even when the rest of the frame is refused; on `ack`,
+/// `token`, `heartbeat` and `ping` it is never looked at ([`Seq::Absent`]).
+pub fn decode_numbered(text: &str) -> Decoded {
     // One pass over the frame: the top-level fields are validated but kept as written, so
     // `message.data` is relayed with the sender's bytes and only small fields are built.
     let Ok(mut object) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(text) else {
-        return Err(not_an_object(text));
+        return Decoded {
+            seq: Seq::Absent,
+            message: Err(not_an_object(text)),
+        };
     };
     let kind = match object.get("type").map(|raw| raw.get()) {
         Some(raw) => match serde_json::from_str::<Value>(raw) {
-            Ok(Value::String(kind)) => kind,
-            Ok(other) => {
-                return Err(DecodeError::new(format!(
-                    "field `type` must be a string, got {}",
-                    json_kind(&other)
-                )))
-            }
-            Err(e) => return Err(DecodeError::new(format!("invalid JSON: {e}"))),
+            Ok(Value::String(kind)) => Ok(kind),
+            Ok(other) => Err(DecodeError::new(format!(
+                "field `type` must be a string, got {}",
+                json_kind(&other)
+            ))),
+            Err(e) => Err(DecodeError::new(format!("invalid JSON: {e}"))),
         },
-        None => return Err(DecodeError::new("missing field `type`")),
+        None => Err(DecodeError::new("missing field `type`")),
     };
+    let unnumbered = matches!(kind.as_deref(), Ok("ack" | "token" | "heartbeat" | "ping"));
+    let seq = match object.get("seq") {
+        _ if unnumbered => Seq::Absent,
+        None => Seq::Absent,
+        Some(raw) => match raw.get().parse::<u64>() {
+            Ok(n) if n >= 1 => Seq::Valid(n),
+            _ => Seq::Invalid,
+        },
+    };
+    if !unnumbered {
+        object.remove("seq");
+    }
+    let message = kind.and_then(|kind| decode_fields(&kind, object));
+    Decoded { seq, message }
+}
+
+fn decode_fields(
+    kind: &str,
+    mut object: BTreeMap<String, Box<RawValue>>,
+) -> Result<ClientMessage, DecodeError> {
+    let kind = kind.to_string();
     let message = match kind.as_str() {
         "join" => {
             let join: Join = fields(&kind, object)?;
@@ -380,6 +553,23 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
             }
         }
         "member_list" => ClientMessage::MemberList,
+        "token" => {
+            let f: TokenFields = fields(&kind, object)?;
+            if !valid_token(&f.token) {
+                return Err(DecodeError::new(format!(
+                    "token: field `token` must be {TOKEN_LEN} (a local token) or {CONNECTION_TOKEN_LEN} (a connection token) characters of [A-Za-z0-9], got {} characters",
+                    f.token.chars().count()
+                )));
+            }
+            ClientMessage::Token {
+                token: f.token,
+                last_seq: f.last_seq,
+            }
+        }
+        "ack" => {
+            let f: AckFields = fields(&kind, object)?;
+            ClientMessage::Ack { seq: f.seq }
+        }
         "message" => {
             let Some(data) = object.remove("data") else {
                 return Err(DecodeError::new("message: missing field `data`"));
@@ -905,6 +1095,77 @@ mod tests {
         }
     }
 
+    #[test]
+    fn seq_is_read_before_the_frame_is_judged_and_ignored_on_liveness_frames() {
+        let d = decode_numbered(r#"{"seq":3,"type":"message","data":{"a":1}}"#);
+        assert_eq!(d.seq, Seq::Valid(3));
+        assert!(matches!(d.message, Ok(ClientMessage::Message { .. })));
+        // A refused frame still reports its number.
+        let d = decode_numbered(r#"{"seq":4,"type":"kick"}"#);
+        assert_eq!(d.seq, Seq::Valid(4));
+        assert!(d.message.is_err());
+        let d = decode_numbered(r#"{"seq":4,"type":"nope"}"#);
+        assert_eq!(d.seq, Seq::Valid(4));
+        for bad in ["0", "-1", "1.5", "\"2\"", "null"] {
+            let d = decode_numbered(&format!(r#"{{"seq":{bad},"type":"member_list"}}"#));
+            assert_eq!(d.seq, Seq::Invalid, "{bad}");
+        }
+        for unnumbered in [
+            r#"{"seq":"x","type":"ping","timestamp":1}"#,
+            r#"{"seq":9,"type":"heartbeat"}"#,
+        ] {
+            let d = decode_numbered(unnumbered);
+            assert_eq!(d.seq, Seq::Absent, "{unnumbered}");
+            assert!(d.message.is_ok(), "{unnumbered}");
+        }
+        assert_eq!(
+            decode(r#"{"type":"ack","seq":5}"#).unwrap(),
+            ClientMessage::Ack { seq: 5 }
+        );
+        assert!(
+            decode(r#"{"type":"member_list"}"#).is_ok(),
+            "plain frames decode as before"
+        );
+    }
+
+    #[test]
+    fn tokens_are_32_or_64_alphanumerics_and_merge_in_byte_order() {
+        let a = "A".repeat(32);
+        let z = "a".repeat(32);
+        assert_eq!(
+            merge_tokens(&z, &a),
+            format!("{a}{z}"),
+            "`A` < `a`: uppercase first"
+        );
+        assert_eq!(merge_tokens(&a, &z), format!("{a}{z}"));
+        assert_eq!(
+            decode(&format!(r#"{{"type":"token","token":"{a}"}}"#)).unwrap(),
+            ClientMessage::Token {
+                token: a.clone(),
+                last_seq: None
+            }
+        );
+        let t = format!("{a}{z}");
+        assert_eq!(
+            decode(&format!(r#"{{"type":"token","token":"{t}","lastSeq":0}}"#)).unwrap(),
+            ClientMessage::Token {
+                token: t,
+                last_seq: Some(0)
+            }
+        );
+        for bad in [
+            "short",
+            &"a".repeat(33),
+            &format!("{}-", "a".repeat(31)),
+            "",
+        ] {
+            let e = err(&format!(r#"{{"type":"token","token":"{bad}"}}"#));
+            assert!(e.contains("token: field `token` must be 32"), "{e}");
+        }
+        let e = err(r#"{"type":"wat"}"#);
+        assert!(e.contains("token, ack"), "{e}");
+    }
+
     /// Every variant, so a new one is a compile error here until the strategy covers it.
     fn variant(m: &ClientMessage) -> usize {
         match m {
@@ -916,6 +1177,8 @@ mod tests {
             ClientMessage::MemberList => 5,
             ClientMessage::Pong => 6,
             ClientMessage::Message { .. } => 7,
+            ClientMessage::Token { .. } => 8,
+            ClientMessage::Ack { .. } => 9,
         }
     }
 
@@ -923,7 +1186,7 @@ mod tests {
     fn the_strategy_covers_every_variant_of_ours() {
         use proptest::strategy::{Strategy, ValueTree};
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let mut seen = [false; 8];
+        let mut seen = [false; 10];
         seen[6] = true; // `pong` is the app's only
         for _ in 0..500 {
             let m = strategies::ours().new_tree(&mut runner).unwrap().current();
@@ -1061,6 +1324,12 @@ pub(crate) mod strategies {
                 .prop_map(|(member_id, reason)| ClientMessage::Kick { member_id, reason }),
             Just(ClientMessage::MemberList),
             (raw_json(), text()).prop_map(|(data, to)| ClientMessage::Message { data, to }),
+            (
+                "[A-Za-z0-9]{32}|[A-Za-z0-9]{64}",
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(token, last_seq)| ClientMessage::Token { token, last_seq }),
+            any::<u64>().prop_map(|seq| ClientMessage::Ack { seq }),
         ]
     }
 }

@@ -21,8 +21,14 @@ pub mod discovery;
 pub mod server;
 pub mod types;
 
-pub use client::{decode, encode_client, ClientMessage, DecodeError, EncodeError, Join};
-pub use server::{decode_server, encode, Received, ServerMessage, SessionInfo, Stamp};
+pub use client::{
+    decode, decode_numbered, encode_client, encode_client_numbered, ClientMessage, DecodeError,
+    Decoded, EncodeError, Join, Seq,
+};
+pub use server::{
+    decode_server, decode_server_numbered, encode, Received, ResumeFailure, ServerMessage,
+    SessionInfo, Stamp,
+};
 pub use types::{
     AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceRef, DeviceType, ErrorCode, LeaveReason,
     MemberInfo, RawJson,
@@ -47,4 +53,6 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame larger than the configured `max-message-bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A resume moved the member onto a new socket; this one is closed (never resumed).
+    pub const REPLACED: u16 = 4000;
 }

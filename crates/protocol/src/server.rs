@@ -52,6 +52,10 @@ pub enum ServerMessage {
         /// When it joined, ms since the Unix epoch (not sent in our dialect).
         #[serde(skip)]
         joined_at: u64,
+        /// The connection went through the resume handshake: it is numbered and may resume
+        /// (written only when `true`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumable: bool,
     },
     /// Every member: host first, then in join order.
     MemberList {
@@ -107,6 +111,62 @@ pub enum ServerMessage {
         #[serde(skip)]
         device: DeviceRef,
     },
+    /// A member's entry changed (its `connectionStatus` on a resumable connection); never
+    /// sent to the member it describes.
+    MemberUpdated {
+        /// The member, exactly as a `member_list` entry.
+        member: MemberInfo,
+    },
+    /// A step of the resume handshake: the server's local token, or the connection token
+    /// confirming a resume.
+    Token {
+        /// 32 or 64 characters of `[A-Za-z0-9]`.
+        token: String,
+    },
+    /// A resume succeeded; the `replayed` messages after the client's `lastSeq` follow.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// The last client `seq` the server processed: the client resends what follows it.
+        last_seq: u64,
+        /// How many server messages are replayed next.
+        replayed: u64,
+    },
+    /// A resume was refused; the socket stays open for a fresh handshake and `join`.
+    ResumeFailed {
+        /// Why.
+        reason: ResumeFailure,
+    },
+    /// The highest client `seq` the server has processed (resumable connections only).
+    Ack {
+        /// Cumulative.
+        seq: u64,
+    },
+}
+
+/// Why a resume failed (`resume_failed.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeFailure {
+    /// Never issued, never joined, kicked, formally disconnected, or forgotten.
+    UnknownToken,
+    /// The resume window ran out.
+    Expired,
+    /// The member's replay buffer overflowed while it was away (or before).
+    BufferOverflow,
+    /// The session ended.
+    SessionClosed,
+}
+
+impl ResumeFailure {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeFailure::UnknownToken => "unknown_token",
+            ResumeFailure::Expired => "expired",
+            ResumeFailure::BufferOverflow => "buffer_overflow",
+            ResumeFailure::SessionClosed => "session_closed",
+        }
+    }
 }
 
 impl ServerMessage {
@@ -131,7 +191,27 @@ impl ServerMessage {
             ServerMessage::Pong => "pong",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Message { .. } => "message",
+            ServerMessage::MemberUpdated { .. } => "member_updated",
+            ServerMessage::Token { .. } => "token",
+            ServerMessage::Resumed { .. } => "resumed",
+            ServerMessage::ResumeFailed { .. } => "resume_failed",
+            ServerMessage::Ack { .. } => "ack",
         }
+    }
+
+    /// Whether this message is numbered (carries `seq`) when sent on a resumable connection:
+    /// everything but `welcome`, `pong` and the handshake's own frames (`token`, `resumed`,
+    /// `resume_failed`, `ack`).
+    pub fn is_numbered(&self) -> bool {
+        !matches!(
+            self,
+            ServerMessage::Welcome { .. }
+                | ServerMessage::Pong
+                | ServerMessage::Token { .. }
+                | ServerMessage::Resumed { .. }
+                | ServerMessage::ResumeFailed { .. }
+                | ServerMessage::Ack { .. }
+        )
     }
 }
 
@@ -171,6 +251,11 @@ pub const SERVER_TYPES: &[&str] = &[
     "pong",
     "error",
     "message",
+    "member_updated",
+    "token",
+    "resumed",
+    "resume_failed",
+    "ack",
 ];
 
 /// A server frame as a client reads it, forward compatibly: a newer server may send error
@@ -215,8 +300,22 @@ struct ErrorFields {
 /// [`Received::Unknown`] with the frame's text. Fails only on a frame that is not a JSON object
 /// with a string `type`, or on a known type whose known fields are missing or mistyped.
 pub fn decode_server(text: &str) -> Result<(Received, Option<Number>), serde_json::Error> {
+    decode_server_numbered(text).map(|(received, timestamp, _)| (received, timestamp))
+}
+
+/// [`decode_server`], with the frame's `seq` on a resumable connection (`None` on frames that
+/// are never numbered, and on plain connections). An `ack`'s `seq` is its own field, not a
+/// number, so it is `None` there too.
+#[allow(clippy::type_complexity)]
+pub fn decode_server_numbered(
+    text: &str,
+) -> Result<(Received, Option<Number>, Option<u64>), serde_json::Error> {
     let value: Value = serde_json::from_str(text)?;
     let timestamp = value.get("timestamp").and_then(|t| t.as_number().cloned());
+    let seq = match value.get("type") {
+        Some(Value::String(kind)) if kind == "ack" => None,
+        _ => value.get("seq").and_then(Value::as_u64),
+    };
     let kind = match value.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
         _ => {
@@ -250,7 +349,7 @@ pub fn decode_server(text: &str) -> Result<(Received, Option<Number>), serde_jso
             raw: RawJson::from_text(text)?,
         },
     };
-    Ok((received, timestamp))
+    Ok((received, timestamp, seq))
 }
 
 /// Serialises a message with its `timestamp`, ready to be sent as one text frame.
@@ -281,6 +380,7 @@ mod tests {
             }),
             device: DeviceRef::default(),
             joined_at: 0,
+            resumable: false,
         };
         assert_eq!(
             enc(&m),
@@ -359,6 +459,7 @@ mod tests {
                 }),
                 device: DeviceRef::default(),
                 joined_at: 0,
+                resumable: false,
             },
             ServerMessage::Pong,
             ServerMessage::error(ErrorCode::AlreadyJoined, "x"),
@@ -400,11 +501,63 @@ mod tests {
             ServerMessage::SessionClosed { reason: "r".into() },
             ServerMessage::Pong,
             ServerMessage::error(ErrorCode::TooLarge, "x"),
+            ServerMessage::Token { token: "t".into() },
+            ServerMessage::Resumed {
+                last_seq: 1,
+                replayed: 2,
+            },
+            ServerMessage::ResumeFailed {
+                reason: ResumeFailure::Expired,
+            },
+            ServerMessage::Ack { seq: 3 },
         ];
         for m in all {
             assert!(SERVER_TYPES.contains(&m.type_name()), "{}", m.type_name());
         }
-        assert_eq!(SERVER_TYPES.len(), 9);
+        assert_eq!(SERVER_TYPES.len(), 14);
+    }
+
+    #[test]
+    fn resume_frames_have_the_issues_shapes_and_numbered_frames_decode_with_their_seq() {
+        let e = |m: &ServerMessage| -> Value {
+            serde_json::from_str(&encode(m, &Stamp::Now(7))).unwrap()
+        };
+        assert_eq!(
+            e(&ServerMessage::Resumed {
+                last_seq: 4,
+                replayed: 2
+            }),
+            json!({"type": "resumed", "timestamp": 7, "lastSeq": 4, "replayed": 2})
+        );
+        assert_eq!(
+            e(&ServerMessage::ResumeFailed {
+                reason: ResumeFailure::BufferOverflow
+            }),
+            json!({"type": "resume_failed", "timestamp": 7, "reason": "buffer_overflow"})
+        );
+        assert_eq!(
+            e(&ServerMessage::Ack { seq: 9 }),
+            json!({"type": "ack", "timestamp": 7, "seq": 9})
+        );
+        let numbered = crate::client::number_frame(
+            12,
+            &encode(
+                &ServerMessage::Kicked { reason: "r".into() },
+                &Stamp::Now(7),
+            ),
+        );
+        assert!(
+            numbered.starts_with(r#"{"seq":12,"type":"kicked""#),
+            "{numbered}"
+        );
+        let (received, _, seq) = decode_server_numbered(&numbered).unwrap();
+        assert_eq!(seq, Some(12));
+        assert_eq!(
+            received,
+            Received::Known(ServerMessage::Kicked { reason: "r".into() })
+        );
+        let (_, _, seq) = decode_server_numbered(r#"{"type":"ack","seq":5}"#).unwrap();
+        assert_eq!(seq, None, "an ack's seq is its value, not its number");
     }
 
     #[test]

@@ -163,6 +163,7 @@ fn welcome_names_devices() {
             name: "Device 42".into(),
         },
         joined_at: 999,
+        resumable: false,
     };
     assert_eq!(
         ctx_encode(&m, Stamp::Now(1000)),
