@@ -11,6 +11,9 @@
 //! - [`session`]: one session: the member table (places, and the transports attached to
 //!   them), host, who may join (host rule, password, token claims; `session/access.rs` limits
 //!   wrong passwords per address), leave, kick, messages, close, held places' timers.
+//! - [`resume`]: the resume layer (seed 003): numbering, the replay buffer, when acks are
+//!   owed, which connection token belongs to which place (the handshake itself is a phase of
+//!   [`connection`], the held place and its window are the [`session`]'s).
 //! - [`outbound`]: the slow-consumer rule of a member's outbound queue.
 //! - [`limits`]: the per-connection rate limit (token bucket, error spacing, drop window).
 //! - [`admission`]: who may open a connection, an unjoined socket or a join, by address:
@@ -23,6 +26,7 @@ pub mod directory;
 pub mod ids;
 pub mod limits;
 pub mod outbound;
+pub mod resume;
 pub mod session;
 
 use std::time::{Duration, Instant};

@@ -24,14 +24,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{
     close_code, server::SessionInfo, ConnectionStatus, DeviceRef, DeviceType, ErrorCode, Join,
-    LeaveReason, MemberInfo, ServerMessage,
+    LeaveReason, MemberInfo, ResumeFailure, ServerMessage,
 };
 
 use crate::connection::MemberCommand;
 use crate::directory::{Access, Credentials, HostRule, JoinError, SessionSpec};
+use crate::resume::{ReplayBuffer, ReplayError, ReplayLimits};
 use crate::Now;
 
 pub mod access;
@@ -47,6 +50,53 @@ pub enum Recipients {
     AllExcept(String),
     /// Every member.
     All,
+    /// Every member speaking this dialect but one (the subject).
+    AllExceptIn(String, Dialect),
+}
+
+impl Recipients {
+    fn includes(&self, id: &str, dialect: Dialect) -> bool {
+        match self {
+            Recipients::One(to) => to == id,
+            Recipients::AllExcept(not) => not != id,
+            Recipients::All => true,
+            Recipients::AllExceptIn(not, d) => not != id && *d == dialect,
+        }
+    }
+}
+
+/// A frame for one recipient, as [`Session::deliver`] hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// As encoded (plain connections, and messages that are never numbered).
+    Plain(Bytes),
+    /// To be sent with this `seq` in front (a resumable member's numbered message).
+    Numbered(u64, Bytes),
+}
+
+/// A resume that succeeded: what the new transport must be sent, in this order, before
+/// anything else: `token` (the connection token), `resumed {lastSeq: last_in, replayed}`,
+/// then `replay`.
+#[derive(Debug)]
+pub struct Resumption<T> {
+    /// The last client `seq` the session processed: the client resends what follows.
+    pub last_in: u64,
+    /// The numbered frames after the client's `lastSeq`, in order, as first sent.
+    pub replay: Vec<(u64, Bytes)>,
+    /// The transport the place had, if it still had one: close it with 4000 `replaced`.
+    pub replaced: Option<T>,
+}
+
+/// Why a resume was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeRefusal {
+    /// `resume_failed` with this reason (the socket stays open for a fresh handshake).
+    Failed(ResumeFailure),
+    /// `lastSeq` is above the last `seq` sent: `invalid_message`, the place stays held.
+    AboveSent {
+        /// The last `seq` sent to the member.
+        last_sent: u64,
+    },
 }
 
 /// What the I/O layer must do for this session.
@@ -70,6 +120,13 @@ pub enum SessionAction<T> {
         /// Close reason text.
         reason: String,
     },
+    /// A resumable place ended: from now on its connection token answers `why`.
+    TokenEnded {
+        /// The connection token.
+        token: String,
+        /// What a resume with it answers.
+        why: ResumeFailure,
+    },
     /// The session is over; every member has been told and closed.
     Ended,
 }
@@ -77,9 +134,12 @@ pub enum SessionAction<T> {
 /// The settings of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// How long a detached member's place is held for a new transport. Zero (the default)
-    /// ends the place at once, as seed 001 has it; the resume layer sets a window.
+    /// How long a detached resumable member's place is held for a new transport (the resume
+    /// window). Zero ends every place at once; plain members' places always end at once, as
+    /// seed 001 has it.
     pub detach_hold: Duration,
+    /// The bounds of each resumable member's replay buffer.
+    pub replay: ReplayLimits,
     /// How many wrong passwords an address may give, and over what window.
     pub password_failures: FailureLimit,
 }
@@ -88,6 +148,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             detach_hold: Duration::ZERO,
+            replay: ReplayLimits::default(),
             password_failures: FailureLimit::default(),
         }
     }
@@ -105,6 +166,12 @@ pub struct Joiner<T> {
     pub address: String,
     /// What it proved before it was routed here (a valid join token).
     pub credentials: Credentials,
+    /// The caller's id for this transport: inputs from a transport the place no longer has
+    /// (after a resume moved it) are ignored.
+    pub socket: u64,
+    /// The connection token, if the transport went through the resume handshake: the member
+    /// is then numbered and its place may be resumed.
+    pub resume_token: Option<String>,
 }
 
 /// Why a transport could not be attached.
@@ -116,7 +183,7 @@ pub enum AttachError {
     AlreadyAttached,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Member<T> {
     id: String,
     device_id: String,
@@ -126,8 +193,26 @@ struct Member<T> {
     dialect: Dialect,
     address: String,
     transport: Option<T>,
+    /// The id of the transport the place has (or had last).
+    socket: u64,
     /// While detached: the deadline of the held place, and why it was detached.
     held: Option<(Instant, LeaveReason)>,
+    /// The resume layer's state of a resumable member (boxed: plain members stay small).
+    resume: Option<Box<Resumable>>,
+}
+
+/// What a resumable place keeps across its transports.
+#[derive(Debug)]
+struct Resumable {
+    /// The connection token.
+    token: String,
+    /// Its outbound numbering and unacknowledged frames.
+    out: ReplayBuffer,
+    /// The last client `seq` processed.
+    last_in: u64,
+    /// How the place is ending, decided before it ends (its replay buffer overflowed, its
+    /// window ran out): its token answers this whatever the path that removes it.
+    fate: Option<ResumeFailure>,
 }
 
 /// What is queued inside, before a close is resolved to its transport.
@@ -141,6 +226,10 @@ enum Pending {
         member: String,
         code: u16,
         reason: String,
+    },
+    TokenEnded {
+        token: String,
+        why: ResumeFailure,
     },
     Ended,
 }
@@ -227,6 +316,9 @@ impl<T> Session<T> {
             match self.actions.pop_front()? {
                 Pending::Send { to, message } => return Some(SessionAction::Send { to, message }),
                 Pending::Ended => return Some(SessionAction::Ended),
+                Pending::TokenEnded { token, why } => {
+                    return Some(SessionAction::TokenEnded { token, why })
+                }
                 Pending::Close {
                     member,
                     code,
@@ -254,12 +346,76 @@ impl<T> Session<T> {
         self.members
             .iter()
             .chain(self.departing.iter())
-            .filter(move |m| match to {
-                Recipients::One(id) => &m.id == id,
-                Recipients::AllExcept(id) => &m.id != id,
-                Recipients::All => true,
-            })
+            .filter(move |m| to.includes(&m.id, m.dialect))
             .filter_map(|m| m.transport.as_ref().map(|t| (t, m.dialect)))
+    }
+
+    /// Resolves a [`SessionAction::Send`]: hands `out` the frame for every recipient with a
+    /// transport, `encode(dialect)` giving the message's bytes in a dialect (the caller
+    /// encodes once per dialect and shares the bytes). A resumable recipient's numbered
+    /// message is numbered and kept in its replay buffer, also while it is away; one that
+    /// overflows the buffer ends the place (closed with 1008 `resume buffer overflow` if it
+    /// is connected). Returns how many frames were handed out.
+    pub fn deliver(
+        &mut self,
+        to: &Recipients,
+        message: &ServerMessage,
+        encode: &mut dyn FnMut(Dialect) -> Bytes,
+        out: &mut dyn FnMut(&T, Outgoing),
+    ) -> u64 {
+        let numbered = message.is_numbered();
+        let limits = self.config.replay;
+        let mut overflowed = Vec::new();
+        let mut handed = 0;
+        for m in self.members.iter_mut().chain(self.departing.iter_mut()) {
+            if !to.includes(&m.id, m.dialect) {
+                continue;
+            }
+            let frame = match (&mut m.resume, numbered) {
+                (Some(r), true) => {
+                    if r.fate.is_some() {
+                        continue;
+                    }
+                    let bytes = encode(m.dialect);
+                    match r.out.push(bytes.clone(), &limits) {
+                        Ok(seq) => Outgoing::Numbered(seq, bytes),
+                        Err(_) => {
+                            r.fate = Some(ResumeFailure::BufferOverflow);
+                            overflowed.push(m.id.clone());
+                            continue;
+                        }
+                    }
+                }
+                _ if m.transport.is_none() => continue,
+                _ => Outgoing::Plain(encode(m.dialect)),
+            };
+            if let Some(t) = &m.transport {
+                out(t, frame);
+                handed += 1;
+            }
+        }
+        for id in overflowed {
+            self.end_overflowed(&id);
+        }
+        handed
+    }
+
+    /// A resumable place whose replay buffer overflowed ends: its member is told as for an
+    /// error, a connected one is closed with 1008, and its token answers `buffer_overflow`.
+    fn end_overflowed(&mut self, member_id: &str) {
+        if self.member(member_id).is_none() {
+            return;
+        }
+        if self.host.as_deref() == Some(member_id) {
+            self.end("Host disconnected", close_code::NORMAL);
+        } else {
+            self.remove_with(
+                member_id,
+                LeaveReason::Error,
+                close_code::POLICY_VIOLATION,
+                "resume buffer overflow",
+            );
+        }
     }
 
     /// A member's network address (for the app dialect's member view).
@@ -302,9 +458,13 @@ impl<T> Session<T> {
             })
             .collect();
         for (id, reason) in expired {
-            if let Some(m) = self.members.iter_mut().find(|m| m.id == id) {
-                m.held = None;
-                self.held -= 1;
+            if let Some(r) = self
+                .members
+                .iter_mut()
+                .find(|m| m.id == id)
+                .and_then(|m| m.resume.as_mut())
+            {
+                r.fate = Some(ResumeFailure::Expired);
             }
             self.end_place(&id, reason);
         }
@@ -331,10 +491,10 @@ impl<T> Session<T> {
             id: m.id.clone(),
             name: m.name.clone(),
             is_host: self.host.as_deref() == Some(m.id.as_str()),
-            connection_status: if m.transport.is_some() {
-                ConnectionStatus::Connected
-            } else {
-                ConnectionStatus::Disconnected
+            connection_status: match (&m.transport, &m.resume) {
+                (Some(_), _) => ConnectionStatus::Connected,
+                (None, Some(_)) => ConnectionStatus::Reconnecting,
+                (None, None) => ConnectionStatus::Disconnected,
             },
             joined_at: m.joined_at,
             latency: m.latency,
@@ -378,6 +538,7 @@ impl<T> Session<T> {
         }
         let device = &join.device_info;
         let as_host = device.kind == DeviceType::Host;
+        let resumable = joiner.resume_token.is_some();
         self.members.push(Member {
             id: member_id.clone(),
             device_id: device.id.clone(),
@@ -387,7 +548,16 @@ impl<T> Session<T> {
             dialect: joiner.dialect,
             address: joiner.address,
             transport: Some(joiner.transport),
+            socket: joiner.socket,
             held: None,
+            resume: joiner.resume_token.map(|token| {
+                Box::new(Resumable {
+                    token,
+                    out: ReplayBuffer::new(),
+                    last_in: 0,
+                    fate: None,
+                })
+            }),
         });
         if as_host {
             self.host = Some(member_id.clone());
@@ -400,7 +570,7 @@ impl<T> Session<T> {
                 session_info: Box::new(self.session_info()),
                 device: self.device(&member_id),
                 joined_at: now.unix_ms,
-                resumable: false,
+                resumable,
             },
         );
         self.send(
@@ -518,6 +688,26 @@ impl<T> Session<T> {
     /// [`Session::handle_attach`] until the deadline. Unknown or already detached members are
     /// ignored.
     pub fn handle_detach(&mut self, now: Now, member_id: &str, reason: LeaveReason) {
+        let Some(socket) = self.member(member_id).map(|m| m.socket) else {
+            return;
+        };
+        self.handle_socket_detach(now, member_id, socket, reason, false);
+    }
+
+    /// Transport `socket` of member `member_id` is gone. A resumable member's place is held
+    /// for the resume window (others see it `reconnecting`), unless the drop is `fatal` (a
+    /// frame over the size limit, a framing violation: a resume would only send the same
+    /// bytes again) or there is no window; a plain member's ends now. A detach from a socket
+    /// the place no longer has (a resume moved it) is ignored, so a late close of an old
+    /// socket never ends a connected member's place.
+    pub fn handle_socket_detach(
+        &mut self,
+        now: Now,
+        member_id: &str,
+        socket: u64,
+        reason: LeaveReason,
+        fatal: bool,
+    ) {
         if self.ended {
             return;
         }
@@ -525,19 +715,22 @@ impl<T> Session<T> {
         let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) else {
             return;
         };
-        if m.transport.is_none() {
+        if m.transport.is_none() || m.socket != socket {
             return;
         }
-        if hold.is_zero() {
+        if hold.is_zero() || m.resume.is_none() || fatal {
             self.end_place(member_id, reason);
         } else {
             m.transport = None;
-            m.held = Some((now.instant + hold, reason));
+            // Only the window's end tells the others it is gone: as a timeout.
+            m.held = Some((now.instant + hold, LeaveReason::Timeout));
             self.held += 1;
+            self.send_member_update(member_id);
         }
     }
 
-    /// A new transport for a held place (the resume layer).
+    /// A new transport for a held place, without the resume layer's checks (tests, and a
+    /// later transport that brings its own).
     pub fn handle_attach(
         &mut self,
         _now: Now,
@@ -559,6 +752,96 @@ impl<T> Session<T> {
         Ok(())
     }
 
+    /// A resume: member `member_id`'s place continues on transport `socket`, presented with
+    /// connection `token` and the last server `seq` the client received.
+    ///
+    /// On success the place has the new transport and the [`Resumption`] says what to send
+    /// it first; the old transport, if the place still had one, comes back to be closed with
+    /// 4000 (the others are told nothing then), else the others get `member_updated`
+    /// (`connected`). A `last_seq` below what was acknowledged ends the place
+    /// (`buffer_overflow`); one above the last `seq` sent is refused and the place stays as
+    /// it was. The transport is handed back with a refusal.
+    pub fn handle_resume(
+        &mut self,
+        _now: Now,
+        member_id: &str,
+        token: &str,
+        last_seq: u64,
+        socket: u64,
+        transport: T,
+    ) -> Result<Resumption<T>, (ResumeRefusal, T)> {
+        if self.ended {
+            return Err((
+                ResumeRefusal::Failed(ResumeFailure::SessionClosed),
+                transport,
+            ));
+        }
+        let Some(m) = self
+            .members
+            .iter_mut()
+            .find(|m| m.id == member_id && m.resume.as_ref().is_some_and(|r| r.token == token))
+        else {
+            return Err((
+                ResumeRefusal::Failed(ResumeFailure::UnknownToken),
+                transport,
+            ));
+        };
+        let r = m.resume.as_mut().expect("matched on it");
+        let replay = match r.out.replay_after(last_seq) {
+            Ok(replay) => replay,
+            Err(ReplayError::AboveSent { last_sent }) => {
+                return Err((ResumeRefusal::AboveSent { last_sent }, transport))
+            }
+            Err(ReplayError::Dropped) => {
+                r.fate = Some(ResumeFailure::BufferOverflow);
+                self.end_overflowed(member_id);
+                return Err((
+                    ResumeRefusal::Failed(ResumeFailure::BufferOverflow),
+                    transport,
+                ));
+            }
+        };
+        let last_in = r.last_in;
+        let replaced = m.transport.replace(transport);
+        m.socket = socket;
+        if m.held.take().is_some() {
+            self.held -= 1;
+        }
+        if replaced.is_none() {
+            self.send_member_update(member_id);
+        }
+        Ok(Resumption {
+            last_in,
+            replay,
+            replaced,
+        })
+    }
+
+    /// Tells the others a member's entry changed: `member_updated` in our dialect, a fresh
+    /// `member_list` in the app's (which has no `member_updated`).
+    fn send_member_update(&mut self, member_id: &str) {
+        let Some(m) = self.member(member_id) else {
+            return;
+        };
+        let member = self.info(m);
+        self.send(
+            Recipients::AllExceptIn(member_id.to_string(), Dialect::LoudSync),
+            ServerMessage::MemberUpdated { member },
+        );
+        if self
+            .members
+            .iter()
+            .any(|m| m.dialect == Dialect::App && m.id != member_id)
+        {
+            self.send(
+                Recipients::AllExceptIn(member_id.to_string(), Dialect::App),
+                ServerMessage::MemberList {
+                    members: self.member_infos(),
+                },
+            );
+        }
+    }
+
     /// Ends a place the way a detach does: the host's ends the session.
     fn end_place(&mut self, member_id: &str, reason: LeaveReason) {
         if self.host.as_deref() == Some(member_id) {
@@ -570,6 +853,32 @@ impl<T> Session<T> {
         } else {
             self.remove(member_id, reason, "disconnected");
         }
+    }
+
+    /// A command from member `member_id`'s transport `socket`, numbered `seq` on a resumable
+    /// connection. Commands from a transport the place no longer has are ignored, and so is
+    /// a `seq` already processed (the place's numbering is the one a resume reports).
+    pub fn handle_numbered(
+        &mut self,
+        now: Now,
+        member_id: &str,
+        socket: u64,
+        seq: Option<u64>,
+        command: MemberCommand,
+    ) {
+        let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) else {
+            return;
+        };
+        if m.socket != socket {
+            return;
+        }
+        if let (Some(seq), Some(r)) = (seq, m.resume.as_mut()) {
+            if seq <= r.last_in {
+                return;
+            }
+            r.last_in = seq;
+        }
+        self.handle_command(now, member_id, command);
     }
 
     /// A command from member `member_id`'s connection. Commands from unknown members (already
@@ -590,6 +899,30 @@ impl<T> Session<T> {
                     members: self.member_infos(),
                 },
             ),
+            MemberCommand::Ack(seq) => {
+                let Some(r) = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.id == member_id)
+                    .and_then(|m| m.resume.as_mut())
+                else {
+                    return self.error(
+                        member_id,
+                        ErrorCode::InvalidMessage,
+                        "ack: this connection is not resumable",
+                    );
+                };
+                if let Err(ReplayError::AboveSent { last_sent }) = r.out.ack(seq) {
+                    self.error(
+                        member_id,
+                        ErrorCode::InvalidMessage,
+                        format!("ack: seq {seq} was never sent (the last sent is {last_sent})"),
+                    );
+                }
+            }
+            MemberCommand::Report(message) => {
+                self.send(Recipients::One(member_id.to_string()), message)
+            }
             MemberCommand::Latency(ms) => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) {
                     m.latency = Some(ms);
@@ -665,8 +998,15 @@ impl<T> Session<T> {
 
     /// Removes a member, closes its transport, tells the others.
     fn remove(&mut self, member_id: &str, reason: LeaveReason, close_reason: &str) {
+        self.remove_with(member_id, reason, close_code::NORMAL, close_reason);
+    }
+
+    /// [`Session::remove`] with a close code.
+    fn remove_with(&mut self, member_id: &str, reason: LeaveReason, code: u16, close_reason: &str) {
         let device = self.device(member_id);
-        self.depart(member_id, close_code::NORMAL, close_reason);
+        // A kick, a leave, a fatal drop: the token is forgotten (a held place that ran out
+        // has its fate, `expired`, set already).
+        self.depart(member_id, code, close_reason, ResumeFailure::UnknownToken);
         self.send(
             Recipients::All,
             ServerMessage::MemberLeft {
@@ -677,12 +1017,21 @@ impl<T> Session<T> {
         );
     }
 
-    /// Moves a member out of the table; its transport is handed back by its `Close`.
-    fn depart(&mut self, member_id: &str, code: u16, reason: &str) {
+    /// Moves a member out of the table; its transport is handed back by its `Close`, and a
+    /// resumable member's token answers `why` from now on (`buffer_overflow` if its buffer
+    /// overflowed, whatever the path).
+    fn depart(&mut self, member_id: &str, code: u16, reason: &str, why: ResumeFailure) {
         if let Some(at) = self.members.iter().position(|m| m.id == member_id) {
             let mut m = self.members.remove(at);
             if m.held.take().is_some() {
                 self.held -= 1;
+            }
+            if let Some(r) = &m.resume {
+                let why = r.fate.unwrap_or(why);
+                self.actions.push_back(Pending::TokenEnded {
+                    token: r.token.clone(),
+                    why,
+                });
             }
             self.departing.push(m);
             self.actions.push_back(Pending::Close {
@@ -708,7 +1057,7 @@ impl<T> Session<T> {
         );
         let ids: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
         for id in ids {
-            self.depart(&id, code, "session closed");
+            self.depart(&id, code, "session closed", ResumeFailure::SessionClosed);
         }
         self.host = None;
         self.ended = true;
@@ -726,8 +1075,8 @@ impl<T> Session<T> {
         // A broadcast to nobody is not worth an action.
         let anyone = match &to {
             Recipients::One(_) => true,
-            Recipients::AllExcept(id) => self.members.iter().any(|m| &m.id != id),
             Recipients::All => !self.members.is_empty(),
+            _ => self.members.iter().any(|m| to.includes(&m.id, m.dialect)),
         };
         if anyone {
             self.actions.push_back(Pending::Send { to, message });
@@ -737,3 +1086,6 @@ impl<T> Session<T> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod resume_tests;

@@ -26,6 +26,8 @@ fn joiner(id: &str) -> Joiner<String> {
         dialect: Dialect::LoudSync,
         address: "127.0.0.1".into(),
         credentials: Credentials::default(),
+        socket: 0,
+        resume_token: None,
     }
 }
 
@@ -529,7 +531,7 @@ fn a_kicked_member_gets_kicked_but_not_its_own_member_left() {
                 got.push((message.type_name(), delivered_to(&s, &to)))
             }
             SessionAction::Close { transport, .. } => got.push(("close", vec![transport])),
-            SessionAction::Ended => {}
+            SessionAction::Ended | SessionAction::TokenEnded { .. } => {}
         }
     }
     assert_eq!(
@@ -560,25 +562,6 @@ fn session_closed_reaches_everyone_before_their_closes() {
     assert_eq!(delivered_to(&s, &Recipients::All), Vec::<String>::new());
 }
 
-fn held_session(hold: Duration) -> S {
-    let mut s: S = Session::new(
-        SessionSpec {
-            id: "s1".into(),
-            name: "Held".into(),
-            max_members: 10,
-            access: Access::default(),
-        },
-        SessionConfig {
-            detach_hold: hold,
-            ..SessionConfig::default()
-        },
-    );
-    sjoin(&mut s, "h".into(), &join("dev-h", DeviceType::Host)).unwrap();
-    sjoin(&mut s, "c1".into(), &join("dev-1", DeviceType::Client)).unwrap();
-    drain(&mut s);
-    s
-}
-
 #[test]
 fn with_no_hold_a_detach_ends_the_place_and_there_is_no_timer() {
     let mut s = session_with(1);
@@ -592,94 +575,7 @@ fn with_no_hold_a_detach_ends_the_place_and_there_is_no_timer() {
     );
 }
 
-#[test]
-fn a_held_place_waits_for_a_new_transport_on_a_virtual_clock() {
-    let t0 = now();
-    let mut s = held_session(Duration::from_secs(120));
-    s.handle_detach(t0, "c1", LeaveReason::Error);
-    assert!(
-        drain(&mut s).is_empty(),
-        "nobody is told while the place is held"
-    );
-    assert_eq!(s.member_count(), 2);
-    assert_eq!(
-        s.member_infos()[1].connection_status,
-        ConnectionStatus::Disconnected
-    );
-    assert_eq!(
-        s.poll_timeout(),
-        Some(t0.plus(Duration::from_secs(120)).instant)
-    );
-    // Messages for it are not delivered anywhere while it has no transport.
-    assert_eq!(delivered_to(&s, &Recipients::All), ["t-h"]);
-    // 119 s later a new transport attaches: the place continues, the timer is gone.
-    let t1 = t0.plus(Duration::from_secs(119));
-    s.handle_timeout(t1);
-    assert!(drain(&mut s).is_empty());
-    assert_eq!(s.handle_attach(t1, "c1", "t-c1b".into()), Ok(()));
-    assert_eq!(
-        s.handle_attach(t1, "c1", "t-c1c".into()),
-        Err(AttachError::AlreadyAttached)
-    );
-    assert_eq!(s.poll_timeout(), None);
-    assert_eq!(delivered_to(&s, &Recipients::All), ["t-c1b", "t-h"]);
-    assert_eq!(
-        s.member_infos()[1].connection_status,
-        ConnectionStatus::Connected
-    );
-}
-
-#[test]
-fn a_held_place_that_expires_ends_as_a_detach_would() {
-    let t0 = now();
-    let mut s = held_session(Duration::from_secs(120));
-    s.handle_detach(t0, "c1", LeaveReason::Timeout);
-    s.handle_timeout(t0.plus(Duration::from_secs(120)));
-    let a = drain(&mut s);
-    assert_eq!(
-        a,
-        vec![SessionAction::Send {
-            to: Recipients::All,
-            message: ServerMessage::MemberLeft {
-                member_id: "c1".into(),
-                reason: LeaveReason::Timeout,
-                device: dev(1),
-            },
-        }],
-        "member_left with the detach's reason, and no close: it has no transport"
-    );
-    assert_eq!(s.member_count(), 1);
-    // The host's held place expiring ends the session.
-    s.handle_detach(t0, "h", LeaveReason::Error);
-    assert!(!s.is_ended());
-    s.handle_timeout(t0.plus(Duration::from_secs(240)));
-    assert!(s.is_ended());
-}
-
-#[test]
-fn a_held_place_that_is_kicked_or_closed_leaves_no_timer_behind() {
-    let t0 = now();
-    let mut s = held_session(Duration::from_secs(120));
-    s.handle_detach(t0, "c1", LeaveReason::Error);
-    assert!(s.poll_timeout().is_some());
-    s.handle_command(
-        t0,
-        "h",
-        MemberCommand::Kick {
-            member_id: "c1".into(),
-            reason: None,
-        },
-    );
-    assert_eq!(
-        s.poll_timeout(),
-        None,
-        "the kicked place's deadline is gone"
-    );
-    let mut s = held_session(Duration::from_secs(120));
-    s.handle_detach(t0, "c1", LeaveReason::Error);
-    s.handle_close(t0, "bye", close_code::NORMAL);
-    assert_eq!(s.poll_timeout(), None);
-}
+// Held places (the resume window) are tested with resumable members in `resume_tests.rs`.
 
 // Who may join (issue 9): the host role of sessions created over HTTP, passwords, tokens.
 
