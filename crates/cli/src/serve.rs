@@ -212,6 +212,35 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     password_failure_window: Option<Duration>,
 
+    /// How long a resumable member's place is held after its socket drops, for a resume on
+    /// a new socket; then the others get `member_left` (`timeout`) [default: 30s].
+    #[arg(long, env = "LOUDSYNC_RESUME_WINDOW", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    resume_window: Option<Duration>,
+
+    /// Unacknowledged messages a resumable member's replay buffer holds at most; more ends
+    /// its place (`buffer_overflow`) [default: 1000].
+    #[arg(long, env = "LOUDSYNC_RESUME_BUFFER_MESSAGES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_buffer_messages: Option<usize>,
+
+    /// Unacknowledged bytes (of the frames' JSON text) a resumable member's replay buffer
+    /// holds at most [default: 1048576].
+    #[arg(long, env = "LOUDSYNC_RESUME_BUFFER_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_buffer_bytes: Option<usize>,
+
+    /// On a resumable connection, acknowledge client messages at the latest this long after
+    /// the first unacknowledged one [default: 5s] ...
+    #[arg(long, env = "LOUDSYNC_ACK_INTERVAL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    ack_interval: Option<Duration>,
+
+    /// ... or after this many [default: 100].
+    #[arg(long, env = "LOUDSYNC_ACK_EVERY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack_every: Option<u64>,
+
     /// On shutdown, wait at most this long for sockets to close [default: 5s].
     #[arg(long, env = "LOUDSYNC_DRAIN_TIMEOUT", value_parser = duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
@@ -548,5 +577,52 @@ mod tests {
         let c = t.args.resolve().unwrap();
         assert_eq!(c.tls_cert, Some("c.pem".into()));
         assert_eq!(c.tls_key, Some("k.pem".into()));
+    }
+
+    #[test]
+    fn resume_settings_come_from_flags_and_the_file_and_zero_is_refused() {
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("resume.toml");
+        std::fs::write(&file, "resume-window = \"2m\"\nack-every = 10\n").unwrap();
+        let c = T::parse_from(["x", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.resume_window, Duration::from_secs(120));
+        assert_eq!(c.ack_every, 10);
+        assert_eq!(c.resume_buffer_messages, 1000, "the default");
+        let c = T::parse_from([
+            "x",
+            "--resume-window",
+            "45s",
+            "--resume-buffer-messages",
+            "50",
+            "--resume-buffer-bytes",
+            "4096",
+            "--ack-interval",
+            "250ms",
+            "--ack-every",
+            "3",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(c.resume_window, Duration::from_secs(45));
+        assert_eq!(c.resume_buffer_messages, 50);
+        assert_eq!(c.resume_buffer_bytes, 4096);
+        assert_eq!(c.ack_interval, Duration::from_millis(250));
+        assert_eq!(c.ack_every, 3);
+        for bad in [
+            ["--resume-window", "0s"],
+            ["--ack-interval", "0s"],
+            ["--ack-every", "0"],
+            ["--resume-buffer-messages", "0"],
+            ["--resume-buffer-bytes", "0"],
+        ] {
+            let e = T::parse_from(["x", bad[0], bad[1]]).args.resolve().unwrap_err();
+            let name = bad[0].trim_start_matches("--");
+            assert!(e.to_string().contains(name), "{bad:?}: {e}");
+        }
     }
 }

@@ -350,6 +350,24 @@ impl<T> Session<T> {
             .filter_map(|m| m.transport.as_ref().map(|t| (t, m.dialect)))
     }
 
+    /// Which dialects the recipients of `to` speak: (ours, the app's), so a message is
+    /// encoded only in those before [`Session::deliver`].
+    pub fn recipient_dialects(&self, to: &Recipients) -> (bool, bool) {
+        let mut dialects = (false, false);
+        for m in self.members.iter().chain(self.departing.iter()) {
+            if to.includes(&m.id, m.dialect) {
+                match m.dialect {
+                    Dialect::LoudSync => dialects.0 = true,
+                    Dialect::App => dialects.1 = true,
+                }
+                if dialects == (true, true) {
+                    break;
+                }
+            }
+        }
+        dialects
+    }
+
     /// Resolves a [`SessionAction::Send`]: hands `out` the frame for every recipient with a
     /// transport, `encode(dialect)` giving the message's bytes in a dialect (the caller
     /// encodes once per dialect and shares the bytes). A resumable recipient's numbered

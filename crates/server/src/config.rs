@@ -90,6 +90,22 @@ pub struct ServerConfig {
     /// The window of `password-max-failures`, from an address's first wrong password.
     #[serde(with = "humantime_serde")]
     pub password_failure_window: Duration,
+    /// How long a resumable member's place is held after its socket drops, for a resume on a
+    /// new socket; then the others get `member_left` (`timeout`).
+    #[serde(with = "humantime_serde")]
+    pub resume_window: Duration,
+    /// Unacknowledged messages a resumable member's replay buffer holds at most; more ends
+    /// its place (`buffer_overflow`).
+    pub resume_buffer_messages: usize,
+    /// Unacknowledged bytes (of the frames' JSON text) a resumable member's replay buffer
+    /// holds at most.
+    pub resume_buffer_bytes: usize,
+    /// On a resumable connection the server acknowledges client messages at the latest this
+    /// long after the first unacknowledged one ...
+    #[serde(with = "humantime_serde")]
+    pub ack_interval: Duration,
+    /// ... or after this many.
+    pub ack_every: u64,
     /// On shutdown, how long to wait for sockets to close before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -148,6 +164,11 @@ impl Default for ServerConfig {
             require_token: false,
             password_max_failures: 5,
             password_failure_window: Duration::from_secs(60),
+            resume_window: Duration::from_secs(30),
+            resume_buffer_messages: 1000,
+            resume_buffer_bytes: 1 << 20,
+            ack_interval: conn.ack_interval,
+            ack_every: conn.ack_every,
             drain_timeout: Duration::from_secs(5),
             close_timeout: conn.close_timeout,
             discovery: false,
@@ -172,6 +193,17 @@ impl ServerConfig {
             rate_burst: self.rate_burst,
             max_data_bytes: self.max_data_bytes,
             close_timeout: self.close_timeout,
+            ack_interval: self.ack_interval,
+            ack_every: self.ack_every,
+            local_token: loudsync_core::resume::random_token,
+        }
+    }
+
+    /// The bounds of each resumable member's replay buffer.
+    pub fn replay_limits(&self) -> loudsync_core::resume::ReplayLimits {
+        loudsync_core::resume::ReplayLimits {
+            messages: self.resume_buffer_messages,
+            bytes: self.resume_buffer_bytes,
         }
     }
 
@@ -195,6 +227,8 @@ impl ServerConfig {
             ("latency-interval", self.latency_interval),
             ("discovery-interval", self.discovery_interval),
             ("request-timeout", self.request_timeout),
+            ("resume-window", self.resume_window),
+            ("ack-interval", self.ack_interval),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -207,6 +241,9 @@ impl ServerConfig {
                 self.max_connections_per_address,
             ),
             ("max-unjoined-per-address", self.max_unjoined_per_address),
+            ("resume-buffer-messages", self.resume_buffer_messages),
+            ("resume-buffer-bytes", self.resume_buffer_bytes),
+            ("ack-every", self.ack_every as usize),
         ] {
             if n == 0 {
                 return Err(format!("{name} must be at least 1"));

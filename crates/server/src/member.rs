@@ -6,7 +6,9 @@
 //! [`Connection`] machine with the time and carries out what it decides, at once and without
 //! waiting: replies and probes go on the member's outbox, a join is routed by the registry
 //! and its answer awaited as one more thing the transport polls ([`MemberDriver::poll_join`]),
-//! commands and detaches go to the session's task. The transport only moves bytes.
+//! commands and detaches go to the session's task. A resume is routed the same way: the
+//! connection token is looked up in the server's token table, and the session that holds
+//! the place is asked to move it onto this transport. The transport only moves bytes.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -14,17 +16,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use loudsync_core::connection::{ConnAction, Connection};
+use loudsync_core::connection::{ConnAction, Connection, MemberCommand, ResumeAnswer};
 use loudsync_core::directory::JoinError;
+use loudsync_core::resume::TokenState;
 use loudsync_core::Now;
-use loudsync_protocol::{ErrorCode, LeaveReason, ServerMessage};
+use loudsync_protocol::{ErrorCode, LeaveReason, ResumeFailure, ServerMessage};
 use tokio::sync::oneshot;
 
 use crate::admission::Permit;
 use crate::clock::now;
 use crate::encoding;
 use crate::outbox::{OutFrame, Outbox};
-use crate::sessions::{JoinResult, SessionHandle, SessionInput};
+use crate::sessions::{JoinResult, ResumeRequest, SessionHandle, SessionInput};
 use crate::state::ServerState;
 
 /// Where a transport comes from.
@@ -67,12 +70,17 @@ pub struct MemberDriver {
     membership: Option<Membership>,
     /// The session's answer to a join on its way.
     join_answer: Option<oneshot::Receiver<JoinResult>>,
+    /// The session's answer to a resume on its way.
+    resume_answer: Option<oneshot::Receiver<ResumeAnswer>>,
+    /// This transport's id (the session ignores inputs from a transport its member left).
+    socket: u64,
     aborted: bool,
 }
 
 impl MemberDriver {
     /// A driver for a transport just opened from `peer`, writing into `outbox`.
-    pub fn new(state: Arc<ServerState>, outbox: Arc<Outbox>, peer: Peer) -> Self {
+    /// `socket` is the transport's id, unique in the server.
+    pub fn new(state: Arc<ServerState>, outbox: Arc<Outbox>, socket: u64, peer: Peer) -> Self {
         MemberDriver {
             conn: Connection::new(state.config.connection(), now()),
             state,
@@ -80,6 +88,8 @@ impl MemberDriver {
             peer,
             membership: None,
             join_answer: None,
+            resume_answer: None,
+            socket,
             aborted: false,
         }
     }
@@ -109,6 +119,12 @@ impl MemberDriver {
     /// The transport ended or is ending from the client's side.
     pub fn handle_transport_closed(&mut self) {
         self.drive(|conn, now| conn.handle_transport_closed(now));
+    }
+
+    /// The transport failed in a way a resume cannot mend (a framing violation, a frame over
+    /// the size limit).
+    pub fn handle_transport_failed(&mut self) {
+        self.drive(|conn, now| conn.handle_transport_failed(now));
     }
 
     /// A close was queued on the outbox by the server side (session, shutdown).
@@ -150,8 +166,24 @@ impl MemberDriver {
         self.aborted
     }
 
-    /// Polls the answer to a join on its way; `Ready` once it arrived and was handled.
+    /// Polls the answer to a join or a resume on its way; `Ready` once it arrived and was
+    /// handled.
     pub fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(answer) = self.resume_answer.as_mut() {
+            let Poll::Ready(answer) = std::pin::Pin::new(answer).poll(cx) else {
+                return Poll::Pending;
+            };
+            self.resume_answer = None;
+            // The session's task ended without answering: the session is gone.
+            let answer = answer.unwrap_or(ResumeAnswer::Failed(ResumeFailure::SessionClosed));
+            if matches!(answer, ResumeAnswer::Resumed { .. }) {
+                self.peer.unjoined = None;
+            } else {
+                self.membership = None;
+            }
+            self.drive(|conn, now| conn.handle_resume_result(now, answer));
+            return Poll::Ready(());
+        }
         let Some(answer) = self.join_answer.as_mut() else {
             return Poll::Pending;
         };
@@ -201,31 +233,89 @@ impl MemberDriver {
                     self.outbox.push_own(OutFrame::Ping(payload), now.instant);
                 }
                 ConnAction::Join(join) => self.route_join(now, join),
-                ConnAction::Session(command) => {
-                    if let Some(m) = &self.membership {
-                        m.session.send(SessionInput::Command {
-                            member_id: m.member_id.clone(),
-                            command,
-                        });
-                    }
-                }
-                ConnAction::Detach(reason) => {
-                    if reason == LeaveReason::Timeout {
-                        self.state.metrics.heartbeat_timeouts.increment(1);
-                    }
-                    if let Some(m) = self.membership.take() {
-                        m.session.send(SessionInput::Detach {
-                            member_id: m.member_id,
-                            reason,
-                        });
-                    }
-                }
+                ConnAction::Session(command) => self.to_session(None, command),
+                ConnAction::Numbered { seq, command } => self.to_session(Some(seq), command),
+                ConnAction::Resume { token, last_seq } => self.route_resume(now, token, last_seq),
+                ConnAction::Detach(reason) => self.detach(reason, false),
+                ConnAction::DetachFatal(reason) => self.detach(reason, true),
                 ConnAction::Close { code, reason } => {
                     self.outbox.force_close(code, reason);
                 }
                 ConnAction::Abort => self.aborted = true,
             }
         }
+    }
+
+    fn to_session(&self, seq: Option<u64>, command: MemberCommand) {
+        if let Some(m) = &self.membership {
+            m.session.send(SessionInput::Command {
+                member_id: m.member_id.clone(),
+                socket: self.socket,
+                seq,
+                command,
+            });
+        }
+    }
+
+    fn detach(&mut self, reason: LeaveReason, fatal: bool) {
+        if reason == LeaveReason::Timeout {
+            self.state.metrics.heartbeat_timeouts.increment(1);
+        }
+        if let Some(m) = self.membership.take() {
+            m.session.send(SessionInput::Detach {
+                member_id: m.member_id,
+                socket: self.socket,
+                reason,
+                fatal,
+            });
+        }
+    }
+
+    /// Finds the place of connection `token` and asks its session to move it here; the
+    /// answer arrives through [`MemberDriver::poll_join`].
+    fn route_resume(&mut self, now: Now, token: String, last_seq: u64) {
+        let found = self
+            .state
+            .tokens
+            .lock()
+            .expect("tokens")
+            .lookup(now.instant, &token);
+        let place = match found {
+            TokenState::Live(place) => place,
+            TokenState::Ended(why) => {
+                self.state.metrics.resume_outcome(why.as_str());
+                return self
+                    .conn
+                    .handle_resume_result(now, ResumeAnswer::Failed(why));
+            }
+        };
+        let Some(session) = self.state.registry.get(&place.session_id) else {
+            self.state
+                .metrics
+                .resume_outcome(ResumeFailure::SessionClosed.as_str());
+            return self
+                .conn
+                .handle_resume_result(now, ResumeAnswer::Failed(ResumeFailure::SessionClosed));
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = Box::new(ResumeRequest {
+            member_id: place.member_id.clone(),
+            token,
+            last_seq,
+            socket: self.socket,
+            outbox: self.outbox.clone(),
+        });
+        if !session.send(SessionInput::Resume { request, reply }) {
+            return self
+                .conn
+                .handle_resume_result(now, ResumeAnswer::Failed(ResumeFailure::SessionClosed));
+        }
+        self.membership = Some(Membership {
+            member_id: place.member_id,
+            session_id: place.session_id,
+            session,
+        });
+        self.resume_answer = Some(answer);
     }
 
     fn route_join(&mut self, now: Now, join: loudsync_protocol::Join) {
@@ -251,6 +341,8 @@ impl MemberDriver {
             self.outbox.clone(),
             self.conn.dialect(),
             self.peer.client.to_string(),
+            self.socket,
+            self.conn.connection_token().map(str::to_string),
         );
         match routed {
             Ok(routed) => {
@@ -275,11 +367,6 @@ impl Drop for MemberDriver {
     /// handles inputs in order, so this follows the join; for a member the session already
     /// removed it is ignored.
     fn drop(&mut self) {
-        if let Some(m) = self.membership.take() {
-            m.session.send(SessionInput::Detach {
-                member_id: m.member_id,
-                reason: LeaveReason::Error,
-            });
-        }
+        self.detach(LeaveReason::Error, false);
     }
 }

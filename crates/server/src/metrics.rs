@@ -127,6 +127,21 @@ impl Metrics {
         }
     }
 
+    /// Counts a resume by outcome: `resumed`, or the `resume_failed` reason, or `invalid`.
+    pub fn resume_outcome(&self, outcome: &'static str) {
+        counter!("loudsync_resumes_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Counts a resume answered by a session.
+    pub fn resumed(&self, answer: &loudsync_core::connection::ResumeAnswer) {
+        use loudsync_core::connection::ResumeAnswer;
+        self.resume_outcome(match answer {
+            ResumeAnswer::Resumed { .. } => "resumed",
+            ResumeAnswer::Failed(why) => why.as_str(),
+            ResumeAnswer::Invalid(_) => "invalid",
+        });
+    }
+
     /// Counts an `error` sent to a client, by code.
     pub fn error_sent(code: &'static str) {
         counter!("loudsync_errors_sent_total", "code" => code).increment(1);

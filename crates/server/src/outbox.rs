@@ -4,7 +4,9 @@
 //! transport's task drains them. The queue is bounded in bytes by the core's slow-consumer
 //! rule ([`loudsync_core::outbound`]): a push the rule refuses marks the outbox overflowed and
 //! wakes the transport's task, which disconnects the member as too slow instead of letting
-//! memory grow. A later layer (resume) can number and retain frames here.
+//! memory grow. A resumable member's numbered frames are kept (for a replay) by its place in
+//! the session, not here; a replay is queued without counting toward the bound (it is held in
+//! the replay buffer already), and frames queued behind it count as usual.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,9 @@ use loudsync_core::outbound::{Admit, Backlog, OutboundLimits};
 pub enum OutFrame {
     /// A JSON text frame, shared by every recipient of a broadcast.
     Text(Bytes),
+    /// A numbered JSON text frame (a resumable member's): written as `{"seq":N,` followed by
+    /// the shared bytes without their opening brace.
+    Numbered(u64, Bytes),
     /// A WebSocket ping control frame (latency measurement).
     Ping([u8; 8]),
     /// Close the socket with this code and reason; nothing after it is sent.
@@ -106,7 +111,7 @@ impl Outbox {
             return None;
         }
         match &frame {
-            OutFrame::Text(b) => {
+            OutFrame::Text(b) | OutFrame::Numbered(_, b) => {
                 let queued = st.bytes;
                 if st.backlog.admit(&self.limits, now, queued, b.len()) == Admit::TooSlow {
                     st.overflowed = true;
@@ -121,6 +126,17 @@ impl Outbox {
         }
         st.frames.push_back(frame);
         Some(())
+    }
+
+    /// Queues a frame without counting it toward the slow-consumer bound (a resume's replay,
+    /// and the frames before it); the producer wakes the consumer. Returns `false` if closed.
+    pub fn push_uncounted(&self, frame: OutFrame, _now: Instant) -> bool {
+        let mut st = self.state.lock().expect("outbox lock");
+        if st.closed || st.overflowed {
+            return false;
+        }
+        st.frames.push_back(frame);
+        true
     }
 
     /// Wakes the consumer (after [`Outbox::enqueue`]).
@@ -153,8 +169,8 @@ impl Outbox {
     pub(crate) fn pop(&self) -> Option<OutFrame> {
         let mut st = self.state.lock().expect("outbox lock");
         let frame = st.frames.pop_front()?;
-        if let OutFrame::Text(b) = &frame {
-            st.bytes -= b.len();
+        if let OutFrame::Text(b) | OutFrame::Numbered(_, b) = &frame {
+            st.bytes = st.bytes.saturating_sub(b.len());
         }
         Some(frame)
     }

@@ -11,20 +11,24 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use loudsync_core::connection::ResumeAnswer;
 use loudsync_core::directory::{JoinError, SessionSpec};
+use loudsync_core::resume::TokenState;
 use loudsync_core::session::access::FailureLimit;
-use loudsync_core::session::{Joiner, Session, SessionAction, SessionConfig};
+use loudsync_core::session::{
+    Joiner, Outgoing, ResumeRefusal, Session, SessionAction, SessionConfig,
+};
 use loudsync_core::Now;
 use loudsync_protocol::app::Dialect;
-use loudsync_protocol::{ServerMessage, Stamp};
+use loudsync_protocol::{close_code, ResumeFailure, ServerMessage, Stamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
 use crate::clock::now;
 use crate::encoding;
 use crate::outbox::{OutFrame, Outbox};
-use crate::sessions::{SessionInput, SessionView};
-use crate::state::ServerState;
+use crate::sessions::{ResumeRequest, SessionInput, SessionView};
+use crate::state::{ServerState, TokenPlace};
 
 /// Inputs handled before the touched members are woken.
 const MAX_BATCH: usize = 64;
@@ -41,7 +45,8 @@ pub(crate) fn spawn(
             max_failures: state.config.password_max_failures,
             window: state.config.password_failure_window,
         },
-        ..SessionConfig::default()
+        detach_hold: state.config.resume_window,
+        replay: state.config.replay_limits(),
     };
     let owner = SessionOwner {
         session: Session::new(spec, config),
@@ -139,7 +144,10 @@ impl SessionOwner {
                     dialect: request.dialect,
                     address: request.address,
                     credentials: request.credentials,
+                    socket: request.socket,
+                    resume_token: request.resume_token.clone(),
                 };
+                let member_id = request.member_id.clone();
                 let result =
                     self.session
                         .handle_join(now, request.member_id, &request.join, joiner);
@@ -147,6 +155,17 @@ impl SessionOwner {
                     Ok(()) => {
                         self.state.metrics.joins.increment(1);
                         self.state.metrics.members.increment(1.0);
+                        if let Some(token) = request.resume_token {
+                            let place = TokenPlace {
+                                session_id: self.session.id().to_string(),
+                                member_id,
+                            };
+                            self.state
+                                .tokens
+                                .lock()
+                                .expect("tokens")
+                                .insert(token, place);
+                        }
                         Ok(())
                     }
                     Err((refusal, _transport)) => Err(refusal.to_message()),
@@ -154,13 +173,31 @@ impl SessionOwner {
                 self.apply(now);
                 let _ = reply.send(result);
             }
-            SessionInput::Command { member_id, command } => {
-                self.session.handle_command(now, &member_id, command);
+            SessionInput::Command {
+                member_id,
+                socket,
+                seq,
+                command,
+            } => {
+                self.session
+                    .handle_numbered(now, &member_id, socket, seq, command);
                 self.apply(now);
             }
-            SessionInput::Detach { member_id, reason } => {
-                self.session.handle_detach(now, &member_id, reason);
+            SessionInput::Detach {
+                member_id,
+                socket,
+                reason,
+                fatal,
+            } => {
+                self.session
+                    .handle_socket_detach(now, &member_id, socket, reason, fatal);
                 self.apply(now);
+            }
+            SessionInput::Resume { request, reply } => {
+                let answer = self.resume(now, *request);
+                self.state.metrics.resumed(&answer);
+                self.apply(now);
+                let _ = reply.send(answer);
             }
             SessionInput::Close { reason, code, done } => {
                 self.session.handle_close(now, &reason, code);
@@ -183,6 +220,73 @@ impl SessionOwner {
         }
     }
 
+    /// A resume: on success the new socket gets the connection token, `resumed`, and the
+    /// replay, before anything else; a socket the place still had is closed with 4000.
+    fn resume(&mut self, now: Now, request: ResumeRequest) -> ResumeAnswer {
+        let ResumeRequest {
+            member_id,
+            token,
+            last_seq,
+            socket,
+            outbox,
+        } = request;
+        match self
+            .session
+            .handle_resume(now, &member_id, &token, last_seq, socket, outbox)
+        {
+            Ok(resumption) => {
+                let Some(outbox) = self.outbox_of(&member_id) else {
+                    return ResumeAnswer::Failed(ResumeFailure::UnknownToken);
+                };
+                let stamp = Stamp::Now(now.unix_ms);
+                let own = |m: &ServerMessage| {
+                    OutFrame::Text(Bytes::from(loudsync_protocol::encode(m, &stamp)))
+                };
+                outbox.push_uncounted(
+                    own(&ServerMessage::Token {
+                        token: token.clone(),
+                    }),
+                    now.instant,
+                );
+                outbox.push_uncounted(
+                    own(&ServerMessage::Resumed {
+                        last_seq: resumption.last_in,
+                        replayed: resumption.replay.len() as u64,
+                    }),
+                    now.instant,
+                );
+                for (seq, bytes) in resumption.replay {
+                    outbox.push_uncounted(OutFrame::Numbered(seq, bytes), now.instant);
+                }
+                self.touched.push(outbox);
+                if let Some(old) = resumption.replaced {
+                    old.force_close(close_code::REPLACED, "replaced".to_string());
+                }
+                ResumeAnswer::Resumed {
+                    last_in: resumption.last_in,
+                }
+            }
+            Err((ResumeRefusal::AboveSent { last_sent }, _)) => ResumeAnswer::Invalid(format!(
+                "token: lastSeq {last_seq} is above the last seq sent on this connection ({last_sent})"
+            )),
+            Err((ResumeRefusal::Failed(ResumeFailure::UnknownToken), _)) => {
+                // The place may have ended since the token was looked up: say why.
+                match self.state.tokens.lock().expect("tokens").lookup(now.instant, &token) {
+                    TokenState::Ended(why) => ResumeAnswer::Failed(why),
+                    TokenState::Live(_) => ResumeAnswer::Failed(ResumeFailure::UnknownToken),
+                }
+            }
+            Err((ResumeRefusal::Failed(why), _)) => ResumeAnswer::Failed(why),
+        }
+    }
+
+    /// A member's current outbox (after a resume attached it).
+    fn outbox_of(&self, member_id: &str) -> Option<Arc<Outbox>> {
+        let to = loudsync_core::session::Recipients::One(member_id.to_string());
+        let outbox = self.session.deliveries(&to).next().map(|(o, _)| o.clone());
+        outbox
+    }
+
     /// Carries out the session's actions, each resolved to its recipients as it is polled.
     fn apply(&mut self, now: Now) {
         while let Some(action) = self.session.poll_action() {
@@ -191,31 +295,41 @@ impl SessionOwner {
                     if let ServerMessage::Error { code, .. } = &message {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
+                    // Encoded before delivery, once per dialect among the recipients (the
+                    // app's names members by address, which the session looks up).
                     let session = &self.session;
                     let state = &self.state;
                     let address_of = |id: &str| session.address_of(id).map(str::to_string);
-                    let mut encoded = Encoded::default();
-                    let mut bytes_for = |dialect| {
-                        encoded
-                            .get(dialect, || {
-                                encoding::encode(
-                                    dialect,
-                                    &message,
-                                    &Stamp::Now(now.unix_ms),
-                                    now.unix_ms,
-                                    &address_of,
-                                    state.ids.as_ref(),
-                                )
-                            })
-                            .clone()
+                    let (ours, app) = session.recipient_dialects(&to);
+                    let encode = |dialect| {
+                        encoding::encode(
+                            dialect,
+                            &message,
+                            &Stamp::Now(now.unix_ms),
+                            now.unix_ms,
+                            &address_of,
+                            state.ids.as_ref(),
+                        )
                     };
-                    let sent = deliver(
-                        session.deliveries(&to),
-                        &mut bytes_for,
-                        now,
-                        &mut self.touched,
+                    let encoded = Encoded {
+                        ours: ours.then(|| encode(Dialect::LoudSync)),
+                        app: app.then(|| encode(Dialect::App)),
+                    };
+                    let touched = &mut self.touched;
+                    let sent = self.session.deliver(
+                        &to,
+                        &message,
+                        &mut |dialect| encoded.bytes(dialect),
+                        &mut |outbox, frame| queue(outbox, frame, now, touched),
                     );
                     self.state.metrics.frames_sent.increment(sent);
+                }
+                SessionAction::TokenEnded { token, why } => {
+                    self.state
+                        .tokens
+                        .lock()
+                        .expect("tokens")
+                        .end(now.instant, &token, why);
                 }
                 SessionAction::Close {
                     transport,
@@ -234,7 +348,8 @@ impl SessionOwner {
     }
 }
 
-/// A message's bytes, encoded at most once per dialect.
+/// A message's bytes in each dialect its recipients speak, encoded once and shared by every
+/// recipient of that dialect.
 #[derive(Default)]
 struct Encoded {
     ours: Option<Bytes>,
@@ -242,33 +357,25 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn get(&mut self, dialect: Dialect, encode: impl FnOnce() -> Bytes) -> &Bytes {
-        let slot = match dialect {
-            Dialect::LoudSync => &mut self.ours,
-            Dialect::App => &mut self.app,
-        };
-        slot.get_or_insert_with(encode)
+    fn bytes(&self, dialect: Dialect) -> Bytes {
+        match dialect {
+            Dialect::LoudSync => self.ours.clone(),
+            Dialect::App => self.app.clone(),
+        }
+        .unwrap_or_default()
     }
 }
 
-/// Queues a message for every recipient, in its dialect's bytes (shared by every recipient of
-/// that dialect); returns how many it was queued for.
-fn deliver<'a>(
-    recipients: impl Iterator<Item = (&'a Arc<Outbox>, Dialect)>,
-    bytes_for: &mut dyn FnMut(Dialect) -> Bytes,
-    now: Now,
-    touched: &mut Vec<Arc<Outbox>>,
-) -> u64 {
-    let mut queued = 0;
-    for (outbox, dialect) in recipients {
-        if let Some(first) = outbox.enqueue(OutFrame::Text(bytes_for(dialect)), now.instant) {
-            queued += 1;
-            if first {
-                touched.push(outbox.clone());
-            }
-        }
+/// Queues one recipient's frame; the outbox is owed a wake-up at the batch's end if this is
+/// its first frame since the last.
+fn queue(outbox: &Arc<Outbox>, frame: Outgoing, now: Now, touched: &mut Vec<Arc<Outbox>>) {
+    let frame = match frame {
+        Outgoing::Plain(bytes) => OutFrame::Text(bytes),
+        Outgoing::Numbered(seq, bytes) => OutFrame::Numbered(seq, bytes),
+    };
+    if outbox.enqueue(frame, now.instant) == Some(true) {
+        touched.push(outbox.clone());
     }
-    queued
 }
 
 #[cfg(test)]
@@ -289,48 +396,46 @@ mod tests {
 
     #[test]
     fn a_broadcast_is_encoded_once_per_dialect_and_shared() {
-        let members: Vec<(Arc<Outbox>, Dialect)> = [
-            Dialect::LoudSync,
-            Dialect::LoudSync,
-            Dialect::App,
-            Dialect::App,
-        ]
-        .into_iter()
-        .map(|d| (outbox(), d))
-        .collect();
-        let mut encodings = Vec::new();
-        let mut encoded = Encoded::default();
-        let mut bytes_for = |d: Dialect| {
-            encoded
-                .get(d, || {
-                    encodings.push(d);
-                    Bytes::from(format!("{d:?}"))
-                })
-                .clone()
+        let encoded = Encoded {
+            ours: Some(Bytes::from_static(b"{\"type\":\"ours\"}")),
+            app: Some(Bytes::from_static(b"{\"type\":\"APP\"}")),
         };
+        let outboxes: Vec<Arc<Outbox>> = (0..4).map(|_| outbox()).collect();
         let mut touched = Vec::new();
-        let sent = deliver(
-            members.iter().map(|(o, d)| (o, *d)),
-            &mut bytes_for,
+        for (i, o) in outboxes.iter().enumerate() {
+            let dialect = if i < 2 {
+                Dialect::LoudSync
+            } else {
+                Dialect::App
+            };
+            queue(
+                o,
+                Outgoing::Plain(encoded.bytes(dialect)),
+                now(),
+                &mut touched,
+            );
+        }
+        // A resumable recipient's frame is numbered but shares the same bytes.
+        queue(
+            &outboxes[1],
+            Outgoing::Numbered(7, encoded.bytes(Dialect::LoudSync)),
             now(),
             &mut touched,
         );
-        assert_eq!(sent, 4);
         assert_eq!(touched.len(), 4, "each recipient is owed one wake-up");
-        assert_eq!(
-            encodings,
-            [Dialect::LoudSync, Dialect::App],
-            "one encoding per dialect"
-        );
         let (a, b, c, d) = (
-            text(&members[0].0),
-            text(&members[1].0),
-            text(&members[2].0),
-            text(&members[3].0),
+            text(&outboxes[0]),
+            text(&outboxes[1]),
+            text(&outboxes[2]),
+            text(&outboxes[3]),
         );
-        assert_eq!(&a[..], b"LoudSync");
-        assert_eq!(&c[..], b"App");
+        assert_eq!(&a[..], b"{\"type\":\"ours\"}");
+        assert_eq!(&c[..], b"{\"type\":\"APP\"}");
         assert_eq!(a.as_ptr(), b.as_ptr(), "shared, not copied");
         assert_eq!(c.as_ptr(), d.as_ptr(), "shared, not copied");
+        match outboxes[1].pop() {
+            Some(OutFrame::Numbered(7, n)) => assert_eq!(n.as_ptr(), a.as_ptr()),
+            other => panic!("{other:?}"),
+        }
     }
 }

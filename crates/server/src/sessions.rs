@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use loudsync_core::connection::MemberCommand;
+use loudsync_core::connection::{MemberCommand, ResumeAnswer};
 use loudsync_core::directory::{
     admit, Access, AlreadyExists, Credentials, Directory, JoinError, Route, SessionSpec,
 };
@@ -69,6 +69,24 @@ pub struct JoinRequest {
     pub address: String,
     /// What it proved before it was routed (a valid join token).
     pub credentials: Credentials,
+    /// Its transport's id.
+    pub socket: u64,
+    /// The connection token of the resume handshake, if it did one (a resumable member).
+    pub resume_token: Option<String>,
+}
+
+/// A socket asking to continue a resumable member's place.
+pub struct ResumeRequest {
+    /// The member.
+    pub member_id: String,
+    /// The connection token it presented.
+    pub token: String,
+    /// The last server `seq` it received.
+    pub last_seq: u64,
+    /// The new socket's id.
+    pub socket: u64,
+    /// The new socket's outbound queue.
+    pub outbox: Arc<Outbox>,
 }
 
 /// What a session's task is asked to do.
@@ -85,6 +103,10 @@ pub enum SessionInput {
     Command {
         /// The member.
         member_id: String,
+        /// The transport it came on (ignored if the place has moved to another).
+        socket: u64,
+        /// The client frame's `seq`, on a resumable connection.
+        seq: Option<u64>,
         /// What it asked.
         command: MemberCommand,
     },
@@ -92,8 +114,19 @@ pub enum SessionInput {
     Detach {
         /// The member.
         member_id: String,
+        /// The transport that is gone (ignored if the place has moved to another).
+        socket: u64,
         /// Why.
         reason: LeaveReason,
+        /// Gone in a way a resume cannot mend: the place ends even if resumable.
+        fatal: bool,
+    },
+    /// A new socket resumes a member's place.
+    Resume {
+        /// Who and on what (boxed, like a join).
+        request: Box<ResumeRequest>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ResumeAnswer>,
     },
     /// End the session (HTTP DELETE, shutdown).
     Close {
@@ -191,6 +224,7 @@ impl Registry {
     /// Checks the join's token (and `require-token`), routes the join as the directory
     /// decides (creating the session for a host) and sends it to the session's task; the
     /// answer arrives on the returned receiver. Never waits.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
         state: &Arc<ServerState>,
@@ -198,6 +232,8 @@ impl Registry {
         outbox: Arc<Outbox>,
         dialect: Dialect,
         address: String,
+        socket: u64,
+        resume_token: Option<String>,
     ) -> Result<RoutedJoin, ServerMessage> {
         let now_secs = crate::clock::now().unix_ms / 1000;
         let token = join
@@ -232,6 +268,8 @@ impl Registry {
             dialect,
             address,
             credentials,
+            socket,
+            resume_token,
         });
         if !session.send(SessionInput::Join { request, reply }) {
             return Err(ended.to_message());

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use loudsync_core::ids::IdSource;
 use loudsync_core::outbound::OutboundLimits;
+use loudsync_core::resume::Tokens;
 use tokio::sync::Notify;
 
 use crate::admission::Admission;
@@ -34,6 +35,17 @@ pub struct ServerState {
     /// The key join tokens are verified (and signed) with (`token-key`, `token-key-file`).
     pub token_key: Option<crate::access::TokenKey>,
     pub(crate) shutting_down: AtomicBool,
+    /// Connection tokens of resumable members: which place each leads to, or why it ended.
+    pub tokens: Mutex<Tokens<TokenPlace>>,
+}
+
+/// Where a live connection token leads: the session and the member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPlace {
+    /// The session's id.
+    pub session_id: String,
+    /// The member's `clientId`.
+    pub member_id: String,
 }
 
 impl ServerState {
@@ -42,6 +54,7 @@ impl ServerState {
         ServerState {
             admission: Admission::new(&config, crate::admission::open_files_limit()),
             transports: OpenTransports::new(config.outbound_limits()),
+            tokens: Mutex::new(Tokens::new(config.resume_window.saturating_mul(10))),
             registry: Registry::new(ids.clone(), config.max_members),
             token_key: crate::access::TokenKey::from_config(&config),
             config,

@@ -430,8 +430,14 @@ pub fn masked_client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4])
 
 /// Appends a server frame (unmasked, final) to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    encode_frame_parts(out, opcode, &[payload]);
+}
+
+/// Appends a server frame whose payload is `parts` one after the other (a numbered frame's
+/// `seq` prefix and the shared bytes of the message, without copying them together first).
+pub fn encode_frame_parts(out: &mut Vec<u8>, opcode: u8, parts: &[&[u8]]) {
     out.push(0x80 | opcode);
-    match payload.len() {
+    match parts.iter().map(|p| p.len()).sum::<usize>() {
         n if n < 126 => out.push(n as u8),
         n if n <= u16::MAX as usize => {
             out.push(126);
@@ -442,7 +448,9 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(payload);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
 }
 
 thread_local! {
@@ -520,6 +528,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     pub fn queue_text(&mut self, text: &[u8]) {
         if !self.close_sent {
             encode_frame(&mut self.out, OP_TEXT, text);
+        }
+    }
+
+    /// Queues a numbered text frame: `{"seq":N,` then `text` without its opening brace.
+    pub fn queue_numbered_text(&mut self, seq: u64, text: &[u8]) {
+        if !self.close_sent {
+            let prefix = loudsync_protocol::client::seq_prefix(seq);
+            let rest = text.strip_prefix(b"{").unwrap_or(text);
+            encode_frame_parts(&mut self.out, OP_TEXT, &[prefix.as_bytes(), rest]);
         }
     }
 

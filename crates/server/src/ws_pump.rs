@@ -61,7 +61,7 @@ where
     state.metrics.connections.increment(1.0);
     tracing::debug!(peer = %peer.socket, %client, transport_id, "websocket open");
     let mut pump = Pump {
-        driver: MemberDriver::new(state.clone(), outbox.clone(), peer),
+        driver: MemberDriver::new(state.clone(), outbox.clone(), transport_id, peer),
         outbox,
         ws,
         pending: VecDeque::new(),
@@ -123,7 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
                         reason = violation.reason,
                         "websocket protocol violation"
                     );
-                    self.driver.handle_transport_closed();
+                    // Resending the same bytes on a new socket would fail the same way.
+                    self.driver.handle_transport_failed();
                 }
                 Event::Closing => self.driver.handle_closed_by_server(),
                 Event::Joined => {}
@@ -184,6 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
             };
             match frame {
                 OutFrame::Text(bytes) => self.ws.queue_text(&bytes),
+                OutFrame::Numbered(seq, bytes) => self.ws.queue_numbered_text(seq, &bytes),
                 OutFrame::Ping(payload) => self.ws.queue_ping(&payload),
                 OutFrame::Close(code, reason) => self.ws.queue_close(code, &reason),
             }
