@@ -1186,3 +1186,61 @@ fn a_resumed_socket_times_out_on_silence_and_detaches() {
         ]
     );
 }
+
+#[test]
+fn a_rate_limit_close_on_a_numbered_connection_is_a_plain_detach() {
+    let now = t0();
+    let mut c = numbered_with(
+        ConnectionConfig {
+            rate_per_sec: 10,
+            rate_burst: 3,
+            ..cfg()
+        },
+        now,
+    );
+    let mut seen = Vec::new();
+    for seq in 1..=20 {
+        c.handle_text(now, &msg(seq));
+        seen.extend(drain(&mut c));
+        if c.phase() == Phase::Closed {
+            break;
+        }
+    }
+    let tail = &seen[seen.len() - 2..];
+    assert_eq!(
+        tail,
+        [
+            ConnAction::Close {
+                code: 1008,
+                reason: "rate limit exceeded".into()
+            },
+            ConnAction::Detach(LeaveReason::Error)
+        ],
+        "the window starts: not DetachFatal"
+    );
+}
+
+#[test]
+fn a_numbered_connection_forwards_latency_unnumbered() {
+    let now = t0();
+    let mut c = numbered_with(
+        ConnectionConfig {
+            latency_interval: Duration::from_secs(1),
+            ..cfg()
+        },
+        now,
+    );
+    let later = now.plus(secs(2.0));
+    c.handle_text(later, &msg(1));
+    let a = drain(&mut c);
+    let ping = a.iter().find_map(|x| match x {
+        ConnAction::Ping(p) => Some(*p),
+        _ => None,
+    });
+    let ping = ping.expect("a probe rides on the frame");
+    c.handle_pong(later.plus(secs(0.05)), &ping);
+    assert_eq!(
+        drain(&mut c),
+        [ConnAction::Session(MemberCommand::Latency(50))]
+    );
+}

@@ -1720,3 +1720,43 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn member_updated_carries_the_entry_as_member_list_shows_it_with_the_last_latency() {
+    let t = t0();
+    let mut s = session(W, ReplayLimits::default());
+    s.handle_numbered(t, "c1", 1, None, MemberCommand::Latency(42));
+    s.handle_socket_detach(t, "c1", 1, LeaveReason::Error, false);
+    let d = full(&mut s);
+    let listed = s.member_infos().into_iter().find(|m| m.id == "c1").unwrap();
+    assert_eq!(listed.latency, Some(42), "the last one measured");
+    assert_eq!(listed.connection_status, ConnectionStatus::Reconnecting);
+    match &d.to("t-h")[0].message {
+        ServerMessage::MemberUpdated { member } => assert_eq!(*member, listed),
+        other => panic!("{other:?}"),
+    }
+    // The away member's own member_list request cannot come (no transport); the host's shows it.
+    s.handle_numbered(t, "h", 1, Some(1), MemberCommand::MemberList);
+    let d = full(&mut s);
+    match &d.to("t-h")[0].message {
+        ServerMessage::MemberList { members } => assert!(members.contains(&listed)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_message_to_an_away_member_by_id_is_accepted_and_buffered() {
+    let t = t0();
+    let mut s = session(W, ReplayLimits::default());
+    s.handle_socket_detach(t, "c1", 1, LeaveReason::Error, false);
+    drain(&mut s);
+    s.handle_numbered(t, "h", 1, Some(1), message("7", Some("c1")));
+    let d = full(&mut s);
+    assert!(
+        d.frames.is_empty(),
+        "no error to the sender, nothing delivered"
+    );
+    let r = resume_ok(&mut s, t, "c1", 1, 2);
+    assert_eq!(r.replay.len(), 1);
+    assert_eq!(r.replay[0].0, 2);
+}
