@@ -425,6 +425,13 @@ impl<T> Session<T> {
             return;
         }
         if self.host.as_deref() == Some(member_id) {
+            // The host goes first, as the too slow member it is; then everyone is told.
+            self.depart(
+                member_id,
+                close_code::POLICY_VIOLATION,
+                "resume buffer overflow",
+                ResumeFailure::BufferOverflow,
+            );
             self.end("Host disconnected", close_code::NORMAL);
         } else {
             self.remove_with(
@@ -737,6 +744,10 @@ impl<T> Session<T> {
             return;
         }
         if hold.is_zero() || m.resume.is_none() || fatal {
+            if let Some(r) = m.resume.as_mut() {
+                // Its token is forgotten, also when the host's drop ends the session.
+                r.fate.get_or_insert(ResumeFailure::UnknownToken);
+            }
             self.end_place(member_id, reason);
         } else {
             m.transport = None;
@@ -908,6 +919,15 @@ impl<T> Session<T> {
         let is_host = self.host.as_deref() == Some(member_id);
         match command {
             MemberCommand::Leave if is_host => {
+                if let Some(r) = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.id == member_id)
+                    .and_then(|m| m.resume.as_mut())
+                {
+                    // A host's leave forgets its token; the others' say `session_closed`.
+                    r.fate.get_or_insert(ResumeFailure::UnknownToken);
+                }
                 self.end("Host ended the session", close_code::NORMAL)
             }
             MemberCommand::Leave => self.remove(member_id, LeaveReason::Left, "left"),

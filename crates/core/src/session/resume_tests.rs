@@ -1760,3 +1760,61 @@ fn a_message_to_an_away_member_by_id_is_accepted_and_buffered() {
     assert_eq!(r.replay.len(), 1);
     assert_eq!(r.replay[0].0, 2);
 }
+
+// The host's own ways out: its token is forgotten, an overflowed host is closed as too slow.
+#[test]
+fn a_hosts_formal_disconnect_forgets_its_token() {
+    // Issue 10: "Formal disconnect ... acts exactly as leave (... a host ends the session); a
+    // later resume with that token answers unknown_token."
+    let t = t0();
+    let mut s = session(W, ReplayLimits::default());
+    s.handle_numbered(t, "h", 1, None, MemberCommand::Leave);
+    let d = full(&mut s);
+    assert!(d.ended);
+    let host = d.tokens.iter().find(|(tok, _)| tok == "T-h").cloned();
+    assert_eq!(host, Some(("T-h".to_string(), ResumeFailure::UnknownToken)));
+}
+
+#[test]
+fn a_hosts_fatal_drop_forgets_its_token() {
+    // Issue 10: "A 1009 ... or a framing violation ... ends the place at once ... (a host:
+    // "Host disconnected") ... its token then answers unknown_token."
+    let t = t0();
+    let mut s = session(W, ReplayLimits::default());
+    s.handle_socket_detach(t, "h", 1, LeaveReason::Error, true);
+    let d = full(&mut s);
+    assert!(d.ended);
+    let host = d.tokens.iter().find(|(tok, _)| tok == "T-h").cloned();
+    assert_eq!(host, Some(("T-h".to_string(), ResumeFailure::UnknownToken)));
+}
+
+#[test]
+fn a_connected_hosts_overflow_closes_it_with_1008() {
+    // Issue 10: "a connected member whose unacknowledged buffer exceeds either is closed with
+    // 1008 (reason resume buffer overflow) and its place ends the same way."
+    let t = t0();
+    let mut s = session(
+        W,
+        ReplayLimits {
+            messages: 3,
+            bytes: 1 << 20,
+        },
+    );
+    // h holds member_list #1, member_joined #2.
+    s.handle_command(t, "c1", message("1", Some("h")));
+    s.handle_command(t, "c1", message("2", Some("h")));
+    let d = full(&mut s);
+    assert!(d.ended, "the host's place ended");
+    let host_close = d.closes.iter().find(|c| c.0 == "t-h").cloned();
+    assert_eq!(
+        host_close,
+        Some((
+            "t-h".to_string(),
+            1008,
+            "resume buffer overflow".to_string()
+        ))
+    );
+    assert!(d
+        .tokens
+        .contains(&("T-h".to_string(), ResumeFailure::BufferOverflow)));
+}
