@@ -324,7 +324,11 @@ impl Output {
             return;
         }
         // Latency updates and the periodic member-list refresh only redraw the table.
-        if !matches!(event, Event::Latency { .. } | Event::MemberList(_)) {
+        // ... and so do the resume link's own steps (its state shows in the other events).
+        if !matches!(
+            event,
+            Event::Latency { .. } | Event::MemberList(_) | Event::LinkChanged(_)
+        ) {
             self.recent.push_back(describe(event));
             while self.recent.len() > 8 {
                 self.recent.pop_front();
@@ -518,6 +522,31 @@ fn describe_raw(e: &Event) -> String {
         Event::ConnectionLost { reason } => format!("connection lost: {reason}"),
         Event::Reconnecting { attempt, of } => format!("reconnecting ({attempt}/{of})"),
         Event::Failed { reason } => format!("failed: {reason}"),
+        Event::LinkChanged(l) => format!("link: {}", l.as_str()),
+        Event::MemberUpdated(m) => {
+            format!(
+                "{} is {}",
+                m.name,
+                format!("{:?}", m.connection_status).to_lowercase()
+            )
+        }
+        Event::Resuming {
+            attempt,
+            window_left,
+        } => format!(
+            "resuming (attempt {attempt}, {} s of the window left)",
+            window_left.as_secs()
+        ),
+        Event::Resumed { replayed } => format!("resumed ({replayed} replayed)"),
+        Event::ResumeFailed {
+            reason, rejoining, ..
+        } => {
+            if *rejoining {
+                format!("resume failed: {}; joining afresh", reason.as_str())
+            } else {
+                format!("resume failed: {}", reason.as_str())
+            }
+        }
         Event::Unknown { kind, raw } => {
             format!(
                 "unknown message `{kind}` from a newer server: {}",
@@ -551,6 +580,20 @@ pub fn event_json(e: &Event) -> Value {
             json!({"event": "reconnecting", "attempt": attempt, "of": of})
         }
         Event::Failed { reason } => json!({"event": "failed", "reason": reason}),
+        Event::LinkChanged(l) => json!({"event": "link", "state": l.as_str()}),
+        Event::MemberUpdated(m) => json!({"event": "member_updated", "member": m}),
+        Event::Resuming {
+            attempt,
+            window_left,
+        } => json!({"event": "resuming", "attempt": attempt,
+            "windowLeftMs": window_left.as_millis() as u64}),
+        Event::Resumed { replayed } => json!({"event": "resumed", "replayed": replayed}),
+        Event::ResumeFailed {
+            reason,
+            unconfirmed,
+            rejoining,
+        } => json!({"event": "resume_failed", "reason": reason.as_str(),
+            "unconfirmed": unconfirmed, "rejoining": rejoining}),
         Event::Unknown { kind, raw } => {
             json!({"event": "unknown", "type": kind, "message": raw.to_value()})
         }

@@ -1,6 +1,8 @@
 //! Client settings, with the protocol document's defaults (heartbeat and ping every 5 s,
-//! 3 reconnection attempts 2 s apart), the session's access credentials (password, join
-//! token) and the certificate authorities a `wss://` server is checked against.
+//! 3 reconnection attempts 2 s apart), the resume layer's (handshake on, a 30 s resume
+//! window, acks every 5 s or 100 messages, sends paced under the server's rate limit), the
+//! session's access credentials (password, join token) and the certificate authorities a
+//! `wss://` server is checked against.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +10,11 @@ use std::time::Duration;
 use loudsync_protocol::{DeviceInfo, DeviceType};
 
 /// How to reconnect after the connection is lost.
+///
+/// On a plain connection `attempts` bounds the reconnection. On a resumable one (see
+/// [`ClientConfig::resume`]) the attempts to resume go on, `delay` and `backoff` apart, until
+/// [`ClientConfig::resume_window`] has passed since the drop; `attempts` then only bounds the
+/// fresh joins that follow a refused resume (0 still disables reconnection altogether).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconnectPolicy {
     /// Attempts before giving up (the state becomes `failed`). 0 disables reconnection.
@@ -139,6 +146,33 @@ pub struct ClientConfig {
     pub reconnect: ReconnectPolicy,
     /// Seed for backoff jitter (fixed in tests; random by default).
     pub jitter_seed: u64,
+    /// Do the resume handshake (seed 003's `token` frames) before `join`, so that an unclean
+    /// drop is resumed on a new socket with nothing lost or doubled either way (default
+    /// `true`). `false` joins as the landed first layer did: no numbering, no resume, a
+    /// reconnection is a fresh join with a new id. A server that refuses the handshake gets
+    /// the plain `join` on the same socket.
+    pub resume: bool,
+    /// How long after a drop a resume is attempted (default 30 s, the server's default
+    /// `--resume-window`). Should not exceed the server's window: later, its answer is
+    /// `expired`.
+    pub resume_window: Duration,
+    /// Acknowledge received numbered messages at the latest this long after the first one
+    /// not yet acknowledged (default 5 s, the server's `--ack-interval`).
+    pub ack_interval: Duration,
+    /// ... and at the latest every this many (default 100, the server's `--ack-every`).
+    pub ack_every: u64,
+    /// On a resumable connection, numbered frames (application messages, `kick`,
+    /// `member_list`, `leave`) go out at most this many per second on average (default 80),
+    /// the resend after a resume or a gap and the flush of what was queued while away
+    /// included. Below the server's rate limit (100 frames/s, burst 200), leaving room for
+    /// heartbeats, pings and acks.
+    pub send_rate: u32,
+    /// ... with bursts of up to this many (default 150).
+    pub send_burst: u32,
+    /// On a resumable connection: how many numbered frames may wait, unacknowledged or
+    /// queued while disconnected, before sends are refused ([`crate::ClientError::QueueFull`])
+    /// (default 1000, the server's `--resume-buffer-messages`).
+    pub queue_limit: usize,
 }
 
 impl ClientConfig {
@@ -158,6 +192,13 @@ impl ClientConfig {
             leave_timeout: Duration::from_secs(2),
             reconnect: ReconnectPolicy::default(),
             jitter_seed: fastrand::u64(..),
+            resume: true,
+            resume_window: Duration::from_secs(30),
+            ack_interval: Duration::from_secs(5),
+            ack_every: 100,
+            send_rate: 80,
+            send_burst: 150,
+            queue_limit: 1000,
         }
     }
 

@@ -10,6 +10,18 @@
 //! connection, so the host gets [`Event::SessionClosed`] saying so instead of silently opening
 //! a new, empty session under the same id.
 //!
+//! Resumable connections (issue 10, on by default: [`ClientConfig::resume`]): before `join`
+//! the client does seed 003's `token` handshake, then numbers what it sends and acknowledges
+//! what it receives. When such a connection drops uncleanly (not after its own `leave` or
+//! [`Client::disconnect`], `kicked` or `session_closed`; not on a close 4000, 1009, 1002 or
+//! 1007) the client resumes it on a new socket within [`ClientConfig::resume_window`]: the
+//! same id, the member table kept, nothing lost or doubled either way. What the application
+//! sends meanwhile is queued ([`ClientConfig::queue_limit`]) and sent in order, paced under
+//! the server's rate limit. [`Event::Resumed`] or [`Event::ResumeFailed`] says how it went;
+//! after a refusal the client joins afresh by itself. [`LinkState`] (seed 003's OPEN ...
+//! DISCONNECTED) is the link's state beside [`ConnectionState`]. A resumable host resumes
+//! too: the server holds its session through the window.
+//!
 //! `ws://` and `wss://` URLs: TLS is rustls with the ring provider, checking the server's
 //! certificate against the operating system's roots or a private CA ([`TlsRoots`]). The
 //! session's password and a join token ([`ClientConfig::password`], [`ClientConfig::token`])
@@ -41,11 +53,13 @@
 //!
 //! - [`config`]: settings, credentials, TLS roots and reconnection policy.
 //! - [`machine`]: every client rule as a sans-IO state machine, tested on a virtual clock.
+//! - [`resume`]: the resume layer's bookkeeping (link states, numbered frames, acks, pacing).
 //! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
 //!   and the WebSocket upgrade, each failure worded for a person.
 
 pub mod config;
 pub mod machine;
+pub mod resume;
 mod transport;
 
 use std::sync::{Arc, Mutex};
@@ -63,6 +77,7 @@ pub use loudsync_protocol::{
 };
 use machine::{Action, Machine};
 pub use machine::{ConnectionState, Event, ServerError};
+pub use resume::LinkState;
 use transport::{Target, Ws};
 
 /// What can go wrong for a caller.
@@ -82,9 +97,14 @@ pub enum ClientError {
     /// ([`ServerError::is_access_refusal`]). None of these is retried.
     #[error("join rejected: {0}")]
     Rejected(ServerError),
-    /// A command was given while not connected (connecting, reconnecting or ended).
+    /// A command was given while not connected (connecting, reconnecting without resume,
+    /// or ended).
     #[error("not connected")]
     NotConnected,
+    /// A resumable connection holds [`ClientConfig::queue_limit`] frames already
+    /// (unacknowledged, or queued while reconnecting): try again once some are acknowledged.
+    #[error("send queue full")]
+    QueueFull,
 }
 
 /// What the client currently knows, readable at any time.
@@ -102,8 +122,19 @@ pub struct Snapshot {
     pub latency: Option<u64>,
 }
 
+/// What the driver publishes beside the snapshot.
+struct Shared {
+    snapshot: Snapshot,
+    link: LinkState,
+    /// The machine would take a command now ([`Machine::accepts_commands`]).
+    accepting: bool,
+    /// ... or refuses it because the queue is full ([`Machine::queue_full`]).
+    queueing: bool,
+}
+
 enum Command {
     Leave(oneshot::Sender<()>),
+    Disconnect(oneshot::Sender<()>),
     Ping,
     Kick {
         member_id: String,
@@ -121,7 +152,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    snapshot: Arc<Mutex<Snapshot>>,
+    shared: Arc<Mutex<Shared>>,
 }
 
 /// The stream of events of one client.
@@ -144,12 +175,17 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = oneshot::channel();
-        let snapshot = Arc::new(Mutex::new(Snapshot {
-            state: ConnectionState::Disconnected,
-            client_id: None,
-            session: None,
-            members: Vec::new(),
-            latency: None,
+        let shared = Arc::new(Mutex::new(Shared {
+            snapshot: Snapshot {
+                state: ConnectionState::Disconnected,
+                client_id: None,
+                session: None,
+                members: Vec::new(),
+                latency: None,
+            },
+            link: LinkState::Disconnected,
+            accepting: false,
+            queueing: false,
         }));
         let driver = Driver {
             leave_timeout: config.leave_timeout,
@@ -157,18 +193,19 @@ impl Client {
             machine: Machine::new(config, Instant::now(), unix_ms()),
             ws: None,
             events: ev_tx,
-            snapshot: snapshot.clone(),
+            shared: shared.clone(),
             first: Some(first_tx),
             leaving: Vec::new(),
             leave_deadline: None,
             seen_generation: u64::MAX,
+            seen_accepting: None,
         };
         tokio::spawn(driver.run(cmd_rx));
         match first_rx.await {
             Ok(Ok(())) => Ok((
                 Client {
                     commands: cmd_tx,
-                    snapshot,
+                    shared,
                 },
                 Events { rx: ev_rx },
             )),
@@ -177,43 +214,67 @@ impl Client {
         }
     }
 
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("snapshot")
+    }
+
     /// Everything the client currently knows.
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot.lock().expect("snapshot").clone()
+        self.shared().snapshot.clone()
     }
 
     /// The connection state.
     pub fn state(&self) -> ConnectionState {
-        self.snapshot.lock().expect("snapshot").state
+        self.shared().snapshot.state
+    }
+
+    /// The resume link's state (seed 003's; `Disconnected` on a plain connection).
+    pub fn link_state(&self) -> LinkState {
+        self.shared().link
     }
 
     /// The member table.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.snapshot.lock().expect("snapshot").members.clone()
+        self.shared().snapshot.members.clone()
     }
 
     /// This member's id, while joined.
     pub fn client_id(&self) -> Option<String> {
-        self.snapshot.lock().expect("snapshot").client_id.clone()
+        self.shared().snapshot.client_id.clone()
     }
 
     /// This client's last measured round-trip time, in ms.
     pub fn latency(&self) -> Option<u64> {
-        self.snapshot.lock().expect("snapshot").latency
+        self.shared().snapshot.latency
     }
 
+    /// A numbered command: taken while connected, and while reconnecting on a resumable
+    /// connection (queued, sent in order once back).
     fn command(&self, command: Command) -> Result<(), ClientError> {
-        if self.state() != ConnectionState::Connected {
-            return Err(ClientError::NotConnected);
+        {
+            let shared = self.shared();
+            if !shared.accepting {
+                return Err(if shared.queueing {
+                    ClientError::QueueFull
+                } else {
+                    ClientError::NotConnected
+                });
+            }
         }
         self.commands
             .send(command)
             .map_err(|_| ClientError::NotConnected)
     }
 
-    /// Sends a `ping` now (the client also pings every heartbeat interval).
+    /// Sends a `ping` now (the client also pings every heartbeat interval). Only while
+    /// connected: a ping is never queued.
     pub fn ping(&self) -> Result<(), ClientError> {
-        self.command(Command::Ping)
+        if self.state() != ConnectionState::Connected {
+            return Err(ClientError::NotConnected);
+        }
+        self.commands
+            .send(Command::Ping)
+            .map_err(|_| ClientError::NotConnected)
     }
 
     /// Host only: removes a member (`unauthorized` comes back as an [`Event::Error`] otherwise).
@@ -255,6 +316,17 @@ impl Client {
     pub async fn close_session(&self) {
         self.leave().await;
     }
+
+    /// The formal disconnect (seed 003): on a resumable connection, once what is queued went
+    /// out, sends the connection token, which the server treats as `leave` (the place can no
+    /// longer be resumed); waits until the connection is closed. On a plain connection, the
+    /// same as [`Client::leave`].
+    pub async fn disconnect(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Disconnect(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -271,11 +343,12 @@ struct Driver {
     machine: Machine,
     ws: Option<Ws>,
     events: mpsc::UnboundedSender<Event>,
-    snapshot: Arc<Mutex<Snapshot>>,
+    shared: Arc<Mutex<Shared>>,
     first: Option<oneshot::Sender<Result<(), ClientError>>>,
     leaving: Vec<oneshot::Sender<()>>,
     leave_deadline: Option<tokio::time::Instant>,
     seen_generation: u64,
+    seen_accepting: Option<(bool, bool)>,
 }
 
 impl Driver {
@@ -323,6 +396,12 @@ impl Driver {
                             self.leaving.push(done);
                             self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
                             self.machine.leave(now);
+                            Ok(())
+                        }
+                        Some(Command::Disconnect(done)) => {
+                            self.leaving.push(done);
+                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
+                            self.machine.disconnect(now);
                             Ok(())
                         }
                         Some(Command::Ping) => self.machine.ping(now),
@@ -400,14 +479,21 @@ impl Driver {
                 }
             }
         }
-        if self.machine.generation() != self.seen_generation {
+        let accepting = (self.machine.accepts_commands(), self.machine.queue_full());
+        if self.machine.generation() != self.seen_generation
+            || self.seen_accepting != Some(accepting)
+        {
             self.seen_generation = self.machine.generation();
-            let mut s = self.snapshot.lock().expect("snapshot");
+            self.seen_accepting = Some(accepting);
+            let mut shared = self.shared.lock().expect("snapshot");
+            let s = &mut shared.snapshot;
             s.state = self.machine.state();
             s.client_id = self.machine.client_id().map(str::to_string);
             s.session = self.machine.session().cloned();
             s.members = self.machine.members().to_vec();
             s.latency = self.machine.latency();
+            shared.link = self.machine.link_state();
+            (shared.accepting, shared.queueing) = accepting;
         }
     }
 }

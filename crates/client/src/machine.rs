@@ -1,5 +1,21 @@
 //! The client's rules as a sans-IO state machine: connection states, join, heartbeats and
-//! pings, latency, the member table, silence detection, and reconnection with its attempts.
+//! pings, latency, the member table, silence detection, reconnection with its attempts, and
+//! the resume layer (issue 10): the `token` handshake before a pipelined `join`, numbered
+//! frames both ways with acks, and the resume of an unclean drop on a new socket. The resume
+//! layer's bookkeeping (buffers, acks, pacing, which closes end a place) is in
+//! [`crate::resume`]; this file holds the flow.
+//!
+//! Resume: on a resumable connection (the handshake done, `welcome` with `resumable: true`)
+//! a drop that the frames before it did not announce (own `leave` or formal disconnect,
+//! `kicked`, `session_closed`) and whose close code does not end the place (4000, 1009, 1002,
+//! 1007) is resumed: attempts go on, the reconnection policy's delay apart, until the resume
+//! window has passed since the drop. Meanwhile the member table, id and session stay, and
+//! what the application sends is queued. On `resumed` the unacknowledged frames are sent
+//! again (original `seq`), then the queue, paced; the replayed server frames are handled as
+//! usual, duplicates dropped by `seq`. A refused resume ([`Event::ResumeFailed`]) is followed
+//! by a fresh handshake and `join` on the same socket, except for `session_closed`. A resuming
+//! host resumes (its session is held for it), so the host rule below applies to plain
+//! connections only.
 //!
 //! What is retried: a lost connection (drop, silence, server restart), and on a rejoin the
 //! transient refusals `already_joined` and `session_not_found`. What is not: `kicked`,
@@ -16,13 +32,16 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use loudsync_protocol::client::{merge_tokens, TOKEN_LEN};
 use loudsync_protocol::{
-    close_code, decode_server, encode_client, server::SessionInfo, AnyErrorCode, ClientMessage,
-    DeviceType, ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received, ServerMessage,
+    close_code, decode_server_numbered, encode_client, server::SessionInfo, AnyErrorCode,
+    ClientMessage, DeviceType, ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received,
+    ResumeFailure, ServerMessage,
 };
 use serde_json::Value;
 
 use crate::config::ClientConfig;
+use crate::resume::{self, Arrival, Inbox, LinkState, Outbox, Pacer};
 
 /// The connection states, as the protocol document names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +112,10 @@ impl ServerError {
 pub enum Event {
     /// The connection state changed.
     StateChanged(ConnectionState),
-    /// Joined (again, after a reconnection: the server assigns a new id each time).
+    /// The resume link's state changed (seed 003's states, beside the connection state).
+    LinkChanged(LinkState),
+    /// Joined (again, after a reconnection that was not a resume: the server assigns a new id
+    /// each time). A resume keeps the id and sends [`Event::Resumed`] instead.
     Welcome {
         /// This member's id in the session.
         client_id: String,
@@ -104,6 +126,10 @@ pub enum Event {
     MemberList(Vec<MemberInfo>),
     /// A member joined.
     MemberJoined(MemberInfo),
+    /// A member's entry changed (on resumable sessions: its `connectionStatus` went to
+    /// `reconnecting` when its socket dropped, or back to `connected` when it resumed); the
+    /// member table has it already.
+    MemberUpdated(MemberInfo),
     /// A member left.
     MemberLeft {
         /// Its id.
@@ -163,6 +189,36 @@ pub enum Event {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// An attempt to resume is starting (a resumable connection dropped; the server holds
+    /// this client's place). Attempts go on until the resume window has passed since the
+    /// drop.
+    Resuming {
+        /// 1-based attempt number.
+        attempt: u32,
+        /// What is left of the resume window.
+        window_left: std::time::Duration,
+    },
+    /// The connection was resumed: same id, same numbering, nothing lost or doubled. The
+    /// `replayed` server messages sent while away follow as their usual events; what this
+    /// client sent unacknowledged, then what it queued, goes out again.
+    Resumed {
+        /// How many server messages the server replays.
+        replayed: u64,
+    },
+    /// The server refused the resume. If `rejoining`, a fresh handshake and `join` follow on
+    /// the same socket (a new id: [`Event::Welcome`] when in, or the usual join failure
+    /// events); otherwise (`session_closed`: the session ended while away)
+    /// [`Event::SessionClosed`] follows and the client ends.
+    ResumeFailed {
+        /// Why.
+        reason: ResumeFailure,
+        /// Messages this client sent before the drop that the server never acknowledged:
+        /// they may or may not have reached the others, and are not sent again. Messages
+        /// queued while away (never sent) are sent after the fresh join.
+        unconfirmed: usize,
+        /// Whether a fresh join follows.
+        rejoining: bool,
+    },
 }
 
 /// What the driver must do.
@@ -182,9 +238,14 @@ pub enum Action {
 /// Why a command could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// The client is not connected (connecting, reconnecting, failed or ended).
+    /// The client is not connected (connecting, reconnecting without resume, failed or
+    /// ended).
     #[error("not connected")]
     NotConnected,
+    /// On a resumable connection: [`ClientConfig::queue_limit`] frames are waiting already
+    /// (unacknowledged, or queued while disconnected).
+    #[error("send queue full")]
+    QueueFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +254,12 @@ enum Phase {
     Idle,
     /// A socket is being opened; `attempt` 0 is the first connect.
     Connecting { attempt: u32 },
-    /// `join` sent, waiting for `welcome`.
+    /// Handshake step 1 sent, waiting for the server's token.
+    Handshake { attempt: u32, deadline: Instant },
+    /// `join` sent (after handshake step 3, on a resumable connection), waiting for `welcome`.
     Joining { attempt: u32, deadline: Instant },
+    /// The resume frame sent, waiting for `resumed` or `resume_failed`.
+    Resuming { attempt: u32, deadline: Instant },
     /// Joined.
     Connected,
     /// Waiting before reconnection attempt `attempt`.
@@ -208,7 +273,7 @@ enum Phase {
 enum Ending {
     /// Not ending: a close is a lost connection.
     None,
-    /// This client sent `leave`.
+    /// This client sent `leave` or its formal disconnect.
     Leaving,
     /// `kicked` arrived.
     Kicked(String),
@@ -237,11 +302,31 @@ pub struct Machine {
     actions: VecDeque<Action>,
     /// Unix ms at `epoch` (to stamp messages without a wall clock).
     epoch: (Instant, u64),
+    /// The resume link's state.
+    link: LinkState,
+    /// This handshake's local token and, once it arrived, the server's.
+    local_token: Option<String>,
+    remote_token: Option<String>,
+    /// The connection token, from handshake step 4 until the place is given up.
+    token: Option<String>,
+    /// Whether the current (or held) connection was welcomed as resumable.
+    resumable: bool,
+    /// While the server holds this client's place after a drop: until when to try resuming.
+    resume_until: Option<Instant>,
+    /// Numbered frames sent and unacknowledged, or queued.
+    outbox: Outbox,
+    /// Numbered server frames received, and the ack due.
+    inbox: Inbox,
+    /// Paces numbered sends under the server's rate limit.
+    pacer: Pacer,
+    /// A formal disconnect is waiting for the queue to go out.
+    disconnect_pending: bool,
 }
 
 impl Machine {
     /// A machine for `config`; `now` and `unix_ms` anchor its clock.
     pub fn new(config: ClientConfig, now: Instant, unix_ms: u64) -> Self {
+        let pacer = Pacer::new(config.send_rate, config.send_burst, now);
         Machine {
             rng: fastrand::Rng::with_seed(config.jitter_seed),
             config,
@@ -258,6 +343,16 @@ impl Machine {
             generation: 0,
             actions: VecDeque::new(),
             epoch: (now, unix_ms),
+            link: LinkState::Disconnected,
+            local_token: None,
+            remote_token: None,
+            token: None,
+            resumable: false,
+            resume_until: None,
+            outbox: Outbox::default(),
+            inbox: Inbox::default(),
+            pacer,
+            disconnect_pending: false,
         }
     }
 
@@ -269,6 +364,39 @@ impl Machine {
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
         self.state
+    }
+
+    /// The resume link's state.
+    pub fn link_state(&self) -> LinkState {
+        self.link
+    }
+
+    /// Whether the current connection is resumable (welcomed with `resumable: true`, or held
+    /// by the server while this client resumes).
+    pub fn is_resumable(&self) -> bool {
+        self.resumable
+    }
+
+    /// Whether a command given now would be taken: connected, or (with resume on)
+    /// reconnecting with room in the queue.
+    pub fn accepts_commands(&self) -> bool {
+        if self.ending != Ending::None {
+            return false;
+        }
+        match self.phase {
+            Phase::Connected if !self.resumable => true,
+            Phase::Connected => self.outbox.len() < self.config.queue_limit,
+            _ if self.queues() => self.outbox.len() < self.config.queue_limit,
+            _ => false,
+        }
+    }
+
+    /// Whether commands are refused only because [`ClientConfig::queue_limit`] frames are
+    /// waiting (resumable, or reconnecting with resume on).
+    pub fn queue_full(&self) -> bool {
+        self.ending == Ending::None
+            && ((self.phase == Phase::Connected && self.resumable) || self.queues())
+            && self.outbox.len() >= self.config.queue_limit
     }
 
     /// This member's id, while joined.
@@ -304,11 +432,23 @@ impl Machine {
     /// When [`Machine::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Connected => Some(
-                self.next_beat
-                    .min(self.last_heard + self.config.silence_timeout),
-            ),
-            Phase::Joining { deadline, .. } => Some(deadline),
+            Phase::Connected => {
+                let mut at = self
+                    .next_beat
+                    .min(self.last_heard + self.config.silence_timeout);
+                if self.resumable {
+                    if let Some(ack) = self.inbox.deadline() {
+                        at = at.min(ack);
+                    }
+                    if self.outbox.has_unsent() {
+                        at = at.min(self.pacer.ready_at());
+                    }
+                }
+                Some(at)
+            }
+            Phase::Handshake { deadline, .. }
+            | Phase::Joining { deadline, .. }
+            | Phase::Resuming { deadline, .. } => Some(deadline),
             Phase::Waiting { at, .. } => Some(at),
             Phase::Idle | Phase::Connecting { .. } | Phase::Ended => None,
         }
@@ -324,17 +464,53 @@ impl Machine {
         self.actions.push_back(Action::Connect);
     }
 
-    /// The socket is open: send `join`.
+    /// The socket is open: resume (the server holds this client's place), start the
+    /// handshake (resume on), or send `join`.
     pub fn handle_connected(&mut self, now: Instant) {
         let Phase::Connecting { attempt } = self.phase else {
             return;
         };
         self.ending = Ending::None;
         self.last_heard = now;
-        self.phase = Phase::Joining {
-            attempt,
-            deadline: now + self.config.join_timeout,
+        self.pacer.refill(now);
+        let deadline = now + self.config.join_timeout;
+        match (self.resume_until, self.token.clone()) {
+            (Some(_), Some(token)) => {
+                self.phase = Phase::Resuming { attempt, deadline };
+                let resume = ClientMessage::Token {
+                    token,
+                    last_seq: Some(self.inbox.last()),
+                };
+                let frame = self.frame(now, &resume);
+                self.inbox.resume_sent();
+                self.actions.push_back(Action::Send(frame));
+            }
+            _ if self.config.resume => self.start_handshake(now, attempt, deadline),
+            _ => {
+                self.phase = Phase::Joining { attempt, deadline };
+                self.send_join(now);
+            }
+        }
+    }
+
+    /// Handshake step 1 on the current socket, with a fresh local token.
+    fn start_handshake(&mut self, now: Instant, attempt: u32, deadline: Instant) {
+        let local = resume::local_token();
+        let step1 = ClientMessage::Token {
+            token: local.clone(),
+            last_seq: None,
         };
+        let frame = self.frame(now, &step1);
+        self.local_token = Some(local);
+        self.remote_token = None;
+        self.token = None;
+        self.resumable = false;
+        self.phase = Phase::Handshake { attempt, deadline };
+        self.set_link(LinkState::Open);
+        self.actions.push_back(Action::Send(frame));
+    }
+
+    fn send_join(&mut self, now: Instant) {
         let join = ClientMessage::Join(Join {
             session_id: self.config.session_id.clone(),
             device_info: self.config.device.clone(),
@@ -359,7 +535,7 @@ impl Machine {
         self.attempt_failed(now, attempt, format!("could not connect: {reason}"));
     }
 
-    /// Any frame arrived (control frames included): the server is alive.
+    /// A frame arrived (control frames included): the server is alive.
     pub fn handle_activity(&mut self, now: Instant) {
         self.last_heard = now;
     }
@@ -367,7 +543,7 @@ impl Machine {
     /// A text frame arrived.
     pub fn handle_text(&mut self, now: Instant, text: &str) {
         self.last_heard = now;
-        let (received, timestamp) = match decode_server(text) {
+        let (received, timestamp, seq) = match decode_server_numbered(text) {
             Ok(decoded) => decoded,
             Err(error) => {
                 // Not a message, or a known type with broken fields: nothing to act on.
@@ -375,7 +551,79 @@ impl Machine {
                 return;
             }
         };
+        let numbered = self.phase == Phase::Connected && self.resumable;
+        if let (true, Some(seq)) = (numbered, seq) {
+            if self.inbox.arrive(seq, now, self.config.ack_interval) == Arrival::Duplicate {
+                tracing::debug!(seq, "duplicate server frame dropped");
+                return;
+            }
+        }
         match (self.phase, received) {
+            (
+                Phase::Handshake { attempt, deadline },
+                Received::Known(ServerMessage::Token { token }),
+            ) if token.len() == TOKEN_LEN && loudsync_protocol::client::valid_token(&token) => {
+                // Step 2 arrived: confirm (step 3) and pipeline the join behind it.
+                let step3 = ClientMessage::Token {
+                    token: self.local_token.clone().unwrap_or_default(),
+                    last_seq: None,
+                };
+                let frame = self.frame(now, &step3);
+                self.actions.push_back(Action::Send(frame));
+                self.remote_token = Some(token);
+                self.set_link(LinkState::PreConnected);
+                self.phase = Phase::Joining { attempt, deadline };
+                self.send_join(now);
+            }
+            (Phase::Handshake { attempt, deadline }, Received::Error { code, .. }) => {
+                // A server without the handshake (or refusing it): join plainly, on this
+                // socket, as the landed layer does.
+                tracing::debug!(%code, "handshake refused; joining without resume");
+                self.local_token = None;
+                self.set_link(LinkState::Disconnected);
+                self.phase = Phase::Joining { attempt, deadline };
+                self.send_join(now);
+            }
+            (Phase::Joining { .. }, Received::Known(ServerMessage::Token { token }))
+                if self.remote_token.as_deref() == Some(token.as_str()) =>
+            {
+                // Step 4: the server confirms; both sides hold the connection token.
+                if let Some(local) = &self.local_token {
+                    self.token = Some(merge_tokens(local, &token));
+                    self.set_link(LinkState::Connected);
+                }
+            }
+            (Phase::Resuming { .. }, Received::Known(ServerMessage::Token { token }))
+                if self.token.as_deref() == Some(token.as_str()) =>
+            {
+                // The server's confirmation of the resume (seed 003 step 15).
+                self.set_link(LinkState::Connected);
+            }
+            (
+                Phase::Resuming { .. },
+                Received::Known(ServerMessage::Resumed { last_seq, replayed }),
+            ) => self.resumed(now, last_seq, replayed),
+            (Phase::Resuming { .. }, Received::Known(ServerMessage::ResumeFailed { reason })) => {
+                self.resume_refused(now, reason)
+            }
+            (
+                Phase::Resuming { attempt, .. },
+                Received::Error {
+                    code,
+                    message,
+                    details,
+                },
+            ) => {
+                // The resume frame itself was refused (the place stays held): a failed
+                // attempt, retried within the window.
+                let error = ServerError {
+                    code,
+                    message,
+                    details,
+                };
+                self.actions.push_back(Action::CloseSocket);
+                self.attempt_failed(now, attempt, format!("resume refused: {error}"));
+            }
             (Phase::Joining { .. } | Phase::Connected, Received::Unknown { kind, raw }) => {
                 self.emit(Event::Unknown { kind, raw });
             }
@@ -384,10 +632,12 @@ impl Machine {
                 Received::Known(ServerMessage::Welcome {
                     client_id,
                     session_info,
+                    resumable,
                     ..
                 }),
             ) => {
                 self.phase = Phase::Connected;
+                self.welcomed(now, resumable);
                 self.next_beat = now;
                 self.client_id = Some(client_id.clone());
                 self.session = Some((*session_info).clone());
@@ -398,6 +648,7 @@ impl Machine {
                     client_id,
                     session: *session_info,
                 });
+                self.flush(now);
             }
             (
                 Phase::Joining { attempt, .. },
@@ -441,13 +692,149 @@ impl Machine {
                     message,
                     details,
                 },
-            ) => self.emit(Event::Error(ServerError {
-                code,
-                message,
-                details,
-            })),
+            ) => {
+                let mut shown = true;
+                if self.resumable {
+                    if let Some(last) = resume::last_seq_of(&details) {
+                        // A gap (or a frame the rate limit dropped): everything after `last`
+                        // again. The gap's `invalid_message` is this layer's business; a
+                        // `rate_limited` is still shown, as on plain connections.
+                        self.outbox.rewind(last);
+                        self.pump(now);
+                        shown = code.known() == Some(ErrorCode::RateLimited);
+                    }
+                }
+                if shown {
+                    self.emit(Event::Error(ServerError {
+                        code,
+                        message,
+                        details,
+                    }));
+                }
+            }
             _ => {}
         }
+        if self.phase == Phase::Connected && self.resumable {
+            self.send_ack_if_due(now);
+        }
+    }
+
+    /// `welcome` arrived: numbering starts if the server made the connection resumable;
+    /// otherwise the handshake (if any) is forgotten and this is a plain connection.
+    fn welcomed(&mut self, _now: Instant, resumable: bool) {
+        if resumable && self.token.is_none() {
+            // The step-4 token should have come first; derive the token anyway.
+            if let (Some(local), Some(remote)) = (&self.local_token, &self.remote_token) {
+                self.token = Some(merge_tokens(local, remote));
+            }
+        }
+        self.resumable = resumable && self.token.is_some();
+        self.local_token = None;
+        self.remote_token = None;
+        self.inbox.reset();
+        if self.resumable {
+            self.outbox.start();
+            self.set_link(LinkState::Connected);
+        } else {
+            self.token = None;
+            self.set_link(LinkState::Disconnected);
+        }
+    }
+
+    /// Sends what waited for the connection: numbered and paced on a resumable one, plain
+    /// in order otherwise.
+    fn flush(&mut self, now: Instant) {
+        if self.resumable {
+            self.pump(now);
+        } else {
+            for plain in self.outbox.take_waiting() {
+                self.actions.push_back(Action::Send(plain));
+            }
+        }
+    }
+
+    /// Puts numbered frames on the socket as the pacer allows; then a pending formal
+    /// disconnect.
+    fn pump(&mut self, now: Instant) {
+        if self.phase != Phase::Connected || !self.resumable {
+            return;
+        }
+        while self.outbox.has_unsent() && self.pacer.take(now) {
+            if let Some(frame) = self.outbox.next_frame() {
+                self.actions.push_back(Action::Send(frame));
+            }
+        }
+        if self.disconnect_pending && !self.outbox.has_unsent() {
+            self.disconnect_pending = false;
+            if let Some(token) = self.token.clone() {
+                let frame = self.frame(
+                    now,
+                    &ClientMessage::Token {
+                        token,
+                        last_seq: None,
+                    },
+                );
+                self.actions.push_back(Action::Send(frame));
+            }
+            self.set_link(LinkState::Disconnected);
+        }
+    }
+
+    fn send_ack_if_due(&mut self, now: Instant) {
+        if let Some(seq) = self.inbox.ack_due(now, self.config.ack_every) {
+            let frame = self.frame(now, &ClientMessage::Ack { seq });
+            self.actions.push_back(Action::Send(frame));
+        }
+    }
+
+    /// `resumed`: the same place, on this socket.
+    fn resumed(&mut self, now: Instant, last_seq: u64, replayed: u64) {
+        self.phase = Phase::Connected;
+        self.resume_until = None;
+        self.next_beat = now;
+        self.outbox.resumed(last_seq);
+        self.set_link(LinkState::Connected);
+        self.set_state(ConnectionState::Connected);
+        self.emit(Event::Resumed { replayed });
+        self.pump(now);
+    }
+
+    /// `resume_failed`: the place is gone. A fresh handshake and join on this socket follow,
+    /// unless the session itself ended.
+    fn resume_refused(&mut self, now: Instant, reason: ResumeFailure) {
+        let unconfirmed = self.forget_place();
+        self.clear_session();
+        let rejoining = reason != ResumeFailure::SessionClosed;
+        self.emit(Event::ResumeFailed {
+            reason,
+            unconfirmed,
+            rejoining,
+        });
+        if rejoining {
+            // The first attempt of a fresh join (the reconnection policy's attempts apply).
+            self.start_handshake(now, 1, now + self.config.join_timeout);
+        } else {
+            self.actions.push_back(Action::CloseSocket);
+            self.emit(Event::SessionClosed {
+                reason: "the session ended while this client was away".into(),
+            });
+            self.end();
+        }
+    }
+
+    /// Gives up the resumable place (numbering, tokens, window); returns how many sent
+    /// frames were never acknowledged. Unsent ones stay queued for the next connection.
+    fn forget_place(&mut self) -> usize {
+        let unconfirmed = self.outbox.give_up();
+        self.inbox.reset();
+        self.token = None;
+        self.local_token = None;
+        self.remote_token = None;
+        self.resumable = false;
+        self.resume_until = None;
+        self.disconnect_pending = false;
+        self.set_link(LinkState::Disconnected);
+        unconfirmed
     }
 
     fn handle_session_message(
@@ -472,6 +859,15 @@ impl Machine {
                 self.bump();
                 self.emit(Event::MemberJoined(member));
             }
+            ServerMessage::MemberUpdated { member } => {
+                match self.members.iter_mut().find(|m| m.id == member.id) {
+                    Some(entry) => *entry = member.clone(),
+                    None if member.is_host => self.members.insert(0, member.clone()),
+                    None => self.members.push(member.clone()),
+                }
+                self.bump();
+                self.emit(Event::MemberUpdated(member));
+            }
             ServerMessage::MemberLeft {
                 member_id, reason, ..
             } => {
@@ -493,29 +889,46 @@ impl Machine {
                 from,
                 data: data.to_value(),
             }),
+            ServerMessage::Ack { seq } => {
+                if self.resumable {
+                    self.outbox.acknowledge(seq);
+                    self.pump(now);
+                }
+            }
             // `decode_server` gives every `error` as `Received::Error`; a second `welcome`
-            // means nothing.
-            ServerMessage::Error { .. } | ServerMessage::Welcome { .. } => {}
-            // The resume layer's frames; this connection did no handshake.
-            ServerMessage::MemberUpdated { .. }
+            // means nothing, and the handshake's frames have no meaning once connected.
+            ServerMessage::Error { .. }
+            | ServerMessage::Welcome { .. }
             | ServerMessage::Token { .. }
             | ServerMessage::Resumed { .. }
-            | ServerMessage::ResumeFailed { .. }
-            | ServerMessage::Ack { .. } => {}
+            | ServerMessage::ResumeFailed { .. } => {}
         }
     }
 
     /// The socket ended; `close` is the server's close code and reason if a close frame came.
     pub fn handle_closed(&mut self, now: Instant, close: Option<(u16, &str)>) {
         let close_code = close.map(|(code, _)| code);
-        match self.phase {
-            Phase::Connected | Phase::Joining { .. } => {}
-            _ => return,
-        }
         let attempt = match self.phase {
-            Phase::Joining { attempt, .. } => attempt,
-            _ => 0,
+            Phase::Connected => 0,
+            Phase::Handshake { attempt, .. }
+            | Phase::Joining { attempt, .. }
+            | Phase::Resuming { attempt, .. } => attempt,
+            _ => return,
         };
+        let why = match close {
+            Some((code, "")) => format!("connection closed by the server ({code})"),
+            Some((code, text)) => format!("connection closed by the server ({code} {text})"),
+            None => "connection dropped".to_string(),
+        };
+        if let Phase::Resuming { attempt, .. } = self.phase {
+            // The resume's own socket ended: a failed attempt; the place is still held.
+            self.ending = Ending::None;
+            self.emit(Event::ConnectionLost {
+                reason: why.clone(),
+            });
+            self.attempt_failed(now, attempt, why);
+            return;
+        }
         let joined = self.phase == Phase::Connected;
         match std::mem::replace(&mut self.ending, Ending::None) {
             Ending::Leaving => self.end(),
@@ -528,19 +941,33 @@ impl Machine {
                 self.end();
             }
             Ending::SessionClosed(reason) => {
+                // A server going away ended the session: nothing to resume, rejoin afresh.
+                self.forget_place();
                 self.lose(now, attempt, format!("server going away: {reason}"))
             }
+            Ending::None if joined && self.resumable && !resume::close_ends_place(close_code) => {
+                self.drop_resumable(now, why)
+            }
+            Ending::None
+                if joined && self.resumable && close_code == Some(close_code::REPLACED) =>
+            {
+                // Another socket resumed this place: it is that socket's now.
+                self.forget_place();
+                self.emit(Event::ConnectionLost {
+                    reason: why.clone(),
+                });
+                self.fail(format!(
+                    "{why}: another connection resumed this client's place"
+                ));
+            }
             Ending::None if close_code == Some(close_code::GOING_AWAY) => {
+                self.forget_place();
                 self.lose(now, attempt, "server going away".to_string())
             }
             Ending::None => {
-                let why = match close {
-                    Some((code, "")) => format!("connection closed by the server ({code})"),
-                    Some((code, text)) => {
-                        format!("connection closed by the server ({code} {text})")
-                    }
-                    None => "connection dropped".to_string(),
-                };
+                // A plain connection, or a close that ends the place (1009, 1002, 1007):
+                // the landed rules.
+                self.forget_place();
                 if self.is_host() && joined {
                     self.host_lost(why);
                 } else {
@@ -550,14 +977,47 @@ impl Machine {
         }
     }
 
-    /// Timers: heartbeat and ping, silence detection, join timeout, reconnection delay.
+    /// A resumable connection dropped uncleanly: hold on to everything and resume.
+    fn drop_resumable(&mut self, now: Instant, why: String) {
+        self.emit(Event::ConnectionLost {
+            reason: why.clone(),
+        });
+        self.outbox.socket_lost();
+        self.resume_until = Some(now + self.config.resume_window);
+        self.set_link(LinkState::Reconnecting);
+        self.lost_reason = why;
+        self.schedule_resume(now, 1);
+    }
+
+    /// Waits before resume attempt `attempt`, or fails once the window has passed.
+    fn schedule_resume(&mut self, now: Instant, attempt: u32) {
+        let Some(until) = self.resume_until else {
+            return;
+        };
+        if self.config.reconnect.attempts == 0 || now >= until {
+            let reason = std::mem::take(&mut self.lost_reason);
+            self.fail(format!("not resumed within the resume window: {reason}"));
+            return;
+        }
+        let delay = self.config.reconnect.delay_before(attempt, &mut self.rng);
+        self.phase = Phase::Waiting {
+            attempt,
+            at: (now + delay).min(until),
+        };
+        self.set_state(ConnectionState::Reconnecting);
+    }
+
+    /// Timers: heartbeat and ping, silence detection, acks, paced sends, join and resume
+    /// timeouts, reconnection delay.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Connected => {
                 if now.saturating_duration_since(self.last_heard) >= self.config.silence_timeout {
                     self.actions.push_back(Action::CloseSocket);
                     let why = "no sign of the server within the silence timeout".to_string();
-                    if self.is_host() {
+                    if self.resumable {
+                        self.drop_resumable(now, why);
+                    } else if self.is_host() {
                         self.host_lost(why);
                     } else {
                         self.lose(now, 0, why);
@@ -571,32 +1031,70 @@ impl Machine {
                     self.actions.push_back(Action::Send(heartbeat));
                     self.actions.push_back(Action::Send(ping));
                 }
+                if self.resumable {
+                    self.send_ack_if_due(now);
+                    self.pump(now);
+                }
             }
-            Phase::Joining { attempt, deadline } if now >= deadline => {
+            Phase::Handshake { attempt, deadline }
+            | Phase::Joining { attempt, deadline }
+            | Phase::Resuming { attempt, deadline }
+                if now >= deadline =>
+            {
                 self.actions.push_back(Action::CloseSocket);
-                self.attempt_failed(now, attempt, "no welcome within the join timeout".into());
+                let what = match self.phase {
+                    Phase::Resuming { .. } => "no resume answer within the join timeout",
+                    _ => "no welcome within the join timeout",
+                };
+                self.attempt_failed(now, attempt, what.into());
             }
             Phase::Waiting { attempt, at } if now >= at => {
                 self.phase = Phase::Connecting { attempt };
-                self.emit(Event::Reconnecting {
-                    attempt,
-                    of: self.config.reconnect.attempts,
-                });
+                match self.resume_until {
+                    Some(until) => self.emit(Event::Resuming {
+                        attempt,
+                        window_left: until.saturating_duration_since(now),
+                    }),
+                    None => self.emit(Event::Reconnecting {
+                        attempt,
+                        of: self.config.reconnect.attempts,
+                    }),
+                }
                 self.actions.push_back(Action::Connect);
             }
             _ => {}
         }
     }
 
-    /// Sends `leave`; the server closes the socket. Ends at once if not connected.
+    /// Sends `leave` (numbered and behind what is queued, on a resumable connection); the
+    /// server closes the socket. Ends at once if not connected (while resuming too: the
+    /// server's window then ends the place).
     pub fn leave(&mut self, now: Instant) {
         if self.phase == Phase::Connected {
             self.ending = Ending::Leaving;
             let leave = self.frame(now, &ClientMessage::leave(None));
-            self.actions.push_back(Action::Send(leave));
+            if self.resumable {
+                self.outbox.push(leave);
+                self.pump(now);
+            } else {
+                self.actions.push_back(Action::Send(leave));
+            }
         } else if self.phase != Phase::Ended {
             self.actions.push_back(Action::CloseSocket);
             self.end();
+        }
+    }
+
+    /// The formal disconnect (seed 003): on a resumable connection, sends the connection
+    /// token once everything queued went out; the server treats it as `leave` and the token
+    /// can no longer be resumed. Otherwise the same as [`Machine::leave`].
+    pub fn disconnect(&mut self, now: Instant) {
+        if self.phase == Phase::Connected && self.resumable {
+            self.ending = Ending::Leaving;
+            self.disconnect_pending = true;
+            self.pump(now);
+        } else {
+            self.leave(now);
         }
     }
 
@@ -608,10 +1106,14 @@ impl Machine {
         }
     }
 
-    /// Sends a `ping` now (one is also sent every heartbeat interval).
+    /// Sends a `ping` now (one is also sent every heartbeat interval). Never queued.
     pub fn ping(&mut self, now: Instant) -> Result<(), CommandError> {
-        let ping = ClientMessage::ping(self.unix_ms(now));
-        self.send(now, &ping)
+        if self.phase != Phase::Connected || self.ending != Ending::None {
+            return Err(CommandError::NotConnected);
+        }
+        let ping = self.frame(now, &ClientMessage::ping(self.unix_ms(now)));
+        self.actions.push_back(Action::Send(ping));
+        Ok(())
     }
 
     /// Host only: removes a member.
@@ -639,13 +1141,39 @@ impl Machine {
         self.send(now, &ClientMessage::message(RawJson::from_value(&data), to))
     }
 
+    /// A numbered command: sent at once on a plain connection; on a resumable one, numbered
+    /// and paced; while reconnecting with resume on, queued.
     fn send(&mut self, now: Instant, message: &ClientMessage) -> Result<(), CommandError> {
-        if self.phase != Phase::Connected || self.ending != Ending::None {
+        if self.ending != Ending::None {
             return Err(CommandError::NotConnected);
         }
         let frame = self.frame(now, message);
-        self.actions.push_back(Action::Send(frame));
-        Ok(())
+        if self.phase == Phase::Connected && !self.resumable {
+            self.actions.push_back(Action::Send(frame));
+            Ok(())
+        } else if self.phase == Phase::Connected || self.queues() {
+            if self.outbox.len() >= self.config.queue_limit {
+                return Err(CommandError::QueueFull);
+            }
+            self.outbox.push(frame);
+            self.pump(now);
+            Ok(())
+        } else {
+            Err(CommandError::NotConnected)
+        }
+    }
+
+    /// Whether commands are queued now: resume on, and reconnecting (not the first
+    /// connection, not ended).
+    fn queues(&self) -> bool {
+        self.config.resume
+            && match self.phase {
+                Phase::Waiting { .. } | Phase::Resuming { .. } => true,
+                Phase::Connecting { attempt }
+                | Phase::Handshake { attempt, .. }
+                | Phase::Joining { attempt, .. } => attempt > 0,
+                Phase::Idle | Phase::Connected | Phase::Ended => false,
+            }
     }
 
     /// The text frame of `message`, stamped with the current time.
@@ -658,9 +1186,10 @@ impl Machine {
         self.config.device.kind == DeviceType::Host
     }
 
-    /// A joined host's connection was lost, not by a server going away: the server ended the
-    /// session with it (`Host disconnected`, or `Host timed out` after a freeze). Rejoining as
-    /// host would open a new, empty session under the same id, so the host is told instead.
+    /// A joined host's plain connection was lost, not by a server going away: the server
+    /// ended the session with it (`Host disconnected`, or `Host timed out` after a freeze).
+    /// Rejoining as host would open a new, empty session under the same id, so the host is
+    /// told instead. (A resumable host resumes: the server holds its session.)
     fn host_lost(&mut self, why: String) {
         self.emit(Event::ConnectionLost {
             reason: why.clone(),
@@ -690,9 +1219,15 @@ impl Machine {
     }
 
     fn attempt_failed(&mut self, now: Instant, attempt: u32, reason: String) {
+        if self.resume_until.is_some() {
+            self.lost_reason = reason;
+            self.schedule_resume(now, attempt + 1);
+            return;
+        }
         if attempt == 0 {
             // The very first connection: nothing to reconnect to.
             self.emit(Event::Failed { reason });
+            self.forget_all();
             self.phase = Phase::Ended;
             self.set_state(ConnectionState::Failed);
             return;
@@ -718,6 +1253,7 @@ impl Machine {
 
     fn fail(&mut self, reason: String) {
         self.clear_session();
+        self.forget_all();
         self.phase = Phase::Ended;
         self.set_state(ConnectionState::Failed);
         self.emit(Event::Failed { reason });
@@ -725,8 +1261,15 @@ impl Machine {
 
     fn end(&mut self) {
         self.clear_session();
+        self.forget_all();
         self.phase = Phase::Ended;
         self.set_state(ConnectionState::Disconnected);
+    }
+
+    /// The end: the place, the queue and the link go.
+    fn forget_all(&mut self) {
+        self.forget_place();
+        self.outbox.clear();
     }
 
     fn clear_session(&mut self) {
@@ -745,6 +1288,14 @@ impl Machine {
         }
     }
 
+    fn set_link(&mut self, link: LinkState) {
+        if self.link != link {
+            self.link = link;
+            self.bump();
+            self.emit(Event::LinkChanged(link));
+        }
+    }
+
     fn emit(&mut self, event: Event) {
         self.actions.push_back(Action::Emit(event));
     }
@@ -760,3 +1311,6 @@ impl Machine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod resume_tests;

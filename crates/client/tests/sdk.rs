@@ -47,6 +47,14 @@ fn fast(mut c: ClientConfig) -> ClientConfig {
     c
 }
 
+/// [`fast`], without the resume handshake: for the stand-in servers below, which speak the
+/// plain protocol (`join` first).
+fn plain(c: ClientConfig) -> ClientConfig {
+    let mut c = fast(c);
+    c.resume = false;
+    c
+}
+
 async fn host(addr: SocketAddr, session: &str) -> (Client, Events) {
     Client::connect(fast(ClientConfig::host(
         url(addr),
@@ -418,7 +426,7 @@ async fn a_silent_server_is_detected_and_the_client_reconnects() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(held);
     });
-    let (m, mut mev) = Client::connect(fast(ClientConfig::member(url(addr), "s", "d", "d")))
+    let (m, mut mev) = Client::connect(plain(ClientConfig::member(url(addr), "s", "d", "d")))
         .await
         .unwrap();
     assert_eq!(m.client_id().as_deref(), Some("c_first"));
@@ -470,7 +478,7 @@ async fn newer_server(frames: &'static [&'static str], welcome_first: bool) -> S
 #[tokio::test]
 async fn a_newer_servers_error_codes_and_message_types_reach_the_events() {
     let addr = newer_server(&[QUOTA, PRESENCE], true).await;
-    let (m, mut mev) = Client::connect(fast(ClientConfig::member(url(addr), "s", "d", "d")))
+    let (m, mut mev) = Client::connect(plain(ClientConfig::member(url(addr), "s", "d", "d")))
         .await
         .unwrap();
     let error = until(&mut mev, "error", |e| matches!(e, Event::Error(_))).await;
@@ -496,7 +504,7 @@ async fn a_newer_servers_error_codes_and_message_types_reach_the_events() {
 #[tokio::test]
 async fn a_join_refused_with_an_unknown_code_is_a_typed_rejection() {
     let addr = newer_server(&[QUOTA], false).await;
-    let err = Client::connect(fast(ClientConfig::member(url(addr), "s", "d", "d")))
+    let err = Client::connect(plain(ClientConfig::member(url(addr), "s", "d", "d")))
         .await
         .err()
         .expect("rejected");

@@ -99,6 +99,8 @@ async fn stand_in(pki: &Pki) -> SocketAddr {
 
 fn member(url: String, roots: TlsRoots) -> ClientConfig {
     let mut c = ClientConfig::member(url, "s", "d", "d");
+    // The stand-in speaks the plain protocol (`join` first, no resume handshake).
+    c.resume = false;
     c.tls_roots = roots;
     c.join_timeout = Duration::from_secs(2);
     c

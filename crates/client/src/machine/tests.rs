@@ -1,26 +1,29 @@
 //! The client rules on a virtual clock: join, member table, heartbeats, latency, silence,
-//! reconnection attempts, and the endings that must not reconnect.
+//! reconnection attempts, and the endings that must not reconnect, on plain connections
+//! (`resume: false`, the landed first layer). The resume layer's rules are in
+//! `resume_tests.rs`.
 
 use super::*;
 use crate::config::ClientConfig;
 use std::time::Duration;
 
-const T0_MS: u64 = 1_800_000_000_000;
+pub(super) const T0_MS: u64 = 1_800_000_000_000;
 
 fn config() -> ClientConfig {
     let mut c = ClientConfig::member("ws://x/", "s1", "dev-1", "Phone");
     c.jitter_seed = 1;
+    c.resume = false;
     c
 }
 
-struct Rig {
-    m: Machine,
+pub(super) struct Rig {
+    pub(super) m: Machine,
     t0: Instant,
-    now: Instant,
+    pub(super) now: Instant,
 }
 
 impl Rig {
-    fn new(config: ClientConfig) -> Rig {
+    pub(super) fn new(config: ClientConfig) -> Rig {
         let t0 = Instant::now();
         Rig {
             m: Machine::new(config, t0, T0_MS),
@@ -28,14 +31,14 @@ impl Rig {
             now: t0,
         }
     }
-    fn at(&mut self, d: Duration) -> Instant {
+    pub(super) fn at(&mut self, d: Duration) -> Instant {
         self.now = self.t0 + d;
         self.now
     }
-    fn drain(&mut self) -> Vec<Action> {
+    pub(super) fn drain(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.m.poll_action()).collect()
     }
-    fn events(&mut self) -> Vec<Event> {
+    pub(super) fn events(&mut self) -> Vec<Event> {
         self.drain()
             .into_iter()
             .filter_map(|a| match a {
@@ -44,15 +47,15 @@ impl Rig {
             })
             .collect()
     }
-    fn text(&mut self, v: serde_json::Value) {
+    pub(super) fn text(&mut self, v: serde_json::Value) {
         let now = self.now;
         self.m.handle_text(now, &v.to_string());
     }
-    fn elapsed(&self) -> Duration {
+    pub(super) fn elapsed(&self) -> Duration {
         self.now - self.t0
     }
     /// Runs timers until `until`, in 100 ms steps; returns every action.
-    fn run_until(&mut self, until: Duration) -> Vec<Action> {
+    pub(super) fn run_until(&mut self, until: Duration) -> Vec<Action> {
         let mut out = Vec::new();
         let mut t = self.elapsed();
         while t < until {
@@ -66,7 +69,7 @@ impl Rig {
         out
     }
     /// Connects and joins with `client_id`.
-    fn join(&mut self, client_id: &str) {
+    pub(super) fn join(&mut self, client_id: &str) {
         let now = self.now;
         self.m.handle_connected(now);
         self.text(
@@ -79,7 +82,7 @@ impl Rig {
     }
 }
 
-fn sends(actions: &[Action]) -> Vec<serde_json::Value> {
+pub(super) fn sends(actions: &[Action]) -> Vec<serde_json::Value> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -90,7 +93,7 @@ fn sends(actions: &[Action]) -> Vec<serde_json::Value> {
 }
 
 /// What the sent frames say, read with the server's own decoder.
-fn decoded(actions: &[Action]) -> Vec<ClientMessage> {
+pub(super) fn decoded(actions: &[Action]) -> Vec<ClientMessage> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -125,6 +128,7 @@ fn join_sends_device_info_then_welcome_connects_and_fills_the_member_table() {
     let mut r = Rig::new({
         let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
         c.jitter_seed = 1;
+        c.resume = false;
         c
     });
     r.m.start(r.now);
@@ -447,6 +451,7 @@ fn every_frame_sent_is_valid_for_the_server() {
     let mut r = Rig::new({
         let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
         c.jitter_seed = 1;
+        c.resume = false;
         c
     });
     r.m.start(r.now);
@@ -545,6 +550,7 @@ fn known_types_with_extra_fields_still_work() {
 fn host_config() -> ClientConfig {
     let mut c = ClientConfig::host("ws://x/", "s1", "Party", "mac", "Mac");
     c.jitter_seed = 1;
+    c.resume = false;
     c
 }
 
