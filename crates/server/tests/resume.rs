@@ -1207,7 +1207,7 @@ async fn a_silent_resumable_member_goes_reconnecting_at_the_heartbeat_timeout() 
 }
 
 #[tokio::test]
-async fn the_join_deadline_holds_for_the_handshake_and_after_resume_failed() {
+async fn the_join_deadline_holds_after_a_handshake() {
     let deadline = Duration::from_millis(1000);
     let server = start_with(ServerConfig {
         heartbeat_timeout: deadline,
@@ -1225,9 +1225,23 @@ async fn the_join_deadline_holds_for_the_handshake_and_after_resume_failed() {
     let (_, end) = c.recv_end().await;
     assert_eq!(end, no_join, "after a handshake and no join");
     assert!(opened.elapsed() >= deadline - Duration::from_millis(50));
+}
 
-    // After resume_failed the deadline still counts from the socket's opening: a socket that
-    // fails its resume 800 ms in is closed about 200 ms later, not a whole timeout later.
+#[tokio::test]
+async fn after_resume_failed_the_join_deadline_still_counts_from_the_opening() {
+    let deadline = Duration::from_millis(1000);
+    let server = start_with(ServerConfig {
+        heartbeat_timeout: deadline,
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let no_join = Ended::Close(
+        close_code::NORMAL,
+        "no join within the heartbeat timeout".into(),
+    );
+    // A socket that fails its resume 800 ms in is closed about 200 ms later, not a whole
+    // timeout later.
     let opened = Instant::now();
     let mut c = Client::connect(addr).await;
     tokio::time::sleep(Duration::from_millis(800)).await; // time passing is the point here
@@ -1414,6 +1428,98 @@ async fn an_away_member_counts_toward_max_members_and_is_listed_reconnecting_ove
         .unwrap_or_else(|| panic!("listed: {got}"))
         .clone();
     assert_eq!(entry["connectionStatus"], "reconnecting", "{got}");
+}
+
+#[tokio::test]
+async fn a_message_to_an_away_member_is_buffered_and_replayed() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, host_id) = plain_host(addr, "to").await;
+    let (g, _) = rjoin(addr, "to", "g", "client").await;
+    host.recv_type("member_joined").await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    host.send(&message(json!({"only": "g"}), Some(&held.id)))
+        .await;
+    host.assert_alive().await; // no error: the member is still there
+    let (mut g, resumed) = held.resume(addr).await;
+    assert_eq!(resumed["replayed"], 1);
+    let m = g.recv_type("message").await;
+    assert_eq!(
+        (&m["data"], &m["from"]),
+        (&json!({"only": "g"}), &json!(host_id))
+    );
+}
+
+#[tokio::test]
+async fn a_slow_resumable_reader_closed_1008_is_held_and_its_whole_replay_gets_through() {
+    let server = start_with(ServerConfig {
+        rate_limit: 0,
+        max_message_bytes: 64 * 1024,
+        max_data_bytes: 64 * 1024,
+        outbound_queue_bytes: 64 * 1024,
+        outbound_queue_max_bytes: 1024 * 1024,
+        resume_buffer_bytes: 16 << 20,
+        heartbeat_timeout: Duration::from_secs(30),
+        resume_window: Duration::from_secs(30),
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "slow").await;
+    // A reader with a tiny receive buffer that stops reading after its join.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let c = Client::connect_on(addr, "/", tcp).await;
+    let (mut slow, _) = rjoin_on(c, "slow", "slow", "client").await;
+    host.recv_type("member_joined").await;
+    let chunk = message(json!("z".repeat(60 * 1024)), None);
+    let mut sent = 0u64;
+    let mut noticed = None;
+    while sent < 2000 {
+        host.send(&chunk).await;
+        sent += 1;
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(1), host.recv()).await {
+            noticed = Some(v);
+            break;
+        }
+    }
+    // A transient drop (landed: member_left error): the place is held instead.
+    let noticed = noticed.expect("the slow member was never closed");
+    assert_eq!(noticed["type"], "member_updated", "{noticed}");
+    assert_eq!(noticed["member"]["id"], slow.id.as_str());
+    assert_eq!(noticed["member"]["connectionStatus"], "reconnecting");
+    let (seen, end) = slow.c.recv_end().await;
+    assert!(
+        matches!(
+            end,
+            Ended::Close(close_code::POLICY_VIOLATION, _) | Ended::Eof
+        ),
+        "{end:?}"
+    );
+    for v in &seen {
+        slow.number(v);
+    }
+    let read = seen.len() as u64;
+    let held = slow.drop_socket();
+
+    // The replay (far over outbound-queue-bytes) is written as the socket drains: all of it,
+    // in order, and the socket stays.
+    let (mut g, resumed) = held.resume(addr).await;
+    assert_eq!(
+        resumed["replayed"].as_u64(),
+        Some(sent - read),
+        "every chunk not read before the close: {resumed}"
+    );
+    for _ in 0..sent - read {
+        assert_eq!(
+            g.recv_type("message").await["data"].as_str().unwrap().len(),
+            60 * 1024
+        );
+    }
+    member_updated(&mut host, &g.id, "connected").await;
+    g.assert_nothing_queued().await;
 }
 
 // ---------------------------------------------------------------------------------------------
