@@ -1522,6 +1522,195 @@ async fn a_slow_resumable_reader_closed_1008_is_held_and_its_whole_replay_gets_t
     g.assert_nothing_queued().await;
 }
 
+#[tokio::test]
+async fn session_closed_and_member_updated_are_numbered_too() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = rjoin(addr, "nb", "host-dev", "host").await;
+    let (mut g1, _) = rjoin(addr, "nb", "g1", "client").await;
+    assert_eq!(host.recv_type("member_joined").await["seq"], 2);
+    let (g2, _) = rjoin(addr, "nb", "g2", "client").await;
+    assert_eq!(host.recv_type("member_joined").await["seq"], 3);
+    assert_eq!(g1.recv_type("member_joined").await["seq"], 2);
+    let g2_id = g2.id.clone();
+    drop(g2.drop_socket());
+    let upd = host.recv_type("member_updated").await;
+    assert_eq!(
+        (upd["seq"].as_u64(), &upd["member"]["id"]),
+        (Some(4), &json!(g2_id))
+    );
+    assert_eq!(g1.recv_type("member_updated").await["seq"], 3);
+    host.send(&ClientMessage::leave(None)).await;
+    let closed = g1.recv_type("session_closed").await;
+    assert_eq!(closed["seq"], 4, "{closed}");
+    assert_eq!(closed["reason"], "Host ended the session");
+}
+
+#[tokio::test]
+async fn a_pong_is_never_replayed() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "pong").await;
+    let (mut g, _) = rjoin(addr, "pong", "g", "client").await;
+    host.recv_type("member_joined").await;
+    // A ping whose pong is never read: the socket drops right after it.
+    g.c.send(&ClientMessage::ping(1u64)).await;
+    g.c.send(&ClientMessage::ping(2u64)).await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    host.send(&message(json!("while away"), None)).await;
+    let (mut g, resumed) = held.resume(addr).await;
+    assert_eq!(resumed["replayed"], 1, "{resumed}");
+    assert_eq!(g.recv_type("message").await["data"], "while away");
+    g.assert_nothing_queued().await;
+}
+
+#[tokio::test]
+async fn acks_alone_keep_a_member_alive() {
+    let server = start_with(ServerConfig {
+        heartbeat_timeout: Duration::from_millis(500),
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "ackalive").await;
+    let (mut g, _) = rjoin(addr, "ackalive", "g", "client").await;
+    host.recv_type("member_joined").await;
+    // For three heartbeat timeouts g sends nothing but acks (of what it has: seq 1).
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        g.send(&ClientMessage::Ack { seq: 1 }).await;
+        host.send(&ClientMessage::Heartbeat).await;
+        host.expect_silence(Duration::from_millis(100)).await;
+    }
+    g.assert_nothing_queued().await;
+}
+
+/// After a ping: its pong (the socket is live) or the close code (it was closed).
+async fn pong_or_close(c: &mut Client) -> Result<Value, u16> {
+    let _ =
+        c.ws.send(Message::text(
+            encode_client(&ClientMessage::ping(5u64), 0).unwrap(),
+        ))
+        .await;
+    loop {
+        let next = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .expect("a pong or a close in time");
+        match next {
+            Some(Ok(m)) => {
+                if let Some((code, _)) = m.as_close() {
+                    return Err(code.into());
+                }
+                if let Some(text) = m.as_text() {
+                    let v: Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(v["type"], "pong", "{v}");
+                    return Ok(v);
+                }
+            }
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_resumes_at_once_leave_one_live_socket_and_one_member_updated() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "race2").await;
+    let (g, _) = rjoin(addr, "race2", "g", "client").await;
+    host.recv_type("member_joined").await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    let frame = encode_client(&token_msg(&held.token, Some(held.last)), unix_ms()).unwrap();
+    let mut a = Client::connect(addr).await;
+    let mut b = Client::connect(addr).await;
+    a.send_text(&frame).await;
+    b.send_text(&frame).await;
+    // Both are processed, in some order: each gets its token and resumed; the one processed
+    // first is then replaced (4000), the last one wins.
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.recv_type("token").await["token"], held.token.as_str());
+        assert_eq!(c.recv_type("resumed").await["replayed"], 0);
+    }
+    let (ra, rb) = (pong_or_close(&mut a).await, pong_or_close(&mut b).await);
+    let live = match (&ra, &rb) {
+        (Ok(_), Err(close_code::REPLACED)) => a,
+        (Err(close_code::REPLACED), Ok(_)) => b,
+        _ => panic!("one live socket and one replaced expected: {ra:?} {rb:?}"),
+    };
+    let mut g = Member {
+        c: live,
+        token: held.token.clone(),
+        id: held.id.clone(),
+        last: held.last,
+        next: 1,
+    };
+    // The host saw the member back once, and nothing for the replacement.
+    g.say(json!("one")).await;
+    member_updated(&mut host, &g.id, "connected").await;
+    assert_eq!(host.recv_type("message").await["data"], "one");
+}
+
+#[tokio::test]
+async fn a_resume_racing_the_windows_end_is_resumed_or_expired_never_both() {
+    let window = Duration::from_millis(200);
+    let server = start_with(with_window(window)).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "edge").await;
+    let (mut resumed_n, mut expired_n) = (0, 0);
+    for i in 0..16u64 {
+        let device = format!("g{i}");
+        let (g, _) = rjoin(addr, "edge", &device, "client").await;
+        host.recv_type("member_joined").await;
+        let held = g.drop_socket();
+        member_updated(&mut host, &held.id, "reconnecting").await;
+        // Around the window's end: from 30 ms before to 30 ms after (time passing is the
+        // point here; the outcome may go either way, the frames must agree with it).
+        let wait =
+            (window + Duration::from_millis(4 * i)).saturating_sub(Duration::from_millis(30));
+        tokio::time::sleep(wait).await;
+        let mut c = Client::connect(addr).await;
+        c.send(&token_msg(&held.token, Some(held.last))).await;
+        let first = c.recv().await;
+        match first["type"].as_str().unwrap() {
+            "token" => {
+                resumed_n += 1;
+                c.recv_type("resumed").await;
+                let mut g = Member {
+                    c,
+                    token: held.token.clone(),
+                    id: held.id.clone(),
+                    last: held.last,
+                    next: 1,
+                };
+                g.say(json!({"back": i})).await;
+                // The host: member_updated connected, then the message; no member_left.
+                let v = host.recv().await;
+                assert_eq!(v["type"], "member_updated", "{v}");
+                assert_eq!(v["member"]["connectionStatus"], "connected", "{v}");
+                let m = host.recv().await;
+                assert_eq!(m["data"], json!({"back": i}), "{m}");
+                g.send(&ClientMessage::leave(None)).await;
+                let left = host.recv_type("member_left").await;
+                assert_eq!(left["reason"], "left", "{left}");
+            }
+            "resume_failed" => {
+                expired_n += 1;
+                assert_eq!(first["reason"], "expired", "{first}");
+                let left = host.recv_type("member_left").await;
+                assert_eq!(
+                    (left["memberId"].as_str(), left["reason"].as_str()),
+                    (Some(held.id.as_str()), Some("timeout"))
+                );
+            }
+            _ => panic!("resume answered {first}"),
+        }
+        host.assert_alive().await;
+    }
+    eprintln!("at the window's edge: {resumed_n} resumed, {expired_n} expired");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the fault-injecting proxy
 // ---------------------------------------------------------------------------------------------
