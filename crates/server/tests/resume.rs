@@ -1711,6 +1711,107 @@ async fn a_resume_racing_the_windows_end_is_resumed_or_expired_never_both() {
     eprintln!("at the window's edge: {resumed_n} resumed, {expired_n} expired");
 }
 
+#[tokio::test]
+async fn an_expired_token_is_remembered_well_after_the_window() {
+    let window = Duration::from_millis(100);
+    let server = start_with(with_window(window)).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "mem").await;
+    let (g, _) = rjoin(addr, "mem", "g", "client").await;
+    host.recv_type("member_joined").await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    assert_eq!(host.recv_type("member_left").await["reason"], "timeout");
+    // Five windows later (of the ten at least that it is kept): still `expired`.
+    tokio::time::sleep(window * 5).await; // time passing is the point here
+    held.resume_fails(addr, "expired").await;
+}
+
+#[tokio::test]
+async fn resume_at_exactly_the_acknowledged_seq_replays_what_follows() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "edgeack").await;
+    let (mut g, _) = rjoin(addr, "edgeack", "g", "client").await;
+    host.recv_type("member_joined").await;
+    for n in 1..=2 {
+        host.send(&message(json!(n), None)).await;
+        g.recv_type("message").await;
+    }
+    g.send(&ClientMessage::Ack { seq: 3 }).await;
+    g.assert_nothing_queued().await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    host.send(&message(json!(3), None)).await;
+    // lastSeq 3 is exactly what was acknowledged (dropped from the buffer): not an overflow.
+    let (mut g, resumed) = held.resume(addr).await;
+    assert_eq!(resumed["replayed"], 1, "{resumed}");
+    let m = g.recv_type("message").await;
+    assert_eq!((m["seq"].as_u64(), &m["data"]), (Some(4), &json!(3)));
+}
+
+#[tokio::test]
+async fn a_plain_members_drop_still_removes_it_at_once() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = rjoin(addr, "plaindrop", "host-dev", "host").await;
+    let (plain, w, _) = join(addr, "plaindrop", "p", "client").await;
+    host.recv_type("member_joined").await;
+    drop(plain);
+    let left = host.recv_type("member_left").await;
+    assert_eq!(
+        (left["memberId"].as_str(), left["reason"].as_str()),
+        (w["clientId"].as_str(), Some("error")),
+        "a plain member never goes reconnecting: {left}"
+    );
+}
+
+#[tokio::test]
+async fn a_resumable_hosts_oversized_frame_ends_the_session_and_forgets_its_token() {
+    let server = start_with(ServerConfig {
+        max_message_bytes: 4096,
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, _) = rjoin(addr, "hbig", "host-dev", "host").await;
+    let (mut guest, _, _) = join(addr, "hbig", "g", "client").await;
+    h.recv_type("member_joined").await;
+    h.say(json!("x".repeat(5000))).await;
+    let (_, end) = h.c.recv_end().await;
+    assert!(
+        matches!(end, Ended::Close(close_code::MESSAGE_TOO_BIG, _)),
+        "{end:?}"
+    );
+    let closed = guest.recv_type("session_closed").await;
+    assert_eq!(closed["reason"], "Host disconnected");
+    resume_fails(addr, &h.token, h.last, "unknown_token").await;
+}
+
+#[tokio::test]
+async fn an_away_hosts_buffer_overflow_ends_the_session() {
+    let server = start_with(ServerConfig {
+        resume_buffer_messages: 3,
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, _) = rjoin(addr, "hov", "host-dev", "host").await;
+    let (mut guest, _, _) = join(addr, "hov", "g", "client").await;
+    h.recv_type("member_joined").await;
+    h.send(&ClientMessage::Ack { seq: h.last }).await;
+    h.assert_nothing_queued().await;
+    let held = h.drop_socket();
+    member_updated(&mut guest, &held.id, "reconnecting").await;
+    for n in 1..=4 {
+        guest.send(&message(json!(n), None)).await;
+    }
+    let closed = guest.recv_type("session_closed").await;
+    // Its place ends with reason `error`: for a host, the landed "Host disconnected".
+    assert_eq!(closed["reason"], "Host disconnected", "{closed}");
+    held.resume_fails(addr, "buffer_overflow").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the fault-injecting proxy
 // ---------------------------------------------------------------------------------------------
