@@ -1989,6 +1989,8 @@ struct Peer {
     /// Messages received: (from, n).
     got: Vec<(String, u64)>,
     resumes: u64,
+    /// Connections opened after the first (resume attempts, cut or not).
+    reconnects: u64,
     first_resume: Option<Instant>,
     duplicates: u64,
     /// How long a read waits before the peer acks what it has and maybe heartbeats.
@@ -2026,6 +2028,7 @@ impl Peer {
             pause: None,
             got: Vec::new(),
             resumes: 0,
+            reconnects: 0,
             first_resume: None,
             duplicates: 0,
             tick: Duration::from_millis(50),
@@ -2061,6 +2064,7 @@ impl Peer {
                     c
                 }
                 None => {
+                    self.reconnects += 1;
                     let (mut c, link) = via(&proxy).await;
                     if let Some((dir, n)) = self.cuts.pop_front() {
                         link.cut_after(dir, n);
@@ -2281,9 +2285,11 @@ impl Peer {
 }
 
 /// `peers` resumable members (one host), all through the proxy, each sending `total`
-/// messages while their connections are cut at points drawn from `seed`: every message
-/// reaches every other member exactly once, in order.
-async fn exactly_once_across_cuts(seed: u64, peers: usize, total: u64, cuts: usize) {
+/// messages while each of their connections is cut, `cuts` times in all, at a point drawn
+/// from `seed`: in one direction, after 1 to `within` bytes (so mostly mid-frame; small
+/// points cut the resume exchange itself): every message reaches every other member exactly
+/// once, in order.
+async fn exactly_once_across_cuts(seed: u64, peers: usize, total: u64, cuts: usize, within: u64) {
     let server = start_with(fault_config()).await;
     let proxy = Arc::new(Proxy::start(server.local_addr()).await);
     let session = format!("eo-{seed}");
@@ -2299,7 +2305,7 @@ async fn exactly_once_across_cuts(seed: u64, peers: usize, total: u64, cuts: usi
             } else {
                 Dir::ToClient
             };
-            peer.cuts.push_back((dir, rng.u64(1..2500)));
+            peer.cuts.push_back((dir, rng.u64(1..within)));
         }
         started.push((peer, (c, link)));
     }
@@ -2331,23 +2337,40 @@ async fn exactly_once_across_cuts(seed: u64, peers: usize, total: u64, cuts: usi
             .collect();
         peer.check(&others);
         assert!(peer.resumes >= 1, "{}: never cut", peer.device);
-        eprintln!("{}: {} resumes", peer.device, peer.resumes);
+        eprintln!(
+            "{}: {} resumes in {} reconnects",
+            peer.device, peer.resumes, peer.reconnects
+        );
     }
 }
 
 #[tokio::test]
 async fn exactly_once_in_order_both_ways_across_cuts_two_peers() {
-    exactly_once_across_cuts(1, 2, 300, 8).await;
+    exactly_once_across_cuts(1, 2, 300, 8, 2500).await;
 }
 
 #[tokio::test]
 async fn exactly_once_in_order_both_ways_across_cuts_three_peers() {
-    exactly_once_across_cuts(2, 3, 200, 6).await;
+    exactly_once_across_cuts(2, 3, 200, 6, 2500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_in_order_both_ways_across_many_small_cuts() {
-    exactly_once_across_cuts(3, 2, 400, 16).await;
+    exactly_once_across_cuts(3, 2, 400, 16, 2500).await;
+}
+
+#[tokio::test]
+async fn exactly_once_with_cuts_inside_the_resume_exchange() {
+    // Cuts within the first 300 bytes of a connection: most land in the resume frame, the
+    // token echo, `resumed` or the replay.
+    exactly_once_across_cuts(4, 2, 150, 30, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_over_many_seeds() {
+    for seed in 10..20 {
+        exactly_once_across_cuts(seed, 3, 200, 10, 2000).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
