@@ -75,8 +75,11 @@ impl SessionOwner {
                     tokio::select! {
                         input = rx.recv() => input,
                         _ = tokio::time::sleep_until(TokioInstant::from_std(at)) => {
+                            let before = self.session.member_count() as f64;
                             self.session.handle_timeout(now());
                             self.apply(now());
+                            let after = self.session.member_count() as f64;
+                            self.state.metrics.members.increment(after - before);
                             self.wake_touched();
                             if self.session.is_ended() { break; }
                             continue;
@@ -135,6 +138,14 @@ impl SessionOwner {
     /// Handles one input. Frames are queued without waking their consumers; [`Self::run`]
     /// wakes every touched member once per batch.
     fn handle(&mut self, input: SessionInput) {
+        // The members gauge follows the member table, whatever changed it (a held place that
+        // runs out leaves without a transport to close).
+        let before = self.session.member_count() as f64;
+        self.handle_input(input);
+        self.state.metrics.members.increment(self.session.member_count() as f64 - before);
+    }
+
+    fn handle_input(&mut self, input: SessionInput) {
         let now = now();
         match input {
             SessionInput::Join { request, reply } => {
@@ -154,7 +165,6 @@ impl SessionOwner {
                 let result = match result {
                     Ok(()) => {
                         self.state.metrics.joins.increment(1);
-                        self.state.metrics.members.increment(1.0);
                         if let Some(token) = request.resume_token {
                             let place = TokenPlace {
                                 session_id: self.session.id().to_string(),
@@ -340,7 +350,6 @@ impl SessionOwner {
                     if transport.enqueue(OutFrame::Close(code, reason), now.instant) == Some(true) {
                         self.touched.push(transport);
                     }
-                    self.state.metrics.members.decrement(1.0);
                 }
                 SessionAction::Ended => {}
             }
