@@ -461,6 +461,9 @@ impl Driver {
                     }
                 }
                 Action::Emit(event) => {
+                    // What the event says is in the snapshot before the event is seen (and
+                    // before `connect` returns on `Welcome`).
+                    self.publish();
                     if let Some(first) = self.first.take() {
                         match &event {
                             Event::Welcome { .. } => {
@@ -479,6 +482,11 @@ impl Driver {
                 }
             }
         }
+        self.publish();
+    }
+
+    /// Copies what changed in the machine to the handles' shared state.
+    fn publish(&mut self) {
         let accepting = (self.machine.accepts_commands(), self.machine.queue_full());
         if self.machine.generation() != self.seen_generation
             || self.seen_accepting != Some(accepting)
