@@ -911,9 +911,13 @@ async fn an_away_buffer_over_its_message_limit_ends_the_place() {
     g.assert_nothing_queued().await;
     let held = g.drop_socket();
     member_updated(&mut host, &held.id, "reconnecting").await;
-    for n in 1..=5 {
+    // Four fill the buffer exactly: the place is still held (the pong comes first).
+    for n in 1..=4 {
         host.send(&message(json!(n), None)).await;
     }
+    host.assert_alive().await;
+    // The fifth would exceed it.
+    host.send(&message(json!(5), None)).await;
     let left = host.recv_type("member_left").await;
     assert_eq!(
         (left["memberId"].as_str(), left["reason"].as_str()),
@@ -947,6 +951,46 @@ async fn an_away_buffer_over_its_byte_limit_ends_the_place() {
 }
 
 #[tokio::test]
+async fn the_byte_limit_is_exceeded_only_past_it() {
+    // The size of one numbered message frame (seq of one digit), measured on a first server:
+    // frames of the same message differ only in the clientId (same length) and timestamp.
+    let data = json!({"pad": "p".repeat(1000)});
+    let frame_len = {
+        let server = start_with(config()).await;
+        let addr = server.local_addr();
+        let (mut host, _) = plain_host(addr, "measure").await;
+        let (mut g, _) = rjoin(addr, "measure", "g", "client").await;
+        host.recv_type("member_joined").await;
+        host.send(&message(data.clone(), None)).await;
+        let (raw, v) = g.recv_raw().await;
+        assert_eq!(v["seq"], 2);
+        raw.len()
+    };
+    // A buffer of exactly three such frames.
+    let server = start_with(ServerConfig {
+        resume_buffer_bytes: 3 * frame_len,
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "bytes").await;
+    let (mut g, _) = rjoin(addr, "bytes", "g", "client").await;
+    host.recv_type("member_joined").await;
+    g.send(&ClientMessage::Ack { seq: 1 }).await;
+    g.assert_nothing_queued().await;
+    let held = g.drop_socket();
+    member_updated(&mut host, &held.id, "reconnecting").await;
+    for _ in 0..3 {
+        host.send(&message(data.clone(), None)).await;
+    }
+    host.assert_alive().await; // three fill it exactly: still held
+    host.send(&message(data.clone(), None)).await;
+    let left = host.recv_type("member_left").await;
+    assert_eq!(left["reason"], "error", "{left}");
+    held.resume_fails(addr, "buffer_overflow").await;
+}
+
+#[tokio::test]
 async fn a_connected_member_that_never_acks_is_closed_1008_at_the_limit() {
     let server = start_with(ServerConfig {
         resume_buffer_messages: 3,
@@ -957,10 +1001,14 @@ async fn a_connected_member_that_never_acks_is_closed_1008_at_the_limit() {
     let (mut host, _) = plain_host(addr, "ovc").await;
     let (mut g, _) = rjoin(addr, "ovc", "g", "client").await;
     host.recv_type("member_joined").await;
-    // member_list (1) is unacknowledged; three more messages exceed 3.
-    for n in 1..=3 {
+    // member_list (1) is unacknowledged; two more fill the buffer exactly (g stays), a third
+    // exceeds it.
+    for n in 1..=2 {
         host.send(&message(json!(n), None)).await;
+        g.recv_type("message").await;
     }
+    g.assert_nothing_queued().await;
+    host.send(&message(json!(3), None)).await;
     let (seen, end) = g.c.recv_end().await;
     assert!(seen.iter().all(|v| v["type"] == "message"), "{seen:?}");
     assert_eq!(
@@ -1076,6 +1124,29 @@ async fn formal_disconnect_is_leave_and_its_token_is_then_unknown() {
         matches!(end, Ended::Close(close_code::NORMAL, _)),
         "{end:?}"
     );
+}
+
+#[tokio::test]
+async fn other_token_frames_on_a_joined_socket_are_invalid() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "othertok").await;
+    let (mut g, _) = rjoin(addr, "othertok", "g", "client").await;
+    host.recv_type("member_joined").await;
+    let t = g.token.clone();
+    let other = merge_tokens(&local_token(), &local_token());
+    for m in [
+        token_msg(&other, None),     // not its connection token: no formal disconnect
+        token_msg(&t, Some(g.last)), // a resume frame, not first
+        token_msg(&other, Some(0)),  // the same, another token
+    ] {
+        g.send(&m).await;
+        let e = g.recv_type("error").await;
+        assert_eq!(e["code"], "invalid_message", "{e}");
+    }
+    // Still joined and connected: nothing reached the host.
+    g.say(json!("still here")).await;
+    assert_eq!(host.recv_type("message").await["data"], "still here");
 }
 
 #[tokio::test]
