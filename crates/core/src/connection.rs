@@ -113,8 +113,9 @@ pub enum MemberCommand {
     Ack(u64),
     /// A message for the member itself that its connection decided (an error about one of
     /// its frames): on a resumable connection it goes through the session, so it is
-    /// numbered and replayed like every other.
-    Report(ServerMessage),
+    /// numbered and replayed like every other (boxed: commands travel in the session's
+    /// channel, whose every slot is as large as the largest input).
+    Report(Box<ServerMessage>),
 }
 
 /// What the I/O layer must do for this connection.
@@ -433,7 +434,7 @@ impl Connection {
     /// A message about the member's own frames: through the session on a numbered
     /// connection (so it is numbered), straight to the socket otherwise.
     fn report(&mut self, message: ServerMessage) {
-        self.forward(MemberCommand::Report(message));
+        self.forward(MemberCommand::Report(Box::new(message)));
     }
 
     /// Forwards a command to the session, with the `seq` of the frame it came from.

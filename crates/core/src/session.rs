@@ -959,7 +959,7 @@ impl<T> Session<T> {
                 }
             }
             MemberCommand::Report(message) => {
-                self.send(Recipients::One(member_id.to_string()), message)
+                self.send(Recipients::One(member_id.to_string()), *message)
             }
             MemberCommand::Latency(ms) => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.id == member_id) {

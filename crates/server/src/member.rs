@@ -27,7 +27,7 @@ use crate::admission::Permit;
 use crate::clock::now;
 use crate::encoding;
 use crate::outbox::{OutFrame, Outbox};
-use crate::sessions::{JoinResult, ResumeRequest, SessionHandle, SessionInput};
+use crate::sessions::{JoinResult, Joining, ResumeRequest, SessionHandle, SessionInput};
 use crate::state::ServerState;
 
 /// Where a transport comes from.
@@ -335,15 +335,14 @@ impl MemberDriver {
             return;
         }
         let session_id = join.session_id.clone();
-        let routed = self.state.registry.join(
-            &self.state,
-            join,
-            self.outbox.clone(),
-            self.conn.dialect(),
-            self.peer.client.to_string(),
-            self.socket,
-            self.conn.connection_token().map(str::to_string),
-        );
+        let joining = Joining {
+            outbox: self.outbox.clone(),
+            dialect: self.conn.dialect(),
+            address: self.peer.client.to_string(),
+            socket: self.socket,
+            resume_token: self.conn.connection_token().map(str::to_string),
+        };
+        let routed = self.state.registry.join(&self.state, join, joining);
         match routed {
             Ok(routed) => {
                 self.membership = Some(Membership {

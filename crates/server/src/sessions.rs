@@ -75,6 +75,20 @@ pub struct JoinRequest {
     pub resume_token: Option<String>,
 }
 
+/// The transport a join comes on, with what the session keeps of it.
+pub struct Joining {
+    /// Its outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// The dialect it speaks.
+    pub dialect: Dialect,
+    /// Its client address.
+    pub address: String,
+    /// Its id.
+    pub socket: u64,
+    /// The connection token, if it did the resume handshake.
+    pub resume_token: Option<String>,
+}
+
 /// A socket asking to continue a resumable member's place.
 pub struct ResumeRequest {
     /// The member.
@@ -224,17 +238,19 @@ impl Registry {
     /// Checks the join's token (and `require-token`), routes the join as the directory
     /// decides (creating the session for a host) and sends it to the session's task; the
     /// answer arrives on the returned receiver. Never waits.
-    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
         state: &Arc<ServerState>,
         join: Join,
-        outbox: Arc<Outbox>,
-        dialect: Dialect,
-        address: String,
-        socket: u64,
-        resume_token: Option<String>,
+        joining: Joining,
     ) -> Result<RoutedJoin, ServerMessage> {
+        let Joining {
+            outbox,
+            dialect,
+            address,
+            socket,
+            resume_token,
+        } = joining;
         let now_secs = crate::clock::now().unix_ms / 1000;
         let token = join
             .token
@@ -309,5 +325,18 @@ impl Registry {
             .lock()
             .expect("registry")
             .remove_if(id, |h| h.serial == serial);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot of a session's channel is as large as its largest input: big inputs are
+    /// boxed, so a command stays small.
+    #[test]
+    fn session_inputs_stay_small() {
+        let size = std::mem::size_of::<SessionInput>();
+        assert!(size <= 96, "SessionInput is {size} bytes");
     }
 }

@@ -775,7 +775,7 @@ fn handle_numbered_processes_each_seq_once_and_a_resume_reports_the_last() {
         "c1",
         3,
         Some(4),
-        MemberCommand::Report(ServerMessage::error(ErrorCode::TooLarge, "big")),
+        MemberCommand::Report(Box::new(ServerMessage::error(ErrorCode::TooLarge, "big"))),
     );
     let d = full(&mut s);
     assert_eq!(d.kinds_to("t-c1@3"), ["error"]);
