@@ -95,9 +95,10 @@ fn reported_error(a: &ConnAction) -> Option<(ErrorCode, Option<serde_json::Value
         _ => return None,
     };
     match command {
-        MemberCommand::Report(ServerMessage::Error { code, details, .. }) => {
-            Some((*code, details.clone(), seq))
-        }
+        MemberCommand::Report(message) => match message.as_ref() {
+            ServerMessage::Error { code, details, .. } => Some((*code, details.clone(), seq)),
+            _ => None,
+        },
         _ => None,
     }
 }
