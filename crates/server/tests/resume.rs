@@ -1150,6 +1150,31 @@ async fn other_token_frames_on_a_joined_socket_are_invalid() {
 }
 
 #[tokio::test]
+async fn a_close_frame_of_any_code_without_leave_starts_the_window() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut host, _) = plain_host(addr, "closeframe").await;
+    let mut back = Vec::new();
+    for (i, code) in [1000u16, 1001, 4321].into_iter().enumerate() {
+        let (mut g, _) = rjoin(addr, "closeframe", &format!("g{i}"), "client").await;
+        host.recv_type("member_joined").await;
+        g.c.ws
+            .send(Message::close(
+                Some(tokio_websockets::CloseCode::try_from(code).unwrap()),
+                "bye",
+            ))
+            .await
+            .unwrap();
+        let _ = g.c.recv_end().await;
+        let held = g.drop_socket();
+        member_updated(&mut host, &held.id, "reconnecting").await;
+        let (g, _) = held.resume(addr).await;
+        member_updated(&mut host, &g.id, "connected").await;
+        back.push(g);
+    }
+}
+
+#[tokio::test]
 async fn a_hosts_drop_keeps_the_session_through_the_window() {
     let server = start_with(config()).await;
     let addr = server.local_addr();
