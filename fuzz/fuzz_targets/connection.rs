@@ -9,19 +9,25 @@
 //! answered by the session at once: accepted, or (when the join's session id starts with
 //! `x`) refused. The limits are small (see [`config`]) so that short inputs reach them.
 //!
+//! A resume (a connection token with `lastSeq` as the first frame) is answered at once too:
+//! resumed (after seq 3) when the token starts with `A`, else refused as `expired`. The
+//! server's local token is fixed (32 `a`s), so inputs can complete the handshake.
+//!
 //! Beyond "no panic": only joins with a valid session id are routed, nothing is routed or
-//! forwarded to a session before a join succeeded or once the connection is closed, and every
-//! reply can be encoded in the connection's dialect.
+//! forwarded to a session before a join (or resume) succeeded or once the connection is
+//! closed, numbered commands come only from a numbered connection, each `seq` is forwarded
+//! at most once and in rising order, and every reply can be encoded in the connection's
+//! dialect.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use loudsync_core::connection::{ConnAction, Connection, ConnectionConfig, Phase};
+use loudsync_core::connection::{ConnAction, Connection, ConnectionConfig, Phase, ResumeAnswer};
 use loudsync_core::Now;
 use loudsync_protocol::app::{self, Dialect, EncodeContext};
 use loudsync_protocol::client::valid_session_id;
-use loudsync_protocol::{encode, ErrorCode, ServerMessage};
+use loudsync_protocol::{encode, ErrorCode, ResumeFailure, ServerMessage};
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Now {
@@ -29,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         unix_ms: 1_700_000_000_000,
     };
     let mut conn = Connection::new(config(), now);
+    let mut last_seq = 0;
     for step in data.split(|&b| b == 0xFF) {
         let before = conn.phase();
         match step {
@@ -47,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 conn.handle_text(now, text);
             }
         }
-        drive(&mut conn, now, before);
+        drive(&mut conn, now, before, &mut last_seq);
     }
 });
 
@@ -59,12 +66,14 @@ fn config() -> ConnectionConfig {
         rate_burst: 4,
         max_data_bytes: 64,
         latency_interval: Duration::from_secs(1),
+        ack_every: 3,
+        local_token: || "a".repeat(32),
         ..ConnectionConfig::default()
     }
 }
 
 /// Plays the member driver and the session: answers joins, checks every action.
-fn drive(conn: &mut Connection, now: Now, before: Phase) {
+fn drive(conn: &mut Connection, now: Now, before: Phase, last_seq: &mut u64) {
     for _ in 0..1000 {
         let Some(action) = conn.poll_action() else {
             return;
@@ -89,6 +98,24 @@ fn drive(conn: &mut Connection, now: Now, before: Phase) {
                     "{command:?} forwarded in {before:?}"
                 );
             }
+            ConnAction::Numbered { seq, command } => {
+                assert!(
+                    before == Phase::Joined && conn.is_numbered(),
+                    "{command:?} numbered {seq} in {before:?}"
+                );
+                assert!(seq > *last_seq, "seq {seq} after {last_seq}");
+                *last_seq = seq;
+            }
+            ConnAction::Resume { token, .. } => {
+                assert_eq!(before, Phase::AwaitingJoin, "resume routed in {before:?}");
+                let answer = if token.starts_with('A') {
+                    *last_seq = 3;
+                    ResumeAnswer::Resumed { last_in: 3 }
+                } else {
+                    ResumeAnswer::Failed(ResumeFailure::Expired)
+                };
+                conn.handle_resume_result(now, answer);
+            }
             ConnAction::Reply(message, stamp) => {
                 let text = match conn.dialect() {
                     Dialect::LoudSync => encode(&message, &stamp),
@@ -104,6 +131,7 @@ fn drive(conn: &mut Connection, now: Now, before: Phase) {
                 assert!(!text.is_empty());
             }
             ConnAction::Detach(_)
+            | ConnAction::DetachFatal(_)
             | ConnAction::Ping(_)
             | ConnAction::Close { .. }
             | ConnAction::Abort => {}
