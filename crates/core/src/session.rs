@@ -391,7 +391,8 @@ impl<T> Session<T> {
             }
             let frame = match (&mut m.resume, numbered) {
                 (Some(r), true) => {
-                    if r.fate.is_some() {
+                    if r.fate == Some(ResumeFailure::BufferOverflow) {
+                        // Being dropped for it: nothing more is numbered or sent.
                         continue;
                     }
                     let bytes = encode(m.dialect);

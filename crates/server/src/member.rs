@@ -306,6 +306,9 @@ impl MemberDriver {
             outbox: self.outbox.clone(),
         });
         if !session.send(SessionInput::Resume { request, reply }) {
+            self.state
+                .metrics
+                .resume_outcome(ResumeFailure::SessionClosed.as_str());
             return self
                 .conn
                 .handle_resume_result(now, ResumeAnswer::Failed(ResumeFailure::SessionClosed));

@@ -1773,6 +1773,11 @@ fn a_hosts_formal_disconnect_forgets_its_token() {
     assert!(d.ended);
     let host = d.tokens.iter().find(|(tok, _)| tok == "T-h").cloned();
     assert_eq!(host, Some(("T-h".to_string(), ResumeFailure::UnknownToken)));
+    assert_eq!(
+        d.kinds_to("t-h"),
+        ["session_closed"],
+        "the host is told, like everyone (and its close follows)"
+    );
 }
 
 #[test]
