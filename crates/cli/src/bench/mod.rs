@@ -6,6 +6,8 @@
 pub mod http;
 pub mod plot;
 pub mod probe;
+pub mod resume;
+mod storm;
 pub mod worker;
 
 use std::io::{BufRead, BufReader, Write};
@@ -43,6 +45,10 @@ enum Scenario {
     /// One session of N members; each joiner gets every later member_joined: time to fill,
     /// broadcast delivery, and ping RTT afterwards.
     BigSession(BigSessionArgs),
+    /// Resumable members (seed 003's token handshake) exchanging numbered messages, all of
+    /// whose sockets are cut at once and resumed on new sockets: time until all are resumed,
+    /// resume latency, messages lost or doubled, and the server's memory per held place.
+    ResumeStorm(storm::ResumeStormArgs),
 }
 
 /// Options every scenario shares.
@@ -116,6 +122,14 @@ pub struct IdleArgs {
     /// multiple of the floor's.
     #[arg(long)]
     floor: bool,
+    /// Resumable members: seed 003's token handshake before `join`, numbered server frames
+    /// acknowledged with the next heartbeat (issue 10).
+    #[arg(long)]
+    resumable: bool,
+    /// With `--resumable` and `--spawn-server`: first the same run with plain members on a
+    /// server of its own, then the resumable one on a fresh server, and both side by side.
+    #[arg(long, requires = "resumable")]
+    versus_plain: bool,
 }
 
 /// Options of `bench join-storm`.
@@ -168,8 +182,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     match args.scenario {
         Scenario::Idle(a) => {
-            let plan = Plan::sessions("idle", &a.common, a.members, a.session_size, Mode::Idle)
+            if a.resumable && a.common.dialect == BenchDialect::App {
+                bail!("the app's dialect has no handshake: its members are never resumable");
+            }
+            let name = if a.resumable {
+                "idle (resumable)"
+            } else {
+                "idle"
+            };
+            let mut plan = Plan::sessions(name, &a.common, a.members, a.session_size, Mode::Idle)
                 .hold(a.settle, a.duration);
+            if a.versus_plain {
+                if !a.common.spawn_server {
+                    bail!("--versus-plain needs --spawn-server (a fresh server for each run)");
+                }
+                let plain = execute(&a.common, plan.clone())?;
+                plan.specs.iter_mut().for_each(|s| s.resumable = true);
+                let resumable = execute(&a.common, plan)?;
+                compare_resumable(&a.common, &plain, &resumable);
+                return Ok(());
+            }
+            plan.specs
+                .iter_mut()
+                .for_each(|s| s.resumable = a.resumable);
             if !a.floor {
                 return execute(&a.common, plan).map(drop);
             }
@@ -204,6 +239,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let plan = Plan::sessions("churn", &a.common, a.members, a.session_size, mode);
             execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO)).map(drop)
         }
+        Scenario::ResumeStorm(a) => storm::run(a),
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
@@ -248,6 +284,7 @@ impl Plan {
             tag: tag.to_string(),
             mode: Mode::Idle,
             dialect: common.dialect,
+            resumable: false,
         }
     }
 
@@ -429,6 +466,69 @@ fn compare_with_floor(common: &Common, floor: &Value, server: &Value) {
         );
     } else {
         println!("server CPU vs echo floor        {s:.2} % vs {f:.2} % of a core: {ratio:.2}x");
+    }
+}
+
+/// Prints (or adds to the JSON) the idle figures of plain and resumable members side by side.
+fn compare_resumable(common: &Common, plain: &Value, resumable: &Value) {
+    let keys = [
+        ("rss_per_member_bytes", "server RSS per member, bytes"),
+        ("cpu_ms_per_join", "server CPU per join, ms"),
+        (
+            "cpu_percent_during_hold",
+            "server CPU during the hold, % of a core",
+        ),
+        (
+            "cpu_us_per_delivered_frame",
+            "server CPU per delivered frame, us",
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    if !common.json {
+        println!(
+            "{:<44} {:>12} {:>12} {:>8}",
+            "", "plain", "resumable", "ratio"
+        );
+    }
+    for (key, label) in keys {
+        let (p, r) = (
+            plain["server"][key].as_f64(),
+            resumable["server"][key].as_f64(),
+        );
+        let ratio = match (p, r) {
+            (Some(p), Some(r)) if p > 0.0 => Some(r / p),
+            _ => None,
+        };
+        out.insert(
+            key.into(),
+            json!({"plain": p, "resumable": r, "ratio": ratio}),
+        );
+        if !common.json {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            println!("{label:<44} {:>12} {:>12} {:>8}", f(p), f(r), f(ratio));
+        }
+    }
+    for key in ["p50_ms", "p99_ms"] {
+        let (p, r) = (
+            plain["ping_rtt"][key].as_f64(),
+            resumable["ping_rtt"][key].as_f64(),
+        );
+        out.insert(
+            format!("ping_rtt_{key}"),
+            json!({"plain": p, "resumable": r}),
+        );
+        if !common.json {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "{:<44} {:>12} {:>12}",
+                format!("ping RTT {key}"),
+                f(p),
+                f(r)
+            );
+        }
+    }
+    if common.json {
+        println!("{}", json!({"plain_vs_resumable": out}));
     }
 }
 

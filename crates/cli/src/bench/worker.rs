@@ -48,6 +48,8 @@ pub enum Mode {
         /// How long.
         seconds: f64,
     },
+    /// `resume-storm`: resumable members whose sockets are cut at once on command.
+    ResumeStorm(super::resume::StormPlan),
 }
 
 /// Which dialect the generated members speak.
@@ -62,7 +64,12 @@ pub enum BenchDialect {
 
 impl BenchDialect {
     /// A member's `join` (the app's: `JOIN` as the app sends it; app devices never host).
-    fn join(self, session: &str, device: &str, kind: DeviceType) -> anyhow::Result<String> {
+    pub(super) fn join(
+        self,
+        session: &str,
+        device: &str,
+        kind: DeviceType,
+    ) -> anyhow::Result<String> {
         let join = ClientMessage::join(session, device, device, kind);
         Ok(match self {
             BenchDialect::Loudsync => encode_client(&join, 0)?,
@@ -73,7 +80,7 @@ impl BenchDialect {
         })
     }
 
-    fn heartbeat(self, device: &str, ts: u64) -> String {
+    pub(super) fn heartbeat(self, device: &str, ts: u64) -> String {
         match self {
             BenchDialect::Loudsync => encode_client(&ClientMessage::Heartbeat, ts),
             BenchDialect::App => app::encode_client(
@@ -152,6 +159,9 @@ pub struct WorkerSpec {
     pub tag: String,
     /// The measured phase.
     pub mode: Mode,
+    /// Members do seed 003's token handshake before `join` (resumable, numbered, acks).
+    #[serde(default)]
+    pub resumable: bool,
 }
 
 /// What the worker reports.
@@ -181,7 +191,7 @@ pub struct WorkerReport {
     pub errors: u64,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 struct Shared {
     start: Instant,
@@ -198,7 +208,7 @@ struct Shared {
     recording: watch::Receiver<bool>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
 }
 
@@ -222,7 +232,7 @@ pub fn decode_hist(s: &str) -> anyhow::Result<Histogram<u64>> {
         .map_err(|e| anyhow::anyhow!("histogram: {e:?}"))
 }
 
-fn emit(v: Value) {
+pub(super) fn emit(v: Value) {
     println!("{v}");
 }
 
@@ -243,6 +253,9 @@ pub fn run() -> anyhow::Result<()> {
         let mut stdin = BufReader::new(tokio::io::stdin()).lines();
         let spec_line = stdin.next_line().await?.context("no spec on stdin")?;
         let spec: WorkerSpec = serde_json::from_str(&spec_line).context("bad spec")?;
+        if let Mode::ResumeStorm(plan) = spec.mode.clone() {
+            return super::resume::run(spec, plan, stdin).await.map(drop);
+        }
         let (recording_tx, recording) = watch::channel(false);
         let shared = Arc::new(Shared {
             start: Instant::now(),
@@ -378,28 +391,20 @@ async fn join_member(
 ) -> anyhow::Result<Live> {
     let spec = &shared.spec;
     let n = shared.next_device.fetch_add(1, Ordering::Relaxed);
-    let source = spec.sources[n as usize % spec.sources.len()];
     let device = format!("{}-{n}", spec.tag);
     let session = &spec.sessions[index].id;
     let started = Instant::now();
-    let socket = if spec.addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if spec.sources.len() > 1 {
-        bind_source(&socket, source)?;
-    }
-    let tcp = socket.connect(spec.addr).await?;
-    tcp.set_nodelay(true)?;
-    let (mut ws, _) = ClientBuilder::new()
-        .uri(&format!("ws://{}{}", spec.addr, spec.path))?
-        .connect_on(tcp)
-        .await?;
+    let mut ws = connect(spec, n).await?;
     let dialect = spec.dialect;
-    ws.send(Message::text(dialect.join(session, &device, kind)?))
-        .await?;
-    loop {
+    let join = dialect.join(session, &device, kind)?;
+    // A resumable member: the handshake, then the pipelined join, up to member_list (seq 1).
+    let numbered = if spec.resumable {
+        Some(super::resume::handshake_join(&mut ws, join).await?.last_seq)
+    } else {
+        ws.send(Message::text(join)).await?;
+        None
+    };
+    while numbered.is_none() {
         let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .context("join timed out")?
@@ -416,12 +421,32 @@ async fn join_member(
     let us = started.elapsed().as_micros() as u64;
     let _ = hist.lock().unwrap().record(us.max(1));
     let (leave, leave_rx) = oneshot::channel();
-    tokio::spawn(keep_alive(ws, shared.clone(), device, leave_rx));
+    tokio::spawn(keep_alive(ws, shared.clone(), device, numbered, leave_rx));
     Ok(Live {
         session: index,
         is_host: kind == DeviceType::Host,
         leave,
     })
+}
+
+/// Opens the WebSocket of device number `n` (its source address is the `n`th, round robin).
+pub(super) async fn connect(spec: &WorkerSpec, n: u64) -> anyhow::Result<Ws> {
+    let source = spec.sources[n as usize % spec.sources.len()];
+    let socket = if spec.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if spec.sources.len() > 1 {
+        bind_source(&socket, source)?;
+    }
+    let tcp = socket.connect(spec.addr).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = ClientBuilder::new()
+        .uri(&format!("ws://{}{}", spec.addr, spec.path))?
+        .connect_on(tcp)
+        .await?;
+    Ok(ws)
 }
 
 /// Binds the socket to a source address, leaving the port to `connect` (Linux's
@@ -449,20 +474,29 @@ fn bind_source(socket: &TcpSocket, source: IpAddr) -> std::io::Result<()> {
     socket.bind(SocketAddr::new(source, 0))
 }
 
-/// The `type` of a server message, read from its first bytes (the encoder writes it first).
-fn message_type(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix("{\"type\":\"")?;
-    rest.split('"').next()
+/// The `type` of a server message, read from its first bytes (the encoder writes it first,
+/// after the `seq` of a numbered frame: `{"seq":N,"type":...`).
+pub(super) fn message_type(text: &str) -> Option<&str> {
+    let rest = match text.strip_prefix("{\"seq\":") {
+        Some(numbered) => &numbered[numbered.find(',')? + 1..],
+        None => text.strip_prefix('{')?,
+    };
+    rest.strip_prefix("\"type\":\"")?.split('"').next()
 }
 
 /// Heartbeat and ping every interval (random phase); record RTTs while recording; count
-/// what arrives; leave when told.
+/// what arrives; leave when told. A resumable member (`numbered`: the last server seq it got)
+/// tracks the server's seq and acks it with the next heartbeat, as the SDK does at the latest
+/// after the ack interval; its own frames are never numbered (heartbeat, ping), but its
+/// `leave` is (seq 1).
 async fn keep_alive(
     mut ws: Ws,
     shared: Arc<Shared>,
     device: String,
+    mut numbered: Option<u64>,
     mut leave: oneshot::Receiver<()>,
 ) {
+    let mut acked = 0u64;
     let dialect = shared.spec.dialect;
     let interval_ms = shared.spec.interval_ms.max(1);
     let phase = Duration::from_millis(fastrand::u64(0..interval_ms));
@@ -475,7 +509,11 @@ async fn keep_alive(
     loop {
         tokio::select! {
             _ = &mut leave => {
-                let _ = ws.send(Message::text(dialect.leave(&device))).await;
+                let mut bye = dialect.leave(&device);
+                if numbered.is_some() {
+                    bye = loudsync_protocol::client::number_frame(1, &bye);
+                }
+                let _ = ws.send(Message::text(bye)).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     while let Some(Ok(_)) = ws.next().await {}
                 }).await;
@@ -485,7 +523,17 @@ async fn keep_alive(
                 let now_us = shared.start.elapsed().as_micros() as u64;
                 let hb = Message::text(dialect.heartbeat(&device, now_us));
                 let ping = Message::text(dialect.ping(now_us));
-                if ws.feed(hb).await.is_err() || ws.send(ping).await.is_err() {
+                if ws.feed(hb).await.is_err() {
+                    break;
+                }
+                if let Some(last) = numbered.filter(|&s| s > acked) {
+                    acked = last;
+                    let ack = Message::text(super::resume::ack_frame(last));
+                    if ws.feed(ack).await.is_err() {
+                        break;
+                    }
+                }
+                if ws.send(ping).await.is_err() {
                     break;
                 }
             }
@@ -502,6 +550,9 @@ async fn keep_alive(
                     break;
                 }
                 let Some(text) = msg.as_text() else { continue };
+                if let (Some(last), Some(seq)) = (numbered.as_mut(), super::resume::frame_seq(text)) {
+                    *last = (*last).max(seq);
+                }
                 match dialect.message_type(text).as_deref() {
                     Some("pong") if *recording.borrow() => {
                         if let Some(sent) = dialect.pong_sent_at(text) {
