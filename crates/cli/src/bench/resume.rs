@@ -40,6 +40,10 @@ pub enum CutKind {
     Rst,
     /// `shutdown(SHUT_RDWR)`: FIN, the server reads EOF.
     Fin,
+    /// No cut before the resume: each member resumes on a new socket while the old one is
+    /// still open (the server must close it with 4000, `replaced`), and resets the old one
+    /// only once `resumed` has arrived (a late close must not make the place `reconnecting`).
+    Late,
 }
 
 /// What a storm worker does beyond joining.
@@ -191,6 +195,7 @@ fn cut_fd(fd: RawFd, how: CutKind) {
             CutKind::Fin => {
                 libc::shutdown(fd, libc::SHUT_RDWR);
             }
+            CutKind::Late => {}
         }
     }
 }
@@ -976,7 +981,8 @@ async fn member_task(
                         _ => {}
                     }
                 };
-                drop(ws);
+                // `late`: the old socket stays open until the resume is through.
+                let old = (shared.plan.cut == CutKind::Late).then_some(ws);
                 // What the application sends while away is queued.
                 for _ in 0..shared.plan.messages {
                     m.produce(&shared);
@@ -997,7 +1003,11 @@ async fn member_task(
                     }
                     Instant::now()
                 };
-                match resume_member(&mut m, &shared, start).await {
+                let resumed = resume_member(&mut m, &shared, start).await;
+                if let Some(old) = old {
+                    cut_fd(old.get_ref().as_raw_fd(), CutKind::Rst);
+                }
+                match resumed {
                     Ok((new_ws, at, upgraded)) => {
                         ws = new_ws;
                         let us = at.duration_since(start).as_micros() as u64;
