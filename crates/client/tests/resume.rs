@@ -678,3 +678,136 @@ async fn the_table_shows_a_member_reconnecting_while_away() {
         .expect("still in the table");
     assert_eq!(entry.connection_status, ConnectionStatus::Reconnecting);
 }
+
+/// The issue's figure: 1 000 clients cut at once all resume (50 sessions of a host and 19
+/// members, so the `member_updated` fan-out stays that of a session of 20). Run with
+/// `--ignored` (about ten seconds in a debug build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn a_thousand_clients_cut_at_once_all_resume() {
+    const SESSIONS: usize = 50;
+    const PER_SESSION: usize = 20;
+    let mut config = server_config("127.0.0.1:0".parse().unwrap());
+    config.max_members = PER_SESSION;
+    config.join_rate_per_address = 0;
+    config.max_connections_per_address = 1_000_000;
+    config.max_unjoined_per_address = 1_000_000;
+    config.heartbeat_timeout = Duration::from_secs(5);
+    let relaxed = |mut c: ClientConfig| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.silence_timeout = Duration::from_secs(5);
+        c.join_timeout = Duration::from_secs(10);
+        c
+    };
+    let server = start_with(config).await;
+    let proxy = Proxy::start(server.local_addr()).await;
+    let mut peers = Vec::new();
+    for s in 0..SESSIONS {
+        let session = format!("s{s}");
+        let host = ClientConfig::host(url(proxy.addr), &session, "P", format!("h{s}"), "H");
+        peers.push(Peer::connect(relaxed(fast(host))).await);
+        for i in 1..PER_SESSION {
+            let device = format!("d{s}-{i}");
+            let member = ClientConfig::member(url(proxy.addr), &session, &device, &device);
+            peers.push(Peer::connect(relaxed(fast(member))).await);
+        }
+    }
+    let ids: Vec<String> = peers
+        .iter()
+        .map(|p| p.client.client_id().unwrap())
+        .collect();
+    let started = tokio::time::Instant::now();
+    proxy.cut(Cut::Clean);
+    for p in &peers {
+        p.until("resumed", is_resumed).await;
+    }
+    eprintln!(
+        "{} clients resumed {:?} after the cut",
+        peers.len(),
+        started.elapsed()
+    );
+    let now: Vec<String> = peers
+        .iter()
+        .map(|p| p.client.client_id().unwrap())
+        .collect();
+    assert_eq!(now, ids);
+    for p in &peers {
+        assert_eq!(p.count(|e| matches!(e, Event::ResumeFailed { .. })), 0);
+        assert_eq!(p.count(|e| matches!(e, Event::MemberLeft { .. })), 0);
+    }
+}
+
+/// A server without the resume layer answers the handshake's first token with
+/// `invalid_message`: the SDK joins plainly on the same socket and works as before.
+#[tokio::test]
+async fn a_server_without_the_resume_layer_gets_a_plain_join() {
+    use futures_util::{SinkExt, StreamExt};
+    use loudsync_protocol::{server::SessionInfo, ClientMessage, ServerMessage, Stamp};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
+        while let Some(Ok(frame)) = ws.next().await {
+            let Some(text) = frame.as_text() else {
+                continue;
+            };
+            let message = loudsync_protocol::decode(text).unwrap();
+            let _ = seen_tx.send(text.to_string());
+            let reply = match message {
+                ClientMessage::Token { .. } => vec![r#"{"type":"error","code":"invalid_message","message":"unknown type `token`","timestamp":1}"#.to_string()],
+                ClientMessage::Join(_) => vec![
+                    loudsync_protocol::encode(
+                        &ServerMessage::Welcome {
+                            client_id: "c_old".into(),
+                            session_info: Box::new(SessionInfo {
+                                id: "s".into(),
+                                name: "S".into(),
+                                host_id: None,
+                                host: None,
+                            }),
+                            device: Default::default(),
+                            joined_at: 0,
+                            resumable: false,
+                        },
+                        &Stamp::Now(1),
+                    ),
+                    loudsync_protocol::encode(
+                        &ServerMessage::MemberList { members: vec![] },
+                        &Stamp::Now(1),
+                    ),
+                ],
+                _ => vec![],
+            };
+            for r in reply {
+                ws.send(Message::text(r)).await.unwrap();
+            }
+        }
+    });
+    let member = Peer::connect(member_config(addr, "phone")).await;
+    assert_eq!(member.client.client_id().as_deref(), Some("c_old"));
+    assert_eq!(member.client.link_state(), LinkState::Disconnected);
+    member.client.send(json!({"n": 1})).unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        let frame = tokio::time::timeout(WAIT, seen_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        if v["type"] != "heartbeat" && v["type"] != "ping" {
+            frames.push(v);
+        }
+    }
+    assert_eq!(frames[0]["type"], "token");
+    assert_eq!(frames[1]["type"], "join");
+    assert_eq!(frames[2]["type"], "message");
+    assert!(frames[2].get("seq").is_none(), "plain: no seq");
+    assert!(member
+        .events()
+        .iter()
+        .all(|e| !matches!(e, Event::Error(_))));
+}
