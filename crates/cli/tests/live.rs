@@ -207,6 +207,32 @@ fn could_not_connect_exits_5() {
     assert_eq!(guest.exit_code(), 5);
 }
 
+/// A stand-in server's first frame from the SDK, past the resume handshake: the SDK opens
+/// with `{"type":"token"}` (resume is on by default); answering it as a server without the
+/// resume layer does (`invalid_message`) makes it send its plain `join` on the same socket.
+async fn first_frame_after_handshake<S>(
+    ws: &mut tokio_websockets::WebSocketStream<S>,
+) -> Option<tokio_websockets::Message>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    loop {
+        let frame = ws.next().await?.ok()?;
+        let is_token = frame
+            .as_text()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .is_some_and(|v| v["type"] == "token");
+        if !is_token {
+            return Some(frame);
+        }
+        let refusal = r#"{"type":"error","code":"invalid_message","message":"unknown type `token`","timestamp":1}"#;
+        ws.send(tokio_websockets::Message::text(refusal))
+            .await
+            .ok()?;
+    }
+}
+
 /// A stand-in for a newer server: welcomes the joiner, then sends an `error` with a code this
 /// version does not know and a message of a type it does not know, then stays open.
 async fn newer_server() -> std::net::SocketAddr {
@@ -219,7 +245,7 @@ async fn newer_server() -> std::net::SocketAddr {
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
-        let _join = ws.next().await;
+        let _join = first_frame_after_handshake(&mut ws).await;
         let welcome = ServerMessage::Welcome {
             client_id: "c_new".into(),
             session_info: Box::new(SessionInfo {
@@ -326,7 +352,7 @@ async fn scripted(replies: Vec<String>) -> (std::net::SocketAddr, mpsc::Receiver
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
-        let join = ws.next().await.unwrap().unwrap();
+        let join = first_frame_after_handshake(&mut ws).await.unwrap();
         let _ = tx.send(serde_json::from_str::<Value>(join.as_text().unwrap()).unwrap());
         for frame in replies {
             ws.send(Message::text(frame)).await.unwrap();
@@ -727,9 +753,11 @@ async fn every_access_refusal_exits_6_with_advice() {
 }
 
 /// A host frozen (SIGSTOP) past the server's heartbeat timeout, then thawed, used to re-create
-/// an empty session under the same id without a word.
+/// an empty session under the same id without a word. Now its connection is resumable: the
+/// server holds the session through the resume window and the thawed host resumes it, with
+/// its id.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_host_frozen_past_the_heartbeat_timeout_is_told_and_does_not_re_create() {
+async fn a_host_frozen_past_the_heartbeat_timeout_resumes_its_held_session() {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         heartbeat_timeout: Duration::from_millis(400),
@@ -751,23 +779,23 @@ async fn a_host_frozen_past_the_heartbeat_timeout_is_told_and_does_not_re_create
         "--heartbeat-interval",
         "100ms",
     ]);
+    let welcome = host.until("welcome");
     host.until("member_list");
     host.signal("-STOP");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     host.signal("-CONT");
-    let closed = host.until("session_closed");
-    let reason = closed["reason"].as_str().unwrap();
-    assert!(reason.contains("not re-created"), "{reason}");
-    assert_eq!(host.exit_code(), 4);
-    // Nothing was re-created under the same id.
-    let err = Client::connect(ClientConfig::member(&u, "party", "d", "Phone"))
+    host.until("resumed");
+    // The same session, the same host.
+    let (m, _events) = Client::connect(ClientConfig::member(&u, "party", "d", "Phone"))
         .await
-        .err()
-        .expect("no session");
-    assert!(
-        matches!(&err, loudsync_client::ClientError::Rejected(e) if e.code == loudsync_client::ErrorCode::SessionNotFound),
-        "{err:?}"
+        .expect("the session is still there");
+    assert_eq!(
+        m.snapshot().session.unwrap().host_id.as_deref(),
+        welcome["clientId"].as_str()
     );
+    drop(m);
+    host.signal("-INT");
+    assert_eq!(host.exit_code(), 0);
 }
 
 /// `join --ca FILE` to a `loudsync` server with `--tls-cert` / `--tls-key` (a CA made here);
