@@ -77,6 +77,23 @@ pub struct Server {
     discovery: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Listens on `addr` with a backlog of `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). Tokio's `TcpListener::bind` asks for 128, which a storm of
+/// reconnecting clients (every member of a server resuming at once) overflows: each SYN the
+/// kernel drops costs its client a retransmission 1 s, 3 s, 7 s later.
+fn listen(addr: std::net::SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can bind while old sockets linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.clamp(128, u32::MAX as usize) as u32)
+}
+
 impl Server {
     /// Binds `config.listen` and starts serving (TLS only when `tls-cert` and `tls-key` are
     /// given). Connections are accepted once this returns.
@@ -88,7 +105,7 @@ impl Server {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen, config.max_connections)?;
         let addr = listener.local_addr()?;
         let reserve = listener::reserve_file();
         let state = Arc::new(ServerState::new(config, Arc::new(RandomIds)));

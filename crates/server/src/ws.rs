@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -428,6 +429,19 @@ pub fn masked_client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4])
     out
 }
 
+/// The longest `{"seq":N,` (N = `u64::MAX`).
+const SEQ_PREFIX_MAX: usize = 28;
+
+/// Writes `{"seq":N,` into `buf` and returns it: the same bytes as
+/// [`loudsync_protocol::client::seq_prefix`], without an allocation (this runs for every
+/// numbered frame).
+fn seq_prefix(buf: &mut [u8; SEQ_PREFIX_MAX], seq: u64) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{{\"seq\":{seq},").expect("fits: at most 28 bytes");
+    let len = cursor.position() as usize;
+    &buf[..len]
+}
+
 /// Appends a server frame (unmasked, final) to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     encode_frame_parts(out, opcode, &[payload]);
@@ -534,9 +548,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Queues a numbered text frame: `{"seq":N,` then `text` without its opening brace.
     pub fn queue_numbered_text(&mut self, seq: u64, text: &[u8]) {
         if !self.close_sent {
-            let prefix = loudsync_protocol::client::seq_prefix(seq);
+            let mut prefix = [0u8; SEQ_PREFIX_MAX];
+            let prefix = seq_prefix(&mut prefix, seq);
             let rest = text.strip_prefix(b"{").unwrap_or(text);
-            encode_frame_parts(&mut self.out, OP_TEXT, &[prefix.as_bytes(), rest]);
+            encode_frame_parts(&mut self.out, OP_TEXT, &[prefix, rest]);
         }
     }
 

@@ -544,3 +544,14 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_seq_prefix_is_the_protocols_for_every_width() {
+    for seq in [1, 9, 10, 12345, u64::MAX] {
+        let mut buf = [0u8; SEQ_PREFIX_MAX];
+        assert_eq!(
+            seq_prefix(&mut buf, seq),
+            loudsync_protocol::client::seq_prefix(seq).as_bytes()
+        );
+    }
+}
