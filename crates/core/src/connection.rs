@@ -562,6 +562,20 @@ impl Connection {
         if self.phase == Phase::Closed || t < self.next_check.min(self.join_deadline()) {
             return;
         }
+        // A socket that spoke but never joined is told so: its join deadline (from opening)
+        // comes before its liveness deadline (from its last frame), however late the timer
+        // fires. A socket silent since it opened is a heartbeat timeout, as it always was.
+        if self.seen_text
+            && matches!(self.phase, Phase::AwaitingJoin | Phase::Joining)
+            && t >= self.join_deadline()
+        {
+            self.close(
+                now,
+                close_code::NORMAL,
+                "no join within the heartbeat timeout",
+            );
+            return;
+        }
         if t.saturating_duration_since(self.last_seen) >= self.config.heartbeat_timeout {
             self.drop_member(
                 now,
@@ -571,14 +585,6 @@ impl Connection {
                     Some(Dialect::App) => "Timeout",
                     _ => "heartbeat timeout",
                 },
-            );
-            return;
-        }
-        if matches!(self.phase, Phase::AwaitingJoin | Phase::Joining) && t >= self.join_deadline() {
-            self.close(
-                now,
-                close_code::NORMAL,
-                "no join within the heartbeat timeout",
             );
             return;
         }

@@ -1245,3 +1245,27 @@ fn a_numbered_connection_forwards_latency_unnumbered() {
         [ConnAction::Session(MemberCommand::Latency(50))]
     );
 }
+
+#[test]
+fn a_socket_that_spoke_but_never_joined_is_told_no_join_however_late_the_timer_fires() {
+    let t = Now {
+        instant: std::time::Instant::now(),
+        unix_ms: 1_700_000_000_000,
+    };
+    let mut c = Connection::new(ConnectionConfig::default(), t);
+    c.handle_text(
+        t.plus(Duration::from_millis(5)),
+        &format!(r#"{{"type":"token","token":"{}"}}"#, "b".repeat(32)),
+    );
+    while c.poll_action().is_some() {}
+    // Both deadlines have passed by the time the timer runs (a loaded machine).
+    c.handle_timeout(t.plus(Duration::from_secs(16)));
+    let actions: Vec<ConnAction> = std::iter::from_fn(|| c.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![ConnAction::Close {
+            code: 1000,
+            reason: "no join within the heartbeat timeout".into()
+        }]
+    );
+}
