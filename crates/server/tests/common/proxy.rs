@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -104,6 +105,10 @@ pub struct Proxy {
 struct Registry {
     open: Vec<Link>,
     handoff: HashMap<SocketAddr, Slot>,
+    accept_errors: u64,
+    last_accept_error: Option<String>,
+    /// Connections [`Proxy::connect`] gave up waiting for.
+    given_up: u64,
 }
 
 enum Slot {
@@ -116,12 +121,32 @@ enum Slot {
 impl Proxy {
     /// Starts a proxy in front of `upstream`.
     pub async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        // A deep accept queue: a thousand clients reconnect at once, and a connection the
+        // kernel completes while the queue is full (SYN cookies) is lost without a word.
+        let socket = TcpSocket::new_v4().expect("proxy socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("proxy bind");
+        let listener = socket.listen(4096).expect("proxy listen");
         let addr = listener.local_addr().unwrap();
         let registry: Arc<Mutex<Registry>> = Arc::default();
         let shared = registry.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((client, peer)) = listener.accept().await {
+            loop {
+                // Errors are transient (a connection reset while queued, a full descriptor
+                // table for a moment): the loop goes on.
+                let (client, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        {
+                            let mut r = shared.lock().unwrap();
+                            r.accept_errors += 1;
+                            r.last_accept_error = Some(e.to_string());
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                };
                 let link = Link::new();
                 {
                     let mut r = shared.lock().unwrap();
@@ -155,22 +180,35 @@ impl Proxy {
     /// exists (and can be armed) before any byte is forwarded: the accept loop creates it
     /// before it starts forwarding.
     pub async fn connect(&self) -> (TcpStream, Link) {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .expect("connect to proxy");
-        let local = tcp.local_addr().unwrap();
-        let rx = {
-            let mut r = self.registry.lock().unwrap();
-            match r.handoff.remove(&local) {
-                Some(Slot::Accepted(link)) => return (tcp, link),
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    r.handoff.insert(local, Slot::Waiting(tx));
-                    rx
+        // A connection the proxy's kernel dropped from a full accept queue is never accepted:
+        // after a while, give it up and connect again.
+        for _ in 0..20 {
+            let tcp = TcpStream::connect(self.addr)
+                .await
+                .expect("connect to proxy");
+            let local = tcp.local_addr().unwrap();
+            let rx = {
+                let mut r = self.registry.lock().unwrap();
+                match r.handoff.remove(&local) {
+                    Some(Slot::Accepted(link)) => return (tcp, link),
+                    _ => {
+                        let (tx, rx) = oneshot::channel();
+                        r.handoff.insert(local, Slot::Waiting(tx));
+                        rx
+                    }
                 }
+            };
+            if let Ok(Ok(link)) = tokio::time::timeout(Duration::from_secs(3), rx).await {
+                return (tcp, link);
             }
-        };
-        (tcp, rx.await.expect("the proxy accepts the connection"))
+            let mut r = self.registry.lock().unwrap();
+            r.handoff.remove(&local);
+            r.given_up += 1;
+        }
+        panic!(
+            "the proxy accepted none of 20 connections: {}",
+            self.stats()
+        );
     }
 
     /// Cuts every connection open now, at once.
@@ -179,6 +217,26 @@ impl Proxy {
         for link in r.open.drain(..) {
             link.cut();
         }
+    }
+
+    /// What the proxy holds, for a test's failure message.
+    pub fn stats(&self) -> String {
+        let r = self.registry.lock().unwrap();
+        let waiting = r
+            .handoff
+            .values()
+            .filter(|s| matches!(s, Slot::Waiting(_)))
+            .count();
+        format!(
+            "{} links, {} connects waiting for their accept, {} accepted and unclaimed, \
+             {} accept errors (last: {:?}), {} connections given up",
+            r.open.len(),
+            waiting,
+            r.handoff.len() - waiting,
+            r.accept_errors,
+            r.last_accept_error,
+            r.given_up
+        )
     }
 
     /// Connections accepted and not yet cut.
