@@ -142,7 +142,10 @@ impl SessionOwner {
         // runs out leaves without a transport to close).
         let before = self.session.member_count() as f64;
         self.handle_input(input);
-        self.state.metrics.members.increment(self.session.member_count() as f64 - before);
+        self.state
+            .metrics
+            .members
+            .increment(self.session.member_count() as f64 - before);
     }
 
     fn handle_input(&mut self, input: SessionInput) {
