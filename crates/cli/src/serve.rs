@@ -620,7 +620,10 @@ mod tests {
             ["--resume-buffer-messages", "0"],
             ["--resume-buffer-bytes", "0"],
         ] {
-            let e = T::parse_from(["x", bad[0], bad[1]]).args.resolve().unwrap_err();
+            let e = T::parse_from(["x", bad[0], bad[1]])
+                .args
+                .resolve()
+                .unwrap_err();
             let name = bad[0].trim_start_matches("--");
             assert!(e.to_string().contains(name), "{bad:?}: {e}");
         }
