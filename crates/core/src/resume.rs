@@ -153,6 +153,10 @@ impl ReplayBuffer {
             self.frames.pop_front();
         }
         self.acked = self.acked.max(seq);
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            // All acknowledged: an idle member holds no buffer (the common case).
+            self.frames = VecDeque::new();
+        }
         Ok(())
     }
 
@@ -433,6 +437,11 @@ mod tests {
         assert_eq!(r.replay_after(2), Err(ReplayError::Dropped));
         assert_eq!(r.ack(9), Err(ReplayError::AboveSent { last_sent: 3 }));
         assert_eq!(r.ack(1), Ok(()), "an older ack changes nothing");
+        assert_eq!(
+            r.frames.capacity(),
+            0,
+            "an empty buffer holds no allocation"
+        );
         assert_eq!(r.push(b("{}"), &limits), Ok(4));
     }
 
