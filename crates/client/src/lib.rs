@@ -197,6 +197,7 @@ impl Client {
             first: Some(first_tx),
             leaving: Vec::new(),
             leave_deadline: None,
+            leave_queued: false,
             seen_generation: u64::MAX,
             seen_accepting: None,
         };
@@ -305,6 +306,13 @@ impl Client {
 
     /// Leaves the session and waits until the connection is closed. For the host this ends
     /// the session for everyone.
+    ///
+    /// While a resumable connection is being resumed (between attempts too), the leave is
+    /// queued like any command: once resumed it goes out right after the resend, so the
+    /// others see `member_left` `left` at once rather than `timeout` at the window's end,
+    /// and this waits for the server's close as usual. If the resume is refused or the
+    /// resume window passes, the client ends there without joining afresh. So this can wait
+    /// up to [`ClientConfig::resume_window`] while the server is unreachable.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Leave(tx)).is_ok() {
@@ -319,8 +327,9 @@ impl Client {
 
     /// The formal disconnect (seed 003): on a resumable connection, once what is queued went
     /// out, sends the connection token, which the server treats as `leave` (the place can no
-    /// longer be resumed); waits until the connection is closed. On a plain connection, the
-    /// same as [`Client::leave`].
+    /// longer be resumed); waits until the connection is closed. While the connection is
+    /// being resumed it is queued and sent once resumed, as [`Client::leave`] describes. On
+    /// a plain connection, the same as [`Client::leave`].
     pub async fn disconnect(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Disconnect(tx)).is_ok() {
@@ -347,6 +356,9 @@ struct Driver {
     first: Option<oneshot::Sender<Result<(), ClientError>>>,
     leaving: Vec<oneshot::Sender<()>>,
     leave_deadline: Option<tokio::time::Instant>,
+    /// A leave was queued by the machine while resuming: the leave timeout starts once it
+    /// went out.
+    leave_queued: bool,
     seen_generation: u64,
     seen_accepting: Option<(bool, bool)>,
 }
@@ -360,6 +372,11 @@ impl Driver {
             self.carry_out().await;
             if self.machine.is_ended() {
                 break;
+            }
+            if self.leave_queued && !self.machine.leave_queued() {
+                // The leave queued while resuming went out: now wait for the server's close.
+                self.leave_queued = false;
+                self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
             }
             let deadline = [
                 self.machine
@@ -394,14 +411,14 @@ impl Driver {
                     let _ = match command {
                         Some(Command::Leave(done)) => {
                             self.leaving.push(done);
-                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
                             self.machine.leave(now);
+                            self.arm_leave_deadline();
                             Ok(())
                         }
                         Some(Command::Disconnect(done)) => {
                             self.leaving.push(done);
-                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
                             self.machine.disconnect(now);
+                            self.arm_leave_deadline();
                             Ok(())
                         }
                         Some(Command::Ping) => self.machine.ping(now),
@@ -415,8 +432,8 @@ impl Driver {
                         None => {
                             // Every handle is gone: leave politely.
                             handles_gone = true;
-                            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
                             self.machine.leave(now);
+                            self.arm_leave_deadline();
                             Ok(())
                         }
                     };
@@ -436,6 +453,17 @@ impl Driver {
         }
         for done in self.leaving.drain(..) {
             let _ = done.send(());
+        }
+    }
+
+    /// After a leave or formal disconnect: the leave timeout runs from now, or, if the
+    /// machine queued it while resuming, from when it goes out (the resume window bounds the
+    /// wait until then).
+    fn arm_leave_deadline(&mut self) {
+        if self.machine.leave_queued() {
+            self.leave_queued = true;
+        } else if !self.leave_queued {
+            self.leave_deadline = Some(tokio::time::Instant::now() + self.leave_timeout);
         }
     }
 

@@ -10,12 +10,13 @@
 //! `kicked`, `session_closed`) and whose close code does not end the place (4000, 1009, 1002,
 //! 1007) is resumed: attempts go on, the reconnection policy's delay apart, until the resume
 //! window has passed since the drop. Meanwhile the member table, id and session stay, and
-//! what the application sends is queued. On `resumed` the unacknowledged frames are sent
-//! again (original `seq`), then the queue, paced; the replayed server frames are handled as
-//! usual, duplicates dropped by `seq`. A refused resume ([`Event::ResumeFailed`]) is followed
-//! by a fresh handshake and `join` on the same socket, except for `session_closed`. A resuming
-//! host resumes (its session is held for it), so the host rule below applies to plain
-//! connections only.
+//! what the application sends is queued, a `leave` or formal disconnect too (sent after the
+//! rest; if the resume is refused or the window passes, the client just ends). On `resumed`
+//! the unacknowledged frames are sent again (original `seq`), then the queue, paced; the
+//! replayed server frames are handled as usual, duplicates dropped by `seq`. A refused
+//! resume ([`Event::ResumeFailed`]) is followed by a fresh handshake and `join` on the same
+//! socket, except for `session_closed` or a leave given while away. A resuming host resumes
+//! (its session is held for it), so the host rule below applies to plain connections only.
 //!
 //! What is retried: a lost connection (drop, silence, server restart), and on a rejoin the
 //! transient refusals `already_joined` and `session_not_found`. What is not: `kicked`,
@@ -208,7 +209,8 @@ pub enum Event {
     /// The server refused the resume. If `rejoining`, a fresh handshake and `join` follow on
     /// the same socket (a new id: [`Event::Welcome`] when in, or the usual join failure
     /// events); otherwise (`session_closed`: the session ended while away)
-    /// [`Event::SessionClosed`] follows and the client ends.
+    /// [`Event::SessionClosed`] follows and the client ends. After a leave given while away
+    /// there is no fresh join either, whatever the reason: the client ends (`Disconnected`).
     ResumeFailed {
         /// Why.
         reason: ResumeFailure,
@@ -281,6 +283,15 @@ enum Ending {
     SessionClosed(String),
 }
 
+/// A leave the application asked for while the place was being resumed: sent once resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Farewell {
+    /// [`Machine::leave`]: `leave`, numbered, right after the resend.
+    Leave,
+    /// [`Machine::disconnect`]: the formal disconnect, once the resend went out.
+    Disconnect,
+}
+
 /// The client state machine.
 #[derive(Debug)]
 pub struct Machine {
@@ -321,6 +332,8 @@ pub struct Machine {
     pacer: Pacer,
     /// A formal disconnect is waiting for the queue to go out.
     disconnect_pending: bool,
+    /// A leave (or formal disconnect) given while resuming, to send once resumed.
+    farewell: Option<Farewell>,
 }
 
 impl Machine {
@@ -353,6 +366,7 @@ impl Machine {
             inbox: Inbox::default(),
             pacer,
             disconnect_pending: false,
+            farewell: None,
         }
     }
 
@@ -380,7 +394,7 @@ impl Machine {
     /// Whether a command given now would be taken: connected, or (with resume on)
     /// reconnecting with room in the queue.
     pub fn accepts_commands(&self) -> bool {
-        if self.ending != Ending::None {
+        if self.ending != Ending::None || self.farewell.is_some() {
             return false;
         }
         match self.phase {
@@ -395,6 +409,7 @@ impl Machine {
     /// waiting (resumable, or reconnecting with resume on).
     pub fn queue_full(&self) -> bool {
         self.ending == Ending::None
+            && self.farewell.is_none()
             && ((self.phase == Phase::Connected && self.resumable) || self.queues())
             && self.outbox.len() >= self.config.queue_limit
     }
@@ -796,15 +811,30 @@ impl Machine {
         self.set_link(LinkState::Connected);
         self.set_state(ConnectionState::Connected);
         self.emit(Event::Resumed { replayed });
+        // A leave given while away goes out right behind the resend (and what was queued
+        // before it); the server then closes with 1000 `left`.
+        match self.farewell.take() {
+            Some(Farewell::Leave) => {
+                self.ending = Ending::Leaving;
+                let leave = self.frame(now, &ClientMessage::leave(None));
+                self.outbox.push(leave);
+            }
+            Some(Farewell::Disconnect) => {
+                self.ending = Ending::Leaving;
+                self.disconnect_pending = true;
+            }
+            None => {}
+        }
         self.pump(now);
     }
 
     /// `resume_failed`: the place is gone. A fresh handshake and join on this socket follow,
-    /// unless the session itself ended.
+    /// unless the session itself ended or the application asked to leave meanwhile.
     fn resume_refused(&mut self, now: Instant, reason: ResumeFailure) {
+        let leaving = self.farewell.is_some();
         let unconfirmed = self.forget_place();
         self.clear_session();
-        let rejoining = reason != ResumeFailure::SessionClosed;
+        let rejoining = reason != ResumeFailure::SessionClosed && !leaving;
         self.emit(Event::ResumeFailed {
             reason,
             unconfirmed,
@@ -815,9 +845,11 @@ impl Machine {
             self.start_handshake(now, 1, now + self.config.join_timeout);
         } else {
             self.actions.push_back(Action::CloseSocket);
-            self.emit(Event::SessionClosed {
-                reason: "the session ended while this client was away".into(),
-            });
+            if reason == ResumeFailure::SessionClosed {
+                self.emit(Event::SessionClosed {
+                    reason: "the session ended while this client was away".into(),
+                });
+            }
             self.end();
         }
     }
@@ -833,6 +865,7 @@ impl Machine {
         self.resumable = false;
         self.resume_until = None;
         self.disconnect_pending = false;
+        self.farewell = None;
         self.set_link(LinkState::Disconnected);
         unconfirmed
     }
@@ -996,7 +1029,14 @@ impl Machine {
         };
         if self.config.reconnect.attempts == 0 || now >= until {
             let reason = std::mem::take(&mut self.lost_reason);
-            self.fail(format!("not resumed within the resume window: {reason}"));
+            if self.farewell.is_some() {
+                // The application asked to leave: the server's window has ended the place
+                // (`member_left` `timeout`), which is the end it asked for, if late.
+                self.actions.push_back(Action::CloseSocket);
+                self.end();
+            } else {
+                self.fail(format!("not resumed within the resume window: {reason}"));
+            }
             return;
         }
         let delay = self.config.reconnect.delay_before(attempt, &mut self.rng);
@@ -1067,10 +1107,16 @@ impl Machine {
     }
 
     /// Sends `leave` (numbered and behind what is queued, on a resumable connection); the
-    /// server closes the socket. Ends at once if not connected (while resuming too: the
-    /// server's window then ends the place).
+    /// server closes the socket. While a resumable place is being resumed (between attempts
+    /// too) the leave is queued ([`Machine::leave_queued`]): on `resumed` it goes out right
+    /// after the resend, and the server's close ends the client; if the resume is refused or
+    /// the window passes, the client ends without joining afresh. Otherwise, if not
+    /// connected, ends at once.
     pub fn leave(&mut self, now: Instant) {
-        if self.phase == Phase::Connected {
+        if self.resuming_place() {
+            self.farewell.get_or_insert(Farewell::Leave);
+            self.bump();
+        } else if self.phase == Phase::Connected {
             self.ending = Ending::Leaving;
             let leave = self.frame(now, &ClientMessage::leave(None));
             if self.resumable {
@@ -1087,15 +1133,33 @@ impl Machine {
 
     /// The formal disconnect (seed 003): on a resumable connection, sends the connection
     /// token once everything queued went out; the server treats it as `leave` and the token
-    /// can no longer be resumed. Otherwise the same as [`Machine::leave`].
+    /// can no longer be resumed. While the place is being resumed it is queued like
+    /// [`Machine::leave`] (sent once resumed, after the resend). Otherwise the same as
+    /// [`Machine::leave`].
     pub fn disconnect(&mut self, now: Instant) {
-        if self.phase == Phase::Connected && self.resumable {
+        if self.resuming_place() {
+            self.farewell.get_or_insert(Farewell::Disconnect);
+            self.bump();
+        } else if self.phase == Phase::Connected && self.resumable {
             self.ending = Ending::Leaving;
             self.disconnect_pending = true;
             self.pump(now);
         } else {
             self.leave(now);
         }
+    }
+
+    /// Whether a leave (or formal disconnect) given while resuming waits for the resume; it
+    /// is sent once resumed, and then the server's close (or the driver's leave timeout)
+    /// ends the client.
+    pub fn leave_queued(&self) -> bool {
+        self.farewell.is_some()
+    }
+
+    /// Whether the server holds this client's place and the machine is resuming it (waiting
+    /// between attempts, opening a socket, or waiting for the resume's answer).
+    fn resuming_place(&self) -> bool {
+        self.resume_until.is_some() && self.token.is_some() && self.phase != Phase::Ended
     }
 
     /// The driver gave up waiting for the server to close after `leave`.
@@ -1144,7 +1208,7 @@ impl Machine {
     /// A numbered command: sent at once on a plain connection; on a resumable one, numbered
     /// and paced; while reconnecting with resume on, queued.
     fn send(&mut self, now: Instant, message: &ClientMessage) -> Result<(), CommandError> {
-        if self.ending != Ending::None {
+        if self.ending != Ending::None || self.farewell.is_some() {
             return Err(CommandError::NotConnected);
         }
         let frame = self.frame(now, message);

@@ -811,3 +811,85 @@ async fn a_server_without_the_resume_layer_gets_a_plain_join() {
         .iter()
         .all(|e| !matches!(e, Event::Error(_))));
 }
+
+/// A member cut by the proxy calls `leave()` (or `disconnect()`) before it is back: the leave
+/// waits for the resume and goes out right behind it, so the host sees `member_left` `left`
+/// at once, well before the window's end (5 s), and the member ends without joining afresh.
+async fn leave_while_away(disconnect: bool) {
+    let mut config = server_config("127.0.0.1:0".parse().unwrap());
+    config.resume_window = Duration::from_secs(5);
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let proxy = Proxy::start(addr).await;
+    let host = Peer::connect(host_config(addr)).await;
+    let member = Peer::connect(member_config(proxy.addr, "phone")).await;
+    let id = member.client.client_id().unwrap();
+    member.client.send(json!({"n": 1})).unwrap();
+    host.until("message", |e| matches!(e, Event::Message { .. }))
+        .await;
+    proxy.refuse(true);
+    let cut = tokio::time::Instant::now();
+    proxy.cut(Cut::Clean);
+    member
+        .until("reconnecting", |e| {
+            *e == Event::StateChanged(ConnectionState::Reconnecting)
+        })
+        .await;
+    let away = id.clone();
+    host.until("member_updated reconnecting", move |e| {
+        matches!(e, Event::MemberUpdated(m)
+            if m.id == away && m.connection_status == ConnectionStatus::Reconnecting)
+    })
+    .await;
+    let client = member.client.clone();
+    let leaving = tokio::spawn(async move {
+        if disconnect {
+            client.disconnect().await
+        } else {
+            client.leave().await
+        }
+    });
+    // Between attempts, with no socket: the leave waits, nothing more is taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!leaving.is_finished(), "the leave waits for the resume");
+    assert_eq!(member.client.state(), ConnectionState::Reconnecting);
+    assert_eq!(
+        member.client.send(json!({"n": 2})),
+        Err(ClientError::NotConnected)
+    );
+    proxy.refuse(false);
+    let gone = id.clone();
+    host.until(
+        "member_left left",
+        move |e| matches!(e, Event::MemberLeft { member_id, .. } if *member_id == gone),
+    )
+    .await;
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "member_left after {took:?}, not at the window's end"
+    );
+    assert!(host.events().contains(&Event::MemberLeft {
+        member_id: id.clone(),
+        reason: LeaveReason::Left,
+    }));
+    tokio::time::timeout(WAIT, leaving)
+        .await
+        .expect("leave() returns once the server closed")
+        .unwrap();
+    assert_eq!(member.client.state(), ConnectionState::Disconnected);
+    assert_eq!(member.client.link_state(), LinkState::Disconnected);
+    assert_eq!(member.count(is_resumed), 1);
+    assert_eq!(member.count(is_welcome), 1, "no fresh join");
+    assert_eq!(host.received(), [1], "nothing sent after the leave");
+}
+
+#[tokio::test]
+async fn leave_while_away_goes_out_once_resumed_and_the_others_see_left_at_once() {
+    leave_while_away(false).await;
+}
+
+#[tokio::test]
+async fn the_formal_disconnect_while_away_goes_out_once_resumed() {
+    leave_while_away(true).await;
+}

@@ -1012,3 +1012,224 @@ fn every_frame_of_a_resumable_connection_is_valid_for_the_server() {
     }
     let _ = sends(&a);
 }
+
+/// Runs timers until the next attempt opens a socket (within 3 s); returns every action.
+fn until_connect(r: &mut Rig) -> Vec<Action> {
+    let until = r.elapsed() + Duration::from_secs(3);
+    let mut actions = Vec::new();
+    while r.elapsed() < until && !actions.contains(&Action::Connect) {
+        let t = r.elapsed() + Duration::from_millis(100);
+        actions.extend(r.run_until(t));
+    }
+    assert!(actions.contains(&Action::Connect), "{actions:?}");
+    actions
+}
+
+/// A resumable member with `1` acknowledged and `2` sent unacknowledged drops and calls
+/// `leave()` (or the formal disconnect) while away; returns the connection token.
+fn leave_while_away(disconnect: bool) -> (Rig, String) {
+    let (mut r, token) = rconnected();
+    r.m.send_message(r.now, json!(1), None).unwrap();
+    r.m.send_message(r.now, json!(2), None).unwrap();
+    r.text(json!({"type":"ack","timestamp":1,"seq":1}));
+    r.drain();
+    let now = r.now;
+    r.m.handle_closed(now, None);
+    r.drain();
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+    if disconnect {
+        r.m.disconnect(r.now);
+    } else {
+        r.m.leave(r.now);
+    }
+    let a = r.drain();
+    assert!(!r.m.is_ended(), "queued, not ended: {a:?}");
+    assert!(!a.contains(&Action::CloseSocket), "{a:?}");
+    assert!(decoded(&a).is_empty(), "nothing goes out without a socket");
+    assert!(r.m.leave_queued());
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+    assert_eq!(r.m.client_id(), Some("c1"), "the place is still held");
+    // Nothing is taken after the leave.
+    assert!(!r.m.accepts_commands());
+    assert!(!r.m.queue_full());
+    assert_eq!(
+        r.m.send_message(r.now, json!(3), None),
+        Err(CommandError::NotConnected)
+    );
+    (r, token)
+}
+
+/// Opens the next socket (the first attempt is refused: the leave survives between
+/// attempts) and gets to the resume's answer; returns the resume frame's `lastSeq`.
+fn reopen_after_a_refused_attempt(r: &mut Rig, token: &str) -> u64 {
+    until_connect(r);
+    let now = r.now;
+    r.m.handle_connect_failed(now, "connection refused");
+    let a = r.drain();
+    assert!(!r.m.is_ended(), "{a:?}");
+    assert!(r.m.leave_queued(), "kept between attempts");
+    until_connect(r);
+    let now = r.now;
+    r.m.handle_connected(now);
+    let sent = decoded(&r.drain());
+    let [ClientMessage::Token {
+        token: t,
+        last_seq: Some(n),
+    }] = &sent[..]
+    else {
+        panic!("a resume, not a leave or a fresh join: {sent:?}");
+    };
+    assert_eq!(t, token);
+    r.text(json!({"type":"token","timestamp":1,"token":token}));
+    *n
+}
+
+#[test]
+fn leave_while_resuming_goes_out_right_after_the_resend_once_resumed() {
+    let (mut r, token) = leave_while_away(false);
+    assert_eq!(reopen_after_a_refused_attempt(&mut r, &token), 1);
+    // The server processed 1; 2 is resent with its seq, then the leave is the next number.
+    r.text(json!({"type":"resumed","timestamp":1,"lastSeq":1,"replayed":0}));
+    let back = r.drain();
+    assert!(emitted(&back).contains(&Event::Resumed { replayed: 0 }));
+    assert_eq!(
+        seqs(&back),
+        [
+            (Seq::Valid(2), "message".to_string()),
+            (Seq::Valid(3), "leave".to_string())
+        ]
+    );
+    assert!(!r.m.leave_queued());
+    assert!(!r.m.accepts_commands());
+    // The server answers with 1000 `left`: the end, as after a connected leave.
+    let (a, next) = after_close(&mut r, Some((1000, "left")));
+    assert!(next.is_empty() && r.m.is_ended(), "{a:?}");
+    assert!(!emitted(&a)
+        .iter()
+        .any(|e| matches!(e, Event::Failed { .. } | Event::Resuming { .. })));
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+    assert_eq!(r.m.link_state(), LinkState::Disconnected);
+}
+
+#[test]
+fn leave_while_resuming_then_resume_failed_ends_without_a_fresh_join() {
+    for (wire, reason) in [
+        ("unknown_token", ResumeFailure::UnknownToken),
+        ("expired", ResumeFailure::Expired),
+        ("buffer_overflow", ResumeFailure::BufferOverflow),
+        ("session_closed", ResumeFailure::SessionClosed),
+    ] {
+        let (mut r, token) = leave_while_away(false);
+        reopen_after_a_refused_attempt(&mut r, &token);
+        r.text(json!({"type":"resume_failed","timestamp":1,"reason":wire}));
+        let a = r.drain();
+        let ev = emitted(&a);
+        assert!(
+            ev.contains(&Event::ResumeFailed {
+                reason,
+                unconfirmed: 1,
+                rejoining: false
+            }),
+            "{wire}: {ev:?}"
+        );
+        assert_eq!(
+            ev.iter().any(|e| matches!(e, Event::SessionClosed { .. })),
+            reason == ResumeFailure::SessionClosed,
+            "{wire}: {ev:?}"
+        );
+        assert!(!ev.iter().any(|e| matches!(e, Event::Failed { .. })));
+        assert!(decoded(&a).is_empty(), "{wire}: no fresh handshake");
+        assert!(a.contains(&Action::CloseSocket), "{wire}");
+        assert!(r.m.is_ended(), "{wire}");
+        assert_eq!(r.m.state(), ConnectionState::Disconnected, "{wire}");
+        assert_eq!(r.m.link_state(), LinkState::Disconnected, "{wire}");
+        assert!(r
+            .run_until(r.elapsed() + Duration::from_secs(60))
+            .is_empty());
+    }
+}
+
+#[test]
+fn leave_while_resuming_ends_when_the_window_passes() {
+    let (mut r, _) = leave_while_away(false);
+    let mut all = Vec::new();
+    while r.elapsed() < Duration::from_secs(40) && !r.m.is_ended() {
+        let t = r.elapsed() + Duration::from_millis(100);
+        for a in r.run_until(t) {
+            if a == Action::Connect {
+                let now = r.now;
+                r.m.handle_connect_failed(now, "connection refused");
+            }
+            all.push(a);
+        }
+        all.extend(r.drain());
+    }
+    assert!(r.m.is_ended());
+    assert!(
+        r.elapsed() >= Duration::from_secs(30),
+        "the window: {:?}",
+        r.elapsed()
+    );
+    assert_eq!(
+        r.m.state(),
+        ConnectionState::Disconnected,
+        "left, not failed"
+    );
+    let ev = emitted(&all);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Failed { .. })),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| matches!(e, Event::Reconnecting { .. })));
+    assert!(r
+        .run_until(r.elapsed() + Duration::from_secs(60))
+        .is_empty());
+}
+
+#[test]
+fn the_formal_disconnect_while_resuming_goes_out_after_the_resend() {
+    let (mut r, token) = leave_while_away(true);
+    reopen_after_a_refused_attempt(&mut r, &token);
+    r.text(json!({"type":"resumed","timestamp":1,"lastSeq":1,"replayed":0}));
+    let back = r.drain();
+    assert_eq!(
+        seqs(&back),
+        [
+            (Seq::Valid(2), "message".to_string()),
+            (Seq::Absent, "token".to_string())
+        ]
+    );
+    assert_eq!(
+        decoded(&back)[1],
+        ClientMessage::Token {
+            token,
+            last_seq: None
+        }
+    );
+    let (a, next) = after_close(&mut r, Some((1000, "left")));
+    assert!(next.is_empty() && r.m.is_ended(), "{a:?}");
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+}
+
+#[test]
+fn leave_while_reconnecting_a_plain_connection_still_ends_at_once() {
+    let mut r = Rig::new(rconfig());
+    r.m.start(r.now);
+    r.drain();
+    r.m.handle_connected(r.now);
+    r.drain();
+    // The handshake, then a welcome without `resumable`: a plain connection.
+    r.text(json!({"type":"token","timestamp":1,"token":A}));
+    r.text(json!({"type":"token","timestamp":1,"token":A}));
+    r.text(welcome("c1", false));
+    r.drain();
+    assert!(!r.m.is_resumable());
+    let now = r.now;
+    r.m.handle_closed(now, None);
+    r.drain();
+    assert_eq!(r.m.state(), ConnectionState::Reconnecting);
+    r.m.leave(r.now);
+    assert!(!r.m.leave_queued());
+    assert!(r.m.is_ended());
+    assert_eq!(r.m.state(), ConnectionState::Disconnected);
+}
