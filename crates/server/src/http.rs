@@ -18,8 +18,6 @@ use loudsync_protocol::client::{valid_session_id, MAX_NAME_BYTES};
 use loudsync_protocol::close_code;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::admission::ClientAddr;
 use crate::listener::{AfterUpgrade, UpgradeSlot};
@@ -240,7 +238,8 @@ pub fn admin_access(
 ) -> Result<(), (StatusCode, &'static str, &'static str)> {
     match token {
         Some(token) => match authorization.and_then(bearer_token) {
-            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+            // Compared as digests in constant time, like session passwords.
+            Some(given) if loudsync_core::directory::Password::new(token).matches(given) => Ok(()),
             Some(_) => Err((
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -267,13 +266,6 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     let (scheme, rest) = authorization.trim().split_once(' ')?;
     let token = rest.trim_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Equality in time that depends on neither the contents nor the lengths: the SHA-256
-/// digests of both (fixed size) are compared in constant time.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// The body of `POST /v1/sessions`, as [`parse_create_session`] reads it (camelCase JSON,
@@ -521,6 +513,14 @@ mod tests {
                 .0,
             StatusCode::UNAUTHORIZED
         );
+        // Neither a prefix nor an extension of the token passes (compared as digests).
+        for near in ["Bearer s3cre", "Bearer s3crett", "Bearer S3cret"] {
+            assert_eq!(
+                admin_access(Some("s3cret"), lan, Some(near)).unwrap_err().0,
+                StatusCode::UNAUTHORIZED,
+                "{near}"
+            );
+        }
         // A loopback client written as a mapped IPv4 address is loopback.
         assert!(admin_access(None, "::ffff:127.0.0.1".parse().unwrap(), None).is_ok());
     }
@@ -565,15 +565,6 @@ mod tests {
             );
         }
         assert_eq!(bearer_token("bearer  abc.def "), Some("abc.def"));
-    }
-
-    #[test]
-    fn constant_time_eq_compares_digests_of_any_length() {
-        assert!(constant_time_eq(b"", b""));
-        assert!(constant_time_eq(b"token", b"token"));
-        assert!(!constant_time_eq(b"token", b"tokenx"));
-        assert!(!constant_time_eq(b"token", b""));
-        assert!(!constant_time_eq(b"tokex", b"token"));
     }
 
     #[test]
