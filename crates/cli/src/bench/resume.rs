@@ -29,7 +29,9 @@ use tokio::io::{AsyncBufRead, Lines};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_websockets::Message;
 
-use super::worker::{connect, emit, encode_hist, histogram, message_type, WorkerSpec, Ws};
+use super::worker::{
+    connect, emit, encode_hist, gather_joins, histogram, message_type, WorkerSpec, Ws,
+};
 
 /// How a storm cuts a socket (all of a worker's sockets in one tight loop, never with a close
 /// frame).
@@ -574,26 +576,7 @@ async fn join_all(shared: &Arc<Shared>) -> (Vec<(Member, Ws)>, u64, Histogram<u6
             (joined, failed)
         }));
     }
-    let progress = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                emit(
-                    json!({"event": "progress", "joined": done.load(Ordering::Relaxed), "total": total}),
-                );
-            }
-        })
-    };
-    let mut all = Vec::new();
-    let mut failed = 0;
-    for t in session_tasks {
-        if let Ok((j, f)) = t.await {
-            all.extend(j);
-            failed += f;
-        }
-    }
-    progress.abort();
+    let (all, failed) = gather_joins(session_tasks, &done, total).await;
     let hist = hist.lock().unwrap().clone();
     (all, failed, hist)
 }

@@ -359,6 +359,16 @@ async fn join_all(shared: &Arc<Shared>) -> (Vec<Live>, u64) {
             (live, failed)
         }));
     }
+    gather_joins(session_tasks, &done, total).await
+}
+
+/// Waits for every session's join task, reporting progress every 500 ms meanwhile: the
+/// members that got in, and how many did not.
+pub(super) async fn gather_joins<T: Send + 'static>(
+    session_tasks: Vec<tokio::task::JoinHandle<(Vec<T>, u64)>>,
+    done: &Arc<AtomicU64>,
+    total: usize,
+) -> (Vec<T>, u64) {
     let progress = {
         let done = done.clone();
         tokio::spawn(async move {
@@ -370,16 +380,16 @@ async fn join_all(shared: &Arc<Shared>) -> (Vec<Live>, u64) {
             }
         })
     };
-    let mut live = Vec::new();
+    let mut joined = Vec::new();
     let mut failed = 0;
     for t in session_tasks {
-        if let Ok((l, f)) = t.await {
-            live.extend(l);
+        if let Ok((j, f)) = t.await {
+            joined.extend(j);
             failed += f;
         }
     }
     progress.abort();
-    (live, failed)
+    (joined, failed)
 }
 
 /// Connects, joins session `index`, records the join latency, and spawns its keep-alive task.
