@@ -3,31 +3,11 @@
 
 use super::*;
 use crate::directory::Credentials;
-use loudsync_protocol::DeviceInfo;
 
 type S = Session<String>;
 
-fn t0() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: 1_700_000_000_000,
-    }
-}
-
-fn join(device: &str, kind: DeviceType) -> Join {
-    Join {
-        session_id: "s1".into(),
-        device_info: DeviceInfo {
-            id: device.into(),
-            name: format!("{device} name"),
-            kind,
-        },
-        session_name: None,
-        protocol_version: None,
-        password: None,
-        token: None,
-    }
-}
+/// The landed session tests' clock start and `join`.
+use super::tests::{join, now as t0};
 
 /// Joins `id` (transport `t-<id>`, socket 1) resumable with token `T-<id>`, or plain.
 fn join_member(s: &mut S, now: Now, id: &str, kind: DeviceType, resumable: bool) {

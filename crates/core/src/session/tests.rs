@@ -38,14 +38,14 @@ fn sjoin(s: &mut S, id: String, j: &Join) -> Result<(), ServerMessage> {
         .map_err(|(e, _)| e.to_message())
 }
 
-fn now() -> Now {
+pub(super) fn now() -> Now {
     Now {
         instant: Instant::now(),
         unix_ms: 1_700_000_000_000,
     }
 }
 
-fn join(device: &str, kind: DeviceType) -> Join {
+pub(super) fn join(device: &str, kind: DeviceType) -> Join {
     Join {
         session_id: "s1".into(),
         device_info: DeviceInfo {
