@@ -245,12 +245,9 @@ impl SessionOwner {
         } = request;
         match self
             .session
-            .handle_resume(now, &member_id, &token, last_seq, socket, outbox)
+            .handle_resume(now, &member_id, &token, last_seq, socket, outbox.clone())
         {
             Ok(resumption) => {
-                let Some(outbox) = self.outbox_of(&member_id) else {
-                    return ResumeAnswer::Failed(ResumeFailure::UnknownToken);
-                };
                 let stamp = Stamp::Now(now.unix_ms);
                 let own = |m: &ServerMessage| {
                     OutFrame::Text(Bytes::from(loudsync_protocol::encode(m, &stamp)))
@@ -291,13 +288,6 @@ impl SessionOwner {
             }
             Err((ResumeRefusal::Failed(why), _)) => ResumeAnswer::Failed(why),
         }
-    }
-
-    /// A member's current outbox (after a resume attached it).
-    fn outbox_of(&self, member_id: &str) -> Option<Arc<Outbox>> {
-        let to = loudsync_core::session::Recipients::One(member_id.to_string());
-        let outbox = self.session.deliveries(&to).next().map(|(o, _)| o.clone());
-        outbox
     }
 
     /// Carries out the session's actions, each resolved to its recipients as it is polled.
