@@ -616,6 +616,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 1,
             latency,
+            handoff_ready: false,
             device_id: format!("dev-{id}"),
         }
     }

@@ -241,6 +241,23 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     ack_every: Option<u64>,
 
+    /// Largest session state document, as compact JSON; must be below
+    /// --max-message-bytes [default: 32768].
+    #[arg(long, env = "LOUDSYNC_MAX_STATE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_state_bytes: Option<usize>,
+
+    /// How long a handoff candidate has to accept or decline [default: 10s].
+    #[arg(long, env = "LOUDSYNC_HANDOFF_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    handoff_timeout: Option<Duration>,
+
+    /// When a host is gone for good: `close` the session, or `handoff` it to the member that
+    /// declared itself ready first, else the longest present [default: close].
+    #[arg(long, env = "LOUDSYNC_ON_HOST_LOSS", value_parser = ["handoff", "close"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_host_loss: Option<String>,
+
     /// On shutdown, wait at most this long for sockets to close [default: 5s].
     #[arg(long, env = "LOUDSYNC_DRAIN_TIMEOUT", value_parser = duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]

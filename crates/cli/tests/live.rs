@@ -257,6 +257,7 @@ async fn newer_server() -> std::net::SocketAddr {
             device: Default::default(),
             joined_at: 0,
             resumable: false,
+            state: None,
         };
         let list = ServerMessage::MemberList { members: vec![] };
         for m in [welcome, list] {

@@ -527,7 +527,7 @@ impl Machine {
 
     fn send_join(&mut self, now: Instant) {
         let join = ClientMessage::Join(Join {
-            session_id: self.config.session_id.clone(),
+            session_id: Some(self.config.session_id.clone()),
             device_info: self.config.device.clone(),
             session_name: self.config.session_name.clone(),
             protocol_version: Some(loudsync_protocol::PROTOCOL_VERSION.to_string()),
@@ -935,6 +935,13 @@ impl Machine {
             | ServerMessage::Token { .. }
             | ServerMessage::Resumed { .. }
             | ServerMessage::ResumeFailed { .. } => {}
+            // TODO(issue 11): the SDK's handoff layer.
+            ServerMessage::State { .. }
+            | ServerMessage::HandoffStarted { .. }
+            | ServerMessage::HandoffRequest { .. }
+            | ServerMessage::HandoffAck { .. }
+            | ServerMessage::HostChanged { .. }
+            | ServerMessage::HandoffFailed { .. } => {}
         }
     }
 

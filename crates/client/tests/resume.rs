@@ -772,6 +772,7 @@ async fn a_server_without_the_resume_layer_gets_a_plain_join() {
                             device: Default::default(),
                             joined_at: 0,
                             resumable: false,
+                            state: None,
                         },
                         &Stamp::Now(1),
                     ),

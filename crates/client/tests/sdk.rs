@@ -110,6 +110,7 @@ fn welcome(client_id: &str) -> String {
         device: Default::default(),
         joined_at: 0,
         resumable: false,
+        state: None,
     })
 }
 

@@ -84,6 +84,7 @@ async fn stand_in(pki: &Pki) -> SocketAddr {
                     device: Default::default(),
                     joined_at: 0,
                     resumable: false,
+                    state: None,
                 };
                 let list = ServerMessage::MemberList { members: vec![] };
                 for m in [welcome, list] {

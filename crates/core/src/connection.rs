@@ -33,7 +33,8 @@ use loudsync_protocol::app::{self, Dialect};
 use loudsync_protocol::client::{merge_tokens, CONNECTION_TOKEN_LEN, TOKEN_LEN};
 use loudsync_protocol::{
     client::version_compatible, close_code, decode_numbered, ClientMessage, Decoded, ErrorCode,
-    Join, LeaveReason, RawJson, ResumeFailure, Seq, ServerMessage, Stamp, PROTOCOL_VERSION,
+    Join, LeaveReason, RawJson, ResumeFailure, Seq, ServerMessage, Stamp, StateChange,
+    PROTOCOL_VERSION,
 };
 
 use crate::directory::JoinError;
@@ -116,6 +117,31 @@ pub enum MemberCommand {
     /// numbered and replayed like every other (boxed: commands travel in the session's
     /// channel, whose every slot is as large as the largest input).
     Report(Box<ServerMessage>),
+    /// `state_set` (the session checks host, term, version and size; the change is boxed to
+    /// keep commands small).
+    StateSet {
+        /// The whole document or a merge patch.
+        change: Box<StateChange>,
+        /// The version it is based on.
+        base_version: Option<u64>,
+        /// The term it is sent in.
+        term: Option<u64>,
+    },
+    /// `handoff_ready`.
+    HandoffReady(bool),
+    /// `handoff_request` (the session checks that the sender is the host).
+    HandoffRequest {
+        /// The member asked for, or the server's choice.
+        target: Option<String>,
+    },
+    /// `handoff_accept` (`accept: true`) or `handoff_decline` (the decline's free-text
+    /// reason is informational and not passed on).
+    HandoffAnswer {
+        /// The request answered.
+        handoff_id: String,
+        /// Accept or decline.
+        accept: bool,
+    },
 }
 
 /// What the I/O layer must do for this connection.
@@ -805,6 +831,29 @@ impl Connection {
                         MemberCommand::Kick { member_id, reason }
                     }
                     ClientMessage::MemberList => MemberCommand::MemberList,
+                    ClientMessage::StateSet {
+                        change,
+                        base_version,
+                        term,
+                    } => MemberCommand::StateSet {
+                        change: Box::new(change),
+                        base_version,
+                        term,
+                    },
+                    ClientMessage::HandoffReady { ready } => MemberCommand::HandoffReady(ready),
+                    ClientMessage::HandoffRequest { target_id } => {
+                        MemberCommand::HandoffRequest { target: target_id }
+                    }
+                    ClientMessage::HandoffAccept { handoff_id } => MemberCommand::HandoffAnswer {
+                        handoff_id,
+                        accept: true,
+                    },
+                    ClientMessage::HandoffDecline { handoff_id, .. } => {
+                        MemberCommand::HandoffAnswer {
+                            handoff_id,
+                            accept: false,
+                        }
+                    }
                     ClientMessage::Message { data, to } => {
                         if frame_len > self.config.max_data_bytes {
                             self.reply_error(

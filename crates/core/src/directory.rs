@@ -298,7 +298,7 @@ pub fn admit(
         Some(Err(why)) => return Err(JoinError::InvalidToken { why }),
         Some(Ok(grant)) => grant,
     };
-    if session_key(&grant.session) != session_key(&join.session_id) {
+    if session_key(&grant.session) != session_key(join.session_id.as_deref().unwrap_or("")) {
         return Err(invalid("it is for another session"));
     }
     let device = &join.device_info;
@@ -351,20 +351,33 @@ impl<H: Clone> Directory<H> {
 
     /// Where `join` goes (see the module comment).
     pub fn route(&self, join: &Join) -> Result<Route<H>, JoinError> {
-        if let Some(h) = self.get(&join.session_id) {
-            return Ok(Route::To(h.clone()));
-        }
-        if join.device_info.kind != DeviceType::Host {
-            return Err(JoinError::NotFound {
-                session: join.session_id.clone(),
-            });
-        }
+        let id = match &join.session_id {
+            Some(id) => {
+                if let Some(h) = self.get(id) {
+                    return Ok(Route::To(h.clone()));
+                }
+                if join.device_info.kind != DeviceType::Host {
+                    return Err(JoinError::NotFound {
+                        session: id.clone(),
+                    });
+                }
+                id.clone()
+            }
+            // A host without a session id opens a new session under a fresh code (seed
+            // 000's Connect Event); the decoder refuses a client's join without one.
+            None if join.device_info.kind == DeviceType::Host => self.fresh_code(),
+            None => {
+                return Err(JoinError::NotFound {
+                    session: String::new(),
+                })
+            }
+        };
         let name = join
             .session_name
             .clone()
             .unwrap_or_else(|| format!("{}'s session", join.device_info.name));
         Ok(Route::Create(SessionSpec {
-            id: join.session_id.clone(),
+            id,
             name,
             max_members: self.default_max_members,
             access: Access {
@@ -385,15 +398,7 @@ impl<H: Clone> Directory<H> {
         max_members: Option<usize>,
         access: Access,
     ) -> Result<SessionSpec, AlreadyExists> {
-        let id = match id {
-            Some(id) => id,
-            None => loop {
-                let code = self.ids.session_code();
-                if self.get(&code).is_none() {
-                    break code;
-                }
-            },
-        };
+        let id = id.unwrap_or_else(|| self.fresh_code());
         if self.get(&id).is_some() {
             return Err(AlreadyExists);
         }
@@ -403,6 +408,16 @@ impl<H: Clone> Directory<H> {
             max_members: max_members.unwrap_or(self.default_max_members).max(1),
             access,
         })
+    }
+
+    /// A session code no open session has: 6 of `[0-9A-Z]` from the injected id source.
+    fn fresh_code(&self) -> String {
+        loop {
+            let code = self.ids.session_code();
+            if self.get(&code).is_none() {
+                break code;
+            }
+        }
     }
 
     /// A fresh member id.
@@ -458,7 +473,7 @@ mod tests {
 
     fn join(session: &str, kind: DeviceType, name: Option<&str>) -> Join {
         Join {
-            session_id: session.into(),
+            session_id: Some(session.into()),
             device_info: DeviceInfo {
                 id: "d".into(),
                 name: "Rishad's iPhone".into(),

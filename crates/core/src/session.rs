@@ -38,8 +38,12 @@ use crate::resume::{ReplayBuffer, ReplayError, ReplayLimits};
 use crate::Now;
 
 pub mod access;
+pub mod handoff;
+pub mod state;
 
 use access::{Attempts, FailureLimit};
+use handoff::{Control, HandoffConfig};
+use state::SessionState;
 
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub enum Recipients {
     All,
     /// Every member speaking this dialect but one (the subject).
     AllExceptIn(String, Dialect),
+    /// Every member speaking this dialect.
+    AllIn(Dialect),
 }
 
 impl Recipients {
@@ -61,6 +67,7 @@ impl Recipients {
             Recipients::AllExcept(not) => not != id,
             Recipients::All => true,
             Recipients::AllExceptIn(not, d) => not != id && *d == dialect,
+            Recipients::AllIn(d) => *d == dialect,
         }
     }
 }
@@ -142,6 +149,8 @@ pub struct SessionConfig {
     pub replay: ReplayLimits,
     /// How many wrong passwords an address may give, and over what window.
     pub password_failures: FailureLimit,
+    /// The state and handoff layer's settings.
+    pub handoff: HandoffConfig,
 }
 
 impl Default for SessionConfig {
@@ -150,6 +159,7 @@ impl Default for SessionConfig {
             detach_hold: Duration::ZERO,
             replay: ReplayLimits::default(),
             password_failures: FailureLimit::default(),
+            handoff: HandoffConfig::default(),
         }
     }
 }
@@ -199,6 +209,8 @@ struct Member<T> {
     held: Option<(Instant, LeaveReason)>,
     /// The resume layer's state of a resumable member (boxed: plain members stay small).
     resume: Option<Box<Resumable>>,
+    /// The number of its readiness declaration, while it is ready to take control.
+    ready: Option<u64>,
 }
 
 /// What a resumable place keeps across its transports.
@@ -253,6 +265,10 @@ pub struct Session<T> {
     /// How many places are held (detached, waiting for a transport): no timer while none.
     held: usize,
     actions: VecDeque<Pending>,
+    /// The state document.
+    state: SessionState,
+    /// The term, the pending handoff, the readiness order.
+    control: Control,
 }
 
 impl<T> Session<T> {
@@ -271,7 +287,14 @@ impl<T> Session<T> {
             ended: false,
             held: 0,
             actions: VecDeque::new(),
+            state: SessionState::new(),
+            control: Control::new(),
         }
+    }
+
+    /// The state document and its version.
+    pub fn state(&self) -> &SessionState {
+        &self.state
     }
 
     /// The session id.
@@ -426,14 +449,13 @@ impl<T> Session<T> {
             return;
         }
         if self.host.as_deref() == Some(member_id) {
-            // The host goes first, as the too slow member it is; then everyone is told.
-            self.depart(
+            // The host goes first, as the too slow member it is; then what its loss causes.
+            self.lose_host(
                 member_id,
+                LeaveReason::Error,
                 close_code::POLICY_VIOLATION,
                 "resume buffer overflow",
-                ResumeFailure::BufferOverflow,
             );
-            self.end("Host disconnected", close_code::NORMAL);
         } else {
             self.remove_with(
                 member_id,
@@ -460,18 +482,22 @@ impl<T> Session<T> {
 
     /// When [`Session::handle_timeout`] must next be called: the earliest held place's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let handoff = self.handoff_deadline();
         if self.held == 0 {
             // The common case, checked after every batch of a big session: no scan.
-            return None;
+            return handoff;
         }
         self.members
             .iter()
             .filter_map(|m| m.held.map(|(at, _)| at))
+            .chain(handoff)
             .min()
     }
 
-    /// Timers: held places whose deadline passed end, as an immediate detach would have.
+    /// Timers: a pending handoff past its deadline fails; held places whose deadline passed
+    /// end, as an immediate detach would have.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.handoff_timeout(now);
         if self.held == 0 {
             return;
         }
@@ -524,6 +550,7 @@ impl<T> Session<T> {
             },
             joined_at: m.joined_at,
             latency: m.latency,
+            handoff_ready: m.ready.is_some() && self.host.as_deref() != Some(m.id.as_str()),
             device_id: m.device_id.clone(),
         }
     }
@@ -584,6 +611,7 @@ impl<T> Session<T> {
                     fate: None,
                 })
             }),
+            ready: None,
         });
         if as_host {
             self.host = Some(member_id.clone());
@@ -597,6 +625,7 @@ impl<T> Session<T> {
                 device: self.device(&member_id),
                 joined_at: now.unix_ms,
                 resumable,
+                state: Some(Box::new(self.state.snapshot(self.control.term))),
             },
         );
         self.send(
@@ -755,7 +784,16 @@ impl<T> Session<T> {
             // Only the window's end tells the others it is gone: as a timeout.
             m.held = Some((now.instant + hold, LeaveReason::Timeout));
             self.held += 1;
+            // A handoff it is part of fails now, not at the window's end: the host's
+            // candidate hears it first, the candidate's host after the member's update.
+            let is_host = self.host.as_deref() == Some(member_id);
+            if is_host {
+                self.handoff_member_gone(member_id);
+            }
             self.send_member_update(member_id);
+            if !is_host {
+                self.handoff_member_gone(member_id);
+            }
         }
     }
 
@@ -850,14 +888,7 @@ impl<T> Session<T> {
     /// Tells the others a member's entry changed: `member_updated` in our dialect, a fresh
     /// `member_list` in the app's (which has no `member_updated`).
     fn send_member_update(&mut self, member_id: &str) {
-        let Some(m) = self.member(member_id) else {
-            return;
-        };
-        let member = self.info(m);
-        self.send(
-            Recipients::AllExceptIn(member_id.to_string(), Dialect::LoudSync),
-            ServerMessage::MemberUpdated { member },
-        );
+        self.send_member_update_to_ours(member_id);
         if self
             .members
             .iter()
@@ -872,14 +903,24 @@ impl<T> Session<T> {
         }
     }
 
-    /// Ends a place the way a detach does: the host's ends the session.
+    /// Tells the other members of our dialect a member's entry changed (`member_updated`);
+    /// the app's dialect has no field for what changed (readiness).
+    fn send_member_update_to_ours(&mut self, member_id: &str) {
+        let Some(m) = self.member(member_id) else {
+            return;
+        };
+        let member = self.info(m);
+        self.send(
+            Recipients::AllExceptIn(member_id.to_string(), Dialect::LoudSync),
+            ServerMessage::MemberUpdated { member },
+        );
+    }
+
+    /// Ends a place the way a detach does: the host's is the loss of the host
+    /// ([`handoff::HostLoss`] says what follows).
     fn end_place(&mut self, member_id: &str, reason: LeaveReason) {
         if self.host.as_deref() == Some(member_id) {
-            let why = match reason {
-                LeaveReason::Timeout => "Host timed out",
-                _ => "Host disconnected",
-            };
-            self.end(why, close_code::NORMAL);
+            self.lose_host(member_id, reason, close_code::NORMAL, "disconnected");
         } else {
             self.remove(member_id, reason, "disconnected");
         }
@@ -913,7 +954,7 @@ impl<T> Session<T> {
 
     /// A command from member `member_id`'s connection. Commands from unknown members (already
     /// removed) are ignored.
-    pub fn handle_command(&mut self, _now: Now, member_id: &str, command: MemberCommand) {
+    pub fn handle_command(&mut self, now: Now, member_id: &str, command: MemberCommand) {
         if self.ended || self.member(member_id).is_none() {
             return;
         }
@@ -929,6 +970,8 @@ impl<T> Session<T> {
                     // A host's leave forgets its token; the others' say `session_closed`.
                     r.fate.get_or_insert(ResumeFailure::UnknownToken);
                 }
+                // Under either host-loss policy: leaving without ending is a handoff first.
+                self.handoff_member_gone(member_id);
                 self.end("Host ended the session", close_code::NORMAL)
             }
             MemberCommand::Leave => self.remove(member_id, LeaveReason::Left, "left"),
@@ -971,6 +1014,18 @@ impl<T> Session<T> {
                 member_id: target,
                 reason,
             } => self.kick(member_id, is_host, &target, reason),
+            MemberCommand::StateSet {
+                change,
+                base_version,
+                term,
+            } => self.handle_state_set(member_id, *change, base_version, term),
+            MemberCommand::HandoffReady(ready) => self.handle_ready(member_id, ready),
+            MemberCommand::HandoffRequest { target } => {
+                self.handle_handoff_request(now, member_id, target)
+            }
+            MemberCommand::HandoffAnswer { handoff_id, accept } => {
+                self.handle_handoff_answer(member_id, &handoff_id, accept)
+            }
             MemberCommand::Message { data, to } => {
                 let to = match to {
                     None => Recipients::AllExcept(member_id.to_string()),
@@ -995,11 +1050,7 @@ impl<T> Session<T> {
 
     fn kick(&mut self, from: &str, is_host: bool, target: &str, reason: Option<String>) {
         if !is_host {
-            return self.error(
-                from,
-                ErrorCode::Unauthorized,
-                "kick: only the host may kick members",
-            );
+            return self.refuse_not_host(from, "kick: only the host may kick members");
         }
         if target == from {
             return self.error(
@@ -1054,6 +1105,7 @@ impl<T> Session<T> {
                 device,
             },
         );
+        self.handoff_member_gone(member_id);
     }
 
     /// Moves a member out of the table; its transport is handed back by its `Close`, and a
@@ -1099,6 +1151,7 @@ impl<T> Session<T> {
             self.depart(&id, code, "session closed", ResumeFailure::SessionClosed);
         }
         self.host = None;
+        self.control.pending = None;
         self.ended = true;
         self.actions.push_back(Pending::Ended);
     }

@@ -86,7 +86,7 @@ pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         "JOIN" => {
             let p: JoinPayload = payload_fields(&kind, payload)?;
             let join = Join {
-                session_id: p.session_id,
+                session_id: Some(p.session_id),
                 device_info: DeviceInfo {
                     id: p.device_id,
                     name: p.device_name,
@@ -238,11 +238,14 @@ pub fn encode_client(
             if join.session_name.is_some() || join.protocol_version.is_some() {
                 return fail("`JOIN` has no `sessionName` or `protocolVersion`");
             }
+            let Some(session_id) = join.session_id.as_deref() else {
+                return fail("`JOIN` needs a `sessionId` (app devices never open sessions)");
+            };
             client_envelope(
                 ctx,
                 "JOIN",
                 JoinOut {
-                    session_id: &join.session_id,
+                    session_id,
                     device_id: &join.device_info.id,
                     device_name: &join.device_info.name,
                     version: APP_VERSION,
@@ -279,6 +282,13 @@ pub fn encode_client(
         ClientMessage::Message { .. } => return fail("no client message `message`"),
         ClientMessage::Token { .. } => return fail("no resume handshake (`token`)"),
         ClientMessage::Ack { .. } => return fail("no resume handshake (`ack`)"),
+        ClientMessage::StateSet { .. }
+        | ClientMessage::HandoffReady { .. }
+        | ClientMessage::HandoffRequest { .. }
+        | ClientMessage::HandoffAccept { .. }
+        | ClientMessage::HandoffDecline { .. } => {
+            return fail("no session state or handoff (app devices never host)")
+        }
     };
     Ok(text)
 }
@@ -476,7 +486,15 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
             "MEMBER_UPDATED",
             json!({ "member": member_json(member, ctx) }),
         ),
-        ServerMessage::Token { .. }
+        // Neither has the app's dialect any frame of the state and handoff layer; a session
+        // never sends these to app connections either (decision 27 of issue 11).
+        ServerMessage::State { .. }
+        | ServerMessage::HandoffStarted { .. }
+        | ServerMessage::HandoffRequest { .. }
+        | ServerMessage::HandoffAck { .. }
+        | ServerMessage::HostChanged { .. }
+        | ServerMessage::HandoffFailed { .. }
+        | ServerMessage::Token { .. }
         | ServerMessage::Resumed { .. }
         | ServerMessage::ResumeFailed { .. }
         | ServerMessage::Ack { .. } => ("UNSUPPORTED", json!({ "type": message.type_name() })),

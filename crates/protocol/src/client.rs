@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use crate::app::Dialect;
+use crate::handoff::{decode_handoff, StateChange};
 use crate::types::{DeviceInfo, DeviceType, RawJson};
 
 /// Longest accepted identifier or name (session id, device id, device name, session name), in bytes.
@@ -62,6 +63,38 @@ pub enum ClientMessage {
     Ack {
         /// Cumulative: everything up to and including it.
         seq: u64,
+    },
+    /// `state_set` (host only): replace or merge-patch the session state.
+    StateSet {
+        /// The whole document, or a merge patch.
+        change: StateChange,
+        /// Refused with `stale_version` unless it is the current version (absent: any).
+        base_version: Option<u64>,
+        /// Refused with `stale_term` unless it is the current term (absent: any).
+        term: Option<u64>,
+    },
+    /// `handoff_ready`: declare (or withdraw) readiness to take control.
+    HandoffReady {
+        /// Ready or not.
+        ready: bool,
+    },
+    /// `handoff_request` (host only): hand control to `target_id`, or to whoever the server
+    /// chooses (the member whose readiness is oldest).
+    HandoffRequest {
+        /// A member's `clientId`.
+        target_id: Option<String>,
+    },
+    /// `handoff_accept`: the candidate takes control.
+    HandoffAccept {
+        /// The pending request's id.
+        handoff_id: String,
+    },
+    /// `handoff_decline`: the candidate refuses.
+    HandoffDecline {
+        /// The pending request's id.
+        handoff_id: String,
+        /// Free text for the host.
+        reason: Option<String>,
     },
 }
 
@@ -129,6 +162,11 @@ impl ClientMessage {
             ClientMessage::Message { .. } => "message",
             ClientMessage::Token { .. } => "token",
             ClientMessage::Ack { .. } => "ack",
+            ClientMessage::StateSet { .. } => "state_set",
+            ClientMessage::HandoffReady { .. } => "handoff_ready",
+            ClientMessage::HandoffRequest { .. } => "handoff_request",
+            ClientMessage::HandoffAccept { .. } => "handoff_accept",
+            ClientMessage::HandoffDecline { .. } => "handoff_decline",
         }
     }
 
@@ -153,7 +191,7 @@ impl ClientMessage {
         kind: DeviceType,
     ) -> ClientMessage {
         ClientMessage::Join(Join {
-            session_id: session_id.into(),
+            session_id: Some(session_id.into()),
             device_info: DeviceInfo {
                 id: device_id.into(),
                 name: device_name.into(),
@@ -217,7 +255,8 @@ enum Wire<'a> {
     #[serde(rename_all = "camelCase")]
     Join {
         timestamp: u64,
-        session_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_name: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,6 +305,40 @@ enum Wire<'a> {
         timestamp: u64,
         seq: u64,
     },
+    #[serde(rename_all = "camelCase")]
+    StateSet {
+        timestamp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<&'a Map<String, Value>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<&'a Map<String, Value>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        base_version: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
+    },
+    HandoffReady {
+        timestamp: u64,
+        ready: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    HandoffRequest {
+        timestamp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target_id: Option<&'a str>,
+    },
+    #[serde(rename_all = "camelCase")]
+    HandoffAccept {
+        timestamp: u64,
+        handoff_id: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    HandoffDecline {
+        timestamp: u64,
+        handoff_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
 }
 
 /// Writes a client message as one text frame of our dialect (§3 of `docs/PROTOCOL.md`).
@@ -282,7 +355,7 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
     let wire = match message {
         ClientMessage::Join(join) => Wire::Join {
             timestamp,
-            session_id: &join.session_id,
+            session_id: join.session_id.as_deref(),
             session_name: join.session_name.as_deref(),
             protocol_version: join.protocol_version.as_deref(),
             device_info: &join.device_info,
@@ -314,6 +387,40 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
         ClientMessage::Ack { seq } => Wire::Ack {
             timestamp,
             seq: *seq,
+        },
+        ClientMessage::StateSet {
+            change,
+            base_version,
+            term,
+        } => {
+            let (state, patch) = match change {
+                StateChange::Replace(state) => (Some(state), None),
+                StateChange::Patch(patch) => (None, Some(patch)),
+            };
+            Wire::StateSet {
+                timestamp,
+                state,
+                patch,
+                base_version: *base_version,
+                term: *term,
+            }
+        }
+        ClientMessage::HandoffReady { ready } => Wire::HandoffReady {
+            timestamp,
+            ready: *ready,
+        },
+        ClientMessage::HandoffRequest { target_id } => Wire::HandoffRequest {
+            timestamp,
+            target_id: target_id.as_deref(),
+        },
+        ClientMessage::HandoffAccept { handoff_id } => Wire::HandoffAccept {
+            timestamp,
+            handoff_id,
+        },
+        ClientMessage::HandoffDecline { handoff_id, reason } => Wire::HandoffDecline {
+            timestamp,
+            handoff_id,
+            reason: reason.as_deref(),
         },
         ClientMessage::Pong => {
             return Err(EncodeError {
@@ -368,8 +475,10 @@ pub fn write_ping(out: &mut String, timestamp: u64) {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Join {
-    /// The session to join (or, for a host, to open).
-    pub session_id: String,
+    /// The session to join (or, for a host, to open). A host may leave it out (or send
+    /// `null`) to open a new session under a fresh code; a client must name one.
+    #[serde(default)]
+    pub session_id: Option<String>,
     /// The device's own description.
     pub device_info: DeviceInfo,
     /// Extension: the name of a session a host creates (default `"<device name>'s session"`).
@@ -465,6 +574,11 @@ pub const CLIENT_TYPES: &[&str] = &[
     "message",
     "token",
     "ack",
+    "state_set",
+    "handoff_ready",
+    "handoff_request",
+    "handoff_accept",
+    "handoff_decline",
 ];
 
 /// Decodes one text frame into a [`ClientMessage`].
@@ -582,10 +696,13 @@ fn decode_fields(
             }
         }
         other => {
+            if let Some(decoded) = decode_handoff(other, object) {
+                return decoded;
+            }
             return Err(DecodeError::new(format!(
                 "unknown message type `{other}`; expected one of: {}",
                 CLIENT_TYPES.join(", ")
-            )))
+            )));
         }
     };
     Ok(message)
@@ -602,7 +719,7 @@ fn not_an_object(text: &str) -> DecodeError {
     }
 }
 
-fn fields<T: for<'de> Deserialize<'de>>(
+pub(crate) fn fields<T: for<'de> Deserialize<'de>>(
     kind: &str,
     object: BTreeMap<String, Box<RawValue>>,
 ) -> Result<T, DecodeError> {
@@ -664,7 +781,7 @@ pub fn has_control(text: &str) -> bool {
 }
 
 /// The error for a text field that holds a control character, if `value` does.
-fn check_text(kind: &str, field: &str, value: Option<&str>) -> Result<(), DecodeError> {
+pub(crate) fn check_text(kind: &str, field: &str, value: Option<&str>) -> Result<(), DecodeError> {
     match value {
         Some(v) if has_control(v) => Err(DecodeError::new(format!(
             "{kind}: field `{field}` must not contain control characters"
@@ -693,7 +810,15 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
 }
 
 pub(crate) fn validate_join(join: &Join) -> Result<(), DecodeError> {
-    if !valid_session_id(&join.session_id) {
+    let session_id = match (&join.session_id, join.device_info.kind) {
+        (Some(id), _) => id.as_str(),
+        // A host without a session id opens a new session (seed 000's Connect Event).
+        (None, DeviceType::Host) => "",
+        (None, DeviceType::Client) => {
+            return Err(DecodeError::new("join: missing field `sessionId`"))
+        }
+    };
+    if join.session_id.is_some() && !valid_session_id(session_id) {
         return Err(DecodeError::new(format!(
             "join: field `sessionId` must be 1 to {MAX_SESSION_ID_BYTES} characters of A-Z, a-z, 0-9, `-` and `_`"
         )));
@@ -746,7 +871,7 @@ pub(crate) fn validate_join(join: &Join) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn json_kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -787,7 +912,7 @@ mod tests {
         let ClientMessage::Join(join) = msg else {
             panic!("not a join")
         };
-        assert_eq!(join.session_id, "abc123");
+        assert_eq!(join.session_id.as_deref(), Some("abc123"));
         assert_eq!(join.device_info.id, "device-456");
         assert_eq!(join.device_info.kind, DeviceType::Client);
         assert_eq!(join.session_name, None);
@@ -1015,7 +1140,7 @@ mod tests {
     #[test]
     fn encode_client_writes_the_documents_frames() {
         let join = ClientMessage::Join(Join {
-            session_id: "abc123".into(),
+            session_id: Some("abc123".into()),
             device_info: DeviceInfo {
                 id: "device-456".into(),
                 name: "Rishad's iPhone".into(),
@@ -1179,6 +1304,11 @@ mod tests {
             ClientMessage::Message { .. } => 7,
             ClientMessage::Token { .. } => 8,
             ClientMessage::Ack { .. } => 9,
+            ClientMessage::StateSet { .. } => 10,
+            ClientMessage::HandoffReady { .. } => 11,
+            ClientMessage::HandoffRequest { .. } => 12,
+            ClientMessage::HandoffAccept { .. } => 13,
+            ClientMessage::HandoffDecline { .. } => 14,
         }
     }
 
@@ -1186,7 +1316,7 @@ mod tests {
     fn the_strategy_covers_every_variant_of_ours() {
         use proptest::strategy::{Strategy, ValueTree};
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let mut seen = [false; 10];
+        let mut seen = [false; 15];
         seen[6] = true; // `pong` is the app's only
         for _ in 0..500 {
             let m = strategies::ours().new_tree(&mut runner).unwrap().current();
@@ -1293,7 +1423,7 @@ pub(crate) mod strategies {
             }
         };
         (
-            session_id(),
+            (session_id(), any::<bool>()),
             name(),
             name(),
             kind,
@@ -1301,8 +1431,9 @@ pub(crate) mod strategies {
             optional("[0-9]{1,2}\\.[0-9]{1,2}".boxed()),
         )
             .prop_map(
-                |(session_id, id, name, kind, session_name, protocol_version)| Join {
-                    session_id,
+                |((session_id, new), id, name, kind, session_name, protocol_version)| Join {
+                    // A host may leave the id out to open a new session.
+                    session_id: (kind == DeviceType::Client || !new).then_some(session_id),
                     device_info: DeviceInfo { id, name, kind },
                     session_name,
                     protocol_version,
@@ -1330,6 +1461,30 @@ pub(crate) mod strategies {
             )
                 .prop_map(|(token, last_seq)| ClientMessage::Token { token, last_seq }),
             any::<u64>().prop_map(|seq| ClientMessage::Ack { seq }),
+            (
+                prop::collection::btree_map(".{0,6}", json(), 0..4),
+                any::<bool>(),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>()),
+            )
+                .prop_map(|(map, patch, base_version, term)| {
+                    let map = map.into_iter().collect();
+                    ClientMessage::StateSet {
+                        change: if patch {
+                            StateChange::Patch(map)
+                        } else {
+                            StateChange::Replace(map)
+                        },
+                        base_version,
+                        term,
+                    }
+                }),
+            any::<bool>().prop_map(|ready| ClientMessage::HandoffReady { ready }),
+            text().prop_map(|target_id| ClientMessage::HandoffRequest { target_id }),
+            self::text(0, 20).prop_map(|handoff_id| ClientMessage::HandoffAccept { handoff_id }),
+            (self::text(0, 20), text()).prop_map(|(handoff_id, reason)| {
+                ClientMessage::HandoffDecline { handoff_id, reason }
+            }),
         ]
     }
 }

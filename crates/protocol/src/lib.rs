@@ -14,10 +14,13 @@
 //! - [`app`]: the LOUDSYNC app's own dialect, translated both ways ([`app::encode_client`]
 //!   writes the app client's frames).
 //! - [`discovery`]: the LAN discovery records (UDP query and advertisement, mDNS TXT).
+//! - [`handoff`]: the session state and handoff layer (seed 000): state changes, handoff
+//!   failures, session codes as people read them.
 
 pub mod app;
 pub mod client;
 pub mod discovery;
+pub mod handoff;
 pub mod server;
 pub mod types;
 
@@ -25,6 +28,7 @@ pub use client::{
     decode, decode_numbered, encode_client, encode_client_numbered, ClientMessage, DecodeError,
     Decoded, EncodeError, Join, Seq,
 };
+pub use handoff::{HandoffFailure, HostChange, StateChange, StateSnapshot};
 pub use server::{
     decode_server, decode_server_numbered, encode, Received, ResumeFailure, ServerMessage,
     SessionInfo, Stamp,

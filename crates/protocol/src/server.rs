@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
+use crate::handoff::{HandoffFailure, HostChange, StateSnapshot};
 use crate::types::{AnyErrorCode, DeviceRef, ErrorCode, LeaveReason, MemberInfo, RawJson};
 
 /// `data` inside an internally tagged message: serde buffers the fields first, which a raw
 /// value cannot be read from, so the value is read as a tree and written back.
-fn raw_from_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
+pub(crate) fn raw_from_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
     let value = Value::deserialize(d)?;
     Ok(RawJson::from_value(&value))
 }
@@ -56,6 +57,10 @@ pub enum ServerMessage {
         /// (written only when `true`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resumable: bool,
+        /// The session state: `state`, `version` and `term` at the top level (absent from a
+        /// server older than the handoff layer).
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        state: Option<Box<StateSnapshot>>,
     },
     /// Every member: host first, then in join order.
     MemberList {
@@ -141,6 +146,79 @@ pub enum ServerMessage {
         /// Cumulative.
         seq: u64,
     },
+    /// The session state changed (to every member, the setter included): the whole
+    /// resulting document.
+    #[serde(rename_all = "camelCase")]
+    State {
+        /// The document, as compact JSON.
+        #[serde(deserialize_with = "raw_from_any")]
+        state: RawJson,
+        /// Its version.
+        version: u64,
+        /// The term it was set in.
+        term: u64,
+        /// The host that set it.
+        updated_by: String,
+    },
+    /// To the host: its `handoff_request` is on its way to this candidate.
+    #[serde(rename_all = "camelCase")]
+    HandoffStarted {
+        /// The request's id.
+        handoff_id: String,
+        /// The candidate the server chose (or the host named).
+        target_id: String,
+    },
+    /// To the candidate: the host asks it to take control, with the state it would take.
+    #[serde(rename_all = "camelCase")]
+    HandoffRequest {
+        /// Answer with this id.
+        handoff_id: String,
+        /// The host asking.
+        from_id: String,
+        /// The current document.
+        #[serde(deserialize_with = "raw_from_any")]
+        state: RawJson,
+        /// Its version.
+        version: u64,
+        /// The current term.
+        term: u64,
+        /// How long the request waits for an answer, in ms.
+        timeout_ms: u64,
+    },
+    /// To the old host: the candidate accepted; control has passed.
+    #[serde(rename_all = "camelCase")]
+    HandoffAck {
+        /// The request's id.
+        handoff_id: String,
+        /// The new host.
+        host_id: String,
+        /// The new term.
+        term: u64,
+    },
+    /// To every member: the host changed.
+    #[serde(rename_all = "camelCase")]
+    HostChanged {
+        /// The new host.
+        host_id: String,
+        /// The host before it.
+        previous_host_id: String,
+        /// The new term.
+        term: u64,
+        /// A handoff, or the loss of the host.
+        reason: HostChange,
+    },
+    /// To the host (or the candidate): a handoff did not happen; host and term are unchanged.
+    #[serde(rename_all = "camelCase")]
+    HandoffFailed {
+        /// Why.
+        reason: HandoffFailure,
+        /// The request's id (absent for `busy` and `no_candidate`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handoff_id: Option<String>,
+        /// The candidate (to the host only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_id: Option<String>,
+    },
 }
 
 /// Why a resume failed (`resume_failed.reason`).
@@ -196,6 +274,12 @@ impl ServerMessage {
             ServerMessage::Resumed { .. } => "resumed",
             ServerMessage::ResumeFailed { .. } => "resume_failed",
             ServerMessage::Ack { .. } => "ack",
+            ServerMessage::State { .. } => "state",
+            ServerMessage::HandoffStarted { .. } => "handoff_started",
+            ServerMessage::HandoffRequest { .. } => "handoff_request",
+            ServerMessage::HandoffAck { .. } => "handoff_ack",
+            ServerMessage::HostChanged { .. } => "host_changed",
+            ServerMessage::HandoffFailed { .. } => "handoff_failed",
         }
     }
 
@@ -256,6 +340,12 @@ pub const SERVER_TYPES: &[&str] = &[
     "resumed",
     "resume_failed",
     "ack",
+    "state",
+    "handoff_started",
+    "handoff_request",
+    "handoff_ack",
+    "host_changed",
+    "handoff_failed",
 ];
 
 /// A server frame as a client reads it, forward compatibly: a newer server may send error
@@ -381,6 +471,7 @@ mod tests {
             device: DeviceRef::default(),
             joined_at: 0,
             resumable: false,
+            state: None,
         };
         assert_eq!(
             enc(&m),
@@ -398,6 +489,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 1,
             latency: Some(23),
+            handoff_ready: false,
             device_id: String::new(),
         };
         let all = [
@@ -460,6 +552,7 @@ mod tests {
                 device: DeviceRef::default(),
                 joined_at: 0,
                 resumable: false,
+                state: None,
             },
             ServerMessage::Pong,
             ServerMessage::error(ErrorCode::AlreadyJoined, "x"),
@@ -514,7 +607,7 @@ mod tests {
         for m in all {
             assert!(SERVER_TYPES.contains(&m.type_name()), "{}", m.type_name());
         }
-        assert_eq!(SERVER_TYPES.len(), 14);
+        assert_eq!(SERVER_TYPES.len(), 20);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct MemberInfo {
     /// Last measured round-trip time in ms (absent until measured).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub latency: Option<u64>,
+    /// Whether the member declared itself ready to take control (`handoff_ready`); always
+    /// `false` for the host.
+    #[serde(default)]
+    pub handoff_ready: bool,
     /// The device's own id (not sent in our dialect).
     #[serde(skip)]
     pub device_id: String,
@@ -156,6 +160,14 @@ pub enum ErrorCode {
     HostNotAllowed,
     /// Extension: too many refused or too frequent joins from this address; retry later.
     TooManyAttempts,
+    /// Extension: a `state_set`'s `baseVersion` is not the state's current version.
+    StaleVersion,
+    /// Extension: a `state_set`'s `term` is not the session's current term.
+    StaleTerm,
+    /// Extension: the state a `state_set` would make is over `--max-state-bytes`.
+    StateTooLarge,
+    /// Extension: a `handoff_accept` / `handoff_decline` for no handoff pending for its sender.
+    HandoffNotPending,
 }
 
 impl ErrorCode {
@@ -176,6 +188,10 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::StaleVersion => "stale_version",
+            ErrorCode::StaleTerm => "stale_term",
+            ErrorCode::StateTooLarge => "state_too_large",
+            ErrorCode::HandoffNotPending => "handoff_not_pending",
         }
     }
 }
@@ -291,7 +307,7 @@ impl<'de> Deserialize<'de> for AnyErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 18] = [
         ErrorCode::SessionNotFound,
         ErrorCode::SessionFull,
         ErrorCode::AlreadyJoined,
@@ -306,6 +322,10 @@ mod tests {
         ErrorCode::InvalidToken,
         ErrorCode::HostNotAllowed,
         ErrorCode::TooManyAttempts,
+        ErrorCode::StaleVersion,
+        ErrorCode::StaleTerm,
+        ErrorCode::StateTooLarge,
+        ErrorCode::HandoffNotPending,
     ];
 
     #[test]
@@ -349,12 +369,13 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 5,
             latency: None,
+            handoff_ready: false,
             device_id: "dev".into(),
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"id":"c1","name":"n","isHost":true,"connectionStatus":"connected","joinedAt":5})
+            serde_json::json!({"id":"c1","name":"n","isHost":true,"connectionStatus":"connected","joinedAt":5,"handoffReady":false})
         );
     }
 }

@@ -106,6 +106,14 @@ pub struct ServerConfig {
     pub ack_interval: Duration,
     /// ... or after this many.
     pub ack_every: u64,
+    /// Largest session state document, as compact JSON; below `max-message-bytes`, so a
+    /// whole-document `state_set` of a maximal state fits in one frame.
+    pub max_state_bytes: usize,
+    /// How long a handoff candidate has to accept or decline.
+    #[serde(with = "humantime_serde")]
+    pub handoff_timeout: Duration,
+    /// What the loss of a host does: `close` the session, or `handoff` it to a member.
+    pub on_host_loss: OnHostLoss,
     /// On shutdown, how long to wait for sockets to close before exiting anyway.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -169,6 +177,9 @@ impl Default for ServerConfig {
             resume_buffer_bytes: 1 << 20,
             ack_interval: conn.ack_interval,
             ack_every: conn.ack_every,
+            max_state_bytes: 32 * 1024,
+            handoff_timeout: Duration::from_secs(10),
+            on_host_loss: OnHostLoss::Close,
             drain_timeout: Duration::from_secs(5),
             close_timeout: conn.close_timeout,
             discovery: false,
@@ -182,7 +193,31 @@ impl Default for ServerConfig {
     }
 }
 
+/// What a session does when its host is gone for good (`--on-host-loss`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnHostLoss {
+    /// End the session, as seed 001 says.
+    #[default]
+    Close,
+    /// Pass it to the oldest ready member, else the longest present, else end it.
+    Handoff,
+}
+
 impl ServerConfig {
+    /// The settings of the state and handoff layer.
+    pub fn handoff(&self) -> loudsync_core::session::handoff::HandoffConfig {
+        use loudsync_core::session::handoff::{HandoffConfig, HostLoss};
+        HandoffConfig {
+            max_state_bytes: self.max_state_bytes,
+            timeout: self.handoff_timeout,
+            on_host_loss: match self.on_host_loss {
+                OnHostLoss::Close => HostLoss::Close,
+                OnHostLoss::Handoff => HostLoss::Handoff,
+            },
+        }
+    }
+
     /// The part of the settings the connection state machine needs.
     pub fn connection(&self) -> ConnectionConfig {
         ConnectionConfig {
@@ -229,6 +264,7 @@ impl ServerConfig {
             ("request-timeout", self.request_timeout),
             ("resume-window", self.resume_window),
             ("ack-interval", self.ack_interval),
+            ("handoff-timeout", self.handoff_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -258,6 +294,15 @@ impl ServerConfig {
         crate::access::check_config(self)?;
         if self.max_message_bytes < 256 {
             return Err("max-message-bytes must be at least 256".into());
+        }
+        if self.max_state_bytes < 2 {
+            return Err("max-state-bytes must be at least 2 (the empty state `{}`)".into());
+        }
+        if self.max_state_bytes >= self.max_message_bytes {
+            return Err(format!(
+                "max-state-bytes ({}) must be below max-message-bytes ({}): a `state_set` of the whole document must fit in one frame",
+                self.max_state_bytes, self.max_message_bytes
+            ));
         }
         if self.outbound_queue_bytes < self.max_message_bytes {
             return Err("outbound-queue-bytes must be at least max-message-bytes".into());
@@ -340,5 +385,31 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().contains("request-timeout"));
+        let c = ServerConfig {
+            max_state_bytes: 64 * 1024,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("max-state-bytes (65536) must be below max-message-bytes (65536)"));
+        let c = ServerConfig {
+            handoff_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("handoff-timeout"));
+    }
+
+    #[test]
+    fn the_handoff_layers_defaults_are_the_issues() {
+        let c = ServerConfig::default();
+        assert_eq!(c.max_state_bytes, 32768);
+        assert_eq!(c.handoff_timeout, Duration::from_secs(10));
+        assert_eq!(c.on_host_loss, OnHostLoss::Close);
+        let h = c.handoff();
+        assert_eq!(
+            h.on_host_loss,
+            loudsync_core::session::handoff::HostLoss::Close
+        );
     }
 }

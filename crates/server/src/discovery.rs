@@ -223,6 +223,7 @@ mod tests {
             connection_status: ConnectionStatus::Connected,
             joined_at: 1,
             latency: None,
+            handoff_ready: false,
             device_id: dev.into(),
         };
         SessionView {

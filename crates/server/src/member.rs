@@ -337,7 +337,6 @@ impl MemberDriver {
             );
             return;
         }
-        let session_id = join.session_id.clone();
         let joining = Joining {
             outbox: self.outbox.clone(),
             dialect: self.conn.dialect(),
@@ -350,7 +349,7 @@ impl MemberDriver {
             Ok(routed) => {
                 self.membership = Some(Membership {
                     member_id: routed.member_id,
-                    session_id,
+                    session_id: routed.session_id,
                     session: routed.session,
                 });
                 self.join_answer = Some(routed.answer);

@@ -47,6 +47,7 @@ pub(crate) fn spawn(
         },
         detach_hold: state.config.resume_window,
         replay: state.config.replay_limits(),
+        handoff: state.config.handoff(),
     };
     let owner = SessionOwner {
         session: Session::new(spec, config),

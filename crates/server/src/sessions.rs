@@ -182,6 +182,8 @@ impl SessionHandle {
 pub struct RoutedJoin {
     /// The member id it will have.
     pub member_id: String,
+    /// The id of the session it went to (a fresh code for a host that named none).
+    pub session_id: String,
     /// The session it went to.
     pub session: SessionHandle,
     /// Where the session's answer arrives.
@@ -258,23 +260,23 @@ impl Registry {
             .map(|t| crate::access::check(t, state.token_key.as_ref(), now_secs));
         let credentials =
             admit(&join, token, state.config.require_token).map_err(|e| e.to_message())?;
-        let (session, member_id) = {
+        let (session, session_id, member_id) = {
             let mut directory = self.directory.lock().expect("registry");
-            let session = match directory.route(&join).map_err(|e| e.to_message())? {
-                Route::To(handle) => handle,
+            let (session, id) = match directory.route(&join).map_err(|e| e.to_message())? {
+                Route::To(handle) => (handle, join.session_id.clone().unwrap_or_default()),
                 Route::Create(spec) => {
                     let id = spec.id.clone();
                     let handle = self.start(state, spec);
                     directory
-                        .insert(id, handle.clone())
+                        .insert(id.clone(), handle.clone())
                         .expect("routed to create: the id was free under this lock");
-                    handle
+                    (handle, id)
                 }
             };
-            (session, directory.new_member_id())
+            (session, id, directory.new_member_id())
         };
         let ended = JoinError::Ended {
-            session: join.session_id.clone(),
+            session: session_id.clone(),
         };
         let (reply, answer) = oneshot::channel();
         let request = Box::new(JoinRequest {
@@ -292,6 +294,7 @@ impl Registry {
         }
         Ok(RoutedJoin {
             member_id,
+            session_id,
             session,
             answer,
         })

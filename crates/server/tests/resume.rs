@@ -1362,6 +1362,7 @@ async fn after_resume_failed_the_join_deadline_still_counts_from_the_opening() {
 async fn a_frame_over_the_size_limit_ends_the_place_at_once() {
     let server = start_with(ServerConfig {
         max_message_bytes: 4096,
+        max_state_bytes: 2048,
         ..config()
     })
     .await;
@@ -1868,6 +1869,7 @@ async fn a_plain_members_drop_still_removes_it_at_once() {
 async fn a_resumable_hosts_oversized_frame_ends_the_session_and_forgets_its_token() {
     let server = start_with(ServerConfig {
         max_message_bytes: 4096,
+        max_state_bytes: 2048,
         ..config()
     })
     .await;

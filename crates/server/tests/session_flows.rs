@@ -15,7 +15,7 @@ async fn host_opens_a_session_and_members_join() {
     let addr = server.local_addr();
     let mut host = Client::connect(addr).await;
     host.send(&ClientMessage::Join(Join {
-        session_id: "abc123".into(),
+        session_id: Some("abc123".into()),
         device_info: DeviceInfo {
             id: "device-host".into(),
             name: "Rishad's MacBook".into(),
@@ -577,6 +577,7 @@ async fn bad_input_gets_invalid_message_and_the_socket_survives() {
 async fn a_frame_over_the_size_limit_closes_with_1009() {
     let mut config = test_config();
     config.max_message_bytes = 1024;
+    config.max_state_bytes = 512;
     config.outbound_queue_bytes = 4096;
     let server = start_with(config).await;
     let (mut clients, ids) = party(server.local_addr(), "s", 1).await;
@@ -597,6 +598,7 @@ async fn a_frame_over_the_size_limit_closes_with_1009() {
 async fn a_fragmented_message_over_the_size_limit_also_closes_with_1009() {
     let mut config = test_config();
     config.max_message_bytes = 1024;
+    config.max_state_bytes = 512;
     config.outbound_queue_bytes = 4096;
     let server = start_with(config).await;
     let addr = server.local_addr();

@@ -38,6 +38,7 @@ fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
 async fn the_close_code_arrives_even_with_bytes_unread_behind_the_bad_frame() {
     let mut config = test_config();
     config.max_message_bytes = 1024;
+    config.max_state_bytes = 512;
     config.outbound_queue_bytes = 4096;
     let server = start_with(config).await;
     let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();

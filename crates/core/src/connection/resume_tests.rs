@@ -233,7 +233,7 @@ fn a_pipelined_join_is_answered_after_the_step_4_token() {
     let a = drain(&mut c);
     assert_eq!(a.len(), 2, "{a:?}");
     assert_eq!(reply_token(&a[0]), Some(A), "step 4 first");
-    assert!(matches!(&a[1], ConnAction::Join(j) if j.session_id == "s1"));
+    assert!(matches!(&a[1], ConnAction::Join(j) if j.session_id.as_deref() == Some("s1")));
     assert!(c.reading_paused());
     c.handle_join_result(now, Ok(()));
     assert!(c.is_numbered());

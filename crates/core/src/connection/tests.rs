@@ -439,7 +439,9 @@ fn the_first_frame_decides_the_dialect_for_good() {
         r#"{"type":"JOIN","timestamp":1,"messageId":"m","payload":{"sessionId":"K7P-3XQ","deviceId":"d1","deviceName":"Device 1","version":"1.0.0"}}"#,
     );
     assert_eq!(c.dialect(), Dialect::App);
-    assert!(matches!(&drain(&mut c)[..], [ConnAction::Join(j)] if j.session_id == "K7P-3XQ"));
+    assert!(
+        matches!(&drain(&mut c)[..], [ConnAction::Join(j)] if j.session_id.as_deref() == Some("K7P-3XQ"))
+    );
     c.handle_join_result(now, Ok(()));
     // Our dialect's frames are not the app's: an error, and the dialect stays.
     c.handle_text(now, r#"{"type":"heartbeat"}"#);

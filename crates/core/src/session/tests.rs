@@ -47,7 +47,7 @@ pub(super) fn now() -> Now {
 
 pub(super) fn join(device: &str, kind: DeviceType) -> Join {
     Join {
-        session_id: "s1".into(),
+        session_id: Some("s1".into()),
         device_info: DeviceInfo {
             id: device.into(),
             name: format!("{device} name"),

@@ -25,6 +25,7 @@ fn member(id: &str, device: &str, host: bool) -> MemberInfo {
         connection_status: ConnectionStatus::Connected,
         joined_at: 500,
         latency: if host { None } else { Some(7) },
+        handoff_ready: false,
         device_id: device.into(),
     }
 }
@@ -55,7 +56,7 @@ fn decodes_every_app_client_message() {
     let ClientMessage::Join(j) = decode(APP_JOIN).unwrap() else {
         panic!()
     };
-    assert_eq!(j.session_id, "K7P-3XQ");
+    assert_eq!(j.session_id.as_deref(), Some("K7P-3XQ"));
     assert_eq!(j.device_info.id, "loudsync_1738940000000_k3j9x2m1q");
     assert_eq!(j.device_info.name, "Device 42");
     assert_eq!(j.device_info.kind, DeviceType::Client);
@@ -164,6 +165,7 @@ fn welcome_names_devices() {
         },
         joined_at: 999,
         resumable: false,
+        state: None,
     };
     assert_eq!(
         ctx_encode(&m, Stamp::Now(1000)),
