@@ -1181,3 +1181,6 @@ mod tests;
 
 #[cfg(test)]
 mod resume_tests;
+
+#[cfg(test)]
+mod handoff_tests;
