@@ -142,6 +142,40 @@ impl Metrics {
         });
     }
 
+    /// Counts the state and handoff layer's events as their frames go out: accepted state
+    /// changes (`loudsync_state_changes_total`), changes of host by reason
+    /// (`loudsync_host_changes_total{reason="handoff"|"host_lost"}`) and failed handoffs by
+    /// reason (`loudsync_handoffs_failed_total{reason}`, counted once, on the host's copy).
+    pub fn handoff_event(message: &loudsync_protocol::ServerMessage) {
+        use loudsync_protocol::{HostChange, ServerMessage};
+        match message {
+            ServerMessage::State { .. } => counter!("loudsync_state_changes_total").increment(1),
+            ServerMessage::HostChanged { reason, .. } => {
+                let reason = match reason {
+                    HostChange::Handoff => "handoff",
+                    HostChange::HostLost => "host_lost",
+                };
+                counter!("loudsync_host_changes_total", "reason" => reason).increment(1)
+            }
+            // The host's copy names the target (or has no id: busy, no_candidate); the
+            // candidate's copy of a timeout or host_left does not, and is not counted again
+            // except for host_left, which only the candidate gets.
+            ServerMessage::HandoffFailed {
+                reason, target_id, ..
+            } if target_id.is_some()
+                || matches!(
+                    reason,
+                    loudsync_protocol::HandoffFailure::Busy
+                        | loudsync_protocol::HandoffFailure::NoCandidate
+                        | loudsync_protocol::HandoffFailure::HostLeft
+                ) =>
+            {
+                counter!("loudsync_handoffs_failed_total", "reason" => reason.as_str()).increment(1)
+            }
+            _ => {}
+        }
+    }
+
     /// Counts an `error` sent to a client, by code.
     pub fn error_sent(code: &'static str) {
         counter!("loudsync_errors_sent_total", "code" => code).increment(1);

@@ -299,6 +299,7 @@ impl SessionOwner {
                     if let ServerMessage::Error { code, .. } = &message {
                         crate::metrics::Metrics::error_sent(code.as_str());
                     }
+                    crate::metrics::Metrics::handoff_event(&message);
                     // Encoded before delivery, once per dialect among the recipients (the
                     // app's names members by address, which the session looks up).
                     let session = &self.session;
