@@ -15,6 +15,8 @@ type S = Session<String>;
 struct Frame {
     to: String,
     message: Value,
+    /// The `seq` it was numbered with (resumable recipients).
+    seq: Option<u64>,
 }
 
 fn secs(s: u64) -> Duration {
@@ -94,12 +96,19 @@ fn drain(s: &mut S) -> Vec<Frame> {
                     &to,
                     &message,
                     &mut |_| Bytes::from(text.clone()),
-                    &mut |t: &String, _| recipients.push(t.clone()),
+                    &mut |t: &String, o| {
+                        let seq = match o {
+                            Outgoing::Numbered(seq, _) => Some(seq),
+                            Outgoing::Plain(_) => None,
+                        };
+                        recipients.push((t.clone(), seq))
+                    },
                 );
-                for to in recipients {
+                for (to, seq) in recipients {
                     out.push(Frame {
                         to,
                         message: serde_json::from_str(&text).unwrap(),
+                        seq,
                     });
                 }
             }
@@ -111,6 +120,7 @@ fn drain(s: &mut S) -> Vec<Frame> {
             } => out.push(Frame {
                 to: member,
                 message: json!({"type": "close", "code": code, "reason": reason}),
+                seq: None,
             }),
             SessionAction::TokenEnded { .. } | SessionAction::Ended => {}
         }
@@ -270,4 +280,1058 @@ fn a_silent_candidate_times_out_on_the_virtual_clock_and_a_late_accept_is_not_pe
     let f = cmd(&mut s, start.plus(secs(4)), "c1", answer("h1", true));
     assert_eq!(to(&f, "c1")[0]["code"], "handoff_not_pending");
     assert_eq!((s.host_id(), s.term()), (Some("h"), 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// More of the harness: sessions of any make-up, the commands of this layer, the handoff itself.
+
+/// A session under `config` whose resumable members are held for `window`, joined in the order
+/// given: `h` / `rh` is the host (`rh` resumable), `c*` a plain member, `r*` a resumable one,
+/// `a*` an app-dialect one (plain); drained.
+fn crew(config: HandoffConfig, window: Duration, ids: &[&str]) -> S {
+    let mut s = session(config, window);
+    for id in ids {
+        let kind = if *id == "h" || *id == "rh" {
+            DeviceType::Host
+        } else {
+            DeviceType::Client
+        };
+        let dialect = if id.starts_with('a') {
+            Dialect::App
+        } else {
+            Dialect::LoudSync
+        };
+        join_as(&mut s, t0(), id, kind, dialect, id.starts_with('r'));
+    }
+    drain(&mut s);
+    s
+}
+
+/// The settings with host loss handled by a handoff.
+fn on_loss_handoff() -> HandoffConfig {
+    HandoffConfig {
+        on_host_loss: HostLoss::Handoff,
+        ..HandoffConfig::default()
+    }
+}
+
+fn set(state: Value, base_version: Option<u64>, term: Option<u64>) -> MemberCommand {
+    MemberCommand::StateSet {
+        change: Box::new(StateChange::Replace(state.as_object().unwrap().clone())),
+        base_version,
+        term,
+    }
+}
+
+fn patch(patch: Value, base_version: Option<u64>, term: Option<u64>) -> MemberCommand {
+    MemberCommand::StateSet {
+        change: Box::new(StateChange::Patch(patch.as_object().unwrap().clone())),
+        base_version,
+        term,
+    }
+}
+
+fn ready(ready: bool) -> MemberCommand {
+    MemberCommand::HandoffReady(ready)
+}
+
+/// The one frame of `frames`, which must be an `error` to `who` and the only frame at all (a
+/// refusal is told to the sender and nobody else).
+fn only_error<'a>(frames: &'a [Frame], who: &str) -> &'a Value {
+    assert_eq!(frames.len(), 1, "one frame, to {who}: {frames:#?}");
+    assert_eq!(frames[0].to, who);
+    assert_eq!(frames[0].message["type"], "error", "{frames:#?}");
+    &frames[0].message
+}
+
+/// The state document as JSON, and its version.
+fn doc(s: &S) -> (Value, u64) {
+    (
+        serde_json::from_str(s.state().text().get()).unwrap(),
+        s.state().version(),
+    )
+}
+
+/// `from` (the host) hands control to `target`, who accepts; the frames of the accept.
+fn hand_over(s: &mut S, from: &str, target: &str) -> Vec<Frame> {
+    let f = cmd(s, t0(), from, request(Some(target)));
+    assert_eq!(types(&f, from), ["handoff_started"], "{f:#?}");
+    let id = s.pending_handoff().unwrap().0.to_string();
+    cmd(s, t0(), target, answer(&id, true))
+}
+
+fn kick(target: &str) -> MemberCommand {
+    MemberCommand::Kick {
+        member_id: target.into(),
+        reason: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. State: the checks of a `state_set` in their order, and who gets what.
+
+#[test]
+fn a_state_set_from_a_member_or_a_former_host_is_unauthorized_and_changes_nothing() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    let f = cmd(&mut s, t0(), "c1", replace(json!({"k": 2})));
+    assert_eq!(
+        only_error(&f, "c1"),
+        &json!({"type": "error", "timestamp": 1, "code": "unauthorized",
+                "message": "state_set: only the host may set the session state",
+                "details": {"hostId": "h", "term": 1}})
+    );
+    assert_eq!(doc(&s), (json!({"k": 1}), 1));
+    // A member's set is refused as not the host's even when its term and version are stale:
+    // the host check comes first.
+    let f = cmd(&mut s, t0(), "c1", set(json!({"k": 2}), Some(9), Some(9)));
+    assert_eq!(only_error(&f, "c1")["code"], "unauthorized");
+
+    hand_over(&mut s, "h", "c1");
+    // The former host, even naming the version and a term it could know, is fenced out.
+    let f = cmd(&mut s, t0(), "h", set(json!({"k": 3}), Some(1), Some(2)));
+    assert_eq!(
+        only_error(&f, "h")["details"],
+        json!({"hostId": "c1", "term": 2})
+    );
+    let f = cmd(&mut s, t0(), "h", patch(json!({"k": 3}), None, None));
+    assert_eq!(only_error(&f, "h")["code"], "unauthorized");
+    assert_eq!(doc(&s), (json!({"k": 1}), 1));
+}
+
+#[test]
+fn in_a_session_no_host_has_joined_the_refusal_names_no_host() {
+    let mut s = session(HandoffConfig::default(), Duration::ZERO);
+    for id in ["c1", "c2"] {
+        join_as(
+            &mut s,
+            t0(),
+            id,
+            DeviceType::Client,
+            Dialect::LoudSync,
+            false,
+        );
+    }
+    let f = drain(&mut s);
+    let welcome = to(&f, "c1")[0];
+    assert_eq!(welcome["sessionInfo"]["hostId"], Value::Null);
+    assert_eq!(
+        (&welcome["state"], &welcome["version"], &welcome["term"]),
+        (&json!({}), &json!(0), &json!(1))
+    );
+    let f = cmd(&mut s, t0(), "c1", replace(json!({"k": 1})));
+    assert_eq!(
+        only_error(&f, "c1")["details"],
+        json!({"hostId": null, "term": 1})
+    );
+    assert_eq!(doc(&s), (json!({}), 0));
+    // The other host-only frames are fenced the same way.
+    let f = cmd(&mut s, t0(), "c1", request(Some("c2")));
+    assert_eq!(
+        only_error(&f, "c1")["details"],
+        json!({"hostId": null, "term": 1})
+    );
+    let f = cmd(&mut s, t0(), "c1", kick("c2"));
+    assert_eq!(
+        only_error(&f, "c1")["details"],
+        json!({"hostId": null, "term": 1})
+    );
+}
+
+#[test]
+fn a_state_set_naming_another_term_is_stale_term_even_from_the_host() {
+    let mut s = party(1, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    for term in [0, 2, 99] {
+        let f = cmd(&mut s, t0(), "h", set(json!({"k": 2}), None, Some(term)));
+        let e = only_error(&f, "h");
+        assert_eq!(e["code"], "stale_term");
+        assert_eq!(e["details"], json!({"hostId": "h", "term": 1}));
+        assert_eq!(
+            e["message"],
+            format!("state_set: term {term} is not the current term 1")
+        );
+    }
+    // The term is checked before the version.
+    let f = cmd(&mut s, t0(), "h", set(json!({"k": 2}), Some(7), Some(2)));
+    assert_eq!(only_error(&f, "h")["code"], "stale_term");
+    assert_eq!(doc(&s), (json!({"k": 1}), 1));
+    // The current term passes.
+    let f = cmd(&mut s, t0(), "h", set(json!({"k": 2}), Some(1), Some(1)));
+    assert_eq!(types(&f, "c1"), ["state"]);
+    assert_eq!(doc(&s), (json!({"k": 2}), 2));
+}
+
+#[test]
+fn a_state_set_on_a_stale_base_version_is_stale_version_with_the_current_version() {
+    let mut s = party(1, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    cmd(&mut s, t0(), "h", replace(json!({"k": 2})));
+    for base in [0, 1, 3] {
+        let f = cmd(
+            &mut s,
+            t0(),
+            "h",
+            patch(json!({"k": 3}), Some(base), Some(1)),
+        );
+        let e = only_error(&f, "h");
+        assert_eq!(e["code"], "stale_version");
+        assert_eq!(e["details"], json!({"currentVersion": 2}));
+    }
+    assert_eq!(doc(&s), (json!({"k": 2}), 2));
+    let f = cmd(&mut s, t0(), "h", patch(json!({"k": 3}), Some(2), None));
+    assert_eq!(to(&f, "c1")[0]["version"], 3);
+    // Absent: unconditional.
+    let f = cmd(&mut s, t0(), "h", patch(json!({"k": 4}), None, None));
+    assert_eq!(to(&f, "c1")[0]["version"], 4);
+}
+
+#[test]
+fn a_state_over_the_limit_is_state_too_large_with_both_sizes_whole_or_patched() {
+    let config = HandoffConfig {
+        max_state_bytes: 16,
+        ..HandoffConfig::default()
+    };
+    let mut s = party(1, config);
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    // {"k":"0123456789"} is 18 bytes as compact JSON.
+    let f = cmd(&mut s, t0(), "h", replace(json!({"k": "0123456789"})));
+    let e = only_error(&f, "h");
+    assert_eq!(e["code"], "state_too_large");
+    assert_eq!(e["details"], json!({"maxBytes": 16, "bytes": 18}));
+    // The size is the merged document's: {"k":1,"x":"abcdefgh"} is 22 bytes.
+    let f = cmd(
+        &mut s,
+        t0(),
+        "h",
+        patch(json!({"x": "abcdefgh"}), Some(1), Some(1)),
+    );
+    assert_eq!(
+        only_error(&f, "h")["details"],
+        json!({"maxBytes": 16, "bytes": 22})
+    );
+    // A stale version is found before the size.
+    let f = cmd(&mut s, t0(), "h", replace(json!({"k": "0123456789"})));
+    assert_eq!(only_error(&f, "h")["code"], "state_too_large");
+    let f = cmd(
+        &mut s,
+        t0(),
+        "h",
+        set(json!({"k": "0123456789"}), Some(0), None),
+    );
+    assert_eq!(only_error(&f, "h")["code"], "stale_version");
+    assert_eq!(doc(&s), (json!({"k": 1}), 1));
+    // Exactly at the limit is accepted: {"k":"01234567"} is 16 bytes.
+    let f = cmd(&mut s, t0(), "h", replace(json!({"k": "01234567"})));
+    assert_eq!(types(&f, "c1"), ["state"]);
+    assert_eq!(doc(&s), (json!({"k": "01234567"}), 2));
+}
+
+#[test]
+fn a_patch_merges_and_its_nulls_remove_keys_and_every_member_gets_the_whole_result() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(
+        &mut s,
+        t0(),
+        "h",
+        replace(json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})),
+    );
+    let f = cmd(
+        &mut s,
+        t0(),
+        "h",
+        patch(
+            json!({"a": null, "b": {"c": null, "f": [1]}, "g": null}),
+            Some(1),
+            Some(1),
+        ),
+    );
+    let whole = json!({"b": {"d": 3, "f": [1]}, "e": 4});
+    for who in ["h", "c1", "c2"] {
+        assert_eq!(
+            to(&f, who),
+            [
+                &json!({"type": "state", "timestamp": 1, "state": whole, "version": 2,
+                     "term": 1, "updatedBy": "h"})
+            ]
+        );
+    }
+    assert_eq!(doc(&s), (whole, 2));
+}
+
+#[test]
+fn a_later_joiner_gets_the_current_state_in_its_welcome_and_no_earlier_state_frames() {
+    let mut s = party(1, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    cmd(&mut s, t0(), "h", patch(json!({"j": true}), None, None));
+    join_as(
+        &mut s,
+        t0(),
+        "c2",
+        DeviceType::Client,
+        Dialect::LoudSync,
+        false,
+    );
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "c2"), ["welcome", "member_list"]);
+    let w = to(&f, "c2")[0];
+    assert_eq!(
+        (&w["state"], &w["version"], &w["term"]),
+        (&json!({"k": 1, "j": true}), &json!(2), &json!(1))
+    );
+    assert_eq!(w["sessionInfo"]["hostId"], "h");
+    // After a handoff: the new host and term.
+    hand_over(&mut s, "h", "c1");
+    join_as(
+        &mut s,
+        t0(),
+        "c3",
+        DeviceType::Client,
+        Dialect::LoudSync,
+        false,
+    );
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "c3"), ["welcome", "member_list"]);
+    let w = to(&f, "c3")[0];
+    assert_eq!((&w["version"], &w["term"]), (&json!(2), &json!(2)));
+    assert_eq!(w["sessionInfo"]["hostId"], "c1");
+    let list = &to(&f, "c3")[1]["members"];
+    assert_eq!(
+        (&list[0]["id"], &list[0]["isHost"], &list[1]["id"]),
+        (&json!("c1"), &json!(true), &json!("h"))
+    );
+}
+
+#[test]
+fn app_dialect_members_never_receive_state() {
+    let mut s = crew(HandoffConfig::default(), Duration::ZERO, &["h", "a1", "c1"]);
+    let f = cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    assert_eq!(types(&f, "h"), ["state"]);
+    assert_eq!(types(&f, "c1"), ["state"]);
+    assert!(to(&f, "a1").is_empty(), "{f:#?}");
+    let f = cmd(&mut s, t0(), "h", patch(json!({"k": 2}), Some(1), Some(1)));
+    assert!(to(&f, "a1").is_empty());
+    assert_eq!(f.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Readiness.
+
+#[test]
+fn a_readiness_change_is_told_to_the_other_members_of_our_dialect_only() {
+    let mut s = crew(
+        HandoffConfig::default(),
+        Duration::ZERO,
+        &["h", "c1", "a1", "c2"],
+    );
+    let f = cmd(&mut s, t0(), "c1", ready(true));
+    assert_eq!(types(&f, "h"), ["member_updated"]);
+    assert_eq!(types(&f, "c2"), ["member_updated"]);
+    assert!(
+        to(&f, "c1").is_empty(),
+        "the declaring member gets no reply"
+    );
+    assert!(to(&f, "a1").is_empty(), "the app has no such field");
+    let member = &to(&f, "h")[0]["member"];
+    assert_eq!(
+        (&member["id"], &member["handoffReady"]),
+        (&json!("c1"), &json!(true))
+    );
+    assert!(s
+        .member_infos()
+        .iter()
+        .any(|m| m.id == "c1" && m.handoff_ready));
+    // Declaring again, or withdrawing what was never declared, changes nothing and says nothing.
+    assert!(cmd(&mut s, t0(), "c1", ready(true)).is_empty());
+    assert!(cmd(&mut s, t0(), "c2", ready(false)).is_empty());
+    let f = cmd(&mut s, t0(), "c1", ready(false));
+    assert_eq!(types(&f, "h"), ["member_updated"]);
+    assert_eq!(types(&f, "c2"), ["member_updated"]);
+    assert_eq!(f.len(), 2);
+    assert_eq!(to(&f, "c2")[0]["member"]["handoffReady"], false);
+    assert!(s.member_infos().iter().all(|m| !m.handoff_ready));
+}
+
+#[test]
+fn the_host_cannot_declare_itself_ready() {
+    let mut s = party(1, HandoffConfig::default());
+    for r in [true, false] {
+        let f = cmd(&mut s, t0(), "h", ready(r));
+        let e = only_error(&f, "h");
+        assert_eq!(e["code"], "invalid_message");
+        assert_eq!(
+            e["message"],
+            "handoff_ready: the host cannot declare itself ready"
+        );
+    }
+    assert!(s.member_infos().iter().all(|m| !m.handoff_ready));
+    // A new host cannot either, while the old one may (and is, after giving control up).
+    hand_over(&mut s, "h", "c1");
+    let f = cmd(&mut s, t0(), "c1", ready(true));
+    assert_eq!(only_error(&f, "c1")["code"], "invalid_message");
+    let f = cmd(&mut s, t0(), "h", ready(false));
+    assert_eq!(types(&f, "c1"), ["member_updated"]);
+}
+
+#[test]
+fn declaring_again_keeps_the_first_declaration_and_withdrawing_loses_it() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "c1", ready(true));
+    cmd(&mut s, t0(), "c2", ready(true));
+    cmd(&mut s, t0(), "c1", ready(true));
+    let f = cmd(&mut s, t0(), "h", request(None));
+    assert_eq!(to(&f, "h")[0]["targetId"], "c1");
+    assert_eq!(types(&f, "c1"), ["handoff_request"]);
+    cmd(&mut s, t0(), "c1", answer("h1", false));
+
+    // Withdrawn and declared again: now behind c2.
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "c1", ready(true));
+    cmd(&mut s, t0(), "c2", ready(true));
+    cmd(&mut s, t0(), "c1", ready(false));
+    cmd(&mut s, t0(), "c1", ready(true));
+    let f = cmd(&mut s, t0(), "h", request(None));
+    assert_eq!(to(&f, "h")[0]["targetId"], "c2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Voluntary handoff: the candidate rule, its refusals, decline, accept.
+
+#[test]
+fn a_request_without_target_picks_the_oldest_ready_connected_member() {
+    let mut s = crew(HandoffConfig::default(), secs(30), &["h", "c1", "r2", "c3"]);
+    cmd(&mut s, t0(), "r2", ready(true));
+    cmd(&mut s, t0(), "c3", ready(true));
+    let f = cmd(&mut s, t0(), "h", request(None));
+    assert_eq!(
+        to(&f, "h")[0]["targetId"],
+        "r2",
+        "c1 joined first but is not ready"
+    );
+    assert_eq!(types(&f, "r2"), ["handoff_request"]);
+    assert!(to(&f, "c3").is_empty() && to(&f, "c1").is_empty());
+    cmd(&mut s, t0(), "r2", answer("h1", false));
+    // r2 away in its window is no candidate, ready or not.
+    s.handle_socket_detach(t0(), "r2", 0, LeaveReason::Error, false);
+    drain(&mut s);
+    let f = cmd(&mut s, t0(), "h", request(None));
+    assert_eq!(to(&f, "h")[0]["targetId"], "c3");
+    assert_eq!(s.pending_handoff(), Some(("h2", "c3")));
+}
+
+#[test]
+fn with_nobody_ready_a_request_is_no_candidate_and_nothing_else_happens() {
+    let mut s = party(2, HandoffConfig::default());
+    let f = cmd(&mut s, t0(), "h", request(None));
+    assert_eq!(
+        f.iter()
+            .map(|f| (&f.to[..], &f.message))
+            .collect::<Vec<_>>(),
+        [(
+            "h",
+            &json!({"type": "handoff_failed", "timestamp": 1, "reason": "no_candidate"})
+        )]
+    );
+    assert_eq!(s.pending_handoff(), None);
+    assert_eq!(s.poll_timeout(), None, "no deadline");
+    assert_eq!((s.host_id(), s.term()), (Some("h"), 1));
+    // The next started handoff is still the first.
+    let f = cmd(&mut s, t0(), "h", request(Some("c2")));
+    assert_eq!(to(&f, "h")[0]["handoffId"], "h1");
+}
+
+#[test]
+fn a_target_that_is_unknown_gone_away_the_host_or_an_app_member_is_no_candidate() {
+    let mut s = crew(
+        HandoffConfig::default(),
+        secs(30),
+        &["h", "c1", "r2", "a3", "c4"],
+    );
+    cmd(&mut s, t0(), "r2", ready(true));
+    s.handle_socket_detach(t0(), "r2", 0, LeaveReason::Error, false);
+    cmd(&mut s, t0(), "c4", MemberCommand::Leave);
+    drain(&mut s);
+    for target in ["nobody", "h", "a3", "r2", "c4"] {
+        let f = cmd(&mut s, t0(), "h", request(Some(target)));
+        assert_eq!(
+            f.iter()
+                .map(|f| (&f.to[..], &f.message))
+                .collect::<Vec<_>>(),
+            [(
+                "h",
+                &json!({"type": "handoff_failed", "timestamp": 1, "reason": "no_candidate"})
+            )],
+            "target {target}"
+        );
+        assert_eq!(s.pending_handoff(), None);
+    }
+    // A named target need not be ready.
+    let f = cmd(&mut s, t0(), "h", request(Some("c1")));
+    assert_eq!(types(&f, "c1"), ["handoff_request"]);
+}
+
+#[test]
+fn a_second_request_while_one_is_pending_is_busy_and_the_pending_one_continues() {
+    let mut s = party(2, HandoffConfig::default());
+    let start = t0();
+    cmd(&mut s, start, "h", request(Some("c1")));
+    for target in [Some("c2"), None, Some("c1")] {
+        let f = cmd(&mut s, start.plus(secs(1)), "h", request(target));
+        assert_eq!(
+            f.iter()
+                .map(|f| (&f.to[..], &f.message))
+                .collect::<Vec<_>>(),
+            [(
+                "h",
+                &json!({"type": "handoff_failed", "timestamp": 1, "reason": "busy"})
+            )]
+        );
+    }
+    assert_eq!(s.pending_handoff(), Some(("h1", "c1")));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(start.instant + secs(10)),
+        "its deadline unchanged"
+    );
+    let f = cmd(&mut s, start.plus(secs(2)), "c1", answer("h1", true));
+    assert_eq!(types(&f, "h"), ["handoff_ack", "host_changed"]);
+    assert_eq!((s.host_id(), s.term()), (Some("c1"), 2));
+}
+
+#[test]
+fn a_request_from_a_member_or_a_former_host_is_unauthorized() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "c2", ready(true));
+    for target in [None, Some("c2")] {
+        let f = cmd(&mut s, t0(), "c1", request(target));
+        assert_eq!(
+            only_error(&f, "c1"),
+            &json!({"type": "error", "timestamp": 1, "code": "unauthorized",
+                    "message": "handoff_request: only the host may hand control over",
+                    "details": {"hostId": "h", "term": 1}})
+        );
+        assert_eq!(s.pending_handoff(), None);
+    }
+    hand_over(&mut s, "h", "c1");
+    let f = cmd(&mut s, t0(), "h", request(Some("c2")));
+    assert_eq!(
+        only_error(&f, "h")["details"],
+        json!({"hostId": "c1", "term": 2})
+    );
+    assert_eq!(s.pending_handoff(), None);
+}
+
+#[test]
+fn a_decline_tells_the_host_and_changes_neither_host_nor_term() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", request(Some("c1")));
+    let f = cmd(&mut s, t0(), "c1", answer("h1", false));
+    assert_eq!(
+        f.iter()
+            .map(|f| (&f.to[..], &f.message))
+            .collect::<Vec<_>>(),
+        [(
+            "h",
+            &json!({"type": "handoff_failed", "timestamp": 1, "reason": "declined",
+                    "handoffId": "h1", "targetId": "c1"})
+        )],
+        "no host_changed, nothing to the others"
+    );
+    assert_eq!((s.host_id(), s.term()), (Some("h"), 1));
+    assert_eq!(s.pending_handoff(), None);
+    assert_eq!(s.poll_timeout(), None);
+    // A later accept of it is not pending; a new request gets a new id.
+    let f = cmd(&mut s, t0(), "c1", answer("h1", true));
+    assert_eq!(only_error(&f, "c1")["code"], "handoff_not_pending");
+    let f = cmd(&mut s, t0(), "h", request(Some("c1")));
+    assert_eq!(to(&f, "c1")[0]["handoffId"], "h2");
+}
+
+#[test]
+fn an_answer_from_another_member_or_with_another_id_is_not_pending_and_changes_nothing() {
+    let mut s = party(2, HandoffConfig::default());
+    let f = cmd(&mut s, t0(), "c1", answer("h1", true));
+    assert_eq!(only_error(&f, "c1")["code"], "handoff_not_pending");
+    cmd(&mut s, t0(), "h", request(Some("c1")));
+    for (who, id, accept) in [
+        ("c2", "h1", true),
+        ("c2", "h1", false),
+        ("h", "h1", true),
+        ("c1", "h2", true),
+        ("c1", "x", false),
+    ] {
+        let f = cmd(&mut s, t0(), who, answer(id, accept));
+        let e = only_error(&f, who);
+        assert_eq!(e["code"], "handoff_not_pending");
+        let kind = if accept {
+            "handoff_accept"
+        } else {
+            "handoff_decline"
+        };
+        assert_eq!(
+            e["message"],
+            format!("{kind}: no handoff `{id}` is pending for you")
+        );
+        assert_eq!(s.pending_handoff(), Some(("h1", "c1")));
+        assert_eq!((s.host_id(), s.term()), (Some("h"), 1));
+    }
+    let f = cmd(&mut s, t0(), "c1", answer("h1", true));
+    assert_eq!(types(&f, "c1"), ["host_changed"]);
+}
+
+#[test]
+fn an_accept_acks_the_old_host_before_anyone_hears_of_the_new_one_and_reorders_the_list() {
+    let mut s = party(3, HandoffConfig::default());
+    let f = hand_over(&mut s, "h", "c2");
+    // The very first frame is the ack; every later one is the host_changed.
+    assert_eq!(f[0].to, "h");
+    assert_eq!(
+        f[0].message,
+        json!({"type": "handoff_ack", "timestamp": 1, "handoffId": "h1", "hostId": "c2", "term": 2})
+    );
+    assert_eq!(f.len(), 5);
+    assert!(f[1..].iter().all(|f| f.message["type"] == "host_changed"));
+    // The new host first; the old one keeps its join-order place (it joined before c1).
+    let infos = s.member_infos();
+    assert_eq!(
+        infos
+            .iter()
+            .map(|m| (&m.id[..], m.is_host, m.handoff_ready))
+            .collect::<Vec<_>>(),
+        [
+            ("c2", true, false),
+            ("h", false, true),
+            ("c1", false, false),
+            ("c3", false, false)
+        ]
+    );
+    let f = cmd(&mut s, t0(), "c1", MemberCommand::MemberList);
+    let ids: Vec<_> = to(&f, "c1")[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].clone(), m["isHost"].clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (json!("c2"), json!(true)),
+            (json!("h"), json!(false)),
+            (json!("c1"), json!(false)),
+            (json!("c3"), json!(false))
+        ]
+    );
+    // The old host is the natural candidate to hand it back: it is ready, without a declaration.
+    let f = cmd(&mut s, t0(), "c2", request(None));
+    assert_eq!(to(&f, "c2")[0]["targetId"], "h");
+}
+
+#[test]
+fn app_members_learn_of_a_new_host_from_a_fresh_member_list_and_get_no_host_changed() {
+    let mut s = crew(HandoffConfig::default(), Duration::ZERO, &["h", "a1", "c1"]);
+    let f = cmd(&mut s, t0(), "h", request(Some("c1")));
+    assert!(to(&f, "a1").is_empty());
+    let f = cmd(&mut s, t0(), "c1", answer("h1", true));
+    assert_eq!(types(&f, "a1"), ["member_list"]);
+    let list = to(&f, "a1")[0]["members"].as_array().unwrap().clone();
+    assert_eq!(
+        list.iter()
+            .map(|m| (m["id"].clone(), m["isHost"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (json!("c1"), json!(true)),
+            (json!("h"), json!(false)),
+            (json!("a1"), json!(false))
+        ]
+    );
+    assert_eq!(types(&f, "h"), ["handoff_ack", "host_changed"]);
+    assert_eq!(types(&f, "c1"), ["host_changed"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Departures while a handoff is pending.
+
+#[test]
+fn the_candidate_leaving_fails_the_handoff_after_its_member_left() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", request(Some("c1")));
+    let f = cmd(&mut s, t0(), "c1", MemberCommand::Leave);
+    assert_eq!(types(&f, "h"), ["member_left", "handoff_failed"]);
+    assert_eq!(
+        to(&f, "h")[1],
+        &json!({"type": "handoff_failed", "timestamp": 1, "reason": "candidate_left",
+                "handoffId": "h1", "targetId": "c1"})
+    );
+    assert_eq!(types(&f, "c2"), ["member_left"]);
+    assert_eq!(
+        (s.host_id(), s.term(), s.pending_handoff()),
+        (Some("h"), 1, None)
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn the_candidate_kicked_by_the_host_fails_the_handoff_after_its_member_left() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", request(Some("c1")));
+    let f = cmd(&mut s, t0(), "h", kick("c1"));
+    assert_eq!(types(&f, "h"), ["member_left", "handoff_failed"]);
+    assert_eq!(to(&f, "h")[0]["reason"], "kicked");
+    assert_eq!(to(&f, "h")[1]["reason"], "candidate_left");
+    assert_eq!(to(&f, "h")[1]["targetId"], "c1");
+    assert_eq!(types(&f, "c1"), ["kicked", "close"]);
+    assert_eq!(
+        (s.host_id(), s.term(), s.pending_handoff()),
+        (Some("h"), 1, None)
+    );
+}
+
+#[test]
+fn the_host_leaving_tells_the_candidate_host_left_before_the_session_closes() {
+    for config in [HandoffConfig::default(), on_loss_handoff()] {
+        let mut s = party(2, config);
+        cmd(&mut s, t0(), "h", request(Some("c1")));
+        let f = cmd(&mut s, t0(), "h", MemberCommand::Leave);
+        assert_eq!(
+            types(&f, "c1"),
+            ["handoff_failed", "session_closed", "close"]
+        );
+        assert_eq!(
+            to(&f, "c1")[0],
+            &json!({"type": "handoff_failed", "timestamp": 1, "reason": "host_left", "handoffId": "h1"})
+        );
+        assert_eq!(to(&f, "c1")[1]["reason"], "Host ended the session");
+        assert_eq!(types(&f, "c2"), ["session_closed", "close"]);
+        assert!(s.is_ended());
+        assert!(f.iter().all(|f| f.message["type"] != "host_changed"));
+    }
+}
+
+#[test]
+fn a_resumable_candidates_drop_fails_the_handoff_at_once_not_at_its_windows_end() {
+    let mut s = crew(HandoffConfig::default(), secs(30), &["h", "r1", "c2"]);
+    let t = t0();
+    cmd(&mut s, t, "h", request(Some("r1")));
+    s.handle_socket_detach(t, "r1", 0, LeaveReason::Error, false);
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "h"), ["member_updated", "handoff_failed"]);
+    assert_eq!(to(&f, "h")[0]["member"]["connectionStatus"], "reconnecting");
+    assert_eq!(
+        to(&f, "h")[1],
+        &json!({"type": "handoff_failed", "timestamp": 1, "reason": "candidate_left",
+                "handoffId": "h1", "targetId": "r1"})
+    );
+    assert_eq!(s.pending_handoff(), None);
+    // The window's end is then an ordinary departure.
+    s.handle_timeout(t.plus(secs(30)));
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "h"), ["member_left"]);
+    assert_eq!(to(&f, "h")[0]["reason"], "timeout");
+    assert_eq!((s.host_id(), s.term()), (Some("h"), 1));
+}
+
+#[test]
+fn a_resumable_hosts_drop_tells_the_candidate_host_left_at_once() {
+    for config in [HandoffConfig::default(), on_loss_handoff()] {
+        let mut s = crew(config, secs(30), &["rh", "c1", "c2"]);
+        let t = t0();
+        let f = cmd(&mut s, t, "rh", request(Some("c1")));
+        let last_seq = f.iter().find(|f| f.to == "rh").unwrap().seq.unwrap();
+        s.handle_socket_detach(t, "rh", 0, LeaveReason::Error, false);
+        let f = drain(&mut s);
+        assert_eq!(types(&f, "c1"), ["handoff_failed", "member_updated"]);
+        assert_eq!(
+            to(&f, "c1")[0],
+            &json!({"type": "handoff_failed", "timestamp": 1, "reason": "host_left", "handoffId": "h1"})
+        );
+        assert_eq!(types(&f, "c2"), ["member_updated"]);
+        assert_eq!(
+            (s.host_id(), s.term(), s.pending_handoff()),
+            (Some("rh"), 1, None)
+        );
+        let f = cmd(&mut s, t, "c1", answer("h1", true));
+        assert_eq!(only_error(&f, "c1")["code"], "handoff_not_pending");
+        // The host comes back in its window: still the host, same term.
+        let r = s
+            .handle_resume(t.plus(secs(5)), "rh", "tok-rh", last_seq, 1, "rh".into())
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(r.replay.is_empty(), "nothing was sent to it while away");
+        drain(&mut s);
+        assert_eq!((s.host_id(), s.term()), (Some("rh"), 1));
+        s.handle_timeout(t.plus(secs(60)));
+        assert!(drain(&mut s).is_empty(), "no window left to run out");
+    }
+}
+
+#[test]
+fn the_hosts_state_while_a_handoff_is_pending_reaches_the_candidate() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+    let f = cmd(&mut s, t0(), "h", request(Some("c1")));
+    assert_eq!(to(&f, "c1")[0]["state"], json!({"k": 1}));
+    assert_eq!(to(&f, "c1")[0]["version"], 1);
+    let f = cmd(&mut s, t0(), "h", patch(json!({"k": 2}), Some(1), Some(1)));
+    assert_eq!(
+        to(&f, "c1"),
+        [
+            &json!({"type": "state", "timestamp": 1, "state": {"k": 2}, "version": 2,
+                 "term": 1, "updatedBy": "h"})
+        ]
+    );
+    cmd(&mut s, t0(), "c1", answer("h1", true));
+    // The new host builds on what it last received, in the new term.
+    let f = cmd(&mut s, t0(), "c1", patch(json!({"k": 3}), Some(2), Some(2)));
+    assert_eq!(to(&f, "h")[0]["term"], 2);
+    assert_eq!(doc(&s), (json!({"k": 3}), 3));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Host loss under both policies.
+
+#[test]
+fn under_close_a_plain_hosts_lost_socket_ends_the_session_with_the_landed_reason() {
+    for (reason, text) in [
+        (LeaveReason::Error, "Host disconnected"),
+        (LeaveReason::Timeout, "Host timed out"),
+    ] {
+        let mut s = party(2, HandoffConfig::default());
+        cmd(&mut s, t0(), "c1", ready(true));
+        s.handle_detach(t0(), "h", reason);
+        let f = drain(&mut s);
+        for who in ["c1", "c2"] {
+            assert_eq!(types(&f, who), ["session_closed", "close"]);
+            assert_eq!(to(&f, who)[0]["reason"], text);
+            assert_eq!(to(&f, who)[1]["code"], 1000);
+        }
+        assert!(f.iter().all(|f| f.message["type"] != "host_changed"));
+        assert!(s.is_ended());
+        assert_eq!(s.host_id(), None);
+    }
+}
+
+#[test]
+fn under_handoff_a_plain_hosts_lost_socket_passes_the_session_on_at_once() {
+    for (reason, wire) in [
+        (LeaveReason::Error, "error"),
+        (LeaveReason::Timeout, "timeout"),
+    ] {
+        let mut s = party(2, on_loss_handoff());
+        cmd(&mut s, t0(), "h", replace(json!({"k": 1})));
+        s.handle_detach(t0(), "h", reason);
+        let f = drain(&mut s);
+        for who in ["c1", "c2"] {
+            assert_eq!(
+                to(&f, who),
+                [
+                    &json!({"type": "member_left", "timestamp": 1, "memberId": "h", "reason": wire}),
+                    &json!({"type": "host_changed", "timestamp": 1, "hostId": "c1",
+                            "previousHostId": "h", "term": 2, "reason": "host_lost"})
+                ]
+            );
+        }
+        assert!(!s.is_ended());
+        assert_eq!((s.host_id(), s.term()), (Some("c1"), 2));
+        let infos = s.member_infos();
+        assert_eq!(
+            infos
+                .iter()
+                .map(|m| (&m.id[..], m.is_host))
+                .collect::<Vec<_>>(),
+            [("c1", true), ("c2", false)]
+        );
+        // The state stays; the new host sets it in the new term.
+        let f = cmd(&mut s, t0(), "c1", patch(json!({"j": 1}), Some(1), Some(2)));
+        assert_eq!(to(&f, "c2")[0]["state"], json!({"k": 1, "j": 1}));
+    }
+}
+
+#[test]
+fn on_host_loss_the_oldest_ready_member_succeeds_before_the_longest_present() {
+    let mut s = crew(on_loss_handoff(), secs(30), &["h", "c1", "c2", "c3"]);
+    cmd(&mut s, t0(), "c3", ready(true));
+    cmd(&mut s, t0(), "c2", ready(true));
+    s.handle_detach(t0(), "h", LeaveReason::Error);
+    let f = drain(&mut s);
+    assert_eq!(to(&f, "c1")[1]["hostId"], "c3");
+    assert_eq!((s.host_id(), s.term()), (Some("c3"), 2));
+    assert!(
+        s.member_infos()
+            .iter()
+            .all(|m| m.id != "c3" || !m.handoff_ready),
+        "the new host's readiness is cleared"
+    );
+}
+
+#[test]
+fn on_host_loss_without_a_ready_member_the_longest_present_connected_one_of_ours_succeeds() {
+    // a1 (app) and r2 (ready, but away) joined before c3: neither can take over.
+    let mut s = crew(on_loss_handoff(), secs(30), &["h", "a1", "r2", "c3", "c4"]);
+    cmd(&mut s, t0(), "r2", ready(true));
+    s.handle_socket_detach(t0(), "r2", 0, LeaveReason::Error, false);
+    drain(&mut s);
+    s.handle_detach(t0(), "h", LeaveReason::Error);
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "c4"), ["member_left", "host_changed"]);
+    assert_eq!(to(&f, "c4")[1]["hostId"], "c3");
+    assert_eq!(types(&f, "a1"), ["member_left", "member_list"]);
+    assert_eq!(to(&f, "a1")[1]["members"][0]["id"], "c3");
+    assert_eq!(to(&f, "a1")[1]["members"][0]["isHost"], true);
+    assert_eq!(s.host_id(), Some("c3"));
+    // r2 finds the new host on its return (its buffered frames are replayed).
+    let r = s
+        .handle_resume(t0(), "r2", "tok-r2", 0, 1, "r2".into())
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let replayed: Vec<Value> = r
+        .replay
+        .iter()
+        .map(|(_, b)| serde_json::from_slice(b).unwrap())
+        .collect();
+    let changed = replayed
+        .iter()
+        .find(|m| m["type"] == "host_changed")
+        .unwrap();
+    assert_eq!(
+        (&changed["hostId"], &changed["term"]),
+        (&json!("c3"), &json!(2))
+    );
+}
+
+#[test]
+fn on_host_loss_with_no_candidate_the_session_ends_as_under_close() {
+    let mut s = crew(on_loss_handoff(), secs(30), &["h", "a1", "r2"]);
+    s.handle_socket_detach(t0(), "r2", 0, LeaveReason::Error, false);
+    drain(&mut s);
+    s.handle_detach(t0(), "h", LeaveReason::Error);
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "a1"), ["session_closed", "close"]);
+    assert_eq!(to(&f, "a1")[0]["reason"], "Host disconnected");
+    assert!(s.is_ended());
+    assert!(f.iter().all(|f| f.message["type"] != "host_changed"));
+    // A host alone: simply gone.
+    let mut s = crew(on_loss_handoff(), secs(30), &["h"]);
+    s.handle_detach(t0(), "h", LeaveReason::Timeout);
+    drain(&mut s);
+    assert!(s.is_ended());
+}
+
+#[test]
+fn under_handoff_a_resumable_host_is_replaced_only_when_its_window_ends() {
+    let mut s = crew(on_loss_handoff(), secs(30), &["rh", "c1", "c2"]);
+    let t = t0();
+    cmd(&mut s, t, "c2", ready(true));
+    s.handle_socket_detach(t, "rh", 0, LeaveReason::Error, false);
+    let f = drain(&mut s);
+    for who in ["c1", "c2"] {
+        assert_eq!(types(&f, who), ["member_updated"]);
+        assert_eq!(to(&f, who)[0]["member"]["connectionStatus"], "reconnecting");
+    }
+    assert_eq!((s.host_id(), s.term()), (Some("rh"), 1));
+    assert_eq!(s.poll_timeout(), Some(t.instant + secs(30)));
+    s.handle_timeout(t.plus(Duration::from_millis(29_999)));
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(t.plus(secs(30)));
+    let f = drain(&mut s);
+    for who in ["c1", "c2"] {
+        assert_eq!(
+            to(&f, who),
+            [
+                &json!({"type": "member_left", "timestamp": 1, "memberId": "rh", "reason": "timeout"}),
+                &json!({"type": "host_changed", "timestamp": 1, "hostId": "c2",
+                        "previousHostId": "rh", "term": 2, "reason": "host_lost"})
+            ]
+        );
+    }
+    assert_eq!((s.host_id(), s.term()), (Some("c2"), 2));
+    assert!(!s.is_ended());
+}
+
+#[test]
+fn under_close_a_resumable_hosts_window_end_says_host_timed_out() {
+    let mut s = crew(HandoffConfig::default(), secs(30), &["rh", "c1"]);
+    s.handle_socket_detach(t0(), "rh", 0, LeaveReason::Error, false);
+    drain(&mut s);
+    s.handle_timeout(t0().plus(secs(30)));
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "c1"), ["session_closed", "close"]);
+    assert_eq!(to(&f, "c1")[0]["reason"], "Host timed out");
+    assert!(s.is_ended());
+}
+
+#[test]
+fn under_handoff_the_hosts_explicit_leave_still_ends_the_session() {
+    let mut s = party(2, on_loss_handoff());
+    cmd(&mut s, t0(), "c1", ready(true));
+    let f = cmd(&mut s, t0(), "h", MemberCommand::Leave);
+    for who in ["c1", "c2"] {
+        assert_eq!(types(&f, who), ["session_closed", "close"]);
+        assert_eq!(to(&f, who)[0]["reason"], "Host ended the session");
+    }
+    assert!(s.is_ended());
+}
+
+#[test]
+fn after_a_change_of_host_the_old_host_cannot_join_again_as_host() {
+    let host_join = |s: &mut S, id: &str, device: &str| {
+        let joiner = Joiner {
+            transport: id.to_string(),
+            dialect: Dialect::LoudSync,
+            address: "127.0.0.1".into(),
+            credentials: Credentials::default(),
+            socket: 0,
+            resume_token: None,
+        };
+        s.handle_join(t0(), id.into(), &join(device, DeviceType::Host), joiner)
+            .map_err(|(e, _)| e)
+    };
+    // Lost: its device joins again as host, and finds the session taken.
+    let mut s = party(1, on_loss_handoff());
+    s.handle_detach(t0(), "h", LeaveReason::Error);
+    drain(&mut s);
+    let e = host_join(&mut s, "h2", "dev-h").unwrap_err();
+    assert!(matches!(e, JoinError::HostTaken { .. }), "{e:?}");
+    assert!(matches!(
+        e.to_message(),
+        ServerMessage::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        }
+    ));
+    assert!(drain(&mut s).is_empty());
+    // Handed over: the old host is a member; another of its devices cannot take the role.
+    let mut s = party(1, HandoffConfig::default());
+    hand_over(&mut s, "h", "c1");
+    let e = host_join(&mut s, "h2", "dev-h-2").unwrap_err();
+    assert!(matches!(e, JoinError::HostTaken { .. }), "{e:?}");
+    assert_eq!(s.host_id(), Some("c1"));
+    // Its leave is an ordinary member_left now.
+    let f = cmd(&mut s, t0(), "h", MemberCommand::Leave);
+    assert_eq!(types(&f, "c1"), ["member_left"]);
+    assert!(!s.is_ended());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Kick is fenced too.
+
+#[test]
+fn a_kick_from_a_member_or_a_former_host_is_unauthorized_with_the_landed_text() {
+    let mut s = party(2, HandoffConfig::default());
+    let f = cmd(&mut s, t0(), "c1", kick("c2"));
+    assert_eq!(
+        only_error(&f, "c1"),
+        &json!({"type": "error", "timestamp": 1, "code": "unauthorized",
+                "message": "kick: only the host may kick members",
+                "details": {"hostId": "h", "term": 1}})
+    );
+    assert_eq!(s.member_count(), 3);
+    hand_over(&mut s, "h", "c1");
+    let f = cmd(&mut s, t0(), "h", kick("c2"));
+    assert_eq!(
+        only_error(&f, "h")["details"],
+        json!({"hostId": "c1", "term": 2})
+    );
+    assert_eq!(s.member_count(), 3);
+    let f = cmd(&mut s, t0(), "c1", kick("c2"));
+    assert_eq!(types(&f, "c2"), ["kicked", "close"]);
 }
