@@ -47,6 +47,18 @@ ours = [
     '{"type":"message","data": 12345678901234567890123 }',
     '{"type":"join","sessionId":"a","deviceInfo":{"id":"\\u001b]0;x\\u0007","name":"n","type":"client"}}',
     '{"type":"nope"}', "[]", "{", '{"type":7}',
+    # The state and handoff layer (issue 11).
+    j({"type": "join", "deviceInfo": HOST}),
+    j({"type": "join", "sessionId": None, "deviceInfo": DEVICE}),
+    j({"type": "state_set", "state": {"track": "a", "pos": 3}, "baseVersion": 2, "term": 1}),
+    j({"type": "state_set", "patch": {"pos": None, "q": {"x": [1]}}}),
+    j({"type": "state_set", "state": {}, "patch": {}}),
+    j({"type": "state_set", "state": [1], "baseVersion": 1.5}),
+    j({"type": "handoff_ready", "ready": True}),
+    j({"type": "handoff_request", "targetId": "c_abc"}),
+    j({"type": "handoff_request"}),
+    j({"type": "handoff_accept", "handoffId": "h1"}),
+    j({"type": "handoff_decline", "handoffId": "h1", "reason": "busy"}),
 ]
 write("client_frame", ours)
 
@@ -84,6 +96,17 @@ server = [
     # Found by server_frame: serde_json's best-effort float parser reads 50e90 as
     # 4.9999999999999995e91, which reads back as 4.999999999999999e91 (docs/RELIABILITY.md).
     '{"type":"error","timestamp":7,"code":"session_full","message":"full","details":{"maxM":50e90}}',
+    # The state and handoff layer (issue 11).
+    j({"type": "welcome", "clientId": "c", "sessionInfo": {"id": "A1B2C3", "name": "n", "hostId": "c"},
+       "state": {"a": 1}, "version": 3, "term": 2}),
+    j({"type": "state", "timestamp": 1, "state": {"k": [1, 2.5]}, "version": 4, "term": 2, "updatedBy": "c"}),
+    j({"type": "handoff_started", "handoffId": "h1", "targetId": "c2"}),
+    j({"type": "handoff_request", "handoffId": "h1", "fromId": "c", "state": {}, "version": 0, "term": 1,
+       "timeoutMs": 10000}),
+    j({"type": "handoff_ack", "handoffId": "h1", "hostId": "c2", "term": 2}),
+    j({"type": "host_changed", "hostId": "c2", "previousHostId": "c", "term": 2, "reason": "host_lost"}),
+    j({"type": "handoff_failed", "reason": "timeout", "handoffId": "h1", "targetId": "c2"}),
+    j({"type": "handoff_failed", "reason": "meteor"}),
 ]
 write("server_frame", server)
 
@@ -165,6 +188,8 @@ conn = [
     SEP.join([j({"type": "join", "sessionId": "xyz", "deviceInfo": DEVICE}).encode(), ours[6].encode()]),
     SEP.join([ours[6].encode(), b"\x02", b"not json", b"\x01\xff" * 3, b"\x04"]),
     SEP.join([ours[0].encode()] + [ours[6].encode()] * 12),
+    SEP.join([ours[1].encode()] + [x.encode() for x in ours[-9:]]),
+    SEP.join([x.encode() for x in ours[-9:]]),
 ]
 write("connection", conn)
 

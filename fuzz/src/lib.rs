@@ -25,14 +25,21 @@ pub fn assert_valid(message: &ClientMessage, text: &str) {
     };
     match message {
         ClientMessage::Join(join) => {
-            let id = &join.session_id;
-            assert!(
-                (1..=64).contains(&id.len())
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                "sessionId {id:?} decoded from {text:?}"
-            );
+            match &join.session_id {
+                Some(id) => assert!(
+                    (1..=64).contains(&id.len())
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                    "sessionId {id:?} decoded from {text:?}"
+                ),
+                // Only a host may leave it out (it opens a new session).
+                None => assert_eq!(
+                    join.device_info.kind,
+                    loudsync_protocol::DeviceType::Host,
+                    "a client's join without sessionId decoded from {text:?}"
+                ),
+            }
             name("deviceInfo.id", &join.device_info.id);
             name("deviceInfo.name", &join.device_info.name);
             if let Some(session_name) = &join.session_name {
@@ -61,6 +68,16 @@ pub fn assert_valid(message: &ClientMessage, text: &str) {
             }
         }
         ClientMessage::Message { to: Some(to), .. } => clean("to", to),
+        ClientMessage::HandoffRequest {
+            target_id: Some(target),
+        } => clean("targetId", target),
+        ClientMessage::HandoffAccept { handoff_id } => clean("handoffId", handoff_id),
+        ClientMessage::HandoffDecline { handoff_id, reason } => {
+            clean("handoffId", handoff_id);
+            if let Some(reason) = reason {
+                clean("decline reason", reason);
+            }
+        }
         _ => {}
     }
 }
