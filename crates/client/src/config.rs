@@ -127,7 +127,10 @@ pub struct ClientConfig {
     pub password: Option<Secret>,
     /// A signed join token, sent in `join` (for a server or session that requires one).
     pub token: Option<Secret>,
-    /// The session to join (a host opens it if it does not exist).
+    /// The session to join (a host opens it if it does not exist). Empty, for a host only:
+    /// open a new session with a fresh code the server chooses (decision 25,
+    /// [`ClientConfig::new_session`]); the code arrives in `welcome`
+    /// ([`crate::Client::session_id`]) and reconnections rejoin it.
     pub session_id: String,
     /// This device.
     pub device: DeviceInfo,
@@ -221,6 +224,23 @@ impl ClientConfig {
         );
         c.session_name = Some(session_name.into());
         c
+    }
+
+    /// A host that opens a new session named `session_name`, with a fresh 6-character code
+    /// the server assigns (e.g. `A1B2C3`, shown `A1B-2C3` by
+    /// [`loudsync_protocol::handoff::display_code`]): `join` goes without `sessionId`.
+    pub fn new_session(
+        url: impl Into<String>,
+        session_name: impl Into<String>,
+        device_id: impl Into<String>,
+        device_name: impl Into<String>,
+    ) -> Self {
+        Self::host(url, "", session_name, device_id, device_name)
+    }
+
+    /// Whether this configuration opens a new session (no session id given).
+    pub fn opens_new_session(&self) -> bool {
+        self.session_id.is_empty()
     }
 
     /// A member (`client`) of `session_id`.

@@ -27,6 +27,17 @@
 //! session's password and a join token ([`ClientConfig::password`], [`ClientConfig::token`])
 //! go in `join` and never show in `Debug` output.
 //!
+//! Session state and handoff (issue 11): every session holds a JSON state document with a
+//! version; the host sets it ([`Client::set_state`], [`Client::patch_state`]) and every
+//! member follows it ([`Event::SessionState`], [`Client::session_state`]). Control moves by
+//! a handoff: a member declares itself ready ([`Client::set_ready`]), the host asks
+//! ([`Client::request_handoff`]), the candidate is prompted ([`Event::HandoffRequested`]) and
+//! accepts or declines ([`Client::accept_handoff`], [`Client::decline_handoff`]), and
+//! everyone learns the new host ([`Event::HostChanged`]). [`Role`] is this client's view of
+//! its part; [`Snapshot`] shows all of it. A host may open a new session without an id
+//! ([`ClientConfig::new_session`]): the server's code arrives as [`Client::session_id`].
+//! These frames are numbered and queued like every command.
+//!
 //! Forward compatible with newer servers: unknown fields are ignored, an `error` whose code
 //! this version does not know arrives as [`Event::Error`] with an [`AnyErrorCode::Unknown`]
 //! code, and a message of a type it does not know arrives as [`Event::Unknown`] with the
@@ -54,10 +65,13 @@
 //! - [`config`]: settings, credentials, TLS roots and reconnection policy.
 //! - [`machine`]: every client rule as a sans-IO state machine, tested on a virtual clock.
 //! - [`resume`]: the resume layer's bookkeeping (link states, numbered frames, acks, pacing).
+//! - [`handoff`]: the handoff layer's (roles, host and term, the session state, the pending
+//!   handoff, readiness).
 //! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
 //!   and the WebSocket upgrade, each failure worded for a person.
 
 pub mod config;
+pub mod handoff;
 pub mod machine;
 pub mod resume;
 mod transport;
@@ -72,8 +86,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_websockets::Message;
 
 pub use config::{Backoff, ClientConfig, ReconnectPolicy, Secret, TlsRoots};
+pub use handoff::{HandoffOffer, PendingHandoff, Role};
+pub use loudsync_protocol::handoff::{display_code, typed_code};
 pub use loudsync_protocol::{
-    AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, LeaveReason, RawJson,
+    AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, HandoffFailure, HostChange,
+    LeaveReason, RawJson,
 };
 use machine::{Action, Machine};
 pub use machine::{ConnectionState, Event, ServerError};
@@ -105,21 +122,68 @@ pub enum ClientError {
     /// (unacknowledged, or queued while reconnecting): try again once some are acknowledged.
     #[error("send queue full")]
     QueueFull,
+    /// A command's argument cannot be sent (e.g. a session state that is not a JSON
+    /// object). Nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What the client currently knows, readable at any time.
-#[derive(Debug, Clone)]
+///
+/// [`Default`] is the snapshot before connecting (`Disconnected`, `Idle`, nothing known), for
+/// building one in a test: `Snapshot { role: Role::Assigned, ..Snapshot::default() }`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// The connection state.
     pub state: ConnectionState,
     /// This member's id, while joined.
     pub client_id: Option<String>,
-    /// The session, while joined.
+    /// The session, while joined (its `host_id` follows `host_changed`).
     pub session: Option<SessionInfo>,
-    /// The member table: host first, then join order; each with status and latency.
+    /// The member table: host first, then join order; each with status, latency and
+    /// readiness (`handoff_ready`, this client's own included).
     pub members: Vec<MemberInfo>,
     /// This client's last measured round-trip time, in ms.
     pub latency: Option<u64>,
+    /// This client's role ([`Role`]; see [`handoff`]).
+    pub role: Role,
+    /// The session's id: the configured one, or the code the server assigned to a session
+    /// this host opened without one ([`ClientConfig::new_session`]; `None` until then).
+    /// Kept across reconnections. Show it with [`display_code`] (`A1B-2C3`).
+    pub session_id: Option<String>,
+    /// The current host's id, while joined.
+    pub host_id: Option<String>,
+    /// Whether this client is the host now.
+    pub is_host: bool,
+    /// The highest term seen (+1 per change of host); 0 before `welcome`.
+    pub term: u64,
+    /// The session state (a JSON object, `{}` until known).
+    pub session_state: Value,
+    /// Its version.
+    pub state_version: u64,
+    /// The handoff this client is part of (its request as host, or its prompt as
+    /// candidate).
+    pub pending_handoff: Option<PendingHandoff>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            state: ConnectionState::Disconnected,
+            client_id: None,
+            session: None,
+            members: Vec::new(),
+            latency: None,
+            role: Role::Idle,
+            session_id: None,
+            host_id: None,
+            is_host: false,
+            term: 0,
+            session_state: Value::Object(serde_json::Map::new()),
+            state_version: 0,
+            pending_handoff: None,
+        }
+    }
 }
 
 /// What the driver publishes beside the snapshot.
@@ -144,6 +208,18 @@ enum Command {
     Message {
         data: Value,
         to: Option<String>,
+    },
+    State {
+        change: serde_json::Map<String, Value>,
+        patch: bool,
+        base_version: Option<u64>,
+    },
+    Ready(bool),
+    RequestHandoff(Option<String>),
+    AnswerHandoff {
+        handoff_id: String,
+        accept: bool,
+        reason: Option<String>,
     },
 }
 
@@ -177,11 +253,8 @@ impl Client {
         let (first_tx, first_rx) = oneshot::channel();
         let shared = Arc::new(Mutex::new(Shared {
             snapshot: Snapshot {
-                state: ConnectionState::Disconnected,
-                client_id: None,
-                session: None,
-                members: Vec::new(),
-                latency: None,
+                session_id: (!config.session_id.is_empty()).then(|| config.session_id.clone()),
+                ..Snapshot::default()
             },
             link: LinkState::Disconnected,
             accepting: false,
@@ -247,6 +320,119 @@ impl Client {
     /// This client's last measured round-trip time, in ms.
     pub fn latency(&self) -> Option<u64> {
         self.shared().snapshot.latency
+    }
+
+    /// This client's role ([`Role`]).
+    pub fn role(&self) -> Role {
+        self.shared().snapshot.role
+    }
+
+    /// The session's id: the configured one, or the code the server assigned to a session
+    /// this host opened without one ([`ClientConfig::new_session`]).
+    pub fn session_id(&self) -> Option<String> {
+        self.shared().snapshot.session_id.clone()
+    }
+
+    /// The current host's id, while joined.
+    pub fn host_id(&self) -> Option<String> {
+        self.shared().snapshot.host_id.clone()
+    }
+
+    /// Whether this client is the session's host now (a handoff can make a member host, or
+    /// a host a member).
+    pub fn is_host(&self) -> bool {
+        self.shared().snapshot.is_host
+    }
+
+    /// The highest term seen (1 at the session's creation, +1 per change of host).
+    pub fn term(&self) -> u64 {
+        self.shared().snapshot.term
+    }
+
+    /// The session state (a JSON object) and its version.
+    pub fn session_state(&self) -> (Value, u64) {
+        let shared = self.shared();
+        (
+            shared.snapshot.session_state.clone(),
+            shared.snapshot.state_version,
+        )
+    }
+
+    /// The handoff this client is part of: as host, its request
+    /// ([`PendingHandoff::Requested`], then [`PendingHandoff::Started`]); as candidate, the
+    /// prompt to answer ([`PendingHandoff::Offered`]).
+    pub fn pending_handoff(&self) -> Option<PendingHandoff> {
+        self.shared().snapshot.pending_handoff.clone()
+    }
+
+    /// Host only: replaces the session state (a JSON object) with `state`. With
+    /// `base_version`, the server refuses it (`stale_version`, an [`Event::Error`]) unless
+    /// that is the current version. It carries the current term, so a host that lost control
+    /// meanwhile is refused (`unauthorized` or `stale_term`). Every member, this one
+    /// included, gets the result as [`Event::SessionState`]. Queued like [`Client::send`]
+    /// while a resumable connection is being resumed.
+    pub fn set_state(&self, state: Value, base_version: Option<u64>) -> Result<(), ClientError> {
+        self.state_command(state, false, base_version)
+    }
+
+    /// Host only: applies `patch` (a JSON object) to the session state as an RFC 7396 merge
+    /// patch (`null` removes a key); otherwise as [`Client::set_state`].
+    pub fn patch_state(&self, patch: Value, base_version: Option<u64>) -> Result<(), ClientError> {
+        self.state_command(patch, true, base_version)
+    }
+
+    fn state_command(
+        &self,
+        value: Value,
+        patch: bool,
+        base_version: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let Value::Object(change) = value else {
+            return Err(ClientError::Invalid(
+                "the session state must be a JSON object".into(),
+            ));
+        };
+        self.command(Command::State {
+            change,
+            patch,
+            base_version,
+        })
+    }
+
+    /// Host only: hands control to `target` (a member's id), or, with `None`, to the member
+    /// that declared itself ready first. [`Event::HandoffStarted`] names the candidate;
+    /// then [`Event::HandoffAcknowledged`] and [`Event::HostChanged`], or
+    /// [`Event::HandoffFailed`].
+    pub fn request_handoff(&self, target: Option<&str>) -> Result<(), ClientError> {
+        self.command(Command::RequestHandoff(target.map(str::to_string)))
+    }
+
+    /// As the candidate: takes control ([`Event::HandoffRequested`]'s `handoff_id`).
+    pub fn accept_handoff(&self, handoff_id: &str) -> Result<(), ClientError> {
+        self.command(Command::AnswerHandoff {
+            handoff_id: handoff_id.to_string(),
+            accept: true,
+            reason: None,
+        })
+    }
+
+    /// As the candidate: refuses control (`reason` is not passed on to the host).
+    pub fn decline_handoff(
+        &self,
+        handoff_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.command(Command::AnswerHandoff {
+            handoff_id: handoff_id.to_string(),
+            accept: false,
+            reason: reason.map(str::to_string),
+        })
+    }
+
+    /// As a member: declares (`true`) or withdraws readiness to take control; the role
+    /// becomes [`Role::HandoffReady`] (or [`Role::Assigned`]). A host cannot be ready.
+    pub fn set_ready(&self, ready: bool) -> Result<(), ClientError> {
+        self.command(Command::Ready(ready))
     }
 
     /// A numbered command: taken while connected, and while reconnecting on a resumable
@@ -429,6 +615,22 @@ impl Driver {
                         Some(Command::Message { data, to }) => {
                             self.machine.send_message(now, data, to.as_deref())
                         }
+                        Some(Command::State { change, patch: false, base_version }) => {
+                            self.machine.set_state(now, change, base_version)
+                        }
+                        Some(Command::State { change, patch: true, base_version }) => {
+                            self.machine.patch_state(now, change, base_version)
+                        }
+                        Some(Command::Ready(ready)) => self.machine.set_ready(now, ready),
+                        Some(Command::RequestHandoff(target)) => {
+                            self.machine.request_handoff(now, target.as_deref())
+                        }
+                        Some(Command::AnswerHandoff { handoff_id, accept: true, .. }) => {
+                            self.machine.accept_handoff(now, &handoff_id)
+                        }
+                        Some(Command::AnswerHandoff { handoff_id, accept: false, reason }) => {
+                            self.machine.decline_handoff(now, &handoff_id, reason.as_deref())
+                        }
                         None => {
                             // Every handle is gone: leave politely.
                             handles_gone = true;
@@ -528,6 +730,15 @@ impl Driver {
             s.session = self.machine.session().cloned();
             s.members = self.machine.members().to_vec();
             s.latency = self.machine.latency();
+            s.role = self.machine.role();
+            s.session_id = self.machine.session_id().map(str::to_string);
+            s.host_id = self.machine.host_id().map(str::to_string);
+            s.is_host = self.machine.is_host();
+            s.term = self.machine.term();
+            let (state, version) = self.machine.session_state();
+            s.session_state = state.clone();
+            s.state_version = version;
+            s.pending_handoff = self.machine.pending_handoff().cloned();
             shared.link = self.machine.link_state();
             (shared.accepting, shared.queueing) = accepting;
         }

@@ -36,12 +36,13 @@ use std::time::Instant;
 use loudsync_protocol::client::{merge_tokens, TOKEN_LEN};
 use loudsync_protocol::{
     close_code, decode_server_numbered, encode_client, server::SessionInfo, AnyErrorCode,
-    ClientMessage, DeviceType, ErrorCode, Join, LeaveReason, MemberInfo, RawJson, Received,
-    ResumeFailure, ServerMessage,
+    ClientMessage, DeviceType, ErrorCode, HandoffFailure, HostChange, Join, LeaveReason,
+    MemberInfo, RawJson, Received, ResumeFailure, ServerMessage, StateChange,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::ClientConfig;
+use crate::handoff::{Control, HandoffOffer, PendingHandoff, Role};
 use crate::resume::{self, Arrival, Inbox, LinkState, Outbox, Pacer};
 
 /// The connection states, as the protocol document names them.
@@ -221,6 +222,76 @@ pub enum Event {
         /// Whether a fresh join follows.
         rejoining: bool,
     },
+    /// This client's [`Role`] changed (see [`crate::handoff`] for the transitions).
+    RoleChanged(Role),
+    /// The session state: a `state` frame (every member gets one per accepted change, the
+    /// host its own as confirmation), or the state `welcome` carried. Frames of a term
+    /// below the highest seen are dropped, never shown (decision 21).
+    SessionState {
+        /// The whole document (a JSON object).
+        state: Value,
+        /// Its version (+1 per accepted change).
+        version: u64,
+        /// The term it was set in.
+        term: u64,
+        /// The host that set it; `None` for the state `welcome` carried.
+        updated_by: Option<String>,
+    },
+    /// The host changed (`host_changed`, to every member, the old and new host included):
+    /// the member table, [`Machine::host_id`] and [`Machine::term`] already say so.
+    HostChanged {
+        /// The new host.
+        host_id: String,
+        /// The host before it.
+        previous_host_id: String,
+        /// The new term.
+        term: u64,
+        /// A handoff, or the loss of the host.
+        reason: HostChange,
+    },
+    /// To a candidate: the host asks this member to take control, with the state. Answer
+    /// with `accept_handoff` or `decline_handoff`; [`Machine::pending_handoff`] holds it.
+    HandoffRequested {
+        /// Answer with this id.
+        handoff_id: String,
+        /// The host asking.
+        from_id: String,
+        /// The session state it would take over.
+        state: Value,
+        /// Its version.
+        version: u64,
+        /// The current term.
+        term: u64,
+        /// How long the request waits for an answer, in ms.
+        timeout_ms: u64,
+    },
+    /// To the host: its request went to this candidate (the server's choice, or the named
+    /// member).
+    HandoffStarted {
+        /// The request's id.
+        handoff_id: String,
+        /// The candidate.
+        target_id: String,
+    },
+    /// To the old host: the candidate accepted; control passed (`host_changed` follows).
+    HandoffAcknowledged {
+        /// The request's id.
+        handoff_id: String,
+        /// The new host.
+        host_id: String,
+        /// The new term.
+        term: u64,
+    },
+    /// To the host (or the candidate): a handoff did not happen; host and term are
+    /// unchanged.
+    HandoffFailed {
+        /// Why.
+        reason: HandoffFailure,
+        /// The request's id (absent for `no_candidate` and `busy`).
+        handoff_id: Option<String>,
+        /// The candidate (to the host, when there was one).
+        target_id: Option<String>,
+    },
 }
 
 /// What the driver must do.
@@ -334,6 +405,10 @@ pub struct Machine {
     disconnect_pending: bool,
     /// A leave (or formal disconnect) given while resuming, to send once resumed.
     farewell: Option<Farewell>,
+    /// The handoff layer: host, term, state, readiness, the pending handoff.
+    control: Control,
+    /// The role last announced with [`Event::RoleChanged`].
+    shown_role: Role,
 }
 
 impl Machine {
@@ -367,6 +442,8 @@ impl Machine {
             pacer,
             disconnect_pending: false,
             farewell: None,
+            control: Control::default(),
+            shown_role: Role::Idle,
         }
     }
 
@@ -439,8 +516,73 @@ impl Machine {
         self.generation
     }
 
-    /// The next thing to do.
+    /// This client's role (see [`crate::handoff`]).
+    pub fn role(&self) -> Role {
+        match self.phase {
+            Phase::Idle => Role::Idle,
+            Phase::Ended => Role::Disconnected,
+            // Joined, or resuming a place the server holds: the role it had.
+            _ if self.phase == Phase::Connected || self.resuming_place() => {
+                if self.control.ready && !self.is_host() {
+                    Role::HandoffReady
+                } else {
+                    Role::Assigned
+                }
+            }
+            _ => Role::Connecting,
+        }
+    }
+
+    /// Whether this client is the session's host now (it may have become host by a handoff,
+    /// or stopped being one), as far as it knows; `false` while not joined.
+    pub fn is_host(&self) -> bool {
+        self.client_id.is_some() && self.control.is_host(self.client_id.as_deref())
+    }
+
+    /// The current host's id, while joined (`None` in a session created over HTTP that no
+    /// host joined yet).
+    pub fn host_id(&self) -> Option<&str> {
+        self.client_id.as_ref().and(self.control.host_id.as_deref())
+    }
+
+    /// The highest term seen (1 at a session's creation, +1 per change of host); 0 before
+    /// the first `welcome` or with a server without session state.
+    pub fn term(&self) -> u64 {
+        self.control.term
+    }
+
+    /// The session state (a JSON object; `{}` until known) and its version.
+    pub fn session_state(&self) -> (&Value, u64) {
+        (&self.control.state, self.control.version)
+    }
+
+    /// The handoff this client is part of: its own request as host, or the prompt it was
+    /// sent as a candidate.
+    pub fn pending_handoff(&self) -> Option<&PendingHandoff> {
+        self.control.pending.as_ref()
+    }
+
+    /// Whether this client declared itself ready to take control (and is not the host).
+    pub fn is_ready(&self) -> bool {
+        self.control.ready && !self.is_host()
+    }
+
+    /// The session's id: the configured one, or, for a session this host opened without
+    /// one ([`ClientConfig::new_session`]), the code the server assigned (`None` until its
+    /// `welcome`). Reconnections rejoin this id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.control
+            .assigned_session
+            .as_deref()
+            .or((!self.config.session_id.is_empty()).then_some(self.config.session_id.as_str()))
+    }
+
+    /// The next thing to do. Once nothing else is left, a change of [`Machine::role`] since
+    /// it was last announced is announced ([`Event::RoleChanged`]).
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            self.sync_role();
+        }
         self.actions.pop_front()
     }
 
@@ -475,7 +617,7 @@ impl Machine {
             return;
         }
         self.phase = Phase::Connecting { attempt: 0 };
-        self.set_state(ConnectionState::Connecting);
+        self.set_connection(ConnectionState::Connecting);
         self.actions.push_back(Action::Connect);
     }
 
@@ -526,9 +668,15 @@ impl Machine {
     }
 
     fn send_join(&mut self, now: Instant) {
+        let mut device_info = self.config.device.clone();
+        if self.control.yielded && device_info.kind == DeviceType::Host {
+            // This host handed control over: it comes back as a member (another host holds
+            // the session; asking for the role would be refused, decision 24).
+            device_info.kind = DeviceType::Client;
+        }
         let join = ClientMessage::Join(Join {
-            session_id: Some(self.config.session_id.clone()),
-            device_info: self.config.device.clone(),
+            session_id: self.session_id().map(str::to_string),
+            device_info,
             session_name: self.config.session_name.clone(),
             protocol_version: Some(loudsync_protocol::PROTOCOL_VERSION.to_string()),
             password: self
@@ -648,21 +796,41 @@ impl Machine {
                     client_id,
                     session_info,
                     resumable,
+                    state,
                     ..
                 }),
             ) => {
                 self.phase = Phase::Connected;
                 self.welcomed(now, resumable);
                 self.next_beat = now;
+                let redeclare = self.control.welcomed(
+                    &client_id,
+                    &session_info.id,
+                    session_info.host_id.as_deref(),
+                    state.as_deref(),
+                );
                 self.client_id = Some(client_id.clone());
                 self.session = Some((*session_info).clone());
                 self.members.clear();
                 self.bump();
-                self.set_state(ConnectionState::Connected);
+                self.set_connection(ConnectionState::Connected);
                 self.emit(Event::Welcome {
                     client_id,
                     session: *session_info,
                 });
+                if state.is_some() {
+                    self.emit(Event::SessionState {
+                        state: self.control.state.clone(),
+                        version: self.control.version,
+                        term: self.control.term,
+                        updated_by: None,
+                    });
+                }
+                if redeclare {
+                    // Behind whatever was queued while away, like any command.
+                    let ready = self.frame(now, &ClientMessage::HandoffReady { ready: true });
+                    self.outbox.push(ready);
+                }
                 self.flush(now);
             }
             (
@@ -809,7 +977,7 @@ impl Machine {
         self.next_beat = now;
         self.outbox.resumed(last_seq);
         self.set_link(LinkState::Connected);
-        self.set_state(ConnectionState::Connected);
+        self.set_connection(ConnectionState::Connected);
         self.emit(Event::Resumed { replayed });
         // A leave given while away goes out right behind the resend (and what was queued
         // before it); the server then closes with 1000 `left`.
@@ -877,7 +1045,16 @@ impl Machine {
         timestamp: Option<serde_json::Number>,
     ) {
         match message {
-            ServerMessage::MemberList { members } => {
+            ServerMessage::MemberList { mut members } => {
+                let me = self.client_id.clone();
+                self.control.overlay_own(me.as_deref(), &mut members);
+                if let Some(host) = members.iter().find(|m| m.is_host) {
+                    // A fresh list is the server's word on who hosts (decision 26).
+                    self.control.host_id = Some(host.id.clone());
+                    if let Some(s) = self.session.as_mut() {
+                        s.host_id = Some(host.id.clone());
+                    }
+                }
                 self.members = members.clone();
                 self.bump();
                 self.emit(Event::MemberList(members));
@@ -935,13 +1112,124 @@ impl Machine {
             | ServerMessage::Token { .. }
             | ServerMessage::Resumed { .. }
             | ServerMessage::ResumeFailed { .. } => {}
-            // TODO(issue 11): the SDK's handoff layer.
-            ServerMessage::State { .. }
-            | ServerMessage::HandoffStarted { .. }
-            | ServerMessage::HandoffRequest { .. }
-            | ServerMessage::HandoffAck { .. }
-            | ServerMessage::HostChanged { .. }
-            | ServerMessage::HandoffFailed { .. } => {}
+            ServerMessage::State {
+                state,
+                version,
+                term,
+                updated_by,
+            } => {
+                let state = state.to_value();
+                if !state.is_object() || !self.control.state_frame(state.clone(), version, term) {
+                    tracing::debug!(term, seen = self.control.term, "stale state frame dropped");
+                    return;
+                }
+                self.bump();
+                self.emit(Event::SessionState {
+                    state,
+                    version,
+                    term,
+                    updated_by: Some(updated_by),
+                });
+            }
+            ServerMessage::HandoffStarted {
+                handoff_id,
+                target_id,
+            } => {
+                self.control.pending = Some(PendingHandoff::Started {
+                    handoff_id: handoff_id.clone(),
+                    target_id: target_id.clone(),
+                });
+                self.bump();
+                self.emit(Event::HandoffStarted {
+                    handoff_id,
+                    target_id,
+                });
+            }
+            ServerMessage::HandoffRequest {
+                handoff_id,
+                from_id,
+                state,
+                version,
+                term,
+                timeout_ms,
+            } => {
+                self.control.see_term(term);
+                let state = state.to_value();
+                self.control.pending = Some(PendingHandoff::Offered(HandoffOffer {
+                    handoff_id: handoff_id.clone(),
+                    from_id: from_id.clone(),
+                    state: state.clone(),
+                    version,
+                    term,
+                    timeout_ms,
+                }));
+                self.bump();
+                self.emit(Event::HandoffRequested {
+                    handoff_id,
+                    from_id,
+                    state,
+                    version,
+                    term,
+                    timeout_ms,
+                });
+            }
+            ServerMessage::HandoffAck {
+                handoff_id,
+                host_id,
+                term,
+            } => {
+                self.control.acknowledged(&handoff_id, term);
+                self.bump();
+                self.emit(Event::HandoffAcknowledged {
+                    handoff_id,
+                    host_id,
+                    term,
+                });
+            }
+            ServerMessage::HostChanged {
+                host_id,
+                previous_host_id,
+                term,
+                reason,
+            } => {
+                let me = self.client_id.clone();
+                if !self.control.host_changed(
+                    me.as_deref(),
+                    &mut self.members,
+                    &host_id,
+                    &previous_host_id,
+                    term,
+                    reason,
+                ) {
+                    tracing::debug!(term, "host_changed of an older term dropped");
+                    return;
+                }
+                if let Some(s) = self.session.as_mut() {
+                    s.host_id = Some(host_id.clone());
+                    s.host = None;
+                }
+                self.bump();
+                self.emit(Event::HostChanged {
+                    host_id,
+                    previous_host_id,
+                    term,
+                    reason,
+                });
+                self.sync_role();
+            }
+            ServerMessage::HandoffFailed {
+                reason,
+                handoff_id,
+                target_id,
+            } => {
+                self.control.handoff_failed(reason, handoff_id.as_deref());
+                self.bump();
+                self.emit(Event::HandoffFailed {
+                    reason,
+                    handoff_id,
+                    target_id,
+                });
+            }
         }
     }
 
@@ -1051,7 +1339,7 @@ impl Machine {
             attempt,
             at: (now + delay).min(until),
         };
-        self.set_state(ConnectionState::Reconnecting);
+        self.set_connection(ConnectionState::Reconnecting);
     }
 
     /// Timers: heartbeat and ping, silence detection, acks, paced sends, join and resume
@@ -1212,6 +1500,115 @@ impl Machine {
         self.send(now, &ClientMessage::message(RawJson::from_value(&data), to))
     }
 
+    /// Host only: replaces the session state with `state` (`state_set` with `state`),
+    /// refused with `stale_version` unless `base_version` is the current version (when
+    /// given). Sent with the current term, so a host that lost control meanwhile is refused
+    /// (`stale_term`, or `unauthorized` when the server already knows). Every member, this
+    /// one included, gets the result as [`Event::SessionState`].
+    pub fn set_state(
+        &mut self,
+        now: Instant,
+        state: Map<String, Value>,
+        base_version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        self.send_state(now, StateChange::Replace(state), base_version)
+    }
+
+    /// Host only: applies `patch` to the session state as an RFC 7396 merge patch (`null`
+    /// removes a key); otherwise as [`Machine::set_state`].
+    pub fn patch_state(
+        &mut self,
+        now: Instant,
+        patch: Map<String, Value>,
+        base_version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        self.send_state(now, StateChange::Patch(patch), base_version)
+    }
+
+    fn send_state(
+        &mut self,
+        now: Instant,
+        change: StateChange,
+        base_version: Option<u64>,
+    ) -> Result<(), CommandError> {
+        let term = (self.control.term > 0).then_some(self.control.term);
+        self.send(
+            now,
+            &ClientMessage::StateSet {
+                change,
+                base_version,
+                term,
+            },
+        )
+    }
+
+    /// Host only: hands control to `target` (a member's id), or to the member the server
+    /// chooses (the one whose readiness declaration is oldest). Pending as
+    /// [`PendingHandoff::Requested`], then [`Event::HandoffStarted`] or
+    /// [`Event::HandoffFailed`].
+    pub fn request_handoff(
+        &mut self,
+        now: Instant,
+        target: Option<&str>,
+    ) -> Result<(), CommandError> {
+        self.send(
+            now,
+            &ClientMessage::HandoffRequest {
+                target_id: target.map(str::to_string),
+            },
+        )?;
+        self.control.requested(target);
+        self.bump();
+        Ok(())
+    }
+
+    /// As the candidate: takes control (the answer to [`Event::HandoffRequested`]).
+    pub fn accept_handoff(&mut self, now: Instant, handoff_id: &str) -> Result<(), CommandError> {
+        self.send(
+            now,
+            &ClientMessage::HandoffAccept {
+                handoff_id: handoff_id.to_string(),
+            },
+        )?;
+        self.control.answered(handoff_id);
+        self.bump();
+        Ok(())
+    }
+
+    /// As the candidate: refuses control; `reason` is not passed on to the host.
+    pub fn decline_handoff(
+        &mut self,
+        now: Instant,
+        handoff_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), CommandError> {
+        self.send(
+            now,
+            &ClientMessage::HandoffDecline {
+                handoff_id: handoff_id.to_string(),
+                reason: reason.map(str::to_string),
+            },
+        )?;
+        self.control.answered(handoff_id);
+        self.bump();
+        Ok(())
+    }
+
+    /// As a member: declares (or withdraws) readiness to take control (`handoff_ready`);
+    /// the role becomes [`Role::HandoffReady`] (or [`Role::Assigned`]). The host cannot
+    /// declare itself ready (the server answers `invalid_message`; the role stays).
+    pub fn set_ready(&mut self, now: Instant, ready: bool) -> Result<(), CommandError> {
+        self.send(now, &ClientMessage::HandoffReady { ready })?;
+        if !self.is_host() {
+            self.control.ready = ready;
+            let me = self.client_id.clone();
+            self.control.overlay_own(me.as_deref(), &mut self.members);
+            self.bump();
+            self.sync_role();
+        }
+        Ok(())
+    }
+
     /// A numbered command: sent at once on a plain connection; on a resumable one, numbered
     /// and paced; while reconnecting with resume on, queued.
     fn send(&mut self, now: Instant, message: &ClientMessage) -> Result<(), CommandError> {
@@ -1253,14 +1650,14 @@ impl Machine {
             .expect("the SDK sends only our dialect's messages")
     }
 
-    fn is_host(&self) -> bool {
-        self.config.device.kind == DeviceType::Host
-    }
-
     /// A joined host's plain connection was lost, not by a server going away: the server
     /// ended the session with it (`Host disconnected`, or `Host timed out` after a freeze).
     /// Rejoining as host would open a new, empty session under the same id, so the host is
-    /// told instead. (A resumable host resumes: the server holds its session.)
+    /// told instead. (A resumable host resumes: the server holds its session.) "Host" is
+    /// the role at the time ([`Machine::is_host`]): a member that took control by a handoff
+    /// counts, a host that handed control over does not (it rejoins as a member). A server
+    /// run with `--on-host-loss handoff` passes the session on instead of ending it; this
+    /// client, gone from it, ends all the same.
     fn host_lost(&mut self, why: String) {
         self.emit(Event::ConnectionLost {
             reason: why.clone(),
@@ -1300,7 +1697,7 @@ impl Machine {
             self.emit(Event::Failed { reason });
             self.forget_all();
             self.phase = Phase::Ended;
-            self.set_state(ConnectionState::Failed);
+            self.set_connection(ConnectionState::Failed);
             return;
         }
         self.lost_reason = reason;
@@ -1319,14 +1716,14 @@ impl Machine {
             attempt,
             at: now + delay,
         };
-        self.set_state(ConnectionState::Reconnecting);
+        self.set_connection(ConnectionState::Reconnecting);
     }
 
     fn fail(&mut self, reason: String) {
         self.clear_session();
         self.forget_all();
         self.phase = Phase::Ended;
-        self.set_state(ConnectionState::Failed);
+        self.set_connection(ConnectionState::Failed);
         self.emit(Event::Failed { reason });
     }
 
@@ -1334,7 +1731,7 @@ impl Machine {
         self.clear_session();
         self.forget_all();
         self.phase = Phase::Ended;
-        self.set_state(ConnectionState::Disconnected);
+        self.set_connection(ConnectionState::Disconnected);
     }
 
     /// The end: the place, the queue and the link go.
@@ -1343,19 +1740,37 @@ impl Machine {
         self.outbox.clear();
     }
 
+    /// The membership is gone (ended, or a fresh join follows): what the session told this
+    /// member goes with it, except the session's assigned id, the readiness wish (see
+    /// [`crate::handoff`]) and whether this host handed control over.
     fn clear_session(&mut self) {
         self.client_id = None;
         self.session = None;
         self.members.clear();
         self.latency = None;
+        self.control.host_id = None;
+        self.control.pending = None;
         self.bump();
     }
 
-    fn set_state(&mut self, state: ConnectionState) {
+    fn set_connection(&mut self, state: ConnectionState) {
         if self.state != state {
             self.state = state;
             self.bump();
             self.emit(Event::StateChanged(state));
+        }
+        self.sync_role();
+    }
+
+    /// Announces a change of [`Machine::role`] now, beside what caused it (a final
+    /// [`Event::Failed`] stays the last event). [`Machine::poll_action`] catches any change
+    /// made elsewhere.
+    fn sync_role(&mut self) {
+        let role = self.role();
+        if role != self.shown_role {
+            self.shown_role = role;
+            self.bump();
+            self.emit(Event::RoleChanged(role));
         }
     }
 

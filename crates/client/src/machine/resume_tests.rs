@@ -41,6 +41,10 @@ fn welcome(client_id: &str, resumable: bool) -> Value {
 }
 
 fn member_list(client_id: &str) -> Value {
+    if client_id == "h" {
+        return json!({"type":"member_list","timestamp":1,"members":[
+            {"id":"h","name":"Host","isHost":true,"connectionStatus":"connected","joinedAt":1}]});
+    }
     json!({"type":"member_list","timestamp":1,"members":[
         {"id":"h","name":"Host","isHost":true,"connectionStatus":"connected","joinedAt":1},
         {"id":client_id,"name":"Phone","isHost":false,"connectionStatus":"connected","joinedAt":2}]})
@@ -126,13 +130,20 @@ fn handshake_on_socket(
 
 /// A resumable member joined as `c1`, with member_list seq 1 received; returns the
 /// connection token.
+/// Connected and joined: a member as `c1`, a host as `h` (the welcome's `hostId`: the host
+/// role is the session's word, issue 11).
 fn rconnected_with(config: ClientConfig) -> (Rig, String) {
+    let id = if config.device.kind == DeviceType::Host {
+        "h"
+    } else {
+        "c1"
+    };
     let mut r = Rig::new(config);
     r.m.start(r.now);
     r.drain();
     r.m.handle_connected(r.now);
     let first = r.drain();
-    let (b, _) = handshake_on_socket(&mut r, first, "c1");
+    let (b, _) = handshake_on_socket(&mut r, first, id);
     assert!(r.m.is_resumable());
     (r, merge_tokens(A, &b))
 }

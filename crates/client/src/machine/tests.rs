@@ -35,7 +35,17 @@ impl Rig {
         self.now = self.t0 + d;
         self.now
     }
+    /// Every action, without the role announcements ([`Event::RoleChanged`]): the earlier
+    /// layers' tests compare whole sequences, and `handoff_tests.rs` covers the roles (with
+    /// [`Rig::drain_all`]).
     pub(super) fn drain(&mut self) -> Vec<Action> {
+        self.drain_all()
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Emit(Event::RoleChanged(_))))
+            .collect()
+    }
+    /// Every action, the role announcements included.
+    pub(super) fn drain_all(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.m.poll_action()).collect()
     }
     pub(super) fn events(&mut self) -> Vec<Event> {
