@@ -1082,7 +1082,7 @@ async fn with_the_default_close_policy_a_plain_hosts_drop_ends_the_session() {
 async fn a_hosts_drop_with_no_member_of_ours_left_closes_the_session() {
     let server = start_with(handing_off()).await;
     let addr = server.local_addr();
-    let (h, _, _) = join(addr, "K7P-3XQ", "host-dev", "host").await;
+    let (h, _, _) = join(addr, APP_SESSION, "host-dev", "host").await;
     let mut h = h;
     let mut app = Client::connect(addr).await;
     app_join(&mut app, "app-device", "Phone").await;
@@ -1099,7 +1099,8 @@ async fn a_hosts_drop_with_no_member_of_ours_left_closes_the_session() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A resumable host: gone for good at the window's end, not at the drop
+// Resumable members: a host gone for good at its window's end, a mid-handoff departure at the
+// drop, members away in their window are no candidates
 // ---------------------------------------------------------------------------------------------
 
 /// A fresh local token: 32 characters of `[A-Za-z0-9]`.
@@ -1110,43 +1111,106 @@ fn local_token() -> String {
         .collect()
 }
 
-/// The resume handshake's four steps (seed 003), then a `join`: a resumable member; returns
-/// its client, its `welcome` (the `member_list` read) and the connection token.
-async fn resumable_join_token(
-    addr: SocketAddr,
-    session: &str,
-    device: &str,
-    kind: &str,
-) -> (Client, Value, String) {
-    let mut c = Client::connect(addr).await;
-    let b = local_token();
-    let token = |t: &str| ClientMessage::Token {
-        token: t.to_string(),
-        last_seq: None,
-    };
-    c.send(&token(&b)).await;
-    let a = c.recv_type("token").await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    c.send(&token(&b)).await;
-    assert_eq!(c.recv_type("token").await["token"], a.as_str());
-    c.send(&join_msg(session, device, kind)).await;
-    let welcome = c.recv_type("welcome").await;
-    assert_eq!(welcome["resumable"], true, "{welcome}");
-    c.recv_type("member_list").await;
-    (c, welcome, merge_tokens(&a, &b))
+/// A resumable connection (seed 003) as a test drives it: it numbers what it sends, checks
+/// the server's numbering of what it reads, and can drop its socket and resume.
+struct Resumable {
+    c: Client,
+    id: String,
+    token: String,
+    /// The last server `seq` read.
+    last: u64,
+    /// The next client `seq`.
+    next: u64,
 }
 
-/// [`resumable_join_token`] without the token.
-async fn resumable_join(
-    addr: SocketAddr,
-    session: &str,
-    device: &str,
-    kind: &str,
-) -> (Client, Value) {
-    let (c, w, _) = resumable_join_token(addr, session, device, kind).await;
-    (c, w)
+impl Resumable {
+    /// The handshake's four steps, then a `join`; returns the member and its `welcome` (the
+    /// `member_list` read).
+    async fn join(addr: SocketAddr, session: &str, device: &str, kind: &str) -> (Self, Value) {
+        let mut c = Client::connect(addr).await;
+        let b = local_token();
+        let token = |t: &str| ClientMessage::Token {
+            token: t.to_string(),
+            last_seq: None,
+        };
+        c.send(&token(&b)).await;
+        let a = c.recv_type("token").await["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        c.send(&token(&b)).await;
+        assert_eq!(c.recv_type("token").await["token"], a.as_str());
+        c.send(&join_msg(session, device, kind)).await;
+        let welcome = c.recv_type("welcome").await;
+        assert_eq!(welcome["resumable"], true, "{welcome}");
+        let mut m = Resumable {
+            c,
+            id: client_id(&welcome),
+            token: merge_tokens(&a, &b),
+            last: 0,
+            next: 1,
+        };
+        assert_eq!(m.next().await["type"], "member_list");
+        (m, welcome)
+    }
+
+    /// The next frame, its `seq` checked (one more than the last) and removed with its
+    /// `timestamp`.
+    async fn next(&mut self) -> Value {
+        let mut v = next(&mut self.c).await;
+        let seq = v["seq"].as_u64().unwrap_or_else(|| panic!("numbered: {v}"));
+        assert_eq!(seq, self.last + 1, "server seq runs on by one: {v}");
+        self.last = seq;
+        v.as_object_mut().unwrap().remove("seq");
+        v
+    }
+
+    /// Sends `m`, numbered if it is of a numbered kind.
+    async fn send(&mut self, m: &ClientMessage) {
+        let seq = m.is_numbered().then(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        let frame = loudsync_protocol::encode_client_numbered(m, unix_ms(), seq).unwrap();
+        self.c.send_text(&frame).await;
+    }
+
+    /// Drops the socket (the TCP connection just ends) and resumes on a new one with the
+    /// real `lastSeq`; returns the `resumed` frame (the replay is left to read).
+    async fn drop_and_resume(self, addr: SocketAddr, before: impl AsyncFnOnce()) -> (Self, Value) {
+        let Resumable {
+            c, id, token, last, ..
+        } = self;
+        drop(c);
+        before().await;
+        let mut c = Client::connect(addr).await;
+        c.send(&ClientMessage::Token {
+            token: token.clone(),
+            last_seq: Some(last),
+        })
+        .await;
+        assert_eq!(c.recv_type("token").await["token"], token.as_str());
+        let resumed = bare(c.recv_type("resumed").await);
+        let next = resumed["lastSeq"].as_u64().unwrap() + 1;
+        let m = Resumable {
+            c,
+            id,
+            token,
+            last,
+            next,
+        };
+        (m, resumed)
+    }
+}
+
+/// Asserts `c`'s next frame is `member_updated` for `id` with this connection status (and
+/// host flag).
+async fn expect_status_update(c: &mut Client, id: &str, status: &str, host: bool) {
+    let v = next(c).await;
+    assert_eq!(v["type"], "member_updated", "{v}");
+    assert_eq!(v["member"]["id"], id, "{v}");
+    assert_eq!(v["member"]["connectionStatus"], status, "{v}");
+    assert_eq!(v["member"]["isHost"], host, "{v}");
 }
 
 #[tokio::test]
@@ -1157,26 +1221,22 @@ async fn a_resumable_hosts_drop_waits_for_its_window_then_the_session_passes_on(
     })
     .await;
     let addr = server.local_addr();
-    let (mut h, hw) = resumable_join(addr, "rh", "host-dev", "host").await;
-    let hid = client_id(&hw);
+    let (mut h, _) = Resumable::join(addr, "rh", "host-dev", "host").await;
+    let hid = h.id.clone();
     let (mut a, aw, _) = join(addr, "rh", "dev-a", "client").await;
-    h.recv_type("member_joined").await;
+    h.next().await;
     let (mut b, bw, _) = join(addr, "rh", "dev-b", "client").await;
-    h.recv_type("member_joined").await;
+    h.next().await;
     a.recv_type("member_joined").await;
     let (aid, bid) = (client_id(&aw), client_id(&bw));
     b.send(&ready(true)).await;
-    h.recv_type("member_updated").await;
+    assert_eq!(h.next().await["type"], "member_updated");
     expect_ready_update(&mut a, &bid, true).await;
 
     drop(h);
     // At the drop: only `reconnecting`, the host still the host.
     for m in [&mut a, &mut b] {
-        let v = next(m).await;
-        assert_eq!(v["type"], "member_updated", "{v}");
-        assert_eq!(v["member"]["id"], hid.as_str(), "{v}");
-        assert_eq!(v["member"]["connectionStatus"], "reconnecting", "{v}");
-        assert_eq!(v["member"]["isHost"], true, "{v}");
+        expect_status_update(m, &hid, "reconnecting", true).await;
     }
     // Well inside the window nothing else happens, and the host is still the host.
     all_quiet(&mut [&mut a, &mut b]).await;
@@ -1212,49 +1272,172 @@ async fn a_resumable_host_that_resumes_in_its_window_keeps_control() {
     })
     .await;
     let addr = server.local_addr();
-    let (mut h, hw, token) = resumable_join_token(addr, "rb", "host-dev", "host").await;
-    let hid = client_id(&hw);
+    let (mut h, _) = Resumable::join(addr, "rb", "host-dev", "host").await;
+    let hid = h.id.clone();
     let (mut a, aw, _) = join(addr, "rb", "dev-a", "client").await;
     let aid = client_id(&aw);
-    let joined = h.recv_type("member_joined").await;
-    let last = joined["seq"].as_u64().expect("numbered");
-    drop(h);
-    let v = next(&mut a).await;
-    assert_eq!(v["type"], "member_updated", "{v}");
-    assert_eq!(v["member"]["connectionStatus"], "reconnecting", "{v}");
-
-    // Back within the window: resumed, still the host.
-    let mut h = Client::connect(addr).await;
-    h.send(&ClientMessage::Token {
-        token: token.clone(),
-        last_seq: Some(last),
-    })
-    .await;
-    assert_eq!(h.recv_type("token").await["token"], token.as_str());
-    assert_eq!(h.recv_type("resumed").await["replayed"], 0);
-    let v = next(&mut a).await;
-    assert_eq!(v["type"], "member_updated", "{v}");
-    assert_eq!(v["member"]["connectionStatus"], "connected", "{v}");
-    assert_eq!(v["member"]["isHost"], true, "{v}");
+    h.next().await;
+    let (mut h, resumed) = h
+        .drop_and_resume(addr, async || {
+            expect_status_update(&mut a, &hid, "reconnecting", true).await
+        })
+        .await;
+    assert_eq!(resumed["replayed"], 0, "{resumed}");
+    expect_status_update(&mut a, &hid, "connected", true).await;
     // Past where the window would have ended, no host change, and the host still sets
     // state in term 1.
     a.expect_silence(Duration::from_millis(700)).await;
-    h.send_text(
-        &loudsync_protocol::encode_client_numbered(
-            &set_state(json!({"back": true}), None, Some(1)),
-            unix_ms(),
-            Some(1),
-        )
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        next(&mut a).await,
-        state_frame(json!({"back": true}), 1, 1, &hid)
-    );
+    h.send(&set_state(json!({"back": true}), None, Some(1)))
+        .await;
+    let s = state_frame(json!({"back": true}), 1, 1, &hid);
+    assert_eq!(h.next().await, s);
+    assert_eq!(next(&mut a).await, s);
     assert_eq!(
         listed(&mut a).await,
         vec![row(&hid, true, false), row(&aid, false, false)]
+    );
+}
+
+#[tokio::test]
+async fn a_resumable_candidates_drop_fails_the_handoff_at_once() {
+    let server = start_with(ServerConfig {
+        resume_window: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, hw, _) = join(addr, "rc", "host-dev", "host").await;
+    let hid = client_id(&hw);
+    let (mut a, _) = Resumable::join(addr, "rc", "dev-a", "client").await;
+    let aid = a.id.clone();
+    h.recv_type("member_joined").await;
+    h.send(&request(Some(&aid))).await;
+    assert_eq!(
+        next(&mut h).await,
+        json!({"type": "handoff_started", "handoffId": "h1", "targetId": aid})
+    );
+    assert_eq!(a.next().await["type"], "handoff_request");
+    // The socket drops: the handoff fails at once (not at the window's end), after the
+    // event the drop is to the host.
+    let (mut a, resumed) = a
+        .drop_and_resume(addr, async || {
+            expect_status_update(&mut h, &aid, "reconnecting", false).await;
+            assert_eq!(
+                next(&mut h).await,
+                json!({"type": "handoff_failed", "reason": "candidate_left", "handoffId": "h1",
+                       "targetId": aid})
+            );
+        })
+        .await;
+    // Back: nothing was queued for it meanwhile, and its old prompt is gone.
+    assert_eq!(resumed["replayed"], 0, "{resumed}");
+    expect_status_update(&mut h, &aid, "connected", false).await;
+    a.send(&accept("h1")).await;
+    assert_eq!(
+        a.next().await,
+        error(
+            "handoff_not_pending",
+            "handoff_accept: no handoff `h1` is pending for you",
+            None
+        )
+    );
+    assert_eq!(listed(&mut h).await[0], row(&hid, true, false));
+}
+
+#[tokio::test]
+async fn a_resumable_hosts_drop_mid_handoff_tells_the_candidate_host_left_at_once() {
+    let server = start_with(ServerConfig {
+        resume_window: Duration::from_millis(500),
+        ..handing_off()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, _) = Resumable::join(addr, "rhm", "host-dev", "host").await;
+    let hid = h.id.clone();
+    let (mut a, aw, _) = join(addr, "rhm", "dev-a", "client").await;
+    let aid = client_id(&aw);
+    h.next().await;
+    h.send(&request(Some(&aid))).await;
+    assert_eq!(
+        h.next().await,
+        json!({"type": "handoff_started", "handoffId": "h1", "targetId": aid})
+    );
+    assert_eq!(next(&mut a).await["type"], "handoff_request");
+    drop(h);
+    // host_left first, then what the drop causes (reconnecting); the host is still the host.
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "handoff_failed", "reason": "host_left", "handoffId": "h1"})
+    );
+    expect_status_update(&mut a, &hid, "reconnecting", true).await;
+    a.send(&accept("h1")).await;
+    assert_eq!(next(&mut a).await["code"], "handoff_not_pending");
+    // At the window's end the only other member takes over.
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "member_left", "memberId": hid, "reason": "timeout"})
+    );
+    assert_eq!(next(&mut a).await, host_changed(&aid, &hid, 2, "host_lost"));
+}
+
+#[tokio::test]
+async fn members_away_in_their_window_are_never_candidates() {
+    let server = start_with(ServerConfig {
+        resume_window: Duration::from_secs(5),
+        ..handing_off()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, hw, _) = join(addr, "away", "host-dev", "host").await;
+    let hid = client_id(&hw);
+    let (mut a, _) = Resumable::join(addr, "away", "dev-a", "client").await;
+    let aid = a.id.clone();
+    h.recv_type("member_joined").await;
+    let (mut b, bw, _) = join(addr, "away", "dev-b", "client").await;
+    let bid = client_id(&bw);
+    h.recv_type("member_joined").await;
+    assert_eq!(a.next().await["type"], "member_joined");
+    // a, the first to join after the host, declares itself ready, then goes away.
+    a.send(&ready(true)).await;
+    expect_ready_update(&mut h, &aid, true).await;
+    expect_ready_update(&mut b, &aid, true).await;
+    let (mut a, resumed) = a
+        .drop_and_resume(addr, async || {
+            expect_status_update(&mut h, &aid, "reconnecting", false).await;
+            expect_status_update(&mut b, &aid, "reconnecting", false).await;
+            // Away: neither chosen nor nameable.
+            let no_candidate = json!({"type": "handoff_failed", "reason": "no_candidate"});
+            h.send(&request(None)).await;
+            assert_eq!(next(&mut h).await, no_candidate);
+            h.send(&request(Some(&aid))).await;
+            assert_eq!(next(&mut h).await, no_candidate);
+            // The host is lost: b, connected though not ready and joined later, takes over.
+            drop(std::mem::replace(&mut h, Client::connect(addr).await));
+            assert_eq!(
+                next(&mut b).await,
+                json!({"type": "member_left", "memberId": hid, "reason": "error"})
+            );
+            assert_eq!(next(&mut b).await, host_changed(&bid, &hid, 2, "host_lost"));
+        })
+        .await;
+    // Back, a reads what it missed: the host's departure and the change, in order.
+    assert_eq!(resumed["replayed"], 2, "{resumed}");
+    assert_eq!(
+        a.next().await,
+        json!({"type": "member_left", "memberId": hid, "reason": "error"})
+    );
+    assert_eq!(a.next().await, host_changed(&bid, &hid, 2, "host_lost"));
+    expect_status_update(&mut b, &aid, "connected", false).await;
+    // Still ready: the new host's request without a target picks it.
+    b.send(&request(None)).await;
+    assert_eq!(
+        next(&mut b).await,
+        json!({"type": "handoff_started", "handoffId": "h1", "targetId": aid})
+    );
+    assert_eq!(
+        a.next().await,
+        json!({"type": "handoff_request", "handoffId": "h1", "fromId": bid, "state": {},
+               "version": 0, "term": 2, "timeoutMs": 5000})
     );
 }
 
@@ -1496,4 +1679,253 @@ async fn an_app_member_is_never_a_candidate() {
     assert_eq!(list["payload"]["members"][0]["id"], "tablet");
     assert_eq!(list["payload"]["members"][0]["role"], "host");
     app.expect_silence(QUIET).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// After a handoff; heartbeat timeouts; kicks; sessions created over HTTP; settings
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn after_a_handoff_the_old_host_is_an_ordinary_member() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut cs, ids) = party(addr, "old", 2).await;
+    let mut b = cs.pop().unwrap();
+    let mut a = cs.pop().unwrap();
+    let mut h = cs.pop().unwrap();
+    let (hid, aid, bid) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    let h1 = start_handoff(&mut h, hid, &mut a, aid).await;
+    a.send(&accept(&h1)).await;
+    assert_eq!(next(&mut h).await["type"], "handoff_ack");
+    let changed = host_changed(aid, hid, 2, "handoff");
+    all_get(&mut [&mut h, &mut a, &mut b], &changed).await;
+
+    // The new host naming the old term is stale_term, with the fencing details.
+    a.send(&set_state(json!({"x": 1}), None, Some(1))).await;
+    assert_eq!(
+        next(&mut a).await,
+        error(
+            "stale_term",
+            "state_set: term 1 is not the current term 2",
+            Some(json!({"hostId": aid, "term": 2}))
+        )
+    );
+    // Another device cannot join as host while the new host is connected.
+    let mut other = Client::connect(addr).await;
+    other.send(&join_msg("old", "other-host", "host")).await;
+    let (seen, end) = other.recv_end().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["code"], "unauthorized", "{seen:?}");
+    assert!(matches!(end, Ended::Close(1000, _)), "{end:?}");
+
+    // The old host's leave is an ordinary member_left: the session goes on.
+    h.send(&ClientMessage::leave(None)).await;
+    closes_normally_after(&mut h, &[]).await;
+    let left = json!({"type": "member_left", "memberId": hid, "reason": "left"});
+    all_get(&mut [&mut a, &mut b], &left).await;
+    assert_eq!(
+        listed(&mut b).await,
+        vec![row(aid, true, false), row(bid, false, false)]
+    );
+    a.send(&set_state(json!({"x": 2}), Some(0), Some(2))).await;
+    let s = state_frame(json!({"x": 2}), 1, 2, aid);
+    all_get(&mut [&mut a, &mut b], &s).await;
+}
+
+/// Reads `c` while heartbeating it (and `others`, so they stay) until a frame arrives;
+/// returns it without its `timestamp`.
+async fn next_beating(c: &mut Client, others: &mut [&mut Client]) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "nothing in time");
+        c.send(&ClientMessage::Heartbeat).await;
+        for o in others.iter_mut() {
+            o.send(&ClientMessage::Heartbeat).await;
+        }
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), c.recv()).await {
+            return bare(v);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hosts_heartbeat_timeout_under_handoff_policy_passes_on_with_reason_timeout() {
+    let server = start_with(ServerConfig {
+        heartbeat_timeout: Duration::from_millis(400),
+        ..handing_off()
+    })
+    .await;
+    let (mut cs, ids) = party(server.local_addr(), "hbt", 1).await;
+    let mut a = cs.pop().unwrap();
+    let h = cs.pop().unwrap();
+    let (hid, aid) = (ids[0].as_str(), ids[1].as_str());
+    // The host stays silent (its socket open); a heartbeats.
+    let silent = tokio::spawn(async move {
+        let mut h = h;
+        h.recv_end().await.1
+    });
+    assert_eq!(
+        next_beating(&mut a, &mut []).await,
+        json!({"type": "member_left", "memberId": hid, "reason": "timeout"})
+    );
+    assert_eq!(
+        next_beating(&mut a, &mut []).await,
+        host_changed(aid, hid, 2, "host_lost")
+    );
+    assert!(matches!(silent.await.unwrap(), Ended::Close(..)));
+}
+
+#[tokio::test]
+async fn a_hosts_heartbeat_timeout_under_close_policy_is_host_timed_out() {
+    let server = start_with(ServerConfig {
+        heartbeat_timeout: Duration::from_millis(400),
+        ..config()
+    })
+    .await;
+    let (mut cs, _) = party(server.local_addr(), "hbc", 1).await;
+    let mut a = cs.pop().unwrap();
+    let _silent_host = cs.pop().unwrap();
+    assert_eq!(
+        next_beating(&mut a, &mut []).await,
+        json!({"type": "session_closed", "reason": "Host timed out"})
+    );
+    closes_normally_after(&mut a, &[]).await;
+}
+
+#[tokio::test]
+async fn a_candidate_kicked_or_timed_out_mid_handoff_fails_it_candidate_left() {
+    let server = start_with(ServerConfig {
+        heartbeat_timeout: Duration::from_millis(400),
+        ..config()
+    })
+    .await;
+    let (mut cs, ids) = party(server.local_addr(), "ckick", 2).await;
+    let mut b = cs.pop().unwrap();
+    let mut a = cs.pop().unwrap();
+    let mut h = cs.pop().unwrap();
+    let (hid, aid, bid) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+
+    // Kicked by the host while it is the candidate.
+    let h1 = start_handoff(&mut h, hid, &mut a, aid).await;
+    h.send(&ClientMessage::kick(aid, Some("changed my mind")))
+        .await;
+    closes_normally_after(
+        &mut a,
+        &[json!({"type": "kicked", "reason": "changed my mind"})],
+    )
+    .await;
+    assert_eq!(
+        next(&mut h).await,
+        json!({"type": "member_left", "memberId": aid, "reason": "kicked"})
+    );
+    assert_eq!(
+        next(&mut h).await,
+        json!({"type": "handoff_failed", "reason": "candidate_left", "handoffId": h1,
+               "targetId": aid})
+    );
+    assert_eq!(
+        next(&mut b).await,
+        json!({"type": "member_left", "memberId": aid, "reason": "kicked"})
+    );
+
+    // Silent past the heartbeat timeout while it is the candidate.
+    let h2 = start_handoff(&mut h, hid, &mut b, bid).await;
+    let silent = tokio::spawn(async move { b.recv_end().await.1 });
+    assert_eq!(
+        next_beating(&mut h, &mut []).await,
+        json!({"type": "member_left", "memberId": bid, "reason": "timeout"})
+    );
+    assert_eq!(
+        next_beating(&mut h, &mut []).await,
+        json!({"type": "handoff_failed", "reason": "candidate_left", "handoffId": h2,
+               "targetId": bid})
+    );
+    assert!(matches!(silent.await.unwrap(), Ended::Close(..)));
+}
+
+#[tokio::test]
+async fn in_a_session_created_over_http_before_its_host_the_fence_names_no_host() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (status, created) = post(
+        &http(&server),
+        json!({"id": "made", "name": "Made", "hostDeviceId": "host-dev"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (mut a, aw, _) = join(addr, "made", "dev-a", "client").await;
+    assert_eq!(
+        (
+            aw["state"].clone(),
+            aw["version"].clone(),
+            aw["term"].clone()
+        ),
+        (json!({}), json!(0), json!(1))
+    );
+    assert_eq!(aw["sessionInfo"]["hostId"], Value::Null);
+    let fence = json!({"hostId": null, "term": 1});
+    a.send(&set_state(json!({"x": 1}), None, None)).await;
+    assert_eq!(
+        next(&mut a).await,
+        error(
+            "unauthorized",
+            "state_set: only the host may set the session state",
+            Some(fence.clone())
+        )
+    );
+    a.send(&request(None)).await;
+    assert_eq!(
+        next(&mut a).await,
+        error(
+            "unauthorized",
+            "handoff_request: only the host may hand control over",
+            Some(fence)
+        )
+    );
+    // Readiness works before a host: nobody else to tell.
+    a.send(&ready(true)).await;
+    a.expect_silence(QUIET).await;
+    // The first host joining does not change the term.
+    let (mut h, hw, hl) = join(addr, "made", "host-dev", "host").await;
+    assert_eq!(hw["term"], 1);
+    assert_eq!(
+        roles(&hl["members"]),
+        vec![
+            row(&client_id(&hw), true, false),
+            row(&client_id(&aw), false, true)
+        ]
+    );
+    assert_eq!(next(&mut a).await["type"], "member_joined");
+    h.send(&request(None)).await;
+    assert_eq!(next(&mut h).await["type"], "handoff_started");
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_max_state_bytes_not_below_max_message_bytes() {
+    for max_state_bytes in [65536, 70000] {
+        let refused = loudsync_server::Server::bind(ServerConfig {
+            max_state_bytes,
+            ..config()
+        })
+        .await;
+        let error = refused.err().expect("refused").to_string();
+        assert!(
+            error.contains(&format!(
+                "max-state-bytes ({max_state_bytes}) must be below max-message-bytes (65536)"
+            )),
+            "{error}"
+        );
+    }
+    // Just below is fine, and a whole maximal state fits in one frame.
+    let server = start_with(ServerConfig {
+        max_state_bytes: 65535 - 1024,
+        ..config()
+    })
+    .await;
+    let (mut h, _, _) = join(server.local_addr(), "big", "host-dev", "host").await;
+    let pad = "x".repeat(65535 - 1024 - 10);
+    h.send(&set_state(json!({"p": pad}), None, None)).await;
+    let v = next(&mut h).await;
+    assert_eq!(v["type"], "state", "{}", &v.to_string()[..200]);
+    assert_eq!(v["version"], 1);
 }
