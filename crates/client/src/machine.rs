@@ -1800,3 +1800,6 @@ mod tests;
 
 #[cfg(test)]
 mod resume_tests;
+
+#[cfg(test)]
+mod handoff_tests;

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// The server's local token in these tests.
 const A: &str = "SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS";
 
-fn rconfig() -> ClientConfig {
+pub(super) fn rconfig() -> ClientConfig {
     let mut c = ClientConfig::member("ws://x/", "s1", "dev-1", "Phone");
     c.jitter_seed = 1;
     c
@@ -26,7 +26,7 @@ fn rhost_config() -> ClientConfig {
 }
 
 /// `v` with `"seq": seq` (the server's numbered frames).
-fn numbered(seq: u64, mut v: Value) -> Value {
+pub(super) fn numbered(seq: u64, mut v: Value) -> Value {
     v["seq"] = json!(seq);
     v
 }
@@ -51,7 +51,7 @@ fn member_list(client_id: &str) -> Value {
 }
 
 /// The `seq` the server reads on each sent frame, with the frame's type.
-fn seqs(actions: &[Action]) -> Vec<(Seq, String)> {
+pub(super) fn seqs(actions: &[Action]) -> Vec<(Seq, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -84,7 +84,7 @@ fn sent_messages(actions: &[Action]) -> Vec<(u64, Value)> {
         .collect()
 }
 
-fn emitted(actions: &[Action]) -> Vec<Event> {
+pub(super) fn emitted(actions: &[Action]) -> Vec<Event> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -106,7 +106,7 @@ fn links(actions: &[Action]) -> Vec<LinkState> {
 
 /// Runs the handshake on the current socket (after `handle_connected`, or after a refused
 /// resume) and joins as `client_id`; returns this client's local token and every action.
-fn handshake_on_socket(
+pub(super) fn handshake_on_socket(
     r: &mut Rig,
     pending: Vec<Action>,
     client_id: &str,
@@ -132,7 +132,7 @@ fn handshake_on_socket(
 /// connection token.
 /// Connected and joined: a member as `c1`, a host as `h` (the welcome's `hostId`: the host
 /// role is the session's word, issue 11).
-fn rconnected_with(config: ClientConfig) -> (Rig, String) {
+pub(super) fn rconnected_with(config: ClientConfig) -> (Rig, String) {
     let id = if config.device.kind == DeviceType::Host {
         "h"
     } else {
@@ -154,7 +154,7 @@ fn rconnected() -> (Rig, String) {
 
 /// Drops the socket (no close frame), waits out the first delay and opens the new socket;
 /// returns the actions and the resume frame's (token, lastSeq).
-fn drop_and_reopen(r: &mut Rig) -> (Vec<Action>, String, u64) {
+pub(super) fn drop_and_reopen(r: &mut Rig) -> (Vec<Action>, String, u64) {
     let now = r.now;
     r.m.handle_closed(now, None);
     let until = r.elapsed() + Duration::from_secs(3);
