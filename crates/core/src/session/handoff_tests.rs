@@ -1335,3 +1335,695 @@ fn a_kick_from_a_member_or_a_former_host_is_unauthorized_with_the_landed_text() 
     let f = cmd(&mut s, t0(), "c1", kick("c2"));
     assert_eq!(types(&f, "c2"), ["kicked", "close"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. The property: random sequences never leave a session with zero or two hosts, and every
+// member's view of the host, built only from what it received, matches the session's.
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SLOTS: usize = 6;
+    const WINDOW: Duration = Duration::from_secs(20);
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Who sends a command: whoever is host now, or the member in a slot.
+    #[derive(Debug, Clone, Copy)]
+    enum Who {
+        Host,
+        Slot(usize),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The slot's next member joins (if the slot is empty).
+        Join(usize),
+        /// A new device of the slot's joins as host (must be refused: there is one).
+        JoinAsHost(usize),
+        Leave(usize),
+        /// The socket goes (`fatal`: a resumable place is not held; `timeout`: heartbeat).
+        Drop {
+            who: Who,
+            fatal: bool,
+            timeout: bool,
+        },
+        /// The n-th away member (modulo how many are away) resumes with the last `seq` it
+        /// received.
+        Resume(usize),
+        /// The clock moves on by this many seconds, and timers run.
+        Advance(u64),
+        Ready(usize, bool),
+        /// A handoff request; a target slot of `SLOTS` is an id nobody has.
+        Request(Who, Option<usize>),
+        Answer {
+            candidate: bool,
+            slot: usize,
+            accept: bool,
+            right_id: bool,
+        },
+        /// `term` / `base`: 0 absent, 1 the current one, 2 another one.
+        StateSet {
+            who: Who,
+            term: u8,
+            base: u8,
+        },
+        Kick(Who, usize),
+    }
+
+    fn who() -> impl Strategy<Value = Who> {
+        prop_oneof![3 => Just(Who::Host), 1 => (0..SLOTS).prop_map(Who::Slot)]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let slot = 0..SLOTS;
+        prop_oneof![
+            3 => slot.clone().prop_map(Op::Join),
+            1 => slot.clone().prop_map(Op::JoinAsHost),
+            1 => slot.clone().prop_map(Op::Leave),
+            3 => (
+                prop_oneof![1 => Just(Who::Host), 5 => slot.clone().prop_map(Who::Slot)],
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(who, fatal, timeout)| Op::Drop { who, fatal: fatal && timeout, timeout }),
+            3 => slot.clone().prop_map(Op::Resume),
+            2 => prop_oneof![Just(1u64), Just(4), Just(9), Just(11), Just(21)].prop_map(Op::Advance),
+            3 => (slot.clone(), any::<bool>()).prop_map(|(s, r)| Op::Ready(s, r)),
+            3 => (who(), proptest::option::of(0..=SLOTS)).prop_map(|(w, t)| Op::Request(w, t)),
+            4 => (0..4u8, slot.clone(), any::<bool>(), 0..4u8).prop_map(
+                |(candidate, slot, accept, right_id)| Op::Answer {
+                    candidate: candidate != 0,
+                    slot,
+                    accept,
+                    right_id: right_id != 0,
+                }
+            ),
+            3 => (who(), 0..3u8, 0..3u8).prop_map(|(who, term, base)| Op::StateSet { who, term, base }),
+            1 => (who(), slot).prop_map(|(w, t)| Op::Kick(w, t)),
+        ]
+    }
+
+    /// What a member knows, from its own frames only.
+    #[derive(Debug, Default)]
+    struct View {
+        host: Option<String>,
+        term: u64,
+        version: u64,
+    }
+
+    #[derive(Debug)]
+    struct Live {
+        id: String,
+        socket: u64,
+        last_seq: u64,
+        closed: bool,
+        view: View,
+    }
+
+    #[derive(Debug)]
+    struct Slot {
+        resumable: bool,
+        app: bool,
+        generation: u32,
+        live: Option<Live>,
+    }
+
+    struct Model {
+        s: S,
+        now: Now,
+        slots: Vec<Slot>,
+        sockets: u64,
+        /// The pending handoff as the frames announced it: (id, candidate).
+        pending: Option<(String, String)>,
+        /// Handoff ids ended (acknowledged or failed) in this step.
+        ended_handoffs: Vec<String>,
+        state_versions: Vec<u64>,
+        host_changes: Vec<Value>,
+    }
+
+    fn str_of(v: &Value) -> Option<String> {
+        v.as_str().map(str::to_string)
+    }
+
+    impl Model {
+        fn status(&self, id: &str) -> Option<ConnectionStatus> {
+            self.s
+                .member_infos()
+                .into_iter()
+                .find(|m| m.id == id)
+                .map(|m| m.connection_status)
+        }
+
+        fn connected(&self, id: &str) -> bool {
+            self.status(id) == Some(ConnectionStatus::Connected)
+        }
+
+        fn slot_of(&self, id: &str) -> Option<usize> {
+            self.slots
+                .iter()
+                .position(|s| s.live.as_ref().is_some_and(|l| l.id == id))
+        }
+
+        fn id_of(&self, who: Who) -> Option<String> {
+            match who {
+                Who::Host => self.s.host_id().map(str::to_string),
+                Who::Slot(i) => self.slots[i].live.as_ref().map(|l| l.id.clone()),
+            }
+        }
+
+        /// A connected member of our dialect that can send this layer's frames.
+        fn speaker(&self, who: Who) -> Option<String> {
+            let id = self.id_of(who)?;
+            let slot = self.slot_of(&id)?;
+            (self.connected(&id) && !self.slots[slot].app).then_some(id)
+        }
+
+        fn join(&mut self, slot: usize, kind: DeviceType) -> Result<(), String> {
+            let had_host = self.s.host_id().is_some();
+            let sl = &mut self.slots[slot];
+            sl.generation += 1;
+            let id = format!("m{slot}g{}", sl.generation);
+            let joiner = Joiner {
+                transport: id.clone(),
+                dialect: if sl.app {
+                    Dialect::App
+                } else {
+                    Dialect::LoudSync
+                },
+                address: "127.0.0.1".into(),
+                credentials: Credentials::default(),
+                socket: 0,
+                resume_token: sl.resumable.then(|| format!("tok-{id}")),
+            };
+            let result = self.s.handle_join(
+                self.now,
+                id.clone(),
+                &join(&format!("dev-{id}"), kind),
+                joiner,
+            );
+            let as_host = kind == DeviceType::Host && had_host;
+            match (as_host, result) {
+                (true, Err((JoinError::HostTaken { .. }, _))) => Ok(()),
+                (true, other) => Err(format!(
+                    "a host join while {:?} is host: {:?}",
+                    self.s.host_id(),
+                    other.map_err(|(e, _)| e)
+                )),
+                (false, Ok(())) => {
+                    let sl = &mut self.slots[slot];
+                    sl.live = Some(Live {
+                        id,
+                        socket: 0,
+                        last_seq: 0,
+                        closed: false,
+                        view: View::default(),
+                    });
+                    Ok(())
+                }
+                (false, Err((e, _))) => Err(format!("join refused: {e:?}")),
+            }
+        }
+
+        fn run(&mut self, op: &Op) -> Result<Vec<(String, Option<u64>, Value)>, String> {
+            let mut replayed = Vec::new();
+            let now = self.now;
+            match *op {
+                Op::Join(slot) if self.slots[slot].live.is_none() => {
+                    self.join(slot, DeviceType::Client)?
+                }
+                Op::JoinAsHost(slot) if self.slots[slot].live.is_none() => {
+                    self.join(slot, DeviceType::Host)?
+                }
+                Op::Leave(slot) => {
+                    if let Some(id) = self.id_of(Who::Slot(slot)).filter(|id| self.connected(id)) {
+                        self.s.handle_command(now, &id, MemberCommand::Leave);
+                    }
+                }
+                Op::Drop {
+                    who,
+                    fatal,
+                    timeout,
+                } => {
+                    if let Some(id) = self.id_of(who).filter(|id| self.connected(id)) {
+                        let slot = self.slot_of(&id).unwrap();
+                        let socket = self.slots[slot].live.as_ref().unwrap().socket;
+                        let reason = if timeout {
+                            LeaveReason::Timeout
+                        } else {
+                            LeaveReason::Error
+                        };
+                        self.s.handle_socket_detach(now, &id, socket, reason, fatal);
+                    }
+                }
+                Op::Resume(n) => {
+                    let away: Vec<usize> = (0..SLOTS)
+                        .filter(|&i| {
+                            self.slots[i].live.as_ref().is_some_and(|l| {
+                                self.status(&l.id) == Some(ConnectionStatus::Reconnecting)
+                            })
+                        })
+                        .collect();
+                    if !away.is_empty() {
+                        let slot = away[n % away.len()];
+                        let id = self.id_of(Who::Slot(slot)).unwrap();
+                        {
+                            self.sockets += 1;
+                            let socket = self.sockets;
+                            let live = self.slots[slot].live.as_mut().unwrap();
+                            let token = format!("tok-{id}");
+                            let r = self
+                                .s
+                                .handle_resume(now, &id, &token, live.last_seq, socket, id.clone())
+                                .map_err(|(e, _)| format!("resume of {id} refused: {e:?}"))?;
+                            if r.replaced.is_some() {
+                                return Err(format!("{id} was away but had a transport"));
+                            }
+                            live.socket = socket;
+                            for (seq, bytes) in r.replay {
+                                let message = serde_json::from_slice(&bytes).unwrap();
+                                replayed.push((id.clone(), Some(seq), message));
+                            }
+                        }
+                    }
+                }
+                Op::Advance(d) => {
+                    self.now = now.plus(secs(d));
+                    self.s.handle_timeout(self.now);
+                }
+                Op::Ready(slot, ready) => {
+                    if let Some(id) = self.speaker(Who::Slot(slot)) {
+                        self.s
+                            .handle_command(now, &id, MemberCommand::HandoffReady(ready));
+                    }
+                }
+                Op::Request(who, target) => {
+                    if let Some(id) = self.speaker(who) {
+                        let target = target.map(|t| {
+                            (t < SLOTS)
+                                .then(|| self.id_of(Who::Slot(t)))
+                                .flatten()
+                                .unwrap_or_else(|| "nobody".to_string())
+                        });
+                        self.s
+                            .handle_command(now, &id, MemberCommand::HandoffRequest { target });
+                    }
+                }
+                Op::Answer {
+                    candidate,
+                    slot,
+                    accept,
+                    right_id,
+                } => {
+                    let pending = self
+                        .s
+                        .pending_handoff()
+                        .map(|(h, c)| (h.to_string(), c.to_string()));
+                    let who = match (&pending, candidate) {
+                        (Some((_, c)), true) => self.slot_of(c).map(Who::Slot),
+                        _ => Some(Who::Slot(slot)),
+                    };
+                    if let Some(id) = who.and_then(|w| self.speaker(w)) {
+                        let handoff_id = match (&pending, right_id) {
+                            (Some((h, _)), true) => h.clone(),
+                            _ => "h999".to_string(),
+                        };
+                        self.s.handle_command(
+                            now,
+                            &id,
+                            MemberCommand::HandoffAnswer { handoff_id, accept },
+                        );
+                    }
+                }
+                Op::StateSet { who, term, base } => {
+                    if let Some(id) = self.speaker(who) {
+                        let pick = |choice: u8, current: u64| match choice {
+                            0 => None,
+                            1 => Some(current),
+                            _ => Some(current + 1),
+                        };
+                        let command = set(
+                            json!({"n": self.sockets, "v": self.s.state().version()}),
+                            pick(base, self.s.state().version()),
+                            pick(term, self.s.term()),
+                        );
+                        self.s.handle_command(now, &id, command);
+                    }
+                }
+                Op::Kick(who, target) => {
+                    if let (Some(id), Some(target)) =
+                        (self.speaker(who), self.id_of(Who::Slot(target)))
+                    {
+                        self.s.handle_command(now, &id, kick(&target));
+                    }
+                }
+                Op::Join(_) | Op::JoinAsHost(_) => {}
+            }
+            Ok(replayed)
+        }
+
+        /// One frame for member `id`, in the order it received it; `replayed` if it comes from
+        /// a resume's replay (sent earlier, while the member was away).
+        fn absorb(
+            &mut self,
+            id: &str,
+            seq: Option<u64>,
+            m: &Value,
+            replayed: bool,
+        ) -> Result<(), String> {
+            let slot = self
+                .slot_of(id)
+                .ok_or_else(|| format!("a frame to {id}, who is no member: {m}"))?;
+            let host_now = self.s.host_id().map(str::to_string);
+            let app = self.slots[slot].app;
+            let live = self.slots[slot].live.as_mut().unwrap();
+            if live.closed {
+                return Err(format!("{id} got {m} after its close"));
+            }
+            if let Some(seq) = seq {
+                if seq != live.last_seq + 1 {
+                    return Err(format!("{id} got seq {seq} after {}", live.last_seq));
+                }
+                live.last_seq = seq;
+            }
+            let kind = m["type"].as_str().unwrap();
+            let view = &mut live.view;
+            if app
+                && matches!(
+                    kind,
+                    "state"
+                        | "host_changed"
+                        | "member_updated"
+                        | "handoff_started"
+                        | "handoff_request"
+                        | "handoff_ack"
+                        | "handoff_failed"
+                )
+            {
+                return Err(format!("app member {id} got {m}"));
+            }
+            match kind {
+                "welcome" => {
+                    view.host = str_of(&m["sessionInfo"]["hostId"]);
+                    view.term = m["term"].as_u64().unwrap();
+                    view.version = m["version"].as_u64().unwrap();
+                }
+                "member_list" => {
+                    let hosts: Vec<_> = m["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|e| e["isHost"] == true)
+                        .map(|e| str_of(&e["id"]))
+                        .collect();
+                    if hosts.len() > 1 || (hosts.len() == 1 && m["members"][0]["isHost"] != true) {
+                        return Err(format!(
+                            "{id}: a member_list with hosts {hosts:?} not first"
+                        ));
+                    }
+                    let listed = hosts.into_iter().next().flatten();
+                    if app {
+                        view.host = listed;
+                    } else if listed != view.host {
+                        return Err(format!(
+                            "{id}: member_list host {listed:?}, view {:?}",
+                            view.host
+                        ));
+                    }
+                }
+                "host_changed" => {
+                    let (new, previous) = (str_of(&m["hostId"]), str_of(&m["previousHostId"]));
+                    if previous != view.host || new == previous {
+                        return Err(format!("{id} saw {m} while its host was {:?}", view.host));
+                    }
+                    if m["term"].as_u64() != Some(view.term + 1) {
+                        return Err(format!("{id} saw {m} after term {}", view.term));
+                    }
+                    view.host = new;
+                    view.term += 1;
+                    if !replayed {
+                        self.host_changes.push(m.clone());
+                    }
+                }
+                "state" => {
+                    let (term, version) =
+                        (m["term"].as_u64().unwrap(), m["version"].as_u64().unwrap());
+                    if term != view.term
+                        || version <= view.version
+                        || str_of(&m["updatedBy"]) != view.host
+                    {
+                        return Err(format!("{id} got {m} with view {view:?}"));
+                    }
+                    view.version = version;
+                    if !replayed && !self.state_versions.contains(&version) {
+                        self.state_versions.push(version);
+                    }
+                }
+                "handoff_request"
+                    if m["term"].as_u64() != Some(view.term)
+                        || str_of(&m["fromId"]) != view.host =>
+                {
+                    return Err(format!("{id} got {m} with view {view:?}"));
+                }
+                _ if replayed && kind.starts_with("handoff_") => {
+                    return Err(format!("{id} got {m} while away"));
+                }
+                "handoff_started" => {
+                    if self.pending.is_some() || host_now.as_deref() != Some(id) {
+                        return Err(format!("{id} got {m} with {:?} pending", self.pending));
+                    }
+                    self.pending = Some((
+                        str_of(&m["handoffId"]).unwrap(),
+                        str_of(&m["targetId"]).unwrap(),
+                    ));
+                }
+                "handoff_ack" | "handoff_failed" => {
+                    if kind == "handoff_ack" && m["term"].as_u64() != Some(view.term + 1) {
+                        return Err(format!("{id} got {m} in term {}", view.term));
+                    }
+                    if let Some(h) = str_of(&m["handoffId"]) {
+                        if self.pending.as_ref().is_some_and(|(p, _)| *p == h) {
+                            self.pending = None;
+                            self.ended_handoffs.push(h);
+                        } else if !self.ended_handoffs.contains(&h) {
+                            return Err(format!("{id} got {m} with {:?} pending", self.pending));
+                        }
+                    }
+                }
+                "close" => live.closed = true,
+                _ => {}
+            }
+            Ok(())
+        }
+
+        fn step(&mut self, op: &Op) -> Result<(), String> {
+            let (host, term, version) = (
+                self.s.host_id().map(str::to_string),
+                self.s.term(),
+                self.s.state().version(),
+            );
+            let pending = self.pending.clone();
+            let connected: Vec<String> = self
+                .s
+                .member_infos()
+                .into_iter()
+                .filter(|m| m.connection_status == ConnectionStatus::Connected)
+                .map(|m| m.id)
+                .collect();
+            self.ended_handoffs.clear();
+            self.state_versions.clear();
+            self.host_changes.clear();
+
+            let replayed = self.run(op)?;
+            let frames = drain(&mut self.s);
+            for (id, seq, m) in &replayed {
+                self.absorb(id, *seq, m, true)?;
+            }
+            for f in &frames {
+                self.absorb(&f.to, f.seq, &f.message, false)?;
+            }
+
+            // Places that ended: a connected one was closed.
+            for slot in 0..SLOTS {
+                let Some(live) = &self.slots[slot].live else {
+                    continue;
+                };
+                if self.status(&live.id).is_none() {
+                    if connected.contains(&live.id) && !live.closed {
+                        return Err(format!("{} removed without a close", live.id));
+                    }
+                    self.slots[slot].live = None;
+                }
+            }
+            // A handoff ends only with a frame to one of its sides.
+            if let Some((p, _)) = &pending {
+                if self.pending.is_none() && !self.ended_handoffs.contains(p) {
+                    return Err(format!("handoff {p} ended silently"));
+                }
+            }
+            // Terms only rise, by one per host change, and every change told is real.
+            let mut changes: Vec<&Value> = Vec::new();
+            for c in &self.host_changes {
+                if !changes.iter().any(|d| d["term"] == c["term"]) {
+                    changes.push(c);
+                } else if !changes.contains(&c) {
+                    return Err(format!("two different host_changed for one term: {c}"));
+                }
+            }
+            changes.sort_by_key(|c| c["term"].as_u64());
+            if self.s.term() < term || self.s.term() - term != changes.len() as u64 {
+                return Err(format!(
+                    "term {term} -> {} with host_changed {changes:?}",
+                    self.s.term()
+                ));
+            }
+            let mut chain = host.clone();
+            for c in &changes {
+                if str_of(&c["previousHostId"]) != chain {
+                    return Err(format!("{c} does not follow host {chain:?}"));
+                }
+                chain = str_of(&c["hostId"]);
+            }
+            if !changes.is_empty() && chain.as_deref() != self.s.host_id() {
+                return Err(format!("told {chain:?}, host is {:?}", self.s.host_id()));
+            }
+            if changes.is_empty() && !self.s.is_ended() && self.s.host_id() != host.as_deref() {
+                return Err(format!("host {host:?} -> {:?} untold", self.s.host_id()));
+            }
+            // Every accepted change was sent, in order; a refused one changed nothing.
+            let fresh: Vec<u64> = self
+                .state_versions
+                .iter()
+                .copied()
+                .filter(|v| *v > version)
+                .collect();
+            let expected: Vec<u64> = (version + 1..=self.s.state().version()).collect();
+            if fresh != expected {
+                return Err(format!(
+                    "version {version} -> {} with state frames {:?}",
+                    self.s.state().version(),
+                    self.state_versions
+                ));
+            }
+            if self.s.is_ended() {
+                return Ok(());
+            }
+            // Exactly one host, listed first, and the pending handoff as the frames told it.
+            let Some(host) = self.s.host_id().map(str::to_string) else {
+                return Err("no host in a session that goes on".into());
+            };
+            let infos = self.s.member_infos();
+            let hosts: Vec<_> = infos.iter().filter(|m| m.is_host).map(|m| &m.id).collect();
+            if hosts != [&host] || infos[0].id != host {
+                return Err(format!("host {host}, listed {hosts:?}"));
+            }
+            let actual = self
+                .s
+                .pending_handoff()
+                .map(|(h, c)| (h.to_string(), c.to_string()));
+            if actual != self.pending {
+                return Err(format!("pending {actual:?}, told {:?}", self.pending));
+            }
+            if let Some((_, c)) = &actual {
+                let slot = self.slot_of(c).ok_or("a candidate that is no member")?;
+                if !self.connected(c) || self.slots[slot].app || *c == host {
+                    return Err(format!("candidate {c} cannot take over"));
+                }
+            }
+            // Every connected member agrees who the host is (and, in our dialect, on the term
+            // and the version).
+            for sl in &self.slots {
+                let Some(live) = &sl.live else { continue };
+                if !self.connected(&live.id) {
+                    continue;
+                }
+                let v = &live.view;
+                let agrees = v.host.as_deref() == Some(host.as_str())
+                    && (sl.app
+                        || (v.term == self.s.term() && v.version == self.s.state().version()));
+                if !agrees {
+                    return Err(format!(
+                        "{} sees {v:?}; host {host}, term {}, version {}",
+                        live.id,
+                        self.s.term(),
+                        self.s.state().version()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn run_model(
+        handoff: bool,
+        host_resumable: bool,
+        attrs: &[(u8, u8)],
+        initial: usize,
+        ops: &[Op],
+    ) -> Result<(), String> {
+        let config = HandoffConfig {
+            timeout: TIMEOUT,
+            on_host_loss: if handoff {
+                HostLoss::Handoff
+            } else {
+                HostLoss::Close
+            },
+            ..HandoffConfig::default()
+        };
+        let mut slots = vec![Slot {
+            resumable: host_resumable,
+            app: false,
+            generation: 0,
+            live: None,
+        }];
+        slots.extend(attrs.iter().map(|&(resumable, app)| Slot {
+            resumable: resumable != 0 && app != 0,
+            app: app == 0,
+            generation: 0,
+            live: None,
+        }));
+        let mut model = Model {
+            s: session(config, WINDOW),
+            now: t0(),
+            slots,
+            sockets: 0,
+            pending: None,
+            ended_handoffs: Vec::new(),
+            state_versions: Vec::new(),
+            host_changes: Vec::new(),
+        };
+        model.join(0, DeviceType::Host)?;
+        for slot in 1..=initial {
+            model.join(slot, DeviceType::Client)?;
+        }
+        let frames = drain(&mut model.s);
+        for f in &frames {
+            model.absorb(&f.to, f.seq, &f.message, false)?;
+        }
+        for (i, op) in ops.iter().enumerate() {
+            if model.s.is_ended() {
+                break;
+            }
+            model
+                .step(op)
+                .map_err(|e| format!("step {i} {op:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_sequences_keep_one_host_that_every_member_agrees_on(
+            handoff in any::<bool>(),
+            host_resumable in any::<bool>(),
+            attrs in proptest::collection::vec((0..4u8, 0..4u8), SLOTS - 1),
+            initial in 0..SLOTS,
+            ops in proptest::collection::vec(op(), 5..40),
+        ) {
+            if let Err(e) = run_model(handoff, host_resumable, &attrs, initial, &ops) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
