@@ -1337,6 +1337,164 @@ fn a_kick_from_a_member_or_a_former_host_is_unauthorized_with_the_landed_text() 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Races and corners: the paths above meeting each other.
+
+#[test]
+fn a_candidates_heartbeat_timeout_fails_the_handoff_like_a_leave() {
+    let mut s = party(2, HandoffConfig::default());
+    cmd(&mut s, t0(), "h", request(Some("c1")));
+    s.handle_detach(t0(), "c1", LeaveReason::Timeout);
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "h"), ["member_left", "handoff_failed"]);
+    assert_eq!(to(&f, "h")[0]["reason"], "timeout");
+    assert_eq!(to(&f, "h")[1]["reason"], "candidate_left");
+    assert_eq!(
+        (s.host_id(), s.term(), s.pending_handoff()),
+        (Some("h"), 1, None)
+    );
+}
+
+#[test]
+fn a_plain_host_lost_mid_handoff_tells_its_candidate_host_left_before_the_successor() {
+    // c2 is the pending candidate, c1 the longest present: host_left first, then the loss.
+    let mut s = party(2, on_loss_handoff());
+    cmd(&mut s, t0(), "h", request(Some("c2")));
+    s.handle_detach(t0(), "h", LeaveReason::Error);
+    let f = drain(&mut s);
+    assert_eq!(
+        types(&f, "c2"),
+        ["handoff_failed", "member_left", "host_changed"]
+    );
+    assert_eq!(to(&f, "c2")[0]["reason"], "host_left");
+    assert_eq!(to(&f, "c2")[2]["hostId"], "c1");
+    assert_eq!(types(&f, "c1"), ["member_left", "host_changed"]);
+    assert_eq!(
+        (s.host_id(), s.term(), s.pending_handoff()),
+        (Some("c1"), 2, None)
+    );
+    assert_eq!(s.poll_timeout(), None, "the handoff's deadline is gone too");
+}
+
+#[test]
+fn the_old_hosts_readiness_after_a_handoff_is_a_fresh_declaration_behind_earlier_ones() {
+    let mut s = party(2, on_loss_handoff());
+    cmd(&mut s, t0(), "c2", ready(true));
+    hand_over(&mut s, "h", "c1");
+    // c1 is lost: c2 declared before h became ready by handing over.
+    s.handle_detach(t0(), "c1", LeaveReason::Error);
+    let f = drain(&mut s);
+    assert_eq!(to(&f, "h")[1]["hostId"], "c2");
+    assert_eq!((s.host_id(), s.term()), (Some("c2"), 3));
+    // Once more: h (ready) is the only ready member left, and takes it back.
+    let f = cmd(&mut s, t0(), "c2", request(None));
+    assert_eq!(to(&f, "c2")[0]["targetId"], "h");
+}
+
+#[test]
+fn the_handoff_deadline_and_a_held_place_share_the_sessions_timer() {
+    let config = HandoffConfig {
+        timeout: secs(10),
+        ..HandoffConfig::default()
+    };
+    let mut s = crew(config, secs(30), &["h", "r1", "c2"]);
+    let t = t0();
+    s.handle_socket_detach(t, "r1", 0, LeaveReason::Error, false);
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), Some(t.instant + secs(30)));
+    cmd(&mut s, t.plus(secs(5)), "h", request(Some("c2")));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t.instant + secs(15)),
+        "the earlier one"
+    );
+    s.handle_timeout(t.plus(secs(15)));
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "h"), ["handoff_failed"]);
+    assert_eq!(to(&f, "h")[0]["reason"], "timeout");
+    assert_eq!(types(&f, "c2"), ["handoff_failed"]);
+    assert_eq!(s.poll_timeout(), Some(t.instant + secs(30)));
+    // One late call past both: the place ends, nothing about the handoff again.
+    s.handle_timeout(t.plus(secs(40)));
+    let f = drain(&mut s);
+    assert_eq!(types(&f, "h"), ["member_left"]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_candidate_answering_at_the_deadline_is_too_late_once_the_timer_ran() {
+    let mut s = party(1, HandoffConfig::default());
+    let t = t0();
+    cmd(&mut s, t, "h", request(Some("c1")));
+    // Processed before the timer: it wins.
+    let f = cmd(&mut s, t.plus(secs(10)), "c1", answer("h1", true));
+    assert_eq!(types(&f, "c1"), ["host_changed"]);
+    s.handle_timeout(t.plus(secs(10)));
+    assert!(
+        drain(&mut s).is_empty(),
+        "no timeout for a handoff that happened"
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn under_handoff_a_hosts_overflowing_buffer_closes_it_and_passes_the_session_on() {
+    let mut s = Session::new(
+        SessionSpec {
+            id: "s1".into(),
+            name: "Party".into(),
+            max_members: 50,
+            access: Access::default(),
+        },
+        SessionConfig {
+            detach_hold: secs(30),
+            replay: ReplayLimits {
+                messages: 4,
+                bytes: 1 << 20,
+            },
+            handoff: on_loss_handoff(),
+            ..SessionConfig::default()
+        },
+    );
+    join_as(
+        &mut s,
+        t0(),
+        "rh",
+        DeviceType::Host,
+        Dialect::LoudSync,
+        true,
+    );
+    for id in ["c1", "c2"] {
+        join_as(
+            &mut s,
+            t0(),
+            id,
+            DeviceType::Client,
+            Dialect::LoudSync,
+            false,
+        );
+    }
+    drain(&mut s);
+    // rh holds member_list #1, member_joined #2 and #3, unacknowledged; #4 fits, #5 does not.
+    let to_host = || MemberCommand::Message {
+        data: loudsync_protocol::RawJson::from_text("{}").unwrap(),
+        to: Some("rh".into()),
+    };
+    let f = cmd(&mut s, t0(), "c1", to_host());
+    assert_eq!(types(&f, "rh"), ["message"]);
+    let f = cmd(&mut s, t0(), "c1", to_host());
+    assert_eq!(types(&f, "rh"), ["close"]);
+    assert_eq!(to(&f, "rh")[0]["code"], 1008);
+    for who in ["c1", "c2"] {
+        assert_eq!(types(&f, who), ["member_left", "host_changed"]);
+        assert_eq!(to(&f, who)[0]["reason"], "error");
+        assert_eq!(to(&f, who)[1]["hostId"], "c1");
+        assert_eq!(to(&f, who)[1]["reason"], "host_lost");
+    }
+    assert_eq!((s.host_id(), s.term()), (Some("c1"), 2));
+    assert!(!s.is_ended());
+}
+
+// ---------------------------------------------------------------------------------------------
 // 7. The property: random sequences never leave a session with zero or two hosts, and every
 // member's view of the host, built only from what it received, matches the session's.
 
