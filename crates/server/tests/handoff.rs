@@ -1929,3 +1929,215 @@ async fn the_server_refuses_a_max_state_bytes_not_below_max_message_bytes() {
     assert_eq!(v["type"], "state", "{}", &v.to_string()[..200]);
     assert_eq!(v["version"], 1);
 }
+
+#[tokio::test]
+async fn malformed_handoff_frames_are_invalid_message_and_change_nothing() {
+    let server = start_with(config()).await;
+    let (mut cs, ids) = party(server.local_addr(), "badh", 1).await;
+    let mut a = cs.pop().unwrap();
+    let mut h = cs.pop().unwrap();
+    let frames = [
+        r#"{"type":"handoff_ready"}"#,
+        r#"{"type":"handoff_ready","ready":"yes"}"#,
+        r#"{"type":"handoff_ready","ready":1}"#,
+        r#"{"type":"handoff_request","targetId":5}"#,
+        r#"{"type":"handoff_accept"}"#,
+        r#"{"type":"handoff_accept","handoffId":1}"#,
+        r#"{"type":"handoff_decline","handoffId":"h1","reason":7}"#,
+    ];
+    for c in [&mut h, &mut a] {
+        for frame in frames {
+            let decoder = loudsync_protocol::decode(frame).expect_err(frame).message;
+            let kind: Value = serde_json::from_str(frame).unwrap();
+            let kind = kind["type"].as_str().unwrap();
+            assert!(
+                decoder.starts_with(&format!("{kind}: ")),
+                "{frame}: {decoder}"
+            );
+            c.send_text(frame).await;
+            assert_eq!(
+                next(c).await,
+                error("invalid_message", &decoder, None),
+                "{frame}"
+            );
+        }
+    }
+    all_quiet(&mut [&mut h, &mut a]).await;
+    assert_eq!(
+        listed(&mut a).await,
+        vec![row(&ids[0], true, false), row(&ids[1], false, false)]
+    );
+}
+
+#[tokio::test]
+async fn re_declaring_keeps_the_original_declaration_and_withdrawing_drops_it() {
+    let server = start_with(config()).await;
+    let (mut cs, ids) = party(server.local_addr(), "order", 2).await;
+    let mut b = cs.pop().unwrap();
+    let mut a = cs.pop().unwrap();
+    let mut h = cs.pop().unwrap();
+    let (hid, aid, bid) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    // b first, then a; b re-declares (no event, and it keeps its place).
+    b.send(&ready(true)).await;
+    expect_ready_update(&mut h, bid, true).await;
+    expect_ready_update(&mut a, bid, true).await;
+    a.send(&ready(true)).await;
+    expect_ready_update(&mut h, aid, true).await;
+    expect_ready_update(&mut b, aid, true).await;
+    b.send(&ready(true)).await;
+    // Withdrawing what was never declared changes nothing either.
+    h.expect_silence(QUIET).await;
+    h.send(&request(None)).await;
+    assert_eq!(
+        next(&mut h).await,
+        json!({"type": "handoff_started", "handoffId": "h1", "targetId": bid})
+    );
+    assert_eq!(next(&mut b).await["handoffId"], "h1");
+    b.send(&decline("h1", None)).await;
+    assert_eq!(next(&mut h).await["reason"], "declined");
+    // b withdraws, and later declares again: now a's declaration is older.
+    b.send(&ready(false)).await;
+    expect_ready_update(&mut h, bid, false).await;
+    expect_ready_update(&mut a, bid, false).await;
+    b.send(&ready(true)).await;
+    expect_ready_update(&mut h, bid, true).await;
+    expect_ready_update(&mut a, bid, true).await;
+    h.send(&request(None)).await;
+    assert_eq!(
+        next(&mut h).await,
+        json!({"type": "handoff_started", "handoffId": "h2", "targetId": aid})
+    );
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "handoff_request", "handoffId": "h2", "fromId": hid, "state": {},
+               "version": 0, "term": 1, "timeoutMs": 5000})
+    );
+    // A declined request does not withdraw the candidate's readiness.
+    a.send(&decline("h2", None)).await;
+    assert_eq!(next(&mut h).await["reason"], "declined");
+    assert_eq!(
+        listed(&mut h).await,
+        vec![
+            row(hid, true, false),
+            row(aid, false, true),
+            row(bid, false, true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_layers_frames_count_toward_the_rate_limit() {
+    let server = start_with(ServerConfig {
+        rate_limit: 20,
+        rate_burst: 10,
+        ..handing_off()
+    })
+    .await;
+    let (mut cs, ids) = party(server.local_addr(), "flood", 2).await;
+    let mut b = cs.pop().unwrap();
+    let mut a = cs.pop().unwrap();
+    let mut h = cs.pop().unwrap();
+    let (hid, aid, bid) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    // A member flooding readiness is closed 1008 like any flood.
+    for n in 0..40 {
+        b.send(&ready(n % 2 == 0)).await;
+    }
+    let (seen, end) = b.recv_end().await;
+    assert_eq!(
+        end,
+        Ended::Close(1008, "rate limit exceeded".into()),
+        "{seen:?}"
+    );
+    let codes: Vec<_> = seen.iter().map(|v| v["code"].clone()).collect();
+    assert_eq!(codes, [json!("rate_limited")], "{seen:?}");
+    let a_saw = loop {
+        let v = next(&mut h).await;
+        if v["type"] == "member_left" {
+            assert_eq!(
+                v,
+                json!({"type": "member_left", "memberId": bid, "reason": "error"})
+            );
+            break a.recv_until("member_left").await;
+        }
+        assert_eq!(v["type"], "member_updated", "{v}");
+    };
+    assert_eq!(
+        bare(a_saw),
+        json!({"type": "member_left", "memberId": bid, "reason": "error"})
+    );
+
+    // A host flooding state_set is closed 1008, and under `handoff` that loses the host.
+    for n in 0..40 {
+        h.send(&set_state(json!({"n": n}), None, None)).await;
+    }
+    let (seen, end) = h.recv_end().await;
+    assert_eq!(end, Ended::Close(1008, "rate limit exceeded".into()));
+    assert_eq!(
+        seen.iter().filter(|v| v["type"] == "error").count(),
+        1,
+        "{seen:?}"
+    );
+    let sets = seen.iter().filter(|v| v["type"] == "state").count() as u64;
+    let mut got = 0;
+    loop {
+        let v = next(&mut a).await;
+        match v["type"].as_str().unwrap() {
+            "state" => {
+                assert_eq!(v["state"], json!({"n": got}), "in order: {v}");
+                got += 1;
+                assert_eq!(v["version"], got);
+            }
+            "member_left" => {
+                assert_eq!(
+                    v,
+                    json!({"type": "member_left", "memberId": hid, "reason": "error"})
+                );
+                break;
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert!(got >= sets && got < 40, "{got} accepted, {sets} confirmed");
+    assert_eq!(next(&mut a).await, host_changed(aid, hid, 2, "host_lost"));
+    // A joiner now sees the new host, the last accepted state and term 2.
+    let (_j, jw, jl) = join(server.local_addr(), "flood", "joiner", "client").await;
+    assert_eq!(jw["sessionInfo"]["hostId"], aid);
+    assert_eq!(
+        (
+            jw["state"].clone(),
+            jw["version"].clone(),
+            jw["term"].clone()
+        ),
+        (json!({"n": got - 1}), json!(got), json!(2))
+    );
+    assert_eq!(roles(&jl["members"])[0], row(aid, true, false));
+}
+
+#[tokio::test]
+async fn the_app_cannot_send_the_layers_frames_and_its_errors_are_upper_case() {
+    let (_server, mut h, mut o, mut app, [hid, oid, app_id]) = mixed(config()).await;
+    for kind in [
+        "STATE_SET",
+        "HANDOFF_READY",
+        "HANDOFF_REQUEST",
+        "HANDOFF_ACCEPT",
+        "handoff_ready",
+    ] {
+        app.send_text(&format!(
+            r#"{{"type":"{kind}","timestamp":1,"payload":{{"ready":true,"state":{{}}}}}}"#
+        ))
+        .await;
+        let v = app.recv().await;
+        assert_eq!(v["type"], "ERROR", "{kind}: {v}");
+        assert_eq!(v["payload"]["code"], "INVALID_MESSAGE", "{kind}: {v}");
+    }
+    all_quiet(&mut [&mut h, &mut o]).await;
+    assert_eq!(
+        listed(&mut o).await,
+        vec![
+            row(&hid, true, false),
+            row(&oid, false, false),
+            row(&app_id, false, false)
+        ]
+    );
+}
