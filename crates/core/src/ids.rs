@@ -43,7 +43,32 @@ pub trait IdSource: Send + Sync {
     }
 }
 
-/// Random ids from a fast, non-cryptographic generator (ids are names, not secrets).
+/// `len` characters drawn uniformly from `alphabet` (at most 256 symbols) with the operating
+/// system's CSPRNG (`getrandom`), by rejection sampling: bytes at or above the largest
+/// multiple of the alphabet's size are dropped, so every character is equally likely.
+pub fn secure_chars(alphabet: &[u8], len: usize) -> String {
+    assert!(
+        (1..=256).contains(&alphabet.len()),
+        "an alphabet of 1 to 256 symbols"
+    );
+    let limit = 256 - 256 % alphabet.len();
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf).expect("the operating system's random source");
+        for b in buf.iter().filter(|b| usize::from(**b) < limit) {
+            if out.len() == len {
+                break;
+            }
+            out.push(alphabet[usize::from(*b) % alphabet.len()] as char);
+        }
+    }
+    out
+}
+
+/// Random ids. Member ids and message ids come from a fast, non-cryptographic generator
+/// (they are names, not secrets); session codes, which people share and type and which
+/// are all a join needs in an open session, come from the OS CSPRNG ([`secure_chars`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RandomIds;
 
@@ -52,6 +77,10 @@ impl IdSource for RandomIds {
         (0..len)
             .map(|_| alphabet[fastrand::usize(..alphabet.len())] as char)
             .collect()
+    }
+
+    fn session_code(&self) -> String {
+        secure_chars(BASE36_UPPER, 6)
     }
 }
 
@@ -77,6 +106,22 @@ impl IdSource for SequentialIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_codes_are_six_upper_case_base36_characters_from_the_csprng() {
+        let codes: std::collections::HashSet<String> =
+            (0..200).map(|_| RandomIds.session_code()).collect();
+        assert!(codes.len() > 190, "random, not repeating: {}", codes.len());
+        for code in &codes {
+            assert!(loudsync_protocol::handoff::is_session_code(code), "{code}");
+        }
+        // Every symbol of a 36-letter alphabet turns up in 36 000 draws.
+        let many = secure_chars(BASE36_UPPER, 36_000);
+        for c in BASE36_UPPER {
+            let n = many.bytes().filter(|b| b == c).count();
+            assert!((700..1300).contains(&n), "{} drawn {n} times", *c as char);
+        }
+    }
 
     #[test]
     fn formats() {

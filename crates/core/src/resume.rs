@@ -33,19 +33,7 @@ use loudsync_protocol::ResumeFailure;
 /// system's CSPRNG (the connection token is a bearer credential for the member's place).
 pub fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(TOKEN_LEN);
-    let mut buf = [0u8; 64];
-    while out.len() < TOKEN_LEN {
-        getrandom::fill(&mut buf).expect("the operating system's random source");
-        // 248 = 4 * 62: rejecting the rest keeps every character equally likely.
-        for b in buf.iter().filter(|b| **b < 248) {
-            if out.len() == TOKEN_LEN {
-                break;
-            }
-            out.push(ALPHABET[(*b % 62) as usize] as char);
-        }
-    }
-    out
+    crate::ids::secure_chars(ALPHABET, TOKEN_LEN)
 }
 
 /// The bounds of one place's replay buffer.
