@@ -2141,3 +2141,117 @@ async fn the_app_cannot_send_the_layers_frames_and_its_errors_are_upper_case() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_resumable_host_whose_buffer_overflows_is_lost_at_once() {
+    let server = start_with(ServerConfig {
+        resume_buffer_messages: 3,
+        resume_window: Duration::from_secs(5),
+        ..handing_off()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, _) = Resumable::join(addr, "ovh", "host-dev", "host").await;
+    let hid = h.id.clone();
+    let (mut a, aw, _) = join(addr, "ovh", "dev-a", "client").await;
+    let aid = client_id(&aw);
+    // member_list (1) and member_joined (2) are unacknowledged; one more fills the buffer,
+    // the next exceeds it: gone for good while connected, not a window.
+    assert_eq!(h.next().await["type"], "member_joined");
+    a.send(&message(json!(1), None)).await;
+    assert_eq!(h.next().await["type"], "message");
+    a.send(&message(json!(2), None)).await;
+    let (seen, end) = h.c.recv_end().await;
+    assert!(seen.iter().all(|v| v["type"] == "message"), "{seen:?}");
+    assert_eq!(end, Ended::Close(1008, "resume buffer overflow".into()));
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "member_left", "memberId": hid, "reason": "error"})
+    );
+    assert_eq!(next(&mut a).await, host_changed(&aid, &hid, 2, "host_lost"));
+}
+
+#[tokio::test]
+async fn host_loss_skips_an_app_member_that_joined_first() {
+    let server = start_with(handing_off()).await;
+    let addr = server.local_addr();
+    let (mut h, hw, _) = join(addr, APP_SESSION, "host-dev", "host").await;
+    let hid = client_id(&hw);
+    let mut app = Client::connect(addr).await;
+    app_join(&mut app, "app-device", "Phone").await;
+    assert_eq!(app.recv().await["type"], "WELCOME");
+    assert_eq!(app.recv().await["type"], "MEMBER_LIST");
+    h.recv_type("member_joined").await;
+    let (mut o, ow, _) = join(addr, APP_SESSION, "tablet", "client").await;
+    let oid = client_id(&ow);
+    h.recv_type("member_joined").await;
+    assert_eq!(app.recv().await["type"], "MEMBER_JOINED");
+    drop(h);
+    assert_eq!(
+        next(&mut o).await,
+        json!({"type": "member_left", "memberId": hid, "reason": "error"})
+    );
+    assert_eq!(next(&mut o).await, host_changed(&oid, &hid, 2, "host_lost"));
+    assert_eq!(app.recv().await["type"], "MEMBER_LEFT");
+    let list = app.recv().await;
+    assert_eq!(list["type"], "MEMBER_LIST", "{list}");
+    let roles: Vec<_> = list["payload"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].clone(), m["role"].clone()))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (json!("tablet"), json!("host")),
+            (json!("app-device"), json!("client")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn state_frames_missed_in_a_resume_window_are_replayed_in_order() {
+    let server = start_with(ServerConfig {
+        resume_window: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, hw, _) = join(addr, "rs", "host-dev", "host").await;
+    let hid = client_id(&hw);
+    let (a, _) = Resumable::join(addr, "rs", "dev-a", "client").await;
+    let aid = a.id.clone();
+    h.recv_type("member_joined").await;
+    let (mut a, resumed) = a
+        .drop_and_resume(addr, async || {
+            expect_status_update(&mut h, &aid, "reconnecting", false).await;
+            h.send(&set_state(json!({"k": 1}), Some(0), None)).await;
+            h.send(&patch_state(json!({"j": 2}), Some(1), None)).await;
+            assert_eq!(next(&mut h).await["version"], 1);
+            assert_eq!(next(&mut h).await["version"], 2);
+        })
+        .await;
+    assert_eq!(resumed["replayed"], 2, "{resumed}");
+    assert_eq!(a.next().await, state_frame(json!({"k": 1}), 1, 1, &hid));
+    assert_eq!(
+        a.next().await,
+        state_frame(json!({"k": 1, "j": 2}), 2, 1, &hid)
+    );
+    expect_status_update(&mut h, &aid, "connected", false).await;
+    // Back and ready: a candidate like any other.
+    a.send(&ready(true)).await;
+    expect_ready_update(&mut h, &aid, true).await;
+    h.send(&request(None)).await;
+    assert_eq!(next(&mut h).await["targetId"], aid.as_str());
+    assert_eq!(
+        a.next().await,
+        json!({"type": "handoff_request", "handoffId": "h1", "fromId": hid,
+               "state": {"k": 1, "j": 2}, "version": 2, "term": 1, "timeoutMs": 5000})
+    );
+    a.send(&accept("h1")).await;
+    assert_eq!(next(&mut h).await["type"], "handoff_ack");
+    let changed = host_changed(&aid, &hid, 2, "handoff");
+    assert_eq!(next(&mut h).await, changed);
+    assert_eq!(a.next().await, changed);
+}
