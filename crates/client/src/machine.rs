@@ -1665,7 +1665,8 @@ impl Machine {
         self.emit(Event::SessionClosed {
             reason: format!(
                 "this host's connection was lost ({why}); the server ends a session with its \
-                 host's connection, so it was not re-created"
+                 host's connection (or, with --on-host-loss handoff, passes it to a member), \
+                 so it was not re-created"
             ),
         });
         self.end();

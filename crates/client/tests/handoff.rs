@@ -1,0 +1,592 @@
+//! The SDK's handoff layer against the real server on loopback (issue 11): a full handoff
+//! between two real clients carrying the session state (a decline first, then an accept; the
+//! new host's state reaches the old one with the new term; the old host is fenced), the
+//! automatic handoff when a plain host's connection is cut and when a resumable host stays
+//! away past its window (`--on-host-loss handoff`), and a host opening a session without an
+//! id (a 6-character code others join by).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loudsync_client::{
+    display_code, typed_code, Client, ClientConfig, ConnectionState, ErrorCode, Event,
+    HandoffFailure, HostChange, LeaveReason, PendingHandoff, ReconnectPolicy, Role,
+};
+use loudsync_server::config::OnHostLoss;
+use loudsync_server::{Server, ServerConfig};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn server_config(on_host_loss: OnHostLoss) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        heartbeat_timeout: Duration::from_millis(600),
+        heartbeat_check_interval: Duration::from_millis(50),
+        latency_interval: Duration::from_millis(100),
+        close_timeout: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(1),
+        ack_interval: Duration::from_millis(200),
+        resume_window: Duration::from_millis(300),
+        handoff_timeout: Duration::from_secs(3),
+        on_host_loss,
+        ..ServerConfig::default()
+    }
+}
+
+async fn start(on_host_loss: OnHostLoss) -> Server {
+    Server::bind(server_config(on_host_loss)).await.unwrap()
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/")
+}
+
+fn fast(mut c: ClientConfig) -> ClientConfig {
+    c.heartbeat_interval = Duration::from_millis(100);
+    c.silence_timeout = Duration::from_millis(600);
+    c.join_timeout = Duration::from_secs(2);
+    c.ack_interval = Duration::from_millis(200);
+    c.resume_window = Duration::from_millis(300);
+    c.reconnect = ReconnectPolicy {
+        attempts: 3,
+        delay: Duration::from_millis(100),
+        backoff: None,
+    };
+    c
+}
+
+fn host_config(addr: SocketAddr) -> ClientConfig {
+    fast(ClientConfig::host(url(addr), "s", "Party", "mac", "Mac"))
+}
+
+fn member_config(addr: SocketAddr, device: &str) -> ClientConfig {
+    fast(ClientConfig::member(url(addr), "s", device, device))
+}
+
+/// A client whose events are collected in the background.
+struct Peer {
+    client: Client,
+    log: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Peer {
+    async fn connect(config: ClientConfig) -> Peer {
+        let (client, mut events) = Client::connect(config).await.expect("connects");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                sink.lock().unwrap().push(e);
+            }
+        });
+        Peer { client, log }
+    }
+
+    fn id(&self) -> String {
+        self.client.client_id().expect("joined")
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The first event matching `pred`, waiting for it (bounded).
+    async fn until<T>(&self, what: &str, pred: impl Fn(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = self.log.lock().unwrap().iter().find_map(&pred) {
+                return found;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let events = self.events();
+                let tail = &events[events.len().saturating_sub(15)..];
+                panic!("no {what} within {WAIT:?}; last events: {tail:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `check` holds of the client (bounded).
+    async fn until_client(&self, what: &str, check: impl Fn(&Client) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check(&self.client) {
+            if tokio::time::Instant::now() > deadline {
+                panic!("{what}: not within {WAIT:?}; events: {:?}", self.events());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A TCP proxy in front of a server that can cut every connection and refuse new ones.
+struct Proxy {
+    addr: SocketAddr,
+    refuse: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (cuts, _) = watch::channel(0);
+        let (no, rx) = (refuse.clone(), cuts.subscribe());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if no.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = rx.clone();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {}
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, refuse, cuts }
+    }
+
+    /// Cuts every connection open now (no close frame: the sockets just go).
+    fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// New connections are dropped at once.
+    fn refuse(&self) {
+        self.refuse.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_full_handoff_between_two_real_clients_carries_the_state() {
+    let server = start(OnHostLoss::Close).await;
+    let addr = server.local_addr();
+    let host = Peer::connect(host_config(addr)).await;
+    let host_id = host.id();
+    assert!(host.client.is_host());
+    assert_eq!(host.client.role(), Role::Assigned);
+    assert_eq!(host.client.term(), 1);
+    // The host sets the state; its own `state` frame confirms it.
+    host.client
+        .set_state(json!({"track": "Blue in Green", "pos": 0}), Some(0))
+        .unwrap();
+    host.until("the host's state confirmation", |e| match e {
+        Event::SessionState { version: 1, .. } => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // A member joins: welcome carries the state, version and term.
+    let member = Peer::connect(member_config(addr, "phone")).await;
+    let member_id = member.id();
+    assert_eq!(
+        member.client.session_state(),
+        (json!({"track": "Blue in Green", "pos": 0}), 1)
+    );
+    assert_eq!(member.client.term(), 1);
+    assert_eq!(member.client.host_id().as_deref(), Some(host_id.as_str()));
+    assert!(!member.client.is_host());
+
+    // It declares itself ready; the host sees it in its member table.
+    member.client.set_ready(true).unwrap();
+    member
+        .until("the member's own role", |e| {
+            (*e == Event::RoleChanged(Role::HandoffReady)).then_some(())
+        })
+        .await;
+    assert_eq!(member.client.role(), Role::HandoffReady);
+    host.until("the member's readiness", |e| match e {
+        Event::MemberUpdated(m) if m.id == member_id && m.handoff_ready => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // A first request, declined: the host keeps control.
+    host.client.request_handoff(None).unwrap();
+    let first = member
+        .until("the first prompt", |e| match e {
+            Event::HandoffRequested { handoff_id, .. } => Some(handoff_id.clone()),
+            _ => None,
+        })
+        .await;
+    member
+        .client
+        .decline_handoff(&first, Some("not now"))
+        .unwrap();
+    let failed = host
+        .until("the decline", |e| match e {
+            Event::HandoffFailed {
+                reason,
+                handoff_id,
+                target_id,
+            } => Some((*reason, handoff_id.clone(), target_id.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        failed,
+        (
+            HandoffFailure::Declined,
+            Some(first.clone()),
+            Some(member_id.clone())
+        )
+    );
+    host.until_client("the declined request is over", |c| {
+        c.pending_handoff().is_none()
+    })
+    .await;
+    assert!(host.client.is_host());
+
+    // The second, to the same ready member (the server's choice), accepted.
+    host.client.request_handoff(None).unwrap();
+    let (handoff_id, target) = host
+        .until("handoff_started", |e| match e {
+            Event::HandoffStarted {
+                handoff_id,
+                target_id,
+            } if *handoff_id != first => Some((handoff_id.clone(), target_id.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(target, member_id, "the ready member is the candidate");
+    assert_eq!(
+        host.client.role(),
+        Role::Assigned,
+        "a host with a pending request"
+    );
+    assert!(matches!(
+        host.client.pending_handoff(),
+        Some(PendingHandoff::Started { .. })
+    ));
+    let prompt = member
+        .until("the prompt with the state", |e| match e {
+            Event::HandoffRequested {
+                handoff_id: id,
+                from_id,
+                state,
+                version,
+                term,
+                timeout_ms,
+            } if *id == handoff_id => {
+                Some((from_id.clone(), state.clone(), *version, *term, *timeout_ms))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        prompt,
+        (
+            host_id.clone(),
+            json!({"track": "Blue in Green", "pos": 0}),
+            1,
+            1,
+            3000
+        )
+    );
+    assert!(matches!(
+        member.client.pending_handoff(),
+        Some(PendingHandoff::Offered(o)) if o.handoff_id == handoff_id
+    ));
+    member.client.accept_handoff(&handoff_id).unwrap();
+
+    // The old host is acknowledged, then both see host_changed.
+    let ack = host
+        .until("handoff_ack", |e| match e {
+            Event::HandoffAcknowledged {
+                handoff_id,
+                host_id,
+                term,
+            } => Some((handoff_id.clone(), host_id.clone(), *term)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ack, (handoff_id.clone(), member_id.clone(), 2));
+    let expected = Event::HostChanged {
+        host_id: member_id.clone(),
+        previous_host_id: host_id.clone(),
+        term: 2,
+        reason: HostChange::Handoff,
+    };
+    for peer in [&host, &member] {
+        peer.until("host_changed", |e| (*e == expected).then_some(()))
+            .await;
+    }
+    let host_events = host.events();
+    let ack_at = host_events
+        .iter()
+        .position(|e| matches!(e, Event::HandoffAcknowledged { .. }))
+        .unwrap();
+    let changed_at = host_events.iter().position(|e| *e == expected).unwrap();
+    assert!(ack_at < changed_at, "the ack comes first: {host_events:?}");
+
+    // Roles, host, term and tables on both sides.
+    assert!(member.client.is_host());
+    assert_eq!(member.client.role(), Role::Assigned);
+    assert_eq!(member.client.pending_handoff(), None);
+    assert!(!host.client.is_host());
+    assert_eq!(
+        host.client.role(),
+        Role::HandoffReady,
+        "the old host is ready at once"
+    );
+    for peer in [&host, &member] {
+        assert_eq!(peer.client.term(), 2);
+        assert_eq!(peer.client.host_id().as_deref(), Some(member_id.as_str()));
+        let table: Vec<_> = peer
+            .client
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.is_host, m.handoff_ready))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                (member_id.clone(), true, false),
+                (host_id.clone(), false, true)
+            ]
+        );
+        assert!(peer
+            .events()
+            .contains(&Event::RoleChanged(if peer.id() == member_id {
+                Role::Assigned
+            } else {
+                Role::HandoffReady
+            })));
+    }
+
+    // The new host sets the state; the old host gets it with term 2.
+    member
+        .client
+        .patch_state(json!({"pos": 42}), Some(1))
+        .unwrap();
+    let got = host
+        .until("the new host's state", |e| match e {
+            Event::SessionState {
+                state,
+                version: 2,
+                term,
+                updated_by,
+            } => Some((state.clone(), *term, updated_by.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        got,
+        (
+            json!({"track": "Blue in Green", "pos": 42}),
+            2,
+            Some(member_id.clone())
+        )
+    );
+
+    // The old host is fenced: its set is refused, nothing changes.
+    host.client
+        .set_state(json!({"track": "So What"}), None)
+        .unwrap();
+    let refusal = host
+        .until("unauthorized", |e| match e {
+            Event::Error(err) if err.code == ErrorCode::Unauthorized => Some(err.clone()),
+            _ => None,
+        })
+        .await;
+    let details = refusal.details.expect("details");
+    assert_eq!(details["hostId"], json!(member_id));
+    assert_eq!(details["term"], json!(2));
+    assert_eq!(host.client.session_state().1, 2);
+    // The document did not change: the new host's next patch builds on its own version.
+    member
+        .client
+        .patch_state(json!({"pos": 43}), Some(2))
+        .unwrap();
+    let got = host
+        .until("version 3", |e| match e {
+            Event::SessionState {
+                state, version: 3, ..
+            } => Some(state.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, json!({"track": "Blue in Green", "pos": 43}));
+    // And a handoff request from it too.
+    host.client.request_handoff(None).unwrap();
+    host.until("a second unauthorized", |e| match e {
+        Event::Error(err)
+            if err.code == ErrorCode::Unauthorized && err.message.contains("handoff") =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plain_hosts_cut_connection_passes_the_session_to_the_ready_member() {
+    let server = start(OnHostLoss::Handoff).await;
+    let addr = server.local_addr();
+    let proxy = Proxy::start(addr).await;
+    let mut host_cfg = host_config(proxy.addr);
+    host_cfg.resume = false;
+    let host = Peer::connect(host_cfg).await;
+    let host_id = host.id();
+    host.client.set_state(json!({"track": 7}), None).unwrap();
+    // The first member joined first (longest present); the second is ready: it wins.
+    let first = Peer::connect(member_config(addr, "phone")).await;
+    let second = Peer::connect(member_config(addr, "tablet")).await;
+    let second_id = second.id();
+    second.client.set_ready(true).unwrap();
+    host.until("the second member's readiness", |e| match e {
+        Event::MemberUpdated(m) if m.id == second_id && m.handoff_ready => Some(()),
+        _ => None,
+    })
+    .await;
+
+    proxy.cut();
+    let expected = Event::HostChanged {
+        host_id: second_id.clone(),
+        previous_host_id: host_id.clone(),
+        term: 2,
+        reason: HostChange::HostLost,
+    };
+    for peer in [&first, &second] {
+        peer.until("host_changed host_lost", |e| (*e == expected).then_some(()))
+            .await;
+        let events = peer.events();
+        let left = events
+            .iter()
+            .position(|e| matches!(e, Event::MemberLeft { member_id, reason: LeaveReason::Error } if *member_id == host_id))
+            .expect("member_left for the host");
+        let changed = events.iter().position(|e| *e == expected).unwrap();
+        assert!(left < changed, "member_left first: {events:?}");
+        assert_eq!(peer.client.host_id().as_deref(), Some(second_id.as_str()));
+        assert_eq!(peer.client.term(), 2);
+        assert_eq!(peer.client.session_state(), (json!({"track": 7}), 1));
+    }
+    assert!(second.client.is_host());
+    assert_eq!(second.client.role(), Role::Assigned, "a host is not ready");
+    assert!(!first.client.is_host());
+    // The old host's SDK ends: its plain connection was the host's.
+    host.until("the old host's end", |e| match e {
+        Event::SessionClosed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(host.client.role(), Role::Disconnected);
+    // The new host rules: its state reaches the other member with the new term.
+    second
+        .client
+        .set_state(json!({"track": 8}), Some(1))
+        .unwrap();
+    let got = first
+        .until("the new host's state", |e| match e {
+            Event::SessionState {
+                state,
+                version: 2,
+                term,
+                ..
+            } => Some((state.clone(), *term)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, (json!({"track": 8}), 2));
+}
+
+#[tokio::test]
+async fn a_resumable_host_away_past_its_window_passes_the_session_to_the_longest_present() {
+    let server = start(OnHostLoss::Handoff).await;
+    let addr = server.local_addr();
+    let proxy = Proxy::start(addr).await;
+    let host = Peer::connect(host_config(proxy.addr)).await;
+    let host_id = host.id();
+    let first = Peer::connect(member_config(addr, "phone")).await;
+    let first_id = first.id();
+    let second = Peer::connect(member_config(addr, "tablet")).await;
+    // Nobody is ready: the longest-present member takes over once the window ended.
+    proxy.refuse();
+    proxy.cut();
+    let expected = Event::HostChanged {
+        host_id: first_id.clone(),
+        previous_host_id: host_id.clone(),
+        term: 2,
+        reason: HostChange::HostLost,
+    };
+    for peer in [&first, &second] {
+        peer.until("host_changed host_lost", |e| (*e == expected).then_some(()))
+            .await;
+        assert!(peer.events().iter().any(|e| matches!(
+            e,
+            Event::MemberLeft { member_id, reason: LeaveReason::Timeout } if *member_id == host_id
+        )));
+    }
+    assert!(first.client.is_host());
+    assert_eq!(first.client.members()[0].id, first_id);
+    // The old host could not come back within its window: it ends.
+    host.until_client("the old host gave up", |c| {
+        c.state() == ConnectionState::Failed
+    })
+    .await;
+    assert_eq!(host.client.role(), Role::Disconnected);
+}
+
+#[tokio::test]
+async fn a_host_opening_a_session_without_an_id_gets_a_six_character_code() {
+    let server = start(OnHostLoss::Close).await;
+    let addr = server.local_addr();
+    let host = Peer::connect(fast(ClientConfig::new_session(
+        url(addr),
+        "Kitchen",
+        "mac",
+        "Mac",
+    )))
+    .await;
+    let code = host.client.session_id().expect("an assigned code");
+    assert_eq!(code.len(), 6, "{code}");
+    assert!(
+        code.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+        "{code}"
+    );
+    assert_eq!(
+        host.client.snapshot().session.map(|s| s.id),
+        Some(code.clone())
+    );
+    assert!(host.client.is_host());
+    assert_eq!(host.client.term(), 1);
+    // Someone types the code as shown (with the dash, lower-cased) and joins it.
+    let typed = typed_code(&display_code(&code).to_lowercase());
+    assert_eq!(typed, code);
+    let member = Peer::connect(member_config(addr, "phone").with_session(&typed)).await;
+    assert_eq!(member.client.session_id(), Some(code.clone()));
+    assert_eq!(member.client.host_id(), host.client.client_id());
+    // A second new session gets another code.
+    let other = Peer::connect(fast(ClientConfig::new_session(
+        url(addr),
+        "Garage",
+        "pc",
+        "PC",
+    )))
+    .await;
+    assert_ne!(other.client.session_id(), Some(code));
+}
+
+trait WithSession {
+    fn with_session(self, id: &str) -> Self;
+}
+
+impl WithSession for ClientConfig {
+    fn with_session(mut self, id: &str) -> Self {
+        self.session_id = id.to_string();
+        self
+    }
+}
