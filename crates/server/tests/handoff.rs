@@ -4,8 +4,9 @@
 //! automatic handoff on host loss (plain and resumable hosts), sessions opened under a fresh
 //! code, and the LOUDSYNC app's members in a session whose host changes.
 //!
-//! Every frame a client sees is compared whole (its `timestamp` checked, then removed), so a
-//! field added, missing or renamed on the wire fails a test. Timers are short and configured
+//! The frames of this layer are compared whole (their `timestamp` checked, then removed), so a
+//! field added, missing or renamed on the wire fails a test; member entries, whose `latency`
+//! comes and goes, are checked field by field. Timers are short and configured
 //! (a 300 ms handoff timeout where a timeout is the point, a 500 ms resume window); nothing
 //! here sleeps to assert timing.
 
@@ -1650,7 +1651,7 @@ async fn an_app_member_sees_no_state_or_handoff_frames_and_gets_a_fresh_member_l
 async fn an_app_member_is_never_a_candidate() {
     let server_config = handing_off();
     let (_server, mut h, mut o, mut app, [hid, oid, app_id]) = mixed(server_config).await;
-    // Named, or as the only other member once ours has gone: no candidate.
+    // Named, or without a target (the app member cannot declare itself ready): no candidate.
     h.send(&request(Some(&app_id))).await;
     assert_eq!(
         next(&mut h).await,
@@ -1977,6 +1978,9 @@ async fn re_declaring_keeps_the_original_declaration_and_withdrawing_drops_it() 
     let mut a = cs.pop().unwrap();
     let mut h = cs.pop().unwrap();
     let (hid, aid, bid) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    // Withdrawing what was never declared changes nothing and tells nobody.
+    b.send(&ready(false)).await;
+    all_quiet(&mut [&mut h, &mut a, &mut b]).await;
     // b first, then a; b re-declares (no event, and it keeps its place).
     b.send(&ready(true)).await;
     expect_ready_update(&mut h, bid, true).await;
@@ -1985,8 +1989,7 @@ async fn re_declaring_keeps_the_original_declaration_and_withdrawing_drops_it() 
     expect_ready_update(&mut h, aid, true).await;
     expect_ready_update(&mut b, aid, true).await;
     b.send(&ready(true)).await;
-    // Withdrawing what was never declared changes nothing either.
-    h.expect_silence(QUIET).await;
+    all_quiet(&mut [&mut h, &mut a]).await;
     h.send(&request(None)).await;
     assert_eq!(
         next(&mut h).await,
