@@ -1062,6 +1062,11 @@ impl Machine {
             ServerMessage::MemberJoined { member } => {
                 self.members.retain(|m| m.id != member.id);
                 if member.is_host {
+                    // The first host of a session created over HTTP.
+                    self.control.host_id = Some(member.id.clone());
+                    if let Some(s) = self.session.as_mut() {
+                        s.host_id = Some(member.id.clone());
+                    }
                     self.members.insert(0, member.clone());
                 } else {
                     self.members.push(member.clone());

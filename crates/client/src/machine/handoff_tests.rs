@@ -650,3 +650,19 @@ fn the_snapshot_getters_follow_the_frames() {
     r.drain_all();
     assert_ne!(r.m.generation(), generation);
 }
+
+#[test]
+fn the_first_host_joining_a_session_created_over_http_is_the_host() {
+    let mut r = Rig::new(member_config());
+    r.m.start(r.now);
+    r.m.handle_connected(r.now);
+    r.text(json!({"type":"welcome","timestamp":1,"clientId":"c1",
+        "sessionInfo":{"id":"s1","name":"S","hostId":null},"state":{},"version":0,"term":1}));
+    r.drain_all();
+    assert_eq!(r.m.host_id(), None);
+    r.text(json!({"type":"member_joined","timestamp":1,"member":
+        {"id":"h","name":"Host","isHost":true,"connectionStatus":"connected","joinedAt":5}}));
+    r.drain_all();
+    assert_eq!(r.m.host_id(), Some("h"));
+    assert_eq!(r.m.session().unwrap().host_id.as_deref(), Some("h"));
+}
