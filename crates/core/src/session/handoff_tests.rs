@@ -1588,6 +1588,50 @@ mod property {
         host: Option<String>,
         term: u64,
         version: u64,
+        /// Its member table (our dialect): id -> (isHost, handoffReady, connectionStatus).
+        table: std::collections::BTreeMap<String, Entry>,
+    }
+
+    type Entry = (bool, bool, String);
+
+    fn entry(e: &Value) -> (String, Entry) {
+        (
+            str_of(&e["id"]).unwrap(),
+            (
+                e["isHost"] == true,
+                e["handoffReady"] == true,
+                str_of(&e["connectionStatus"]).unwrap(),
+            ),
+        )
+    }
+
+    /// A member of our dialect keeps its table from `member_list`, `member_joined`,
+    /// `member_updated`, `member_left`, and infers a host change's flags from `host_changed`
+    /// (the new host is not ready; after a handoff the previous one is).
+    fn track_table(view: &mut View, m: &Value) {
+        match m["type"].as_str().unwrap() {
+            "member_list" => {
+                view.table = m["members"].as_array().unwrap().iter().map(entry).collect()
+            }
+            "member_joined" | "member_updated" => {
+                let (id, e) = entry(&m["member"]);
+                view.table.insert(id, e);
+            }
+            "member_left" => {
+                view.table.remove(m["memberId"].as_str().unwrap());
+            }
+            "host_changed" => {
+                if let Some(p) = view.table.get_mut(m["previousHostId"].as_str().unwrap()) {
+                    p.0 = false;
+                    p.1 = m["reason"] == "handoff";
+                }
+                if let Some(n) = view.table.get_mut(m["hostId"].as_str().unwrap()) {
+                    n.0 = true;
+                    n.1 = false;
+                }
+            }
+            _ => {}
+        }
     }
 
     #[derive(Debug)]
@@ -1866,6 +1910,9 @@ mod property {
             }
             let kind = m["type"].as_str().unwrap();
             let view = &mut live.view;
+            if !app {
+                track_table(view, m);
+            }
             if app
                 && matches!(
                     kind,
@@ -2105,6 +2152,27 @@ mod property {
                         live.id,
                         self.s.term(),
                         self.s.state().version()
+                    ));
+                }
+                if sl.app {
+                    continue;
+                }
+                // Its table: everyone as the session lists them (its own entry's readiness
+                // and status are what it did, never told to it).
+                let actual: std::collections::BTreeMap<String, Entry> = infos
+                    .iter()
+                    .map(|i| entry(&serde_json::to_value(i).unwrap()))
+                    .collect();
+                let same = actual.len() == v.table.len()
+                    && actual.iter().all(|(id, a)| match v.table.get(id) {
+                        Some(t) if *id == live.id => t.0 == a.0,
+                        Some(t) => t == a,
+                        None => false,
+                    });
+                if !same {
+                    return Err(format!(
+                        "{}'s table {:?}, the session's {actual:?}",
+                        live.id, v.table
                     ));
                 }
             }
