@@ -147,7 +147,7 @@ impl Metrics {
     /// (`loudsync_host_changes_total{reason="handoff"|"host_lost"}`) and failed handoffs by
     /// reason (`loudsync_handoffs_failed_total{reason}`, counted once, on the host's copy).
     pub fn handoff_event(message: &loudsync_protocol::ServerMessage) {
-        use loudsync_protocol::{HostChange, ServerMessage};
+        use loudsync_protocol::{HandoffFailure, HostChange, ServerMessage};
         match message {
             ServerMessage::State { .. } => counter!("loudsync_state_changes_total").increment(1),
             ServerMessage::HostChanged { reason, .. } => {
@@ -157,18 +157,13 @@ impl Metrics {
                 };
                 counter!("loudsync_host_changes_total", "reason" => reason).increment(1)
             }
-            // The host's copy names the target (or has no id: busy, no_candidate); the
-            // candidate's copy of a timeout or host_left does not, and is not counted again
-            // except for host_left, which only the candidate gets.
+            // One count per failed handoff, though both sides may get a copy: `host_left`
+            // on the candidate's copy (no `targetId`), every other reason on the host's copy
+            // (with `targetId`), `busy` and `no_candidate` (the host's only) always.
             ServerMessage::HandoffFailed {
                 reason, target_id, ..
-            } if target_id.is_some()
-                || matches!(
-                    reason,
-                    loudsync_protocol::HandoffFailure::Busy
-                        | loudsync_protocol::HandoffFailure::NoCandidate
-                        | loudsync_protocol::HandoffFailure::HostLeft
-                ) =>
+            } if matches!(reason, HandoffFailure::Busy | HandoffFailure::NoCandidate)
+                || (*reason == HandoffFailure::HostLeft) == target_id.is_none() =>
             {
                 counter!("loudsync_handoffs_failed_total", "reason" => reason.as_str()).increment(1)
             }

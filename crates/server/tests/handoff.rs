@@ -1330,8 +1330,13 @@ async fn a_resumable_candidates_drop_fails_the_handoff_at_once() {
             );
         })
         .await;
-    // Back: nothing was queued for it meanwhile, and its old prompt is gone.
-    assert_eq!(resumed["replayed"], 0, "{resumed}");
+    // Back: it is told the handoff failed (kept for it while it was away), so no prompt
+    // outlives its request; an accept now is not pending.
+    assert_eq!(resumed["replayed"], 1, "{resumed}");
+    assert_eq!(
+        a.next().await,
+        json!({"type": "handoff_failed", "reason": "candidate_left", "handoffId": "h1"})
+    );
     expect_status_update(&mut h, &aid, "connected", false).await;
     a.send(&accept("h1")).await;
     assert_eq!(
@@ -1379,6 +1384,46 @@ async fn a_resumable_hosts_drop_mid_handoff_tells_the_candidate_host_left_at_onc
         json!({"type": "member_left", "memberId": hid, "reason": "timeout"})
     );
     assert_eq!(next(&mut a).await, host_changed(&aid, &hid, 2, "host_lost"));
+}
+
+#[tokio::test]
+async fn a_resumable_host_that_drops_mid_handoff_and_resumes_is_told_its_request_failed() {
+    let server = start_with(ServerConfig {
+        resume_window: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let (mut h, _) = Resumable::join(addr, "rhr", "host-dev", "host").await;
+    let hid = h.id.clone();
+    let (mut a, aw, _) = join(addr, "rhr", "dev-a", "client").await;
+    let aid = client_id(&aw);
+    h.next().await;
+    h.send(&request(Some(&aid))).await;
+    assert_eq!(h.next().await["type"], "handoff_started");
+    assert_eq!(next(&mut a).await["type"], "handoff_request");
+    let (mut h, resumed) = h
+        .drop_and_resume(addr, async || {
+            assert_eq!(
+                next(&mut a).await,
+                json!({"type": "handoff_failed", "reason": "host_left", "handoffId": "h1"})
+            );
+            expect_status_update(&mut a, &hid, "reconnecting", true).await;
+        })
+        .await;
+    // Its replay says the request is over; it is still the host, in the same term.
+    assert_eq!(resumed["replayed"], 1, "{resumed}");
+    assert_eq!(
+        h.next().await,
+        json!({"type": "handoff_failed", "reason": "host_left", "handoffId": "h1",
+               "targetId": aid})
+    );
+    expect_status_update(&mut a, &hid, "connected", true).await;
+    h.send(&request(Some(&aid))).await;
+    assert_eq!(
+        h.next().await,
+        json!({"type": "handoff_started", "handoffId": "h2", "targetId": aid})
+    );
 }
 
 #[tokio::test]

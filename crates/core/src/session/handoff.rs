@@ -375,7 +375,9 @@ impl<T> Session<T> {
 
     /// Member `member_id` left, or its socket went: a pending handoff it is part of fails,
     /// and the other side is told (`candidate_left` to the host, `host_left` to the
-    /// candidate).
+    /// candidate). A resumable member whose place is held (its socket went, it may resume)
+    /// is told too, in its replay buffer, so a resume finds the handoff over instead of a
+    /// prompt or a request that no longer exists.
     pub(super) fn handoff_member_gone(&mut self, member_id: &str) {
         let Some(p) = self
             .control
@@ -384,22 +386,30 @@ impl<T> Session<T> {
         else {
             return;
         };
-        if p.candidate == member_id {
-            self.send(
-                Recipients::One(p.host),
-                ServerMessage::HandoffFailed {
-                    reason: HandoffFailure::CandidateLeft,
-                    handoff_id: Some(p.id),
-                    target_id: Some(p.candidate),
-                },
-            );
+        let (reason, other, other_target) = if p.candidate == member_id {
+            (HandoffFailure::CandidateLeft, &p.host, Some(&p.candidate))
         } else {
+            (HandoffFailure::HostLeft, &p.candidate, None)
+        };
+        self.send(
+            Recipients::One(other.clone()),
+            ServerMessage::HandoffFailed {
+                reason,
+                handoff_id: Some(p.id.clone()),
+                target_id: other_target.cloned(),
+            },
+        );
+        let held = self
+            .members
+            .iter()
+            .any(|m| m.id == member_id && m.held.is_some());
+        if held {
             self.send(
-                Recipients::One(p.candidate),
+                Recipients::One(member_id.to_string()),
                 ServerMessage::HandoffFailed {
-                    reason: HandoffFailure::HostLeft,
-                    handoff_id: Some(p.id),
-                    target_id: None,
+                    reason,
+                    handoff_id: Some(p.id.clone()),
+                    target_id: (member_id == p.host).then(|| p.candidate.clone()),
                 },
             );
         }
