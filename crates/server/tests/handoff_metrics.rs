@@ -19,6 +19,18 @@ async fn send(c: &mut Client, v: serde_json::Value) {
     c.send_text(&v.to_string()).await
 }
 
+/// The host (`clients[0]`) asks `target` (`clients[1]`) to take control; it answers `answer`.
+async fn ask_and_answer(clients: &mut [Client], target: &str, answer: &str) {
+    send(
+        &mut clients[0],
+        json!({"type": "handoff_request", "targetId": target}),
+    )
+    .await;
+    let prompt = clients[1].recv_type("handoff_request").await;
+    let id = prompt["handoffId"].as_str().unwrap().to_string();
+    send(&mut clients[1], json!({"type": answer, "handoffId": id})).await;
+}
+
 #[tokio::test]
 async fn state_changes_host_changes_and_failed_handoffs_are_counted() {
     let server = start().await;
@@ -32,31 +44,9 @@ async fn state_changes_host_changes_and_failed_handoffs_are_counted() {
         c.recv_type("state").await;
     }
     // A decline, then an accepted handoff.
-    send(
-        &mut clients[0],
-        json!({"type": "handoff_request", "targetId": ids[1]}),
-    )
-    .await;
-    let prompt = clients[1].recv_type("handoff_request").await;
-    let id = prompt["handoffId"].as_str().unwrap().to_string();
-    send(
-        &mut clients[1],
-        json!({"type": "handoff_decline", "handoffId": id}),
-    )
-    .await;
+    ask_and_answer(&mut clients, &ids[1], "handoff_decline").await;
     clients[0].recv_until("handoff_failed").await;
-    send(
-        &mut clients[0],
-        json!({"type": "handoff_request", "targetId": ids[1]}),
-    )
-    .await;
-    let prompt = clients[1].recv_type("handoff_request").await;
-    let id = prompt["handoffId"].as_str().unwrap().to_string();
-    send(
-        &mut clients[1],
-        json!({"type": "handoff_accept", "handoffId": id}),
-    )
-    .await;
+    ask_and_answer(&mut clients, &ids[1], "handoff_accept").await;
     for c in clients.iter_mut() {
         c.recv_until("host_changed").await;
     }
