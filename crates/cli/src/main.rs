@@ -31,12 +31,25 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Open a session as its host and watch it live (Ctrl-C ends the session).
     ///
+    /// Without --session the server opens a new session with a fresh code (printed as e.g.
+    /// A1B-2C3; others join with `loudsync join --session A1B-2C3`). The view shows who
+    /// controls the session, the term, the state and its version, and who is ready to take
+    /// control. Commands on stdin, a letter then Enter: `h` hand off (to the member ready
+    /// first), `h <name or id>` hand off to that member, `s <json>` set the state, `p <json>`
+    /// merge-patch it, `q` end the session.
+    ///
     /// Exit codes: 0 left, 2 unusable command line (not a ws:// or wss:// URL, unreadable
     /// --ca file), 3 kicked, 4 session closed (for a host also: its connection was lost, which
     /// ended the session), 5 could not connect (or reconnection failed), 6 join rejected (the
     /// code is printed, with what to do about it).
     Host(live::HostArgs),
     /// Join a session and watch it live (Ctrl-C leaves).
+    ///
+    /// --session takes a code as shown (A1B-2C3) or typed (a1b2c3). The view shows who
+    /// controls the session, the term, the state and its version, and who is ready. Commands
+    /// on stdin, a letter then Enter: `r` declare (or withdraw) readiness to take control,
+    /// `a` / `d` accept or decline when the host asks you to take control, `q` leave; once in
+    /// control, the host's commands (`h`, `s`, `p`).
     ///
     /// Exit codes: 0 left, 2 unusable command line (not a ws:// or wss:// URL, unreadable
     /// --ca file), 3 kicked, 4 session closed (for a host also: its connection was lost, which

@@ -1,7 +1,8 @@
-//! `loudsync host` and `loudsync join` as scripts use them: JSON lines and exit codes.
+//! `loudsync host` and `loudsync join` as scripts use them: JSON lines and exit codes, and
+//! the commands they read from stdin (the handoff: `r`, `h`, `a`, ...).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ struct Proc {
     child: Child,
     /// Each stdout line as printed, and as JSON (a string if it is not JSON).
     lines: mpsc::Receiver<(String, Value)>,
+    /// Its stdin, for [`spawn_typing`]'s processes (others get an empty stdin).
+    stdin: Option<ChildStdin>,
 }
 
 impl Drop for Proc {
@@ -37,11 +40,23 @@ fn spawn(args: &[&str]) -> Proc {
 }
 
 fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    spawn_with(args, env, Stdio::null())
+}
+
+/// A process whose stdin the test types into ([`Proc::type_line`]).
+fn spawn_typing(args: &[&str]) -> Proc {
+    let mut p = spawn_with(args, &[], Stdio::piped());
+    p.stdin = p.child.stdin.take();
+    p
+}
+
+fn spawn_with(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_loudsync"))
         .args(args)
         .env_remove("LOUDSYNC_PASSWORD")
         .env_remove("LOUDSYNC_TOKEN")
         .envs(env.iter().copied())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -54,10 +69,31 @@ fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
             let _ = tx.send((line, value));
         }
     });
-    Proc { child, lines }
+    Proc {
+        child,
+        lines,
+        stdin: None,
+    }
 }
 
 impl Proc {
+    /// Types `line` and Enter, as a person at the terminal would.
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("spawned with spawn_typing");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next JSON line whose `event` is `kind` and that `matches`.
+    fn until_where(&self, kind: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.until(kind);
+            if matches(&v) {
+                return v;
+            }
+        }
+    }
+
     /// The next JSON line whose `event` is `kind`.
     fn until(&self, kind: &str) -> Value {
         self.until_raw(kind).1
@@ -1024,4 +1060,232 @@ async fn a_closed_pipe_ends_the_program_quietly() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     drop(guest);
+}
+
+/// `A1B-2C3`: three of `[0-9A-Z]`, a dash, three more.
+fn is_shown_code(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 7
+        && b[3] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 3 || c.is_ascii_digit() || c.is_ascii_uppercase())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_without_a_session_opens_one_with_a_new_code_that_join_takes_as_shown() {
+    let server = server().await;
+    let u = url(&server);
+    let host = spawn(&["host", "--device-name", "Mac", "--url", &u, "--json"]);
+    let welcome = host.until("welcome");
+    let code = welcome["code"].as_str().unwrap().to_string();
+    assert!(is_shown_code(&code), "{welcome}");
+    let id = welcome["session"]["id"].as_str().unwrap();
+    assert_eq!(id, code.replace('-', ""), "the id itself has no dash");
+    assert_eq!(welcome["session"]["hostId"], welcome["clientId"]);
+    // As shown, with the dash ...
+    let guest = spawn(&[
+        "join",
+        "--session",
+        &code,
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+    ]);
+    let joined = guest.until("welcome");
+    assert_eq!(joined["session"]["id"], id);
+    assert_eq!(joined["code"], code);
+    assert_eq!(host.until("member_joined")["member"]["name"], "Phone");
+    // ... or typed in lower case without it.
+    let typed = code.replace('-', "").to_lowercase();
+    let other = spawn(&[
+        "join",
+        "--session",
+        &typed,
+        "--device-name",
+        "Tab",
+        "--url",
+        &u,
+    ]);
+    assert_eq!(other.until("welcome")["session"]["id"], id);
+    // The session's state and term arrive with the welcome.
+    let state = other.until("session_state");
+    assert_eq!(state["version"], 0);
+    assert_eq!(state["term"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_typed_on_stdin_moves_control_and_the_state() {
+    let server = server().await;
+    let u = url(&server);
+    let mut host = spawn_typing(&["host", "--device-name", "Mac", "--url", &u, "--json"]);
+    let welcome = host.until("welcome");
+    let host_id = welcome["clientId"].as_str().unwrap().to_string();
+    let code = welcome["code"].as_str().unwrap().to_string();
+    let mut guest = spawn_typing(&[
+        "join",
+        "--session",
+        &code,
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+        "--json",
+    ]);
+    let guest_id = guest.until("welcome")["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    host.until("member_joined");
+    // Nobody is ready yet: the server has no candidate, and says so.
+    host.type_line("h");
+    assert_eq!(host.until("handoff_failed")["reason"], "no_candidate");
+    // A state to carry over.
+    host.type_line(r#"s {"track": "Song 2", "position": 12}"#);
+    let set = host.until("session_state");
+    assert_eq!(set["version"], 1);
+    assert_eq!(set["updatedBy"], host_id.as_str());
+    let seen = guest.until_where("session_state", |v| v["version"] == 1);
+    assert_eq!(seen["state"]["track"], "Song 2");
+    // Commands that make no sense now, or are not commands, say so.
+    guest.type_line("a");
+    let no = guest.until("command_error");
+    assert!(
+        no["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to accept"),
+        "{no}"
+    );
+    guest.type_line("x");
+    let unknown = guest.until("command_error");
+    assert_eq!(unknown["input"], "x");
+    assert!(unknown["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("unknown command"));
+    // r: ready. The host sees it in the member's entry.
+    guest.type_line("r");
+    assert_eq!(guest.until("role")["role"], "handoff_ready");
+    let updated = host.until("member_updated");
+    assert_eq!(updated["member"]["id"], guest_id.as_str());
+    assert_eq!(updated["member"]["handoffReady"], true);
+    // h: to the member ready first.
+    host.type_line("h");
+    assert_eq!(host.until("handoff_started")["targetId"], guest_id.as_str());
+    let asked = guest.until("handoff_requested");
+    assert_eq!(asked["fromId"], host_id.as_str());
+    assert_eq!(asked["state"]["position"], 12);
+    assert_eq!(asked["version"], 1);
+    assert_eq!(asked["term"], 1);
+    // a: accept.
+    guest.type_line("a");
+    let ack = host.until("handoff_acknowledged");
+    assert_eq!(ack["hostId"], guest_id.as_str());
+    assert_eq!(ack["term"], 2);
+    for (who, p) in [("host", &host), ("guest", &guest)] {
+        let changed = p.until("host_changed");
+        assert_eq!(changed["hostId"], guest_id.as_str(), "{who}: {changed}");
+        assert_eq!(changed["previousHostId"], host_id.as_str(), "{who}");
+        assert_eq!(changed["term"], 2, "{who}");
+        assert_eq!(changed["reason"], "handoff", "{who}");
+    }
+    // The old host is Handoff-Ready (decision 16); the new one sets the state, in term 2.
+    assert_eq!(host.until("role")["role"], "handoff_ready");
+    guest.type_line(r#"p {"position": 40}"#);
+    for p in [&host, &guest] {
+        let state = p.until_where("session_state", |v| v["version"] == 2);
+        assert_eq!(state["term"], 2);
+        assert_eq!(state["updatedBy"], guest_id.as_str());
+        assert_eq!(
+            state["state"],
+            serde_json::json!({"track": "Song 2", "position": 40})
+        );
+    }
+    // The old host is fenced.
+    host.type_line(r#"s {"track": "Mine"}"#);
+    let refused = host.until("error");
+    assert_eq!(refused["code"], "unauthorized");
+    assert_eq!(refused["details"]["hostId"], guest_id.as_str());
+    assert_eq!(refused["details"]["term"], 2);
+    // q: the old host leaves as an ordinary member; the session goes on.
+    host.type_line("q");
+    host.until("left");
+    assert_eq!(host.exit_code(), 0);
+    assert_eq!(guest.until("member_left")["memberId"], host_id.as_str());
+    guest.type_line("q");
+    guest.until("left");
+    assert_eq!(guest.exit_code(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_view_shows_the_code_the_host_and_a_declined_handoff() {
+    let server = server().await;
+    let u = url(&server);
+    let mut host = spawn_typing(&["host", "--device-name", "Mac", "--url", &u, "--live"]);
+    let (code, host_screen) = {
+        let mut screen = String::new();
+        loop {
+            let (line, _) = host
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the host's view");
+            if let Some(rest) = line
+                .split("others join with: loudsync join --session ")
+                .nth(1)
+            {
+                break (rest.trim().to_string(), screen);
+            }
+            screen.push_str(&line);
+            screen.push('\n');
+        }
+    };
+    assert!(is_shown_code(&code), "{code}");
+    assert!(
+        host_screen.contains(", that is you   term: 1"),
+        "{host_screen}"
+    );
+    let mut guest = spawn_typing(&[
+        "join",
+        "--session",
+        &code,
+        "--device-name",
+        "Phone",
+        "--url",
+        &u,
+        "--live",
+    ]);
+    let screen_until = |p: &Proc, what: &str| -> String {
+        let mut screen = String::new();
+        loop {
+            let (line, _) = p
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("no `{what}` on screen:\n{screen}"));
+            if line.contains("\u{1b}[2J") {
+                screen.clear();
+            }
+            screen.push_str(&line);
+            screen.push('\n');
+            // A whole screen: it ends with the commands (then the prompt, `> `).
+            if screen.contains(what) && screen.contains("\ncommands (a letter, then Enter): ") {
+                return screen;
+            }
+        }
+    };
+    screen_until(&guest, "role: Assigned");
+    guest.type_line("r");
+    let screen = screen_until(&guest, "role: Handoff-Ready");
+    assert!(screen.contains("r not ready"), "{screen}");
+    screen_until(&host, "  ready");
+    host.type_line("h Phone");
+    let screen = screen_until(&guest, "asks you to take control: a accept, d decline (");
+    assert!(screen.contains("host: Mac ("), "{screen}");
+    guest.type_line("d");
+    let screen = screen_until(&host, "handoff failed (declined): Phone (");
+    assert!(screen.contains("that is you   term: 1"), "{screen}");
+    host.signal("-INT");
+    assert_eq!(host.exit_code(), 0);
+    assert_eq!(guest.exit_code(), 4);
 }
