@@ -3,6 +3,7 @@
 //! samples the server's RSS and CPU from `/proc` and its counters from `/metrics`, and prints
 //! the results as a table, as JSON, and optionally as an SVG latency plot.
 
+mod handoff;
 pub mod http;
 pub mod plot;
 pub mod probe;
@@ -49,6 +50,10 @@ enum Scenario {
     /// whose sockets are cut at once and resumed on new sockets: time until all are resumed,
     /// resume latency, messages lost or doubled, and the server's memory per held place.
     ResumeStorm(storm::ResumeStormArgs),
+    /// One session of N members (issue 11): handoff latency, from the candidate's
+    /// `handoff_accept` to every member's `host_changed`, and a `state_set` fanned out to every
+    /// member side by side with a `message` of the same frame size.
+    Handoff(handoff::HandoffArgs),
 }
 
 /// Options every scenario shares.
@@ -240,6 +245,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             execute(&a.common, plan.hold(Duration::ZERO, Duration::ZERO)).map(drop)
         }
         Scenario::ResumeStorm(a) => storm::run(a),
+        Scenario::Handoff(a) => handoff::run(a),
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
