@@ -147,9 +147,10 @@ pub struct Snapshot {
     pub latency: Option<u64>,
     /// This client's role ([`Role`]; see [`handoff`]).
     pub role: Role,
-    /// The session's id: the configured one, or the code the server assigned to a session
-    /// this host opened without one ([`ClientConfig::new_session`]; `None` until then).
-    /// Kept across reconnections. Show it with [`display_code`] (`A1B-2C3`).
+    /// The session's id: as `welcome` gave it once joined (the code the server assigned to a
+    /// session this host opened without one, [`ClientConfig::new_session`]), the configured
+    /// one before (`None` for a new session until its `welcome`). Kept across reconnections,
+    /// which rejoin it. Show it with [`display_code`] (`A1B-2C3`).
     pub session_id: Option<String>,
     /// The current host's id, while joined.
     pub host_id: Option<String>,
@@ -327,8 +328,9 @@ impl Client {
         self.shared().snapshot.role
     }
 
-    /// The session's id: the configured one, or the code the server assigned to a session
-    /// this host opened without one ([`ClientConfig::new_session`]).
+    /// The session's id ([`Snapshot::session_id`]): as `welcome` gave it (the code the
+    /// server assigned to a session opened with [`ClientConfig::new_session`]), or the
+    /// configured one before.
     pub fn session_id(&self) -> Option<String> {
         self.shared().snapshot.session_id.clone()
     }

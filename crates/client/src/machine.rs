@@ -567,9 +567,10 @@ impl Machine {
         self.control.ready && !self.is_host()
     }
 
-    /// The session's id: the configured one, or, for a session this host opened without
-    /// one ([`ClientConfig::new_session`]), the code the server assigned (`None` until its
-    /// `welcome`). Reconnections rejoin this id.
+    /// The session's id: as the last `welcome` gave it (for a session this host opened
+    /// without one, [`ClientConfig::new_session`], the code the server assigned), else the
+    /// configured one (`None` for a new session before its `welcome`). Reconnections rejoin
+    /// this id.
     pub fn session_id(&self) -> Option<&str> {
         self.control
             .assigned_session

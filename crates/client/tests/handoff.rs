@@ -3,7 +3,8 @@
 //! new host's state reaches the old one with the new term; the old host is fenced), the
 //! automatic handoff when a plain host's connection is cut and when a resumable host stays
 //! away past its window (`--on-host-loss handoff`), and a host opening a session without an
-//! id (a 6-character code others join by).
+//! id (a 6-character code others join by, rejoined by that code after a server restart), and
+//! the state a host sets while resuming, queued and delivered once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,6 +166,11 @@ impl Proxy {
     /// New connections are dropped at once.
     fn refuse(&self) {
         self.refuse.store(true, Ordering::SeqCst);
+    }
+
+    /// New connections are forwarded again.
+    fn allow(&self) {
+        self.refuse.store(false, Ordering::SeqCst);
     }
 }
 
@@ -578,6 +584,90 @@ async fn a_host_opening_a_session_without_an_id_gets_a_six_character_code() {
     )))
     .await;
     assert_ne!(other.client.session_id(), Some(code));
+}
+
+#[tokio::test]
+async fn a_new_sessions_host_rejoins_its_code_when_the_server_comes_back() {
+    let server = start(OnHostLoss::Close).await;
+    let addr = server.local_addr();
+    let host = Peer::connect(fast(ClientConfig::new_session(
+        url(addr),
+        "Kitchen",
+        "mac",
+        "Mac",
+    )))
+    .await;
+    let code = host.client.session_id().expect("an assigned code");
+    let first_id = host.id();
+    server.shutdown().await; // session_closed + 1001: a fresh join follows
+    host.until("reconnecting", |e| {
+        (*e == Event::StateChanged(ConnectionState::Reconnecting)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        host.client.session_id(),
+        Some(code.clone()),
+        "kept while away"
+    );
+    let mut config = server_config(OnHostLoss::Close);
+    config.listen = addr;
+    let _server = Server::bind(config).await.expect("rebind the same port");
+    host.until_client("joined again", |c| {
+        c.state() == ConnectionState::Connected && c.client_id() != Some(first_id.clone())
+    })
+    .await;
+    // The same code, not a new session: the join named it.
+    assert_eq!(host.client.session_id(), Some(code.clone()));
+    assert_eq!(host.client.snapshot().session.map(|s| s.id), Some(code));
+    assert!(host.client.is_host());
+}
+
+#[tokio::test]
+async fn state_set_while_the_host_resumes_is_queued_and_reaches_the_members_once() {
+    let mut config = server_config(OnHostLoss::Close);
+    config.resume_window = Duration::from_secs(5);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let proxy = Proxy::start(addr).await;
+    let mut host_cfg = host_config(proxy.addr);
+    host_cfg.resume_window = Duration::from_secs(5);
+    let host = Peer::connect(host_cfg).await;
+    let member = Peer::connect(member_config(addr, "phone")).await;
+    proxy.refuse();
+    proxy.cut();
+    host.until("a refused resume attempt", |e| {
+        matches!(e, Event::Resuming { attempt: 2, .. }).then_some(())
+    })
+    .await;
+    // Queued while away (the role and host stay: the server holds the place).
+    assert_eq!(host.client.state(), ConnectionState::Reconnecting);
+    host.client.set_state(json!({"track": 1}), Some(0)).unwrap();
+    host.client.patch_state(json!({"pos": 5}), Some(1)).unwrap();
+    assert_eq!(host.client.role(), Role::Assigned);
+    assert!(host.client.is_host());
+    proxy.allow();
+    host.until("resumed", |e| {
+        matches!(e, Event::Resumed { .. }).then_some(())
+    })
+    .await;
+    let got = member
+        .until("the queued sets, applied in order", |e| match e {
+            Event::SessionState {
+                state, version: 2, ..
+            } => Some(state.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, json!({"track": 1, "pos": 5}));
+    let versions: Vec<u64> = member
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionState { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [0, 1, 2], "welcome's, then each set once");
 }
 
 trait WithSession {
