@@ -1538,6 +1538,8 @@ mod property {
             fatal: bool,
             timeout: bool,
         },
+        /// A late close of the slot's member's previous socket (after a resume): ignored.
+        StaleDrop(usize),
         /// The n-th away member (modulo how many are away) resumes with the last `seq` it
         /// received.
         Resume(usize),
@@ -1578,6 +1580,7 @@ mod property {
             )
                 .prop_map(|(who, fatal, timeout)| Op::Drop { who, fatal: fatal && timeout, timeout }),
             3 => slot.clone().prop_map(Op::Resume),
+            1 => slot.clone().prop_map(Op::StaleDrop),
             2 => prop_oneof![Just(1u64), Just(4), Just(9), Just(11), Just(21)].prop_map(Op::Advance),
             3 => (slot.clone(), any::<bool>()).prop_map(|(s, r)| Op::Ready(s, r)),
             3 => (who(), proptest::option::of(0..=SLOTS)).prop_map(|(w, t)| Op::Request(w, t)),
@@ -1793,6 +1796,17 @@ mod property {
                         self.s.handle_socket_detach(now, &id, socket, reason, fatal);
                     }
                 }
+                Op::StaleDrop(slot) => {
+                    if let Some(live) = self.slots[slot].live.as_ref().filter(|l| l.socket > 0) {
+                        let (id, old) = (live.id.clone(), live.socket - 1);
+                        self.s
+                            .handle_socket_detach(now, &id, old, LeaveReason::Error, false);
+                        let f = drain(&mut self.s);
+                        if !f.is_empty() {
+                            return Err(format!("a stale socket's close did something: {f:?}"));
+                        }
+                    }
+                }
                 Op::Resume(n) => {
                     let away: Vec<usize> = (0..SLOTS)
                         .filter(|&i| {
@@ -1804,23 +1818,21 @@ mod property {
                     if !away.is_empty() {
                         let slot = away[n % away.len()];
                         let id = self.id_of(Who::Slot(slot)).unwrap();
-                        {
-                            self.sockets += 1;
-                            let socket = self.sockets;
-                            let live = self.slots[slot].live.as_mut().unwrap();
-                            let token = format!("tok-{id}");
-                            let r = self
-                                .s
-                                .handle_resume(now, &id, &token, live.last_seq, socket, id.clone())
-                                .map_err(|(e, _)| format!("resume of {id} refused: {e:?}"))?;
-                            if r.replaced.is_some() {
-                                return Err(format!("{id} was away but had a transport"));
-                            }
-                            live.socket = socket;
-                            for (seq, bytes) in r.replay {
-                                let message = serde_json::from_slice(&bytes).unwrap();
-                                replayed.push((id.clone(), Some(seq), message));
-                            }
+                        self.sockets += 1;
+                        let socket = self.sockets;
+                        let live = self.slots[slot].live.as_mut().unwrap();
+                        let token = format!("tok-{id}");
+                        let r = self
+                            .s
+                            .handle_resume(now, &id, &token, live.last_seq, socket, id.clone())
+                            .map_err(|(e, _)| format!("resume of {id} refused: {e:?}"))?;
+                        if r.replaced.is_some() {
+                            return Err(format!("{id} was away but had a transport"));
+                        }
+                        live.socket = socket;
+                        for (seq, bytes) in r.replay {
+                            let message = serde_json::from_slice(&bytes).unwrap();
+                            replayed.push((id.clone(), Some(seq), message));
                         }
                     }
                 }
