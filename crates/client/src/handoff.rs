@@ -44,6 +44,36 @@
 //! declares itself ready again right after the new `welcome`, unless it is the host there:
 //! the declaration is the application's wish, and the server forgot it with the old place.
 //! The server counts it as a new declaration (its place in the readiness order is new).
+//!
+//! # Example
+//!
+//! A member that is willing to take over, follows the state, and accepts when asked:
+//!
+//! ```no_run
+//! use loudsync_client::{Client, ClientConfig, Event, Role};
+//!
+//! # async fn run() -> Result<(), loudsync_client::ClientError> {
+//! let config = ClientConfig::member("ws://127.0.0.1:8080/", "A1B2C3", "tv-1", "Living room");
+//! let (client, mut events) = Client::connect(config).await?;
+//! client.set_ready(true)?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::SessionState { state, version, .. } => println!("v{version}: {state}"),
+//!         Event::HandoffRequested { handoff_id, from_id, .. } => {
+//!             println!("{from_id} hands over");
+//!             client.accept_handoff(&handoff_id)?;
+//!         }
+//!         Event::HostChanged { host_id, term, .. } => println!("host {host_id} (term {term})"),
+//!         Event::RoleChanged(Role::Assigned) if client.is_host() => {
+//!             let (_, version) = client.session_state();
+//!             client.patch_state(serde_json::json!({"volume": 7}), Some(version))?;
+//!         }
+//!         Event::Kicked { .. } | Event::SessionClosed { .. } | Event::Failed { .. } => break,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 use loudsync_protocol::{HandoffFailure, HostChange, MemberInfo, StateSnapshot};
 use serde_json::{Map, Value};
