@@ -1,6 +1,7 @@
 //! Tests of the state and handoff layer (seed 000, issue 11) on a virtual clock: state
 //! changes and their checks, readiness, voluntary handoff and each of its failures, host loss
-//! under both policies, fencing.
+//! under both policies, fencing; and a property test (module `property`) of random sequences
+//! that must keep exactly one host, on whom every member's own frames agree.
 
 use super::handoff::{HandoffConfig, HostLoss};
 use super::tests::{join, now as t0};
