@@ -318,6 +318,9 @@ async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> 
                     Ok(Some(Command::Quit)) => break,
                     Ok(Some(command)) => {
                         let outcome = execute(&client, &client.snapshot(), &command);
+                        // Give the SDK's task a moment to take the command, so the view
+                        // shows what it changed (an answered prompt is gone, say).
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                         out.command(&client.snapshot(), &line, outcome);
                     }
                     Err(e) => out.command(&client.snapshot(), &line, Err(e)),
@@ -765,7 +768,9 @@ fn describe_raw(e: &Event, members: &[MemberInfo], me: Option<&str>) -> String {
     };
     match e {
         Event::StateChanged(s) => format!("state: {}", s.as_str()),
-        Event::Welcome { client_id, session } => format!("joined {} as {client_id}", session.id),
+        Event::Welcome { client_id, session } => {
+            format!("joined {} as {client_id}", display_code(&session.id))
+        }
         Event::MemberList(m) => format!("member list: {} members", m.len()),
         Event::MemberJoined(m) => format!("{} joined", m.name),
         Event::MemberLeft { member_id, reason } => {
@@ -1121,13 +1126,23 @@ pub fn execute(client: &Client, s: &Snapshot, command: &Command) -> Result<Strin
         }
         Command::SetState(v) => {
             sent(client.set_state(v.clone(), None))?;
-            Ok("state sent".into())
+            Ok(sent_note("state", s.is_host))
         }
         Command::PatchState(v) => {
             sent(client.patch_state(v.clone(), None))?;
-            Ok("patch sent".into())
+            Ok(sent_note("patch", s.is_host))
         }
         Command::Quit => Ok("leaving".into()),
+    }
+}
+
+/// What was done with a state change: sent; from a member that is not the host, the server
+/// refuses it (and the refusal is shown when it comes).
+fn sent_note(what: &str, is_host: bool) -> String {
+    if is_host {
+        format!("{what} sent")
+    } else {
+        format!("{what} sent, but only the host sets the state: expect a refusal")
     }
 }
 
