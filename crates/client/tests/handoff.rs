@@ -7,21 +7,19 @@
 //! the state a host sets while resuming, queued and delivered once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loudsync_client::{
-    display_code, typed_code, Client, ClientConfig, ConnectionState, ErrorCode, Event,
-    HandoffFailure, HostChange, LeaveReason, PendingHandoff, ReconnectPolicy, Role,
+    display_code, typed_code, ClientConfig, ConnectionState, ErrorCode, Event, HandoffFailure,
+    HostChange, LeaveReason, PendingHandoff, Role,
 };
 use loudsync_server::config::OnHostLoss;
 use loudsync_server::{Server, ServerConfig};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{fast, url, Cut, Peer, Proxy};
 
 fn server_config(on_host_loss: OnHostLoss) -> ServerConfig {
     ServerConfig {
@@ -43,135 +41,19 @@ async fn start(on_host_loss: OnHostLoss) -> Server {
     Server::bind(server_config(on_host_loss)).await.unwrap()
 }
 
-fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/")
-}
-
-fn fast(mut c: ClientConfig) -> ClientConfig {
-    c.heartbeat_interval = Duration::from_millis(100);
-    c.silence_timeout = Duration::from_millis(600);
-    c.join_timeout = Duration::from_secs(2);
-    c.ack_interval = Duration::from_millis(200);
+/// [`common::fast`], with the client's resume patience short too.
+fn quick(c: ClientConfig) -> ClientConfig {
+    let mut c = fast(c);
     c.resume_window = Duration::from_millis(300);
-    c.reconnect = ReconnectPolicy {
-        attempts: 3,
-        delay: Duration::from_millis(100),
-        backoff: None,
-    };
     c
 }
 
 fn host_config(addr: SocketAddr) -> ClientConfig {
-    fast(ClientConfig::host(url(addr), "s", "Party", "mac", "Mac"))
+    quick(common::host_config(addr))
 }
 
 fn member_config(addr: SocketAddr, device: &str) -> ClientConfig {
-    fast(ClientConfig::member(url(addr), "s", device, device))
-}
-
-/// A client whose events are collected in the background.
-struct Peer {
-    client: Client,
-    log: Arc<Mutex<Vec<Event>>>,
-}
-
-impl Peer {
-    async fn connect(config: ClientConfig) -> Peer {
-        let (client, mut events) = Client::connect(config).await.expect("connects");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                sink.lock().unwrap().push(e);
-            }
-        });
-        Peer { client, log }
-    }
-
-    fn id(&self) -> String {
-        self.client.client_id().expect("joined")
-    }
-
-    fn events(&self) -> Vec<Event> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The first event matching `pred`, waiting for it (bounded).
-    async fn until<T>(&self, what: &str, pred: impl Fn(&Event) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(found) = self.log.lock().unwrap().iter().find_map(&pred) {
-                return found;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let events = self.events();
-                let tail = &events[events.len().saturating_sub(15)..];
-                panic!("no {what} within {WAIT:?}; last events: {tail:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Waits until `check` holds of the client (bounded).
-    async fn until_client(&self, what: &str, check: impl Fn(&Client) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !check(&self.client) {
-            if tokio::time::Instant::now() > deadline {
-                panic!("{what}: not within {WAIT:?}; events: {:?}", self.events());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// A TCP proxy in front of a server that can cut every connection and refuse new ones.
-struct Proxy {
-    addr: SocketAddr,
-    refuse: Arc<AtomicBool>,
-    cuts: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let refuse = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = watch::channel(0);
-        let (no, rx) = (refuse.clone(), cuts.subscribe());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if no.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut cut = rx.clone();
-                cut.mark_unchanged();
-                tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut.changed() => {}
-                        }
-                    }
-                });
-            }
-        });
-        Proxy { addr, refuse, cuts }
-    }
-
-    /// Cuts every connection open now (no close frame: the sockets just go).
-    fn cut(&self) {
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    /// New connections are dropped at once.
-    fn refuse(&self) {
-        self.refuse.store(true, Ordering::SeqCst);
-    }
-
-    /// New connections are forwarded again.
-    fn allow(&self) {
-        self.refuse.store(false, Ordering::SeqCst);
-    }
+    quick(common::member_config(addr, device))
 }
 
 #[tokio::test]
@@ -187,7 +69,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
     host.client
         .set_state(json!({"track": "Blue in Green", "pos": 0}), Some(0))
         .unwrap();
-    host.until("the host's state confirmation", |e| match e {
+    host.find("the host's state confirmation", |e| match e {
         Event::SessionState { version: 1, .. } => Some(()),
         _ => None,
     })
@@ -207,12 +89,12 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
     // It declares itself ready; the host sees it in its member table.
     member.client.set_ready(true).unwrap();
     member
-        .until("the member's own role", |e| {
+        .find("the member's own role", |e| {
             (*e == Event::RoleChanged(Role::HandoffReady)).then_some(())
         })
         .await;
     assert_eq!(member.client.role(), Role::HandoffReady);
-    host.until("the member's readiness", |e| match e {
+    host.find("the member's readiness", |e| match e {
         Event::MemberUpdated(m) if m.id == member_id && m.handoff_ready => Some(()),
         _ => None,
     })
@@ -221,7 +103,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
     // A first request, declined: the host keeps control.
     host.client.request_handoff(None).unwrap();
     let first = member
-        .until("the first prompt", |e| match e {
+        .find("the first prompt", |e| match e {
             Event::HandoffRequested { handoff_id, .. } => Some(handoff_id.clone()),
             _ => None,
         })
@@ -231,7 +113,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         .decline_handoff(&first, Some("not now"))
         .unwrap();
     let failed = host
-        .until("the decline", |e| match e {
+        .find("the decline", |e| match e {
             Event::HandoffFailed {
                 reason,
                 handoff_id,
@@ -257,7 +139,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
     // The second, to the same ready member (the server's choice), accepted.
     host.client.request_handoff(None).unwrap();
     let (handoff_id, target) = host
-        .until("handoff_started", |e| match e {
+        .find("handoff_started", |e| match e {
             Event::HandoffStarted {
                 handoff_id,
                 target_id,
@@ -276,7 +158,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         Some(PendingHandoff::Started { .. })
     ));
     let prompt = member
-        .until("the prompt with the state", |e| match e {
+        .find("the prompt with the state", |e| match e {
             Event::HandoffRequested {
                 handoff_id: id,
                 from_id,
@@ -308,7 +190,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
 
     // The old host is acknowledged, then both see host_changed.
     let ack = host
-        .until("handoff_ack", |e| match e {
+        .find("handoff_ack", |e| match e {
             Event::HandoffAcknowledged {
                 handoff_id,
                 host_id,
@@ -325,7 +207,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         reason: HostChange::Handoff,
     };
     for peer in [&host, &member] {
-        peer.until("host_changed", |e| (*e == expected).then_some(()))
+        peer.find("host_changed", |e| (*e == expected).then_some(()))
             .await;
     }
     let host_events = host.events();
@@ -377,7 +259,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         .patch_state(json!({"pos": 42}), Some(1))
         .unwrap();
     let got = host
-        .until("the new host's state", |e| match e {
+        .find("the new host's state", |e| match e {
             Event::SessionState {
                 state,
                 version: 2,
@@ -401,7 +283,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         .set_state(json!({"track": "So What"}), None)
         .unwrap();
     let refusal = host
-        .until("unauthorized", |e| match e {
+        .find("unauthorized", |e| match e {
             Event::Error(err) if err.code == ErrorCode::Unauthorized => Some(err.clone()),
             _ => None,
         })
@@ -416,7 +298,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
         .patch_state(json!({"pos": 43}), Some(2))
         .unwrap();
     let got = host
-        .until("version 3", |e| match e {
+        .find("version 3", |e| match e {
             Event::SessionState {
                 state, version: 3, ..
             } => Some(state.clone()),
@@ -426,7 +308,7 @@ async fn a_full_handoff_between_two_real_clients_carries_the_state() {
     assert_eq!(got, json!({"track": "Blue in Green", "pos": 43}));
     // And a handoff request from it too.
     host.client.request_handoff(None).unwrap();
-    host.until("a second unauthorized", |e| match e {
+    host.find("a second unauthorized", |e| match e {
         Event::Error(err)
             if err.code == ErrorCode::Unauthorized && err.message.contains("handoff") =>
         {
@@ -452,13 +334,13 @@ async fn a_plain_hosts_cut_connection_passes_the_session_to_the_ready_member() {
     let second = Peer::connect(member_config(addr, "tablet")).await;
     let second_id = second.id();
     second.client.set_ready(true).unwrap();
-    host.until("the second member's readiness", |e| match e {
+    host.find("the second member's readiness", |e| match e {
         Event::MemberUpdated(m) if m.id == second_id && m.handoff_ready => Some(()),
         _ => None,
     })
     .await;
 
-    proxy.cut();
+    proxy.cut(Cut::Clean);
     let expected = Event::HostChanged {
         host_id: second_id.clone(),
         previous_host_id: host_id.clone(),
@@ -466,7 +348,7 @@ async fn a_plain_hosts_cut_connection_passes_the_session_to_the_ready_member() {
         reason: HostChange::HostLost,
     };
     for peer in [&first, &second] {
-        peer.until("host_changed host_lost", |e| (*e == expected).then_some(()))
+        peer.find("host_changed host_lost", |e| (*e == expected).then_some(()))
             .await;
         let events = peer.events();
         let left = events
@@ -483,7 +365,7 @@ async fn a_plain_hosts_cut_connection_passes_the_session_to_the_ready_member() {
     assert_eq!(second.client.role(), Role::Assigned, "a host is not ready");
     assert!(!first.client.is_host());
     // The old host's SDK ends: its plain connection was the host's.
-    host.until("the old host's end", |e| match e {
+    host.find("the old host's end", |e| match e {
         Event::SessionClosed { .. } => Some(()),
         _ => None,
     })
@@ -495,7 +377,7 @@ async fn a_plain_hosts_cut_connection_passes_the_session_to_the_ready_member() {
         .set_state(json!({"track": 8}), Some(1))
         .unwrap();
     let got = first
-        .until("the new host's state", |e| match e {
+        .find("the new host's state", |e| match e {
             Event::SessionState {
                 state,
                 version: 2,
@@ -519,8 +401,8 @@ async fn a_resumable_host_away_past_its_window_passes_the_session_to_the_longest
     let first_id = first.id();
     let second = Peer::connect(member_config(addr, "tablet")).await;
     // Nobody is ready: the longest-present member takes over once the window ended.
-    proxy.refuse();
-    proxy.cut();
+    proxy.refuse(true);
+    proxy.cut(Cut::Clean);
     let expected = Event::HostChanged {
         host_id: first_id.clone(),
         previous_host_id: host_id.clone(),
@@ -528,7 +410,7 @@ async fn a_resumable_host_away_past_its_window_passes_the_session_to_the_longest
         reason: HostChange::HostLost,
     };
     for peer in [&first, &second] {
-        peer.until("host_changed host_lost", |e| (*e == expected).then_some(()))
+        peer.find("host_changed host_lost", |e| (*e == expected).then_some(()))
             .await;
         assert!(peer.events().iter().any(|e| matches!(
             e,
@@ -600,7 +482,7 @@ async fn a_new_sessions_host_rejoins_its_code_when_the_server_comes_back() {
     let code = host.client.session_id().expect("an assigned code");
     let first_id = host.id();
     server.shutdown().await; // session_closed + 1001: a fresh join follows
-    host.until("reconnecting", |e| {
+    host.find("reconnecting", |e| {
         (*e == Event::StateChanged(ConnectionState::Reconnecting)).then_some(())
     })
     .await;
@@ -633,9 +515,9 @@ async fn state_set_while_the_host_resumes_is_queued_and_reaches_the_members_once
     host_cfg.resume_window = Duration::from_secs(5);
     let host = Peer::connect(host_cfg).await;
     let member = Peer::connect(member_config(addr, "phone")).await;
-    proxy.refuse();
-    proxy.cut();
-    host.until("a refused resume attempt", |e| {
+    proxy.refuse(true);
+    proxy.cut(Cut::Clean);
+    host.find("a refused resume attempt", |e| {
         matches!(e, Event::Resuming { attempt: 2, .. }).then_some(())
     })
     .await;
@@ -645,13 +527,13 @@ async fn state_set_while_the_host_resumes_is_queued_and_reaches_the_members_once
     host.client.patch_state(json!({"pos": 5}), Some(1)).unwrap();
     assert_eq!(host.client.role(), Role::Assigned);
     assert!(host.client.is_host());
-    proxy.allow();
-    host.until("resumed", |e| {
+    proxy.refuse(false);
+    host.find("resumed", |e| {
         matches!(e, Event::Resumed { .. }).then_some(())
     })
     .await;
     let got = member
-        .until("the queued sets, applied in order", |e| match e {
+        .find("the queued sets, applied in order", |e| match e {
             Event::SessionState {
                 state, version: 2, ..
             } => Some(state.clone()),

@@ -6,22 +6,20 @@
 //! is a leave, and many members cut at once all resume.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use loudsync_client::{
-    Client, ClientConfig, ClientError, ConnectionState, ConnectionStatus, Event, LeaveReason,
-    LinkState, ReconnectPolicy,
+    ClientConfig, ClientError, ConnectionState, ConnectionStatus, Event, LeaveReason, LinkState,
 };
 use loudsync_protocol::ResumeFailure;
 use loudsync_server::{Server, ServerConfig};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{fast, host_config, member_config, url, Cut, Peer, Proxy, WAIT};
 
 fn server_config(listen: SocketAddr) -> ServerConfig {
     ServerConfig {
@@ -44,75 +42,7 @@ async fn start() -> Server {
     start_with(server_config("127.0.0.1:0".parse().unwrap())).await
 }
 
-fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/")
-}
-
-fn fast(mut c: ClientConfig) -> ClientConfig {
-    c.heartbeat_interval = Duration::from_millis(100);
-    c.silence_timeout = Duration::from_millis(600);
-    c.join_timeout = Duration::from_secs(2);
-    c.ack_interval = Duration::from_millis(200);
-    c.reconnect = ReconnectPolicy {
-        attempts: 3,
-        delay: Duration::from_millis(100),
-        backoff: None,
-    };
-    c
-}
-
-fn host_config(addr: SocketAddr) -> ClientConfig {
-    fast(ClientConfig::host(url(addr), "s", "Party", "mac", "Mac"))
-}
-
-fn member_config(addr: SocketAddr, device: &str) -> ClientConfig {
-    fast(ClientConfig::member(url(addr), "s", device, device))
-}
-
-/// A client whose events are collected in the background.
-struct Peer {
-    client: Client,
-    log: Arc<Mutex<Vec<Event>>>,
-}
-
 impl Peer {
-    async fn connect(config: ClientConfig) -> Peer {
-        let (client, mut events) = Client::connect(config).await.expect("connects");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                sink.lock().unwrap().push(e);
-            }
-        });
-        Peer { client, log }
-    }
-
-    fn events(&self) -> Vec<Event> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
-        self.log.lock().unwrap().iter().filter(|e| pred(e)).count()
-    }
-
-    /// Waits until `n` events match `pred`.
-    async fn until_n(&self, what: &str, n: usize, pred: impl Fn(&Event) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.count(&pred) < n {
-            if tokio::time::Instant::now() > deadline {
-                let events = self.events();
-                let tail = &events[events.len().saturating_sub(15)..];
-                panic!("no {n} x {what} within {WAIT:?}; last events: {tail:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn until(&self, what: &str, pred: impl Fn(&Event) -> bool) {
-        self.until_n(what, 1, pred).await
-    }
-
     /// The `n` of every `{"n": ..}` message received, in order.
     fn received(&self) -> Vec<u64> {
         self.log
@@ -143,119 +73,6 @@ impl Peer {
             }
         }
     }
-}
-
-/// How the proxy cuts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cut {
-    /// Both sockets of every connection closed at once.
-    Clean,
-    /// Each connection forwards half of its next chunk (either way), then closes: the cut
-    /// falls inside a WebSocket frame (after at most 200 ms without traffic it closes anyway).
-    MidFrame,
-}
-
-/// A TCP proxy in front of a server.
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<SocketAddr>>,
-    refuse: Arc<AtomicBool>,
-    cuts: watch::Sender<(u64, Cut)>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream = Arc::new(Mutex::new(upstream));
-        let refuse = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = watch::channel((0, Cut::Clean));
-        let (up, no, rx) = (upstream.clone(), refuse.clone(), cuts.subscribe());
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if no.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let target = *up.lock().unwrap();
-                let mut cut = rx.clone();
-                cut.mark_unchanged();
-                tokio::spawn(async move {
-                    if let Ok(server) = TcpStream::connect(target).await {
-                        pipe(client, server, cut).await;
-                    }
-                });
-            }
-        });
-        Proxy {
-            addr,
-            upstream,
-            refuse,
-            cuts,
-        }
-    }
-
-    /// Cuts every connection open now.
-    fn cut(&self, how: Cut) {
-        self.cuts.send_modify(|(n, c)| {
-            *n += 1;
-            *c = how;
-        });
-    }
-
-    /// New connections are closed at once (`true`) or forwarded again.
-    fn refuse(&self, refuse: bool) {
-        self.refuse.store(refuse, Ordering::SeqCst);
-    }
-
-    /// New connections go to `addr`.
-    fn switch_to(&self, addr: SocketAddr) {
-        *self.upstream.lock().unwrap() = addr;
-    }
-}
-
-async fn pipe(client: TcpStream, server: TcpStream, mut cut: watch::Receiver<(u64, Cut)>) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let mut up = vec![0u8; 16 * 1024];
-    let mut down = vec![0u8; 16 * 1024];
-    let mut cutting: Option<tokio::time::Instant> = None;
-    loop {
-        let give_up = async {
-            match cutting {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = cr.read(&mut up) => {
-                let n = r.unwrap_or(0);
-                if n == 0 { break }
-                let n = if cutting.is_some() { n / 2 } else { n };
-                if sw.write_all(&up[..n]).await.is_err() || cutting.is_some() { break }
-            }
-            r = sr.read(&mut down) => {
-                let n = r.unwrap_or(0);
-                if n == 0 { break }
-                let n = if cutting.is_some() { n / 2 } else { n };
-                if cw.write_all(&down[..n]).await.is_err() || cutting.is_some() { break }
-            }
-            changed = cut.changed() => {
-                if changed.is_err() { break }
-                match cut.borrow().1 {
-                    Cut::Clean => break,
-                    Cut::MidFrame => {
-                        cutting = Some(tokio::time::Instant::now() + Duration::from_millis(200))
-                    }
-                }
-            }
-            _ = give_up => break,
-        }
-    }
-    // Dropping the four halves closes both sockets.
 }
 
 fn is_resumed(e: &Event) -> bool {
