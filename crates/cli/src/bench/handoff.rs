@@ -580,12 +580,12 @@ impl FanoutStats {
 
     fn report(&self, server_cpu_ms: Option<f64>) -> Value {
         json!({
-            "frame_bytes_min": self.min_len,
-            "frame_bytes_max": self.max_len,
+            "frame_bytes_min": (self.max_len > 0).then_some(self.min_len),
+            "frame_bytes_max": (self.max_len > 0).then_some(self.max_len),
             "send_to_last_member": percentiles(&self.last),
             "send_to_first_member": percentiles(&self.first),
             "send_to_setters_own_copy": (!self.own.is_empty()).then(|| percentiles(&self.own)),
-            "server_cpu_ms_per_frame_sent": server_cpu_ms,
+            "server_cpu_ms_per_fanout": server_cpu_ms,
         })
     }
 }
@@ -840,9 +840,13 @@ fn print_table(r: &Value) {
         f["rounds"], f["state_document_bytes"]
     );
     println!("  {:<40} {:>26} {:>26}", "", "state (state_set)", "message");
+    let sizes = |v: &Value| match (v["frame_bytes_min"].as_u64(), v["frame_bytes_max"].as_u64()) {
+        (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
+        _ => "-".to_string(),
+    };
     let side = |label: &str, key: &str| {
         let cell = |v: &Value| {
-            if v.is_null() {
+            if v["count"].as_u64().unwrap_or(0) == 0 {
                 "-".to_string()
             } else {
                 format!("{} / {} / {} ms", v["p50_ms"], v["p99_ms"], v["max_ms"])
@@ -857,14 +861,8 @@ fn print_table(r: &Value) {
     println!(
         "  {:<40} {:>26} {:>26}",
         "frame received, bytes",
-        format!(
-            "{}-{}",
-            f["state"]["frame_bytes_min"], f["state"]["frame_bytes_max"]
-        ),
-        format!(
-            "{}-{}",
-            f["message"]["frame_bytes_min"], f["message"]["frame_bytes_max"]
-        )
+        sizes(&f["state"]),
+        sizes(&f["message"])
     );
     side(
         "send -> every other member (p50/p99/max)",
@@ -875,9 +873,9 @@ fn print_table(r: &Value) {
     let cpu = |v: &Value| v.as_f64().map_or("-".to_string(), |c| format!("{c:.2} ms"));
     println!(
         "  {:<40} {:>26} {:>26}",
-        "server CPU per frame sent",
-        cpu(&f["state"]["server_cpu_ms_per_frame_sent"]),
-        cpu(&f["message"]["server_cpu_ms_per_frame_sent"])
+        "server CPU per fan-out (to all members)",
+        cpu(&f["state"]["server_cpu_ms_per_fanout"]),
+        cpu(&f["message"]["server_cpu_ms_per_fanout"])
     );
     let t = &r["target"];
     row(
