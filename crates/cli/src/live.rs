@@ -390,9 +390,14 @@ impl Output {
         }
         // Latency updates and the periodic member-list refresh only redraw the table.
         // ... and so do the resume link's own steps (its state shows in the other events).
+        // ... and so does the role going to Connecting or Disconnected: the connection's
+        // state says that already, one line above.
         if !matches!(
             event,
-            Event::Latency { .. } | Event::MemberList(_) | Event::LinkChanged(_)
+            Event::Latency { .. }
+                | Event::MemberList(_)
+                | Event::LinkChanged(_)
+                | Event::RoleChanged(Role::Idle | Role::Connecting | Role::Disconnected)
         ) {
             let me = snapshot.client_id.as_deref();
             self.push_recent(describe_in(event, &snapshot.members, me));
@@ -651,12 +656,29 @@ pub fn render(
         v.push_str(&format!("  {}\n", terminal_safe(line)));
     }
     if ended.is_none() {
-        v.push_str(&format!(
-            "\ncommands (a letter, then Enter): {}   Ctrl-C leaves\n> ",
-            commands_now(s).join(" | ")
-        ));
+        v.push_str("\ncommands (type one, then Enter; Ctrl-C leaves too):\n");
+        for line in wrap(&commands_now(s), " | ", 76) {
+            v.push_str(&format!("  {line}\n"));
+        }
+        v.push_str("> ");
     }
     v
+}
+
+/// `items` joined by `sep` into lines of at most `width` characters (an item longer than
+/// that gets a line of its own).
+fn wrap(items: &[&str], sep: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for item in items {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + sep.len() + item.chars().count() <= width => {
+                line.push_str(sep);
+                line.push_str(item);
+            }
+            _ => lines.push(item.to_string()),
+        }
+    }
+    lines
 }
 
 /// A role as the issue names it: Idle, Connecting, Assigned, Handoff-Ready, Disconnected.
@@ -866,9 +888,7 @@ fn describe_raw(e: &Event, members: &[MemberInfo], me: Option<&str>) -> String {
                 .unwrap_or_else(|| "the candidate".into());
             let why = match reason {
                 HandoffFailure::NoCandidate => {
-                    "no member can take control (a member declares itself ready with r; \
-                     a named member must be connected)"
-                        .to_string()
+                    "nobody can take control (a member gets ready with r)".to_string()
                 }
                 HandoffFailure::Declined => format!("{target} declined"),
                 HandoffFailure::Timeout if target_id.is_some() => {
@@ -1377,7 +1397,11 @@ mod tests {
             live.contains("\n1 member   * = host   ready = ready to take control\n"),
             "{live}"
         );
-        assert!(live.contains("Ctrl-C leaves\n> "), "{live}");
+        assert!(
+            live.contains("\ncommands (type one, then Enter; Ctrl-C leaves too):\n")
+                && live.ends_with("q leave\n> "),
+            "{live}"
+        );
         let hostile = render(
             &s,
             &VecDeque::new(),
@@ -1479,7 +1503,7 @@ mod tests {
         assert!(phone.ends_with("  ready"), "{phone:?}");
         let tablet = view.lines().find(|l| l.contains("Tablet")).unwrap();
         assert!(!tablet.contains("ready"), "{tablet:?}");
-        let footer = view.lines().find(|l| l.starts_with("commands")).unwrap();
+        let footer = view.split("\ncommands (").nth(1).unwrap();
         for c in [
             "h hand off",
             "h <name> hand off to",
@@ -1503,7 +1527,7 @@ mod tests {
             view.contains("\n>> handing off to Phone (c_p)... waiting for its answer\n"),
             "{view}"
         );
-        let footer = view.lines().find(|l| l.starts_with("commands")).unwrap();
+        let footer = view.split("\ncommands (").nth(1).unwrap();
         assert!(!footer.contains("h hand off"), "{footer}");
     }
 
@@ -1514,7 +1538,7 @@ mod tests {
         assert!(view.contains("you are c_p (Phone)   role: Handoff-Ready"));
         assert!(view.contains("\nhost: Mac (c_h)   term: 3\n"), "{view}");
         assert!(!view.contains("others join with"));
-        let footer = view.lines().find(|l| l.starts_with("commands")).unwrap();
+        let footer = view.split("\ncommands (").nth(1).unwrap();
         assert!(footer.contains("r not ready") && footer.contains("q leave"));
         assert!(!footer.contains("a accept") && !footer.contains("s <json>"));
         s.pending_handoff = Some(PendingHandoff::Offered(loudsync_client::HandoffOffer {
@@ -1535,7 +1559,7 @@ mod tests {
             view.contains("\n>> Mac (c_h) asks you to take control: a accept, d decline (9s)\n"),
             "{view}"
         );
-        let footer = view.lines().find(|l| l.starts_with("commands")).unwrap();
+        let footer = view.split("\ncommands (").nth(1).unwrap();
         assert!(footer.contains("a accept") && footer.contains("d decline"));
         // A member not ready is offered `r` to become so.
         let plain = Snapshot {
@@ -1698,7 +1722,7 @@ mod tests {
             handoff_id: None,
             target_id: None
         })
-        .starts_with("handoff failed (no_candidate): no member can take control"));
+        .starts_with("handoff failed (no_candidate): nobody can take control"));
         let fenced = Event::Error(ServerError {
             code: ErrorCode::Unauthorized.into(),
             message: "state_set: only the host may set the session state".into(),

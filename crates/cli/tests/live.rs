@@ -1268,8 +1268,12 @@ async fn the_live_view_shows_the_code_the_host_and_a_declined_handoff() {
             }
             screen.push_str(&line);
             screen.push('\n');
-            // A whole screen: it ends with the commands (then the prompt, `> `).
-            if screen.contains(what) && screen.contains("\ncommands (a letter, then Enter): ") {
+            // A whole screen: it ends with the commands, `q` last (then the prompt, `> `).
+            let whole = screen
+                .split("\ncommands (")
+                .nth(1)
+                .is_some_and(|f| f.contains("q leave") || f.contains("q end the session"));
+            if screen.contains(what) && whole {
                 return screen;
             }
         }
