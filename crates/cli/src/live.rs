@@ -449,6 +449,9 @@ impl Output {
             (None, Some(last)) => {
                 shown.session = last.session.clone();
                 shown.client_id = last.client_id.clone();
+                if shown.host_id.is_none() {
+                    shown.host_id = last.host_id.clone();
+                }
                 if self.ended.is_some() {
                     shown.members = last.members.clone();
                 }

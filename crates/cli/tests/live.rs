@@ -523,7 +523,9 @@ async fn the_guests_last_screen_keeps_the_session_and_says_why_it_ended() {
         ),
         "{last:?}"
     );
-    // The table as it was when the session ended, no longer offering Ctrl-C.
+    // Who had control, and the table, as they were when the session ended, no longer
+    // offering Ctrl-C.
+    assert!(last.contains("\nhost: Mac (c_"), "{last}");
     assert!(
         last.contains("* Mac ") && last.contains("Phone (you)"),
         "{last}"
