@@ -104,21 +104,19 @@ pub fn display_code(id: &str) -> String {
     }
 }
 
-/// What a person typed as a session code, as a client sends it: a code shown as `A1B-2C3`
-/// (or typed `a1b-2c3`, `a1b2c3`) is sent `A1B2C3`: the middle dash dropped, upper-cased.
-/// Anything else (`party-1`, `kitchen`) is sent as typed: ids are never rewritten otherwise.
+/// What a person typed as a session code, as a client sends it: a code as people see it,
+/// `A1B-2C3` (or typed `a1b-2c3`), is sent `A1B2C3`: the middle dash dropped, upper-cased.
+/// Anything else (`party-1`, `kitchen`, `a1b2c3`) is sent as typed: ids are never rewritten
+/// otherwise (the server finds a session whatever the case and dashes, docs/PROTOCOL.md §2).
 pub fn typed_code(input: &str) -> String {
     let trimmed = input.trim();
-    let undashed = match trimmed.split_once('-') {
-        Some((a, b)) if a.len() == 3 && b.len() == 3 => format!("{a}{b}"),
-        _ => trimmed.to_string(),
-    };
-    let code = undashed.to_ascii_uppercase();
-    if is_session_code(&code) {
-        code
-    } else {
-        input.to_string()
+    if let Some((a, b)) = trimmed.split_once('-') {
+        let code = format!("{a}{b}").to_ascii_uppercase();
+        if a.len() == 3 && is_session_code(&code) {
+            return code;
+        }
     }
+    input.to_string()
 }
 
 #[derive(Deserialize)]
@@ -342,7 +340,9 @@ mod tests {
         assert_eq!(display_code("a1b2c3"), "a1b2c3");
         assert_eq!(typed_code("A1B-2C3"), "A1B2C3");
         assert_eq!(typed_code("a1b-2c3"), "A1B2C3");
-        assert_eq!(typed_code(" A1B2C3 "), "A1B2C3");
+        assert_eq!(typed_code(" A1B-2C3 "), "A1B2C3");
+        assert_eq!(typed_code("a1b2c3"), "a1b2c3", "no dash: sent as typed");
+        assert_eq!(typed_code("party1"), "party1");
         assert_eq!(typed_code("party-1"), "party-1");
         assert_eq!(typed_code("kitchen"), "kitchen");
         assert!(is_session_code("0Z9A1B"));
