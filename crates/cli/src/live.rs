@@ -61,6 +61,9 @@ pub enum Exit {
     Rejected = 6,
 }
 
+/// Where `host` and `join` connect unless told (`--url`, `LOUDSYNC_URL`).
+const DEFAULT_URL: &str = "ws://127.0.0.1:8080/";
+
 /// `loudsync host`.
 #[derive(Args)]
 pub struct HostArgs {
@@ -96,7 +99,7 @@ pub struct JoinArgs {
 #[derive(Args)]
 struct CommonArgs {
     /// Server URL: ws://HOST:PORT/, or wss://HOST:PORT/ for a server with TLS.
-    #[arg(long, env = "LOUDSYNC_URL", default_value = "ws://127.0.0.1:8080/")]
+    #[arg(long, env = "LOUDSYNC_URL", default_value = DEFAULT_URL)]
     url: String,
     /// For wss://: trust only the CA certificates in this PEM file (a private CA) instead of
     /// the system's [default: the system's root certificates].
@@ -259,6 +262,7 @@ pub fn refusal_text(e: &ServerError, session: &str) -> String {
 
 async fn session(config: ClientConfig, json_mode: bool) -> anyhow::Result<Exit> {
     let mut out = Output::new(json_mode);
+    out.url = (config.url != DEFAULT_URL).then(|| config.url.clone());
     let session_id = match config.session_id.as_str() {
         "" => "(new)".to_string(),
         id => display_code(id),
@@ -359,6 +363,8 @@ struct Output {
     /// The prompt to take control this member was given, and when it expires (for the
     /// countdown; the SDK's offer has the timeout, not when it arrived).
     offer_deadline: Option<(String, Instant)>,
+    /// The server's URL when it is not the default, for the "others join with" line.
+    url: Option<String>,
 }
 
 impl Output {
@@ -369,6 +375,7 @@ impl Output {
             last: None,
             ended: None,
             offer_deadline: None,
+            url: None,
         }
     }
 
@@ -474,7 +481,13 @@ impl Output {
         let _ = write!(
             stdout,
             "\x1b[H\x1b[2J{}",
-            render(&shown, &self.recent, self.ended.as_deref(), offer_left)
+            render_for(
+                &shown,
+                &self.recent,
+                self.ended.as_deref(),
+                offer_left,
+                self.url.as_deref()
+            )
         );
         let _ = stdout.flush();
     }
@@ -564,6 +577,18 @@ pub fn render(
     ended: Option<&str>,
     offer_left: Option<Duration>,
 ) -> String {
+    render_for(s, recent, ended, offer_left, None)
+}
+
+/// [`render`] for a server at `url` (`None`: the default one), which the "others join with"
+/// line then names.
+pub fn render_for(
+    s: &Snapshot,
+    recent: &VecDeque<String>,
+    ended: Option<&str>,
+    offer_left: Option<Duration>,
+    url: Option<&str>,
+) -> String {
     let mut v = String::new();
     let me = s.client_id.as_deref();
     let (sid, sname) = s
@@ -603,8 +628,11 @@ pub fn render(
         state_line(&s.session_state, 70)
     ));
     if ended.is_none() && s.is_host && s.session.as_ref().is_some_and(|x| is_code(&x.id)) {
+        let url = url
+            .map(|u| format!(" --url {}", terminal_safe(u)))
+            .unwrap_or_default();
         v.push_str(&format!(
-            "\nothers join with: loudsync join --session {}",
+            "\nothers join with: loudsync join{url} --session {}",
             terminal_safe(&sid)
         ));
     }
@@ -1502,6 +1530,19 @@ mod tests {
             "{view}"
         );
         assert!(view.contains("others join with: loudsync join --session A1B-2C3"));
+        let elsewhere = render_for(
+            &s,
+            &VecDeque::new(),
+            None,
+            None,
+            Some("ws://10.0.0.5:9000/"),
+        );
+        assert!(
+            elsewhere.contains(
+                "others join with: loudsync join --url ws://10.0.0.5:9000/ --session A1B-2C3"
+            ),
+            "{elsewhere}"
+        );
         let phone = view.lines().find(|l| l.contains("Phone")).unwrap();
         assert!(phone.ends_with("  ready"), "{phone:?}");
         let tablet = view.lines().find(|l| l.contains("Tablet")).unwrap();

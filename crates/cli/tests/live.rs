@@ -1233,10 +1233,8 @@ async fn the_live_view_shows_the_code_the_host_and_a_declined_handoff() {
                 .lines
                 .recv_timeout(Duration::from_secs(5))
                 .expect("the host's view");
-            if let Some(rest) = line
-                .split("others join with: loudsync join --session ")
-                .nth(1)
-            {
+            let hint = format!("others join with: loudsync join --url {u} --session ");
+            if let Some(rest) = line.split(&hint).nth(1) {
                 break (rest.trim().to_string(), screen);
             }
             screen.push_str(&line);
