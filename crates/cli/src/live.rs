@@ -565,12 +565,8 @@ fn clip(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-/// The live view as text: the session line, `ended` (why the session ended, if it has) on the
-/// line under it, who this device is and its role, who controls the session and the term,
-/// the state document and its version, a pending handoff (with `offer_left` of this
-/// member's prompt to take control), the member table with readiness, the recent events,
-/// and the commands available now. Every name, id and the state are shown through
-/// [`terminal_safe`].
+/// [`render_for`] for the default server (the tests' shorthand).
+#[cfg(test)]
 pub fn render(
     s: &Snapshot,
     recent: &VecDeque<String>,
@@ -580,8 +576,12 @@ pub fn render(
     render_for(s, recent, ended, offer_left, None)
 }
 
-/// [`render`] for a server at `url` (`None`: the default one), which the "others join with"
-/// line then names.
+/// The live view as text: the session line, `ended` (why the session ended, if it has) on the
+/// line under it, who this device is and its role, who controls the session and the term,
+/// the state document and its version, the line telling others how to join (naming `url`
+/// unless it is the default server), a pending handoff (with `offer_left` of this member's
+/// prompt to take control), the member table with readiness, the recent events, and the
+/// commands available now. Every name, id and the state are shown through [`terminal_safe`].
 pub fn render_for(
     s: &Snapshot,
     recent: &VecDeque<String>,
