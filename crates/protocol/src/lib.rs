@@ -16,11 +16,13 @@
 //! - [`discovery`]: the LAN discovery records (UDP query and advertisement, mDNS TXT).
 //! - [`handoff`]: the session state and handoff layer (seed 000): state changes, handoff
 //!   failures, session codes as people read them.
+//! - [`pairing`]: controller/responder pairing (CRSocket, issue 12): roles, ids, tokens, apps.
 
 pub mod app;
 pub mod client;
 pub mod discovery;
 pub mod handoff;
+pub mod pairing;
 pub mod server;
 pub mod types;
 
