@@ -73,6 +73,8 @@
 pub mod config;
 pub mod handoff;
 pub mod machine;
+/// The crSocket pairing state machine of seed 004 (issue 12), sans-IO; not wired in yet.
+pub mod pairing;
 pub mod resume;
 mod transport;
 
