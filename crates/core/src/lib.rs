@@ -19,6 +19,8 @@
 //! - [`admission`]: who may open a connection, an unjoined socket or a join, by address:
 //!   caps fitted to the open-file limit, per-address counts, join rate, the HTTP deadline.
 //! - [`ids`]: where ids come from (injected, so tests are deterministic).
+//! - [`pairing`]: the controller/responder pairing relay (issue 12, CRSocket): identify, one
+//!   connection per client id, routing and blocking of events, server rejects, liveness.
 
 pub mod admission;
 pub mod connection;
@@ -26,6 +28,7 @@ pub mod directory;
 pub mod ids;
 pub mod limits;
 pub mod outbound;
+pub mod pairing;
 pub mod resume;
 pub mod session;
 
