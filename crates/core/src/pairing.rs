@@ -67,107 +67,9 @@ pub use client_ids::{format_client_id, ClientIdAllocator, CLIENT_ID_SPACE};
 use crate::ids::IdSource;
 use crate::limits::TokenBucket;
 use crate::Now;
-use local::{check_credentials, AbortReason, AppSpec, ClaimedId, RejectSubtype, Role};
-
-/// Minimal stand-ins for `loudsync_protocol::pairing`'s types, kept private until that module
-/// lands; the same names and signatures, so switching is a change of `use`.
-mod local {
-    /// A pairing client's role.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum Role {
-        Controller,
-        Responder,
-    }
-
-    impl Role {
-        pub fn parse(name: &str) -> Option<Role> {
-            match name {
-                "controller" => Some(Role::Controller),
-                "responder" => Some(Role::Responder),
-                _ => None,
-            }
-        }
-    }
-
-    /// Why a pairing connection is refused or ended.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum AbortReason {
-        InvalidRole,
-        InvalidClientId,
-        InvalidAccessToken,
-        NotAuthorized,
-        ClientIdInUse,
-        ReleasedByOther,
-        ClientNotAlive,
-    }
-
-    /// The subtype of a `reject` event.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum RejectSubtype {
-        AppIdMismatch,
-        InvalidPartnerRole,
-    }
-
-    /// One configured app.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct AppSpec {
-        pub name: String,
-        pub tokens: Option<Vec<String>>,
-    }
-
-    impl AppSpec {
-        pub fn authorizes(&self, token: &str) -> bool {
-            valid_access_token(token)
-                && self
-                    .tokens
-                    .as_ref()
-                    .is_none_or(|t| t.iter().any(|t| t == token))
-        }
-    }
-
-    /// The client id a client claims at connect.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum ClaimedId<'a> {
-        Assign,
-        Given(&'a str),
-        Invalid,
-    }
-
-    /// Who a client is once its credentials passed.
-    pub struct Identity {
-        pub role: Role,
-        pub client_id: Option<String>,
-    }
-
-    pub fn valid_client_id(id: &str) -> bool {
-        id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit())
-    }
-
-    pub fn valid_access_token(token: &str) -> bool {
-        (1..=256).contains(&token.len()) && token.bytes().all(|b| (b'!'..=b'~').contains(&b))
-    }
-
-    pub fn check_credentials(
-        app: &AppSpec,
-        role: Option<&str>,
-        client_id: ClaimedId<'_>,
-        token: Option<&str>,
-    ) -> Result<Identity, AbortReason> {
-        let role = role.and_then(Role::parse).ok_or(AbortReason::InvalidRole)?;
-        let client_id = match client_id {
-            ClaimedId::Assign => None,
-            ClaimedId::Given(id) if valid_client_id(id) => Some(id.to_string()),
-            ClaimedId::Given(_) | ClaimedId::Invalid => return Err(AbortReason::InvalidClientId),
-        };
-        let token = token
-            .filter(|t| valid_access_token(t))
-            .ok_or(AbortReason::InvalidAccessToken)?;
-        if !app.authorizes(token) {
-            return Err(AbortReason::NotAuthorized);
-        }
-        Ok(Identity { role, client_id })
-    }
-}
+use loudsync_protocol::pairing::{
+    check_credentials, AbortReason, AppSpec, ClaimedId, Identity, RejectSubtype, Role,
+};
 
 /// The caller's handle for one pairing connection (a WebSocket or an SSE stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -722,7 +624,7 @@ impl<E: RelayEvent> PairingRelay<E> {
         role: Option<&str>,
         client_id: ClaimedId<'_>,
         token: Option<&str>,
-    ) -> Result<(Option<usize>, local::Identity), AbortReason> {
+    ) -> Result<(Option<usize>, Identity), AbortReason> {
         let index = self.app_index(app);
         let closed = AppSpec {
             name: app.to_string(),
