@@ -14,12 +14,21 @@
 //! The names that CRSocket pages see (roles, abort reasons, reject subtypes) keep CRSocket's
 //! spelling, camelCase; everything else follows the landed snake_case wire.
 //!
-//! The two transports (the JSON frames of `/crsocket/{NAME}/ws`, and the SSE stream with its
-//! HTTP endpoints) build on these definitions.
+//! The submodules hold the rest of the wire: [`ws`] the JSON frames of `/crsocket/{NAME}/ws`,
+//! [`event`] the transport-neutral [`Event`] and its SSE data string (and so the translation
+//! between the transports), [`sse`] the SSE framing and the query strings of the
+//! CRSocket-compatible HTTP endpoints.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub mod event;
+pub mod sse;
+pub mod ws;
+
+pub use event::{Event, EventDataError, MAX_EVENT_DATA_CHARS};
+pub use ws::{check_identify, IdentifyFrame, IdentifyId, PairingClientFrame, PairingServerFrame};
 
 /// The part a pairing client plays (`clientRole`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
