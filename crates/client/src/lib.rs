@@ -67,13 +67,14 @@
 //! - [`resume`]: the resume layer's bookkeeping (link states, numbered frames, acks, pacing).
 //! - [`handoff`]: the handoff layer's (roles, host and term, the session state, the pending
 //!   handoff, readiness).
+//! - [`pairing`]: the crSocket pairing state machine of seed 004 (issue 12), sans-IO: states,
+//!   metastates, partner, pings, pacing (not wired into the driver yet).
 //! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
 //!   and the WebSocket upgrade, each failure worded for a person.
 
 pub mod config;
 pub mod handoff;
 pub mod machine;
-/// The crSocket pairing state machine of seed 004 (issue 12), sans-IO; not wired in yet.
 pub mod pairing;
 pub mod resume;
 mod transport;

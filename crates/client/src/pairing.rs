@@ -225,6 +225,9 @@ pub struct PairingConfig {
     pub interact_ping: Duration,
     /// At most one queued event per this interval (1 s).
     pub pacing: Duration,
+    /// At most this many application events wait for the pacing at once (64); beyond it
+    /// [`CrSocket::send_app_event`] answers [`SendError::QueueFull`].
+    pub queue_limit: usize,
 }
 
 impl PairingConfig {
@@ -238,6 +241,7 @@ impl PairingConfig {
             search_ping: Duration::from_secs(5),
             interact_ping: Duration::from_secs(10),
             pacing: Duration::from_secs(1),
+            queue_limit: 64,
         }
     }
 }
@@ -313,6 +317,9 @@ pub enum SendError {
     /// The type, subtype or a parameter breaks the document's rules (P5).
     #[error("{0}")]
     Invalid(String),
+    /// [`PairingConfig::queue_limit`] events already wait for the pacing: try again later.
+    #[error("send queue full")]
+    QueueFull,
 }
 
 /// One crSocket: see the module comment.
@@ -410,6 +417,11 @@ impl CrSocket {
     /// The partner's id, if one is assigned (rejected or not).
     pub fn partner(&self) -> Option<&str> {
         self.partner.as_deref()
+    }
+
+    /// How many events (pings included) wait for the pacing.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// The subtype the partner is flagged rejected with, if it is.
@@ -592,6 +604,10 @@ impl CrSocket {
             (Some(p), true) => p.clone(),
             _ => return Err(SendError::NotPaired(self.state)),
         };
+        let waiting = self.queue.iter().filter(|e| e.event_type != PING).count();
+        if waiting >= self.config.queue_limit {
+            return Err(SendError::QueueFull);
+        }
         let mut event = OutgoingEvent::new(&partner, event_type, sub_type);
         event.params = params;
         self.queue.push_back(event);

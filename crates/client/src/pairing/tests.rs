@@ -966,3 +966,57 @@ fn a_controller_and_a_responder_pair_and_exchange_events() {
     assert_eq!(c2.state(), State::ReadyToPair);
     assert_eq!(r.partner(), Some(ME));
 }
+
+#[test]
+fn the_pacing_queue_is_bounded() {
+    let t0 = base();
+    let mut c = CrSocket::new(PairingConfig {
+        queue_limit: 2,
+        ..config(PairingRole::Controller)
+    });
+    c.set_active(t0, true);
+    c.handle_connected(t0, ME);
+    c.assign_partner(t0, Some(A.into()));
+    assert_eq!(sent(&mut c), vec![out(A, PING, "")]);
+    c.send_app_event(t0, "a", "", vec![]).unwrap();
+    c.send_app_event(t0, "b", "", vec![]).unwrap();
+    assert_eq!(
+        c.send_app_event(t0, "c", "", vec![]),
+        Err(SendError::QueueFull)
+    );
+    assert_eq!(c.queued(), 2);
+    c.handle_timeout(t0 + s(1));
+    assert_eq!(sent(&mut c)[0].event_type, "a");
+    c.send_app_event(t0 + s(1), "c", "", vec![]).unwrap();
+}
+
+#[test]
+fn an_abort_while_paired_sends_inactive_and_is_ready_to_connect() {
+    let t0 = base();
+    let mut c = interacting_controller(t0);
+    c.handle_aborted(t0 + s(1), "releasedByOther");
+    assert_eq!(c.state(), State::ReadyToConnect);
+    assert_eq!(sent(&mut c), vec![out(A, INACTIVE, "")]);
+    assert_eq!(
+        events(&mut c),
+        vec![
+            PairingEvent::StateChanged(State::ReadyToConnect),
+            PairingEvent::MetastatesChanged(M_ACTIVE),
+        ]
+    );
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn searching_to_passive_sends_inactive_too() {
+    let t0 = base();
+    let mut c = connected(PairingRole::Controller, t0);
+    c.assign_partner(t0, Some(A.into()));
+    sent(&mut c);
+    c.set_active(t0 + s(2), false);
+    assert_eq!(sent(&mut c), vec![out(A, INACTIVE, "")]);
+    // Not paired: going passive again or from readyToPair sends nothing.
+    let mut c = connected(PairingRole::Controller, t0);
+    c.set_active(t0, false);
+    assert!(sent(&mut c).is_empty());
+}
