@@ -11,11 +11,13 @@
 //!
 //! Query strings are read as PHP fills `$_GET` ([`parse_query`]): `application/x-www-form-
 //! urlencoded`, `+` is a space, the last of repeated keys wins, and a missing key reads as the
-//! empty string ([`Query::get`]).
+//! empty string ([`Query::get`]). [`eventsource_identity`] and [`parse_sendevent`] apply the
+//! endpoints' checks to them, in the order of P8 and P16.
 
 use std::collections::HashMap;
 
-use super::AbortReason;
+use super::event::{data_too_large, Event, EventDataError};
+use super::{check_credentials, valid_client_id, AbortReason, AppSpec, ClaimedId, Identity, Role};
 
 /// The SSE event name of a relayed pairing event.
 pub const CR_EVENT: &str = "crEvent";
@@ -120,6 +122,119 @@ pub fn parse_query(query: &str) -> Query {
     Query(map)
 }
 
+/// The credentials of an `eventsource/` request (`clientId`, `clientRole`, `accessToken`)
+/// checked for `app` in P8 order; a missing parameter is the empty string and fails its check,
+/// so the id is required (`invalidClientId`). The error is the reason of the stream's only
+/// event, `aborted`. (`clientIdInUse` is the relay's.)
+pub fn eventsource_identity(query: &Query, app: &AppSpec) -> Result<Identity, AbortReason> {
+    check_credentials(
+        app,
+        Some(query.get("clientRole")),
+        ClaimedId::Given(query.get("clientId")),
+        Some(query.get("accessToken")),
+    )
+}
+
+/// What a valid `sendevent/` request asks for (its `eventType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendEventBody {
+    /// `crEvent`: relay the event in `eventData`.
+    CrEvent(Event),
+    /// `alive`: echo `alive` on the stream whose id is `eventData` (ignored if it is not the
+    /// sender's current stream, P17).
+    Alive(String),
+    /// `close`: answer `closed` on the stream whose id is `eventData` and end it.
+    Close(String),
+}
+
+/// A valid `sendevent/` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendEvent {
+    /// The sender's role.
+    pub role: Role,
+    /// The sender's client id.
+    pub client_id: String,
+    /// `recipientClientId` (for `alive` and `close`, CRSocket sends the sender's own).
+    pub recipient: String,
+    /// What it asks for.
+    pub body: SendEventBody,
+}
+
+/// Why a `sendevent/` request is refused; [`SendEventError::status`] is the HTTP answer (with
+/// an empty body). The text is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendEventError {
+    /// 400: `clientRole`, `clientId` or the token's syntax is invalid (the reason says which).
+    #[error("sendevent: {0}")]
+    Credentials(AbortReason),
+    /// 400: `recipientClientId` is not 6 ASCII digits.
+    #[error("sendevent: `recipientClientId` must be 6 ASCII digits")]
+    Recipient,
+    /// 400: `eventType` is not `crEvent`, `alive` or `close`.
+    #[error("sendevent: `eventType` must be crEvent, alive or close")]
+    EventType,
+    /// 403: the token is not authorised for the app.
+    #[error("sendevent: notAuthorized")]
+    NotAuthorized,
+    /// 413: `eventData` is longer than 8192 characters.
+    #[error("sendevent: `eventData` is longer than 8192 characters")]
+    TooLarge,
+    /// 400: the crEvent data string is malformed.
+    #[error("sendevent: {0}")]
+    Data(EventDataError),
+}
+
+impl SendEventError {
+    /// The HTTP status: 400, 403 or 413.
+    pub fn status(&self) -> u16 {
+        match self {
+            SendEventError::NotAuthorized => 403,
+            SendEventError::TooLarge => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// Checks a `sendevent/` query for `app` in the order of P16: the parameters (credentials'
+/// syntax in P8 order, `recipientClientId`, `eventType`) for 400, authorisation for 403, the
+/// length of `eventData` for 413, then the crEvent data string for 400. The first failing
+/// check answers. Rate limiting and routing (204 either way) are the relay's.
+pub fn parse_sendevent(query: &Query, app: &AppSpec) -> Result<SendEvent, SendEventError> {
+    // Syntax first: check against an open app, so authorisation cannot answer before the
+    // remaining parameters are checked.
+    let open = AppSpec {
+        name: app.name.clone(),
+        tokens: None,
+    };
+    let identity = eventsource_identity(query, &open).map_err(SendEventError::Credentials)?;
+    let recipient = query.get("recipientClientId");
+    if !valid_client_id(recipient) {
+        return Err(SendEventError::Recipient);
+    }
+    let kind = query.get("eventType");
+    if !matches!(kind, "crEvent" | "alive" | "close") {
+        return Err(SendEventError::EventType);
+    }
+    if !app.authorizes(query.get("accessToken")) {
+        return Err(SendEventError::NotAuthorized);
+    }
+    let data = query.get("eventData");
+    if data_too_large(data) {
+        return Err(SendEventError::TooLarge);
+    }
+    let body = match kind {
+        "crEvent" => SendEventBody::CrEvent(Event::parse_data(data).map_err(SendEventError::Data)?),
+        "alive" => SendEventBody::Alive(data.to_string()),
+        _ => SendEventBody::Close(data.to_string()),
+    };
+    Ok(SendEvent {
+        role: identity.role,
+        client_id: identity.client_id.unwrap_or_default(),
+        recipient: recipient.to_string(),
+        body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +300,115 @@ mod tests {
         ));
         assert_eq!(q.get("eventData"), data);
         assert_eq!(percent_decode("a+b", false), "a+b");
+    }
+
+    fn send(query: &str) -> Result<SendEvent, u16> {
+        let app = AppSpec::parse("secret:tokA").unwrap();
+        parse_sendevent(&parse_query(query), &app).map_err(|e| e.status())
+    }
+
+    const OK: &str =
+        "clientId=123456&clientRole=controller&accessToken=tokA&recipientClientId=654321";
+
+    #[test]
+    fn sendevent_accepts_the_three_event_types() {
+        let e = send(&format!(
+            "{OK}&eventType=crEvent&eventData=ping%2C%2Cfalse%2Cfalse%2Ctrue%2CNaN%2CNaN%2C0"
+        ))
+        .unwrap();
+        assert_eq!(e.role, Role::Controller);
+        assert_eq!(e.client_id, "123456");
+        assert_eq!(e.recipient, "654321");
+        assert_eq!(e.body, SendEventBody::CrEvent(Event::new("ping")));
+        assert_eq!(
+            send(&format!("{OK}&eventType=alive&eventData=17"))
+                .unwrap()
+                .body,
+            SendEventBody::Alive("17".into())
+        );
+        assert_eq!(
+            send(&format!("{OK}&eventType=close&eventData=x"))
+                .unwrap()
+                .body,
+            SendEventBody::Close("x".into())
+        );
+    }
+
+    #[test]
+    fn sendevent_checks_run_in_p16_order() {
+        let long = "x".repeat(8193);
+        // Each case breaks its own check and every later one: the earliest answers.
+        let cases = [
+            ("clientId=123456&clientRole=boss&accessToken=tokB&recipientClientId=1&eventType=x", 400),
+            ("clientId=12&clientRole=controller&accessToken=tokB&recipientClientId=1&eventType=x", 400),
+            ("clientId=123456&clientRole=controller&accessToken=a+b&recipientClientId=1", 400),
+            ("clientId=123456&clientRole=controller&accessToken=tokB&recipientClientId=1&eventType=crEvent", 400),
+            ("clientId=123456&clientRole=controller&accessToken=tokB&recipientClientId=654321&eventType=ping", 400),
+            ("clientId=123456&clientRole=controller&accessToken=tokB&recipientClientId=654321&eventType=crEvent&eventData=bad", 403),
+        ];
+        for (query, status) in cases {
+            assert_eq!(send(query).map(|_| ()), Err(status), "{query}");
+        }
+        assert_eq!(
+            send(&format!("{OK}&eventType=crEvent&eventData={long}")).map(|_| ()),
+            Err(413)
+        );
+        assert_eq!(
+            send(&format!("{OK}&eventType=alive&eventData={long}")).map(|_| ()),
+            Err(413)
+        );
+        assert_eq!(
+            send(&format!("{OK}&eventType=crEvent&eventData=bad")).map(|_| ()),
+            Err(400)
+        );
+        assert_eq!(
+            parse_sendevent(
+                &parse_query(&format!("{OK}&eventType=crEvent")),
+                &AppSpec::parse("secret:tokA").unwrap()
+            ),
+            Err(SendEventError::Data(EventDataError::TooFewFields(1)))
+        );
+        assert_eq!(
+            parse_sendevent(
+                &parse_query("clientRole=responder"),
+                &AppSpec::parse("a").unwrap()
+            ),
+            Err(SendEventError::Credentials(AbortReason::InvalidClientId))
+        );
+        assert_eq!(
+            SendEventError::Recipient.to_string(),
+            "sendevent: `recipientClientId` must be 6 ASCII digits"
+        );
+    }
+
+    #[test]
+    fn eventsource_identity_requires_every_parameter() {
+        let app = AppSpec::parse("alpha").unwrap();
+        let check = |q: &str| eventsource_identity(&parse_query(q), &app);
+        assert_eq!(check(""), Err(AbortReason::InvalidRole));
+        assert_eq!(
+            check("clientRole=responder"),
+            Err(AbortReason::InvalidClientId)
+        );
+        assert_eq!(
+            check("clientRole=responder&clientId=000001"),
+            Err(AbortReason::InvalidAccessToken)
+        );
+        assert_eq!(
+            check("clientRole=responder&clientId=000001&accessToken=t"),
+            Ok(Identity {
+                role: Role::Responder,
+                client_id: Some("000001".into())
+            })
+        );
+        let secret = AppSpec::parse("s:tokA").unwrap();
+        assert_eq!(
+            eventsource_identity(
+                &parse_query("clientRole=controller&clientId=000001&accessToken=tokB"),
+                &secret
+            ),
+            Err(AbortReason::NotAuthorized)
+        );
     }
 
     proptest! {
