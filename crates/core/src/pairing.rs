@@ -110,6 +110,13 @@ pub trait RelayEvent {
     fn event_type(&self) -> &str;
 }
 
+/// The wire's transport-neutral event is what the server relays.
+impl RelayEvent for loudsync_protocol::pairing::Event {
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+}
+
 /// The relay's settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

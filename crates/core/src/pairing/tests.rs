@@ -1123,3 +1123,50 @@ fn an_idle_client_ids_bucket_is_forgotten_once_it_would_be_full_again() {
         Routed::RateLimited
     );
 }
+
+#[test]
+fn the_wires_event_is_relayed_untouched_and_its_type_decides_the_reject() {
+    use loudsync_protocol::pairing::Event;
+    let now = t0();
+    let mut r: PairingRelay<Event> =
+        PairingRelay::new(config(), Arc::new(SequentialIds::default()));
+    for (conn, app, role, id) in [
+        (1, "alpha", C, "100001"),
+        (2, "alpha", R, "100002"),
+        (3, "beta", R, "200001"),
+    ] {
+        r.handle_open(now, ConnId(conn), Transport::Sse);
+        r.handle_identify(now, ConnId(conn), app, role, ClaimedId::Given(id), TOK)
+            .unwrap();
+    }
+    let mut event = Event::parse_data("someEvent,sub,true,false,true,123,NaN,999999,a,b").unwrap();
+    event.params.push("c".into());
+    let s = Sender::Conn(ConnId(1));
+    assert_eq!(
+        r.handle_event(now, &s, "100002", event.clone()),
+        Routed::Delivered
+    );
+    let ping = Event::new("ping");
+    assert_eq!(
+        r.handle_event(now, &s, "200001", ping),
+        Routed::AppIdMismatch
+    );
+    let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::Deliver {
+                to: ConnId(2),
+                transport: Transport::Sse,
+                event,
+                sender: "100001".into()
+            },
+            Action::Reject {
+                to: ConnId(1),
+                transport: Transport::Sse,
+                subtype: RejectSubtype::AppIdMismatch,
+                sender: "200001".into()
+            },
+        ]
+    );
+}
