@@ -97,9 +97,37 @@ pub fn aborted(stream_id: u64, reason: AbortReason, releaser: Option<u64>) -> St
     format!("{stream_id},{reason},{}", releaser.unwrap_or(0))
 }
 
-/// A decoded query string, read as PHP's `$_GET`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Content-Type` of the `clientid/` answer.
+pub const CLIENTID_CONTENT_TYPE: &str = "text/xml; charset=UTF-8";
+
+/// `Content-Type` of the `eventsource/` stream (sent with `Cache-Control: no-cache`).
+pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
+
+/// The body of the `clientid/` answer (P14), exactly `<clientId value='NNNNNN'/>` and a newline.
+pub fn clientid_body(client_id: &str) -> String {
+    format!("<clientId value='{client_id}'/>\n")
+}
+
+/// A decoded query string, read as PHP's `$_GET`. Its `Debug` hides `accessToken`.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Query(pub HashMap<String, String>);
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        let mut map = f.debug_map();
+        for key in keys {
+            let value = if key == "accessToken" {
+                "<redacted>"
+            } else {
+                &self.0[key]
+            };
+            map.entry(key, &value);
+        }
+        map.finish()
+    }
+}
 
 impl Query {
     /// The value of `key`, or `""` if the query has none (PHP code reads a missing parameter
@@ -271,6 +299,17 @@ mod tests {
             sse_event(CR_EVENT, &reject.to_data("654321")),
             "event: crEvent\ndata: reject%2CappIdMismatch%2Cfalse%2Cfalse%2Ctrue%2CNaN%2CNaN%2C654321\n\n"
         );
+    }
+
+    #[test]
+    fn clientid_body_is_exact() {
+        assert_eq!(clientid_body("001234"), "<clientId value='001234'/>\n");
+    }
+
+    #[test]
+    fn query_debug_hides_the_token() {
+        let shown = format!("{:?}", parse_query("accessToken=hunter2&clientId=1"));
+        assert_eq!(shown, r#"{"accessToken": "<redacted>", "clientId": "1"}"#);
     }
 
     #[test]

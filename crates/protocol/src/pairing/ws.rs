@@ -59,8 +59,9 @@ pub enum IdentifyId {
 }
 
 /// A `cr_identify` read leniently: each credential is kept if it is a string, so the checks
-/// of P8 (not the decoder) decide which is wrong and in what order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// of P8 (not the decoder) decide which is wrong and in what order. Its `Debug` hides the
+/// token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IdentifyFrame {
     /// `clientRole` if it is a string; `None` if missing or another type (`invalidRole`).
     pub client_role: Option<String>,
@@ -69,6 +70,19 @@ pub struct IdentifyFrame {
     /// `accessToken` if it is a string; `None` if missing or another type
     /// (`invalidAccessToken`).
     pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for IdentifyFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentifyFrame")
+            .field("client_role", &self.client_role)
+            .field("client_id", &self.client_id)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Checks a `cr_identify` for `app` in P8 order: role, client id, token syntax, token
@@ -472,6 +486,21 @@ mod tests {
                 client_id: IdentifyId::Assign,
                 access_token: None
             }
+        );
+    }
+
+    #[test]
+    fn identify_debug_hides_the_token() {
+        let PairingClientFrame::Identify(f) =
+            decode(r#"{"type":"cr_identify","clientRole":"controller","accessToken":"hunter2"}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        let shown = format!("{f:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 
