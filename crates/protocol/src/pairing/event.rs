@@ -149,10 +149,12 @@ impl Event {
     /// rest as the sender gave it. No parameters means exactly 8 fields, no trailing comma.
     pub fn to_data(&self, sender: &str) -> String {
         let flag = |b: bool| if b { "true" } else { "false" };
+        // The sender's text is kept only while it still says `send_ct` (a caller may have
+        // changed the field since).
         let send_ct = match (&self.send_ct_text, self.send_ct) {
-            (Some(text), _) => text.to_string(),
-            (None, Some(ms)) => ms.to_string(),
-            (None, None) => "NaN".to_string(),
+            (Some(text), Some(ms)) if text.parse::<i64>().ok() == Some(ms) => text.to_string(),
+            (_, Some(ms)) => ms.to_string(),
+            (_, None) => "NaN".to_string(),
         };
         let mut data = format!(
             "{},{},{},{},{},{send_ct},NaN,{sender}",
@@ -265,6 +267,11 @@ mod tests {
             e.to_data("222222"),
             "tap,A1,false,true,false,007,NaN,222222,é%,,a b,\u{1F600}"
         );
+        let mut changed = e.clone();
+        changed.send_ct = Some(8);
+        assert!(changed.to_data("2").contains(",8,NaN,2,"));
+        changed.send_ct = None;
+        assert!(changed.to_data("2").contains(",NaN,NaN,2,"));
         let minus_zero = Event::parse_data("t,,true,true,true,-0,,").unwrap();
         assert_eq!(minus_zero.send_ct, Some(0));
         assert_eq!(minus_zero.to_data("1"), "t,,true,true,true,-0,NaN,1");
