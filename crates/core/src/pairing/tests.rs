@@ -1170,3 +1170,373 @@ fn the_wires_event_is_relayed_untouched_and_its_type_decides_the_reject() {
         ]
     );
 }
+
+/// Random sequences of opens, identifies, events (from connections and from requests), alive
+/// and close requests, ends and time, checked against a model of the rules: who is live for
+/// which id, what each event must do, and that every connection is aborted within the alive
+/// timeout's bounds and no earlier.
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
+
+    const APPS: [&str; 3] = ["alpha", "beta", "nosuch"];
+    const ROLES: [Option<&str>; 3] = [C, R, Some("boss")];
+    const IDS: [&str; 3] = ["100001", "100002", "100003"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Open(u64, bool),
+        /// conn, app, role, id (3 = assign).
+        Identify(u64, usize, usize, usize),
+        /// sender conn, recipient id, ping?
+        Event(u64, usize, bool),
+        /// app, role, sender id, recipient id, ping?
+        Request(usize, usize, usize, usize, bool),
+        Alive(u64),
+        /// app, role, id, the current SID (else another), close (else alive).
+        Control(usize, usize, usize, bool, bool),
+        Gone(u64),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..5u64, any::<bool>()).prop_map(|(c, ws)| Op::Open(c, ws)),
+            (0..5u64, 0..3usize, 0..3usize, 0..4usize)
+                .prop_map(|(c, a, r, i)| Op::Identify(c, a, r, i)),
+            (0..5u64, 0..3usize, any::<bool>()).prop_map(|(c, i, p)| Op::Event(c, i, p)),
+            (0..2usize, 0..2usize, 0..3usize, 0..3usize, any::<bool>())
+                .prop_map(|(a, r, s, i, p)| Op::Request(a, r, s, i, p)),
+            (0..5u64).prop_map(Op::Alive),
+            (
+                0..2usize,
+                0..2usize,
+                0..3usize,
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(a, r, i, cur, close)| Op::Control(a, r, i, cur, close)),
+            (0..5u64).prop_map(Op::Gone),
+            (0..1500u64).prop_map(Op::Advance),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Live {
+        app: usize,
+        role: Role,
+        id: String,
+        sid: StreamId,
+        refreshed: u64,
+    }
+
+    #[derive(Default)]
+    struct Model {
+        t: u64,
+        /// Identified connections.
+        live: HashMap<ConnId, Live>,
+        /// Open, not identified: when they opened, their stream id.
+        waiting: HashMap<ConnId, (u64, StreamId)>,
+        assigned: HashSet<String>,
+    }
+
+    impl Model {
+        fn by_id(&self, id: &str) -> Option<(ConnId, &Live)> {
+            self.live
+                .iter()
+                .find(|(_, l)| l.id == id)
+                .map(|(c, l)| (*c, l))
+        }
+
+        fn forget(&mut self, conn: ConnId) {
+            self.live.remove(&conn);
+            self.waiting.remove(&conn);
+        }
+
+        /// The actions routing one event must give, and its outcome (P20..P22).
+        fn route(
+            &mut self,
+            from: Option<ConnId>,
+            app: usize,
+            role: Role,
+            sender: &str,
+            to: &str,
+            ping: bool,
+        ) -> (Routed, Vec<Action<Ev>>) {
+            let t = self.t;
+            if let Some(l) = from.and_then(|c| self.live.get_mut(&c)) {
+                l.refreshed = t;
+            }
+            let Some((rc, rl)) = self.by_id(to) else {
+                return (Routed::NoRecipient, vec![]);
+            };
+            let (r_app, r_role) = (rl.app, rl.role);
+            let blocked = if r_app != app {
+                Some((Routed::AppIdMismatch, RejectSubtype::AppIdMismatch))
+            } else if r_role == role {
+                Some((Routed::SameRole, RejectSubtype::InvalidPartnerRole))
+            } else {
+                None
+            };
+            let event = Ev(if ping { "ping" } else { "x" }, 0);
+            match blocked {
+                Some((routed, subtype)) => {
+                    let answer = match from {
+                        Some(s) if ping => vec![Action::Reject {
+                            to: s,
+                            transport: Transport::Sse,
+                            subtype,
+                            sender: to.to_string(),
+                        }],
+                        _ => vec![],
+                    };
+                    (routed, answer)
+                }
+                None => {
+                    self.live.get_mut(&rc).unwrap().refreshed = t;
+                    let deliver = Action::Deliver {
+                        to: rc,
+                        transport: Transport::Sse,
+                        event,
+                        sender: sender.to_string(),
+                    };
+                    (Routed::Delivered, vec![deliver])
+                }
+            }
+        }
+    }
+
+    /// The relay's actions with every transport written as SSE (the model does not track
+    /// transports; the example tests check them).
+    fn drained(r: &mut Relay) -> Vec<Action<Ev>> {
+        drain(r)
+            .into_iter()
+            .map(|a| match a {
+                Action::Deliver {
+                    to, event, sender, ..
+                } => Action::Deliver {
+                    to,
+                    transport: Transport::Sse,
+                    event,
+                    sender,
+                },
+                Action::Reject {
+                    to,
+                    subtype,
+                    sender,
+                    ..
+                } => Action::Reject {
+                    to,
+                    transport: Transport::Sse,
+                    subtype,
+                    sender,
+                },
+                Action::Abort {
+                    conn,
+                    stream_id,
+                    reason,
+                    releaser,
+                    ..
+                } => Action::Abort {
+                    conn,
+                    transport: Transport::Sse,
+                    stream_id,
+                    reason,
+                    releaser,
+                },
+                other => other,
+            })
+            .collect()
+    }
+
+    fn step(r: &mut Relay, m: &mut Model, base: Now, op: Op) {
+        let now = base.plus(ms(m.t));
+        match op {
+            Op::Open(c, ws) => {
+                let transport = if ws {
+                    Transport::WebSocket
+                } else {
+                    Transport::Sse
+                };
+                m.forget(ConnId(c));
+                let sid = r.handle_open(now, ConnId(c), transport);
+                m.waiting.insert(ConnId(c), (m.t, sid));
+            }
+            Op::Identify(c, a, ro, i) => {
+                let conn = ConnId(c);
+                let claimed = IDS
+                    .get(i)
+                    .map_or(ClaimedId::Assign, |id| ClaimedId::Given(id));
+                let got = r.handle_identify(now, conn, APPS[a], ROLES[ro], claimed, TOK);
+                let Some(&(_, sid)) = m.waiting.get(&conn) else {
+                    assert_eq!(got, Err(IdentifyError::NotAwaitingIdentify));
+                    assert_eq!(drained(r), vec![]);
+                    return;
+                };
+                let role = Role::parse(ROLES[ro].unwrap());
+                let refused = match (role, a) {
+                    (None, _) => Some(AbortReason::InvalidRole),
+                    (_, 2) => Some(AbortReason::NotAuthorized),
+                    _ => match IDS.get(i).and_then(|id| m.by_id(id)) {
+                        Some((_, l)) if l.app != a => Some(AbortReason::ClientIdInUse),
+                        _ => None,
+                    },
+                };
+                if let Some(reason) = refused {
+                    assert_eq!(got, Err(IdentifyError::Aborted(reason)));
+                    assert_eq!(drained(r), vec![]);
+                    m.forget(conn);
+                    return;
+                }
+                let w = got.expect("accepted");
+                assert_eq!(w.stream_id, sid);
+                let mut want = vec![];
+                match IDS.get(i) {
+                    Some(id) => {
+                        assert_eq!(w.client_id, *id);
+                        if let Some((old, l)) = m.by_id(id) {
+                            want.push(Action::Abort {
+                                conn: old,
+                                transport: Transport::Sse,
+                                stream_id: l.sid,
+                                reason: AbortReason::ReleasedByOther,
+                                releaser: Some(sid),
+                            });
+                            m.forget(old);
+                        }
+                    }
+                    None => {
+                        assert!(m.by_id(&w.client_id).is_none(), "assigned a live id");
+                        assert!(m.assigned.insert(w.client_id.clone()), "assigned twice");
+                        assert_eq!(w.client_id.len(), 6);
+                    }
+                }
+                assert_eq!(drained(r), want);
+                m.waiting.remove(&conn);
+                let (role, id) = (role.unwrap(), w.client_id);
+                m.live.insert(
+                    conn,
+                    Live {
+                        app: a,
+                        role,
+                        id,
+                        sid,
+                        refreshed: m.t,
+                    },
+                );
+            }
+            Op::Event(c, i, ping) => {
+                let event = Ev(if ping { "ping" } else { "x" }, 0);
+                let got = r.handle_event(now, &Sender::Conn(ConnId(c)), IDS[i], event);
+                let (want, actions) = match m.live.get(&ConnId(c)).cloned() {
+                    None => (Routed::NotIdentified, vec![]),
+                    Some(l) => m.route(Some(ConnId(c)), l.app, l.role, &l.id, IDS[i], ping),
+                };
+                assert_eq!(got, want);
+                assert_eq!(drained(r), actions);
+            }
+            Op::Request(a, ro, s, i, ping) => {
+                let cred = creds(r, APPS[a], ROLES[ro], IDS[s]);
+                let event = Ev(if ping { "ping" } else { "x" }, 0);
+                let got = r.handle_event(now, &Sender::Request(cred), IDS[i], event);
+                let own = m.by_id(IDS[s]).filter(|(_, l)| l.app == a).map(|(c, _)| c);
+                let role = Role::parse(ROLES[ro].unwrap()).unwrap();
+                let (want, actions) = m.route(own, a, role, IDS[s], IDS[i], ping);
+                assert_eq!(got, want);
+                assert_eq!(drained(r), actions);
+            }
+            Op::Alive(c) => {
+                let answered = r.handle_alive(now, ConnId(c));
+                let l = m.live.get_mut(&ConnId(c));
+                assert_eq!(answered, l.is_some());
+                if let Some(l) = l {
+                    l.refreshed = m.t;
+                }
+                drain(r);
+            }
+            Op::Control(a, ro, i, current, close) => {
+                let cred = creds(r, APPS[a], ROLES[ro], IDS[i]);
+                let own = m.by_id(IDS[i]).filter(|(_, l)| l.app == a).map(|(c, _)| c);
+                let sid = match own {
+                    Some(c) if current => m.live[&c].sid.to_string(),
+                    _ => "0".to_string(),
+                };
+                let done = if close {
+                    r.handle_close_request(now, &cred, &sid)
+                } else {
+                    r.handle_alive_request(now, &cred, &sid)
+                };
+                assert_eq!(done, own.is_some() && current);
+                if let Some(c) = own {
+                    m.live.get_mut(&c).unwrap().refreshed = m.t;
+                    if done && close {
+                        m.forget(c);
+                    }
+                }
+                drain(r);
+            }
+            Op::Gone(c) => {
+                r.handle_gone(now, ConnId(c));
+                m.forget(ConnId(c));
+            }
+            Op::Advance(d) => {
+                let until = m.t + d;
+                while let Some(at) = r.poll_timeout() {
+                    let at_ms = (at - base.instant).as_millis() as u64;
+                    if at_ms > until {
+                        break;
+                    }
+                    m.t = at_ms;
+                    r.handle_timeout(base.plus(ms(at_ms)));
+                    for action in drain(r) {
+                        match action {
+                            Action::Abort {
+                                conn,
+                                reason: AbortReason::ClientNotAlive,
+                                ..
+                            } => {
+                                let l = m.live.get(&conn).expect("aborts a live connection");
+                                assert!(m.t - l.refreshed >= 2000, "aborted early");
+                                m.forget(conn);
+                            }
+                            Action::IdentifyTimeout { conn, .. } => {
+                                let (opened, _) = m.waiting[&conn];
+                                assert_eq!(m.t, opened + 2000);
+                                m.forget(conn);
+                            }
+                            other => panic!("a timer gave {other:?}"),
+                        }
+                    }
+                }
+                m.t = until;
+            }
+        }
+        // After every step: one live connection per id, as the model says; nobody silent
+        // longer than the timeout plus one check, nobody unidentified past the deadline.
+        for id in IDS {
+            assert_eq!(r.connection_of(id), m.by_id(id).map(|(c, _)| c), "{id}");
+        }
+        assert_eq!(r.connection_count(), m.live.len() + m.waiting.len());
+        for l in m.live.values() {
+            assert!(m.t - l.refreshed < 2200, "{l:?} silent at {}", m.t);
+        }
+        for (opened, _) in m.waiting.values() {
+            assert!(m.t - opened < 2000);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_relay_follows_the_rules_in_any_sequence(ops in proptest::collection::vec(op(), 1..80)) {
+            let base = t0();
+            let mut r = relay();
+            let mut m = Model::default();
+            for op in ops {
+                step(&mut r, &mut m, base, op);
+            }
+        }
+    }
+}
