@@ -72,7 +72,7 @@ impl Default for HandoffConfig {
 }
 
 /// The one pending voluntary handoff of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Pending {
     id: String,
     host: String,
@@ -318,17 +318,17 @@ impl<T> Session<T> {
         } else {
             "handoff_decline"
         };
-        let pending = match &self.control.pending {
-            Some(p) if p.candidate == member_id && p.id == handoff_id => p.clone(),
-            _ => {
-                return self.error(
-                    member_id,
-                    ErrorCode::HandoffNotPending,
-                    format!("{kind}: no handoff `{handoff_id}` is pending for you"),
-                )
-            }
+        let Some(pending) = self
+            .control
+            .pending
+            .take_if(|p| p.candidate == member_id && p.id == handoff_id)
+        else {
+            return self.error(
+                member_id,
+                ErrorCode::HandoffNotPending,
+                format!("{kind}: no handoff `{handoff_id}` is pending for you"),
+            );
         };
-        self.control.pending = None;
         if !accept {
             return self.send(
                 Recipients::One(pending.host),
