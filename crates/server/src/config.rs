@@ -137,6 +137,21 @@ pub struct ServerConfig {
     /// The address advertised to clients [default: the listen address, or the address of the
     /// default route's interface].
     pub advertise_address: Option<std::net::IpAddr>,
+    /// Pairing apps (`--app NAME[:TOKEN,...]`, issue 12): `NAME` alone is an open app (any
+    /// well-formed token), `NAME:TOKEN,TOKEN` accepts those tokens only. With none, pairing is
+    /// off and every `/crsocket/...` path answers 404.
+    pub apps: Vec<String>,
+    /// A pairing connection silent this long is aborted `clientNotAlive` (checked every
+    /// `heartbeat-check-interval`); a pairing WebSocket that has not identified this long after
+    /// opening is closed.
+    #[serde(with = "humantime_serde")]
+    pub pairing_alive_timeout: Duration,
+    /// A folder of static pages served under `/crsocket/` (CRSocket's own page layout works
+    /// unchanged); without it those paths answer 404.
+    pub pairing_pages: Option<PathBuf>,
+    /// Origins allowed to call the pairing endpoints from pages served elsewhere (CORS), e.g.
+    /// `https://example.org`; `*` allows any.
+    pub pairing_cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -189,6 +204,10 @@ impl Default for ServerConfig {
             mdns: true,
             mdns_interfaces: Vec::new(),
             advertise_address: None,
+            apps: Vec::new(),
+            pairing_alive_timeout: Duration::from_secs(25),
+            pairing_pages: None,
+            pairing_cors_origins: Vec::new(),
         }
     }
 }
@@ -242,6 +261,23 @@ impl ServerConfig {
         }
     }
 
+    /// The configured pairing apps, parsed (`validate` has checked them).
+    pub fn pairing_apps(&self) -> Result<Vec<loudsync_protocol::pairing::AppSpec>, String> {
+        loudsync_protocol::pairing::parse_apps(self.apps.iter().map(String::as_str))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The pairing relay's settings.
+    pub fn relay(&self) -> Result<loudsync_core::pairing::RelayConfig, String> {
+        Ok(loudsync_core::pairing::RelayConfig {
+            apps: self.pairing_apps()?,
+            alive_timeout: self.pairing_alive_timeout,
+            check_interval: self.heartbeat_check_interval,
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+        })
+    }
+
     /// The limits of each member's outbound queue.
     pub fn outbound_limits(&self) -> OutboundLimits {
         OutboundLimits {
@@ -265,6 +301,7 @@ impl ServerConfig {
             ("resume-window", self.resume_window),
             ("ack-interval", self.ack_interval),
             ("handoff-timeout", self.handoff_timeout),
+            ("pairing-alive-timeout", self.pairing_alive_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -310,6 +347,7 @@ impl ServerConfig {
         if self.outbound_queue_max_bytes < self.outbound_queue_bytes {
             return Err("outbound-queue-max-bytes must be at least outbound-queue-bytes".into());
         }
+        self.pairing_apps()?;
         Ok(())
     }
 }
