@@ -46,6 +46,9 @@
 //! of opening is dismissed at that deadline exactly ([`Action::IdentifyTimeout`]; the
 //! WebSocket closes 1000 without `cr_aborted`), like the landed join deadline.
 //!
+//! [`socket`] holds what only a WebSocket has: its frames' meaning before the relay, the
+//! landed per-socket rate limit, and its close.
+//!
 //! **`sendevent/`** requests are not connections: the caller checks their credentials with
 //! [`PairingRelay::check_credentials`] (its error maps to 400 / 403), and passes the
 //! [`Credentials`] it gets as [`Sender::Request`]. They are rate limited per client id with
@@ -54,6 +57,7 @@
 //! stream id and are answered only if it is the client's current stream in that app (P17).
 
 mod client_ids;
+pub mod socket;
 #[cfg(test)]
 mod tests;
 
