@@ -348,6 +348,20 @@ impl ServerConfig {
             return Err("outbound-queue-max-bytes must be at least outbound-queue-bytes".into());
         }
         self.pairing_apps()?;
+        if let Some(dir) = &self.pairing_pages {
+            if !dir.exists() {
+                return Err(format!(
+                    "pairing-pages `{}` does not exist (it must name a folder of pages)",
+                    dir.display()
+                ));
+            }
+            if !dir.is_dir() {
+                return Err(format!(
+                    "pairing-pages `{}` is not a directory (it must name a folder of pages)",
+                    dir.display()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -436,6 +450,66 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().contains("handoff-timeout"));
+    }
+
+    #[test]
+    fn pairing_apps_are_checked_and_named_in_the_error() {
+        let apps = |specs: &[&str]| ServerConfig {
+            apps: specs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(apps(&["alpha", "secret:tokA,tokB"]).validate(), Ok(()));
+        let c = apps(&["alpha", "secret:tokA,tokB"]);
+        let parsed = c.pairing_apps().unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert!(parsed[0].is_open());
+        assert_eq!(
+            parsed[1].tokens.as_deref(),
+            Some(&["tokA".to_string(), "tokB".to_string()][..])
+        );
+        assert_eq!(
+            apps(&["alpha", "alpha:t"]).validate().unwrap_err(),
+            "app `alpha` is configured twice"
+        );
+        for (spec, named) in [
+            ("a:to,,k", "invalid app `a`: token 2"),
+            ("a:to k", "invalid app `a`: token 1"),
+            ("a:", "invalid app `a`: no token"),
+            ("-a", "invalid app `-a`"),
+            ("", "invalid app ``"),
+        ] {
+            let err = apps(&[spec]).validate().unwrap_err();
+            assert!(err.starts_with(named), "{spec:?}: {err}");
+        }
+        let err = ServerConfig {
+            pairing_alive_timeout: Duration::ZERO,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("pairing-alive-timeout"), "{err}");
+    }
+
+    #[test]
+    fn pairing_pages_must_be_an_existing_directory() {
+        let pages = |dir: PathBuf| ServerConfig {
+            pairing_pages: Some(dir),
+            ..Default::default()
+        };
+        let dir = std::env::temp_dir().join(format!("loudsync-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(pages(dir.clone()).validate(), Ok(()));
+        let missing = dir.join("missing");
+        let err = pages(missing.clone()).validate().unwrap_err();
+        assert!(err.contains("pairing-pages"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        let file = dir.join("index.html");
+        std::fs::write(&file, "<p>a file, not a folder</p>").unwrap();
+        assert!(pages(file)
+            .validate()
+            .unwrap_err()
+            .contains("not a directory"));
     }
 
     #[test]
