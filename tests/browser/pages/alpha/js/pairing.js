@@ -19,6 +19,7 @@ let partner = role === "controller" ? query.get("partner") || "" : "";
 let paired = false;
 let aliveEchoes = 0;
 let source = null;
+let aliveTimer = null;
 
 function show(id, text) {
   document.getElementById(id).textContent = text;
@@ -95,11 +96,13 @@ function openStream() {
   for (const ending of ["aborted", "closed", "shutdown"]) {
     source.addEventListener(ending, (message) => {
       source.close(); // the stream has ended; EventSource would otherwise reconnect
+      clearInterval(aliveTimer);
       setState(ending + " " + decodeURIComponent(message.data));
     });
   }
   source.onerror = () => log("EventSource error (it retries by itself)");
-  setInterval(() => { if (sid) sendevent(clientId, "alive", sid); }, aliveMs);
+  // P17: alive goes to our own id with the stream id; the server echoes it on the stream.
+  aliveTimer = setInterval(() => { if (sid) sendevent(clientId, "alive", sid); }, aliveMs);
 }
 
 // The controller pings its partner every second until the partner pings back.
