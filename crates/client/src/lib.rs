@@ -68,7 +68,9 @@
 //! - [`handoff`]: the handoff layer's (roles, host and term, the session state, the pending
 //!   handoff, readiness).
 //! - [`pairing`]: the crSocket pairing state machine of seed 004 (issue 12), sans-IO: states,
-//!   metastates, partner, pings, pacing (not wired into the driver yet).
+//!   metastates, partner, pings, pacing; [`pairing::driver`] runs it over the pairing
+//!   WebSocket (`/crsocket/{APP}/ws`): [`PairingClient`], [`PairingEvents`],
+//!   [`PairingUpdate`].
 //! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
 //!   and the WebSocket upgrade, each failure worded for a person.
 
@@ -97,6 +99,11 @@ pub use loudsync_protocol::{
 };
 use machine::{Action, Machine};
 pub use machine::{ConnectionState, Event, ServerError};
+pub use pairing::driver::{
+    PairingClient, PairingClientConfig, PairingError, PairingEvents, PairingSnapshot,
+    PairingUpdate, ReceivedEvent,
+};
+pub use pairing::{Metastates, PairingConfig, PairingRole, State as PairingState};
 pub use resume::LinkState;
 use transport::{Target, Ws};
 

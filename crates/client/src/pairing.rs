@@ -118,6 +118,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub mod driver;
+
 /// The event type of a ping.
 pub const PING: &str = "ping";
 /// The event type a controller sends its former partner when it unassigns it.
