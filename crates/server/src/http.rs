@@ -1,5 +1,6 @@
-//! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, and the
-//! `/v1/sessions` admin API with its access rule (bearer token, or loopback only).
+//! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, the
+//! `/v1/sessions` admin API with its access rule (bearer token, or loopback only), and the
+//! pairing routes under `/crsocket/` ([`crate::pairing::routes`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -33,17 +34,20 @@ pub fn router(app: Arc<ServerState>) -> Router {
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(websocket))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(admin)
-        .with_state(app)
+        .merge(admin);
+    if let Some(pairing) = crate::pairing::routes::router(&app) {
+        router = router.merge(pairing);
+    }
+    router.with_state(app)
 }
 
 /// A JSON error body `{code, message}`, like the WebSocket `error`.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"code": code, "message": message.into()})),
@@ -103,8 +107,28 @@ fn client_address(app: &ServerState, req: &Request, peer: SocketAddr) -> IpAddr 
 async fn websocket(
     State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
+    upgrade(app, peer, req, ws_pump::run)
+}
+
+/// The upgraded stream a WebSocket runs on.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The RFC 6455 handshake of `req` (426 if it is no upgrade, 400 for a bad version or key, 503
+/// once shutdown began, 429 over the per-address cap of unjoined sockets), then `run` on the
+/// upgraded stream: in the connection's own task when the edge serves it ([`UpgradeSlot`]),
+/// otherwise in a task of its own.
+pub fn upgrade<F, Fut>(
+    app: Arc<ServerState>,
+    peer: SocketAddr,
+    mut req: Request,
+    run: F,
+) -> Response
+where
+    F: FnOnce(Arc<ServerState>, WsStream<Upgraded>, Peer) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let headers = req.headers();
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
@@ -182,7 +206,7 @@ async fn websocket(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WsStream::new(TokioIo::new(upgraded), max_message_bytes);
-                ws_pump::run(app, ws, peer).await;
+                run(app, ws, peer).await;
             }
             Err(e) => tracing::debug!(peer = %peer.socket, error = %e, "upgrade failed"),
         }

@@ -18,6 +18,7 @@
 //!   its session (drives a `loudsync_core::connection::Connection`).
 //! - [`sessions`]: the registry (the core's directory under a lock) and a session's inputs.
 //! - [`session_task`]: the task that owns each `loudsync_core::session::Session`.
+//! - [`pairing`]: controller/responder pairing (CRSocket) over WebSocket and SSE + HTTP.
 //! - [`outbox`]: a member's bounded outbound queue.
 //! - [`encoding`]: messages to frame bytes, in each connection's dialect.
 //! - [`clock`]: the one place the server reads the time.
@@ -39,6 +40,7 @@ pub mod listener;
 pub mod member;
 pub mod metrics;
 pub mod outbox;
+pub mod pairing;
 pub mod session_task;
 pub mod sessions;
 pub mod state;
@@ -75,6 +77,7 @@ pub struct Server {
     stop: watch::Sender<Option<Instant>>,
     serve: tokio::task::JoinHandle<()>,
     discovery: Option<tokio::task::JoinHandle<()>>,
+    pairing_timers: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Listens on `addr` with a backlog of `backlog` connections (the kernel caps it at
@@ -112,6 +115,7 @@ impl Server {
         log_exposure(&state, addr, tls.is_some());
         let router = http::router(state.clone());
         let (stop, stopped) = watch::channel(None);
+        let self_stop = stopped.clone();
         let serve = tokio::spawn(listener::run(
             state.clone(),
             listener,
@@ -125,6 +129,10 @@ impl Server {
         } else {
             None
         };
+        let pairing_timers = state
+            .pairing
+            .clone()
+            .map(|hub| tokio::spawn(hub.run_timers(self_stop)));
         Ok(Server {
             state,
             addr,
@@ -132,6 +140,7 @@ impl Server {
             stop,
             serve,
             discovery,
+            pairing_timers,
         })
     }
 
@@ -182,6 +191,9 @@ impl Server {
         state
             .transports
             .close_all(close_code::GOING_AWAY, "server shutting down");
+        if let Some(timers) = self.pairing_timers.take() {
+            timers.abort();
+        }
         if timeout_at(deadline + ABORT_GRACE, &mut self.serve)
             .await
             .is_err()

@@ -443,6 +443,33 @@ impl Drop for InProgress {
     }
 }
 
+/// A response body that holds its request's [`InProgress`] until it is sent or dropped, so
+/// a connection streaming a long response is not idle.
+struct UntilSent {
+    body: Body,
+    _in_progress: InProgress,
+}
+
+impl hyper::body::Body for UntilSent {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The `408` for a request whose handling took longer than the request timeout.
 fn request_timeout_response() -> Response<Body> {
     let mut response = Response::new(Body::from(
@@ -498,9 +525,15 @@ where
             let handled = router.clone().call(req);
             let state = state.clone();
             async move {
-                let _in_progress = in_progress;
                 match tokio::time::timeout(request_timeout, handled).await {
-                    Ok(Ok(response)) => Ok::<_, Infallible>(response),
+                    // In progress until its body is sent (a stream of server-sent events
+                    // lasts as long as the stream), not only until it is handled.
+                    Ok(Ok(response)) => Ok::<_, Infallible>(response.map(|body| {
+                        Body::new(UntilSent {
+                            body,
+                            _in_progress: in_progress,
+                        })
+                    })),
                     Ok(Err(never)) => match never {},
                     Err(_) => {
                         state.metrics.request_timeouts.increment(1);

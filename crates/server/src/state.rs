@@ -37,6 +37,8 @@ pub struct ServerState {
     pub(crate) shutting_down: AtomicBool,
     /// Connection tokens of resumable members: which place each leads to, or why it ended.
     pub tokens: Mutex<Tokens<TokenPlace>>,
+    /// The pairing relay and its connections (`None` when no `--app` is configured).
+    pub pairing: Option<Arc<crate::pairing::PairingHub>>,
 }
 
 /// Where a live connection token leads: the session and the member.
@@ -57,6 +59,12 @@ impl ServerState {
             tokens: Mutex::new(Tokens::new(config.resume_window.saturating_mul(10))),
             registry: Registry::new(ids.clone(), config.max_members),
             token_key: crate::access::TokenKey::from_config(&config),
+            pairing: match config.relay() {
+                Ok(relay) if !relay.apps.is_empty() => Some(Arc::new(
+                    crate::pairing::PairingHub::new(relay, ids.clone()),
+                )),
+                _ => None,
+            },
             config,
             metrics: Metrics::new(),
             ids,

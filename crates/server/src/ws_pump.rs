@@ -1,6 +1,9 @@
 //! The WebSocket transport: one task per upgraded socket that moves frames between the socket
 //! and the member's driver, and nothing else.
 //!
+//! The same task serves the pairing WebSocket (`/crsocket/{NAME}/ws`) with another driver
+//! ([`Driver`]).
+//!
 //! One poll loop does all of it, so reading, writing and timers progress together and nothing
 //! blocks another: it writes what the member's outbox holds (several frames per write when
 //! they pile up), reads frames and hands them to the [`MemberDriver`], stops reading while the
@@ -51,17 +54,108 @@ enum Event {
     Joined,
 }
 
-/// Runs one upgraded WebSocket to its end.
+/// What a WebSocket's task drives: the member driver on `/` and `/ws`
+/// ([`MemberDriver`]), the pairing driver on `/crsocket/{NAME}/ws`
+/// ([`crate::pairing::ws::PairingDriver`]). The task hands it what arrived and asks it when to
+/// wake; every rule is the driver's.
+pub trait Driver {
+    /// A text frame arrived.
+    fn handle_text(&mut self, text: &str);
+    /// A binary frame arrived.
+    fn handle_binary(&mut self);
+    /// A pong to one of the server's pings arrived.
+    fn handle_pong(&mut self, payload: &[u8]);
+    /// The stream ended or the client closed it.
+    fn handle_transport_closed(&mut self);
+    /// The client broke the WebSocket protocol or a limit (the stream queued the close).
+    fn handle_transport_failed(&mut self);
+    /// A close was queued on the outbox by the server side.
+    fn handle_closed_by_server(&mut self);
+    /// The outbox overflowed: the client is too slow.
+    fn handle_overflow(&mut self);
+    /// The driver's timer is due.
+    fn handle_timeout(&mut self);
+    /// When [`Driver::handle_timeout`] must next be called.
+    fn poll_timeout(&self) -> Option<std::time::Instant>;
+    /// Whether the task must hold off reading.
+    fn reading_paused(&self) -> bool;
+    /// Whether the socket must be dropped now.
+    fn is_aborted(&self) -> bool;
+    /// Polls an answer the driver awaits (a join or a resume); `Ready` once handled.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+impl Driver for MemberDriver {
+    fn handle_text(&mut self, text: &str) {
+        MemberDriver::handle_text(self, text)
+    }
+    fn handle_binary(&mut self) {
+        MemberDriver::handle_binary(self)
+    }
+    fn handle_pong(&mut self, payload: &[u8]) {
+        MemberDriver::handle_pong(self, payload)
+    }
+    fn handle_transport_closed(&mut self) {
+        MemberDriver::handle_transport_closed(self)
+    }
+    fn handle_transport_failed(&mut self) {
+        MemberDriver::handle_transport_failed(self)
+    }
+    fn handle_closed_by_server(&mut self) {
+        MemberDriver::handle_closed_by_server(self)
+    }
+    fn handle_overflow(&mut self) {
+        MemberDriver::handle_overflow(self)
+    }
+    fn handle_timeout(&mut self) {
+        MemberDriver::handle_timeout(self)
+    }
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        MemberDriver::poll_timeout(self)
+    }
+    fn reading_paused(&self) -> bool {
+        MemberDriver::reading_paused(self)
+    }
+    fn is_aborted(&self) -> bool {
+        MemberDriver::is_aborted(self)
+    }
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        MemberDriver::poll_join(self, cx)
+    }
+}
+
+/// Runs one upgraded WebSocket of a session member to its end.
 pub async fn run<S>(state: Arc<ServerState>, ws: WsStream<S>, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (transport_id, outbox) = state.transports.open();
     let client = peer.client;
+    let socket = peer.socket;
+    let driver_state = state.clone();
+    run_with(state, ws, socket, client, move |outbox, transport_id| {
+        MemberDriver::new(driver_state, outbox, transport_id, peer)
+    })
+    .await
+}
+
+/// Runs one upgraded WebSocket to its end with the driver `make` builds from the socket's
+/// outbox and transport id.
+pub async fn run_with<S, D, F>(
+    state: Arc<ServerState>,
+    ws: WsStream<S>,
+    socket: std::net::SocketAddr,
+    client: std::net::IpAddr,
+    make: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    D: Driver,
+    F: FnOnce(Arc<Outbox>, u64) -> D,
+{
+    let (transport_id, outbox) = state.transports.open();
     state.metrics.connections.increment(1.0);
-    tracing::debug!(peer = %peer.socket, %client, transport_id, "websocket open");
+    tracing::debug!(peer = %socket, %client, transport_id, "websocket open");
     let mut pump = Pump {
-        driver: MemberDriver::new(state.clone(), outbox.clone(), transport_id, peer),
+        driver: make(outbox.clone(), transport_id),
         outbox,
         ws,
         pending: VecDeque::new(),
@@ -76,8 +170,8 @@ where
     tracing::debug!(%client, transport_id, "websocket closed");
 }
 
-struct Pump<S> {
-    driver: MemberDriver,
+struct Pump<S, D> {
+    driver: D,
     /// The member's outbox (the driver's), drained here.
     outbox: Arc<Outbox>,
     ws: WsStream<S>,
@@ -90,7 +184,7 @@ struct Pump<S> {
     reads_in_a_row: u8,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, D: Driver> Pump<S, D> {
     async fn run(&mut self) {
         let sleep = sleep_until(TokioInstant::now() + NO_DEADLINE);
         tokio::pin!(sleep);
@@ -193,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pump<S> {
         if let Poll::Ready(Err(_)) = self.ws.poll_flush(cx) {
             return Poll::Ready(Event::Gone);
         }
-        if self.driver.poll_join(cx).is_ready() {
+        if self.driver.poll_answer(cx).is_ready() {
             return Poll::Ready(Event::Joined);
         }
         // Timers before reads, so a client sending without pause cannot hold them off.

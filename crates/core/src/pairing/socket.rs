@@ -13,8 +13,9 @@
 //!   event whose SSE data string would pass 8192 characters is `error` `too_large`.
 //! - **Identify**: a valid-looking `cr_identify` is handed to the caller
 //!   ([`SocketAction::Identify`]), who asks the relay and reports the answer with
-//!   [`PairingSocket::handle_identified`] or [`PairingSocket::handle_refused`]; a refusal
-//!   sends `cr_aborted` and closes 1000 `identify rejected`. Nothing more is read between.
+//!   [`PairingSocket::handle_identified`] (the `cr_welcome` is the caller's, queued where
+//!   the relay's deliveries are) or [`PairingSocket::handle_refused`]; a refusal sends
+//!   `cr_aborted` and closes 1000 `identify rejected`. Nothing more is read between.
 //! - **The close**: once a close is queued (by this machine or by the relay through the
 //!   caller, [`PairingSocket::handle_close_queued`]) every further frame is ignored, and if
 //!   the client has not completed the close within `close_timeout` the socket is dropped
@@ -26,7 +27,7 @@ use loudsync_protocol::pairing::ws::{
     already_identified, decode, not_identified, IdentifyFrame, PairingClientFrame,
     PairingServerFrame,
 };
-use loudsync_protocol::pairing::{AbortReason, Event, Role};
+use loudsync_protocol::pairing::{AbortReason, Event};
 use loudsync_protocol::{close_code, ErrorCode};
 
 use crate::limits::{RateLimiter, Verdict};
@@ -192,20 +193,15 @@ impl PairingSocket {
         );
     }
 
-    /// The relay welcomed the connection.
-    pub fn handle_identified(&mut self, app_id: &str, client_id: &str, role: Role) {
+    /// The relay welcomed the connection as `client_id` (the hub queues the `cr_welcome`
+    /// itself, under its lock, so no event delivered to the new connection can go before it).
+    pub fn handle_identified(&mut self, client_id: &str) {
         if self.phase != Phase::Identifying {
             return;
         }
         self.phase = Phase::Identified {
             client_id: client_id.to_string(),
         };
-        self.actions
-            .push(SocketAction::Send(PairingServerFrame::Welcome {
-                app_id: app_id.to_string(),
-                client_id: client_id.to_string(),
-                client_role: role,
-            }));
     }
 
     /// The relay refused the identify: `cr_aborted`, then close 1000.
@@ -328,16 +324,9 @@ mod tests {
             s.reading_paused(),
             "nothing is read while the relay answers"
         );
-        s.handle_identified("alpha", "123456", Role::Controller);
+        s.handle_identified("123456");
         assert!(!s.reading_paused());
-        assert_eq!(
-            drain(&mut s),
-            vec![SocketAction::Send(PairingServerFrame::Welcome {
-                app_id: "alpha".into(),
-                client_id: "123456".into(),
-                client_role: Role::Controller
-            })]
-        );
+        assert!(drain(&mut s).is_empty(), "the hub sends the welcome");
         s
     }
 
@@ -393,7 +382,7 @@ mod tests {
         // Still open: an identify now works.
         s.handle_text(now, IDENTIFY);
         assert!(matches!(drain(&mut s)[..], [SocketAction::Identify(_)]));
-        s.handle_identified("alpha", "123456", Role::Controller);
+        s.handle_identified("123456");
         drain(&mut s);
         s.handle_text(now, IDENTIFY);
         assert_eq!(
@@ -479,7 +468,7 @@ mod tests {
         let mut s = PairingSocket::new(config, now);
         s.handle_text(now, IDENTIFY);
         drain(&mut s);
-        s.handle_identified("alpha", "123456", Role::Controller);
+        s.handle_identified("123456");
         drain(&mut s);
         // The identify took one token: 4 more events pass.
         for _ in 0..4 {

@@ -1,0 +1,359 @@
+//! The pairing hub: the core's [`PairingRelay`] under one lock, with each connection's
+//! outbox, and the task that runs the relay's timers.
+//!
+//! Every pairing connection (a WebSocket's driver, an SSE stream, a `sendevent/` request)
+//! calls the hub directly: it locks, feeds the relay one input with the current time, and
+//! carries out what the relay decided before unlocking: each [`Action`] is encoded for the
+//! recipient's transport ([`encode_event`]: a `cr_event` frame or an SSE `crEvent`) and
+//! pushed onto that connection's outbox, which never waits. So an event goes from its
+//! sender's task to its recipient's outbox with no hop in between, and the relay's rules see
+//! every input in one order. The timer task sleeps until the relay's
+//! [`PairingRelay::poll_timeout`] and is woken whenever an input may have moved it earlier.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use loudsync_core::ids::IdSource;
+use loudsync_core::pairing::{
+    Action, ConnId, Credentials, IdentifyError, PairingRelay, RelayConfig, Routed, Sender,
+    StreamId, Transport, Welcome,
+};
+use loudsync_core::Now;
+use loudsync_protocol::close_code;
+use loudsync_protocol::pairing::sse;
+use loudsync_protocol::pairing::ws::{self, PairingServerFrame};
+use loudsync_protocol::pairing::{AbortReason, AppSpec, ClaimedId, Event};
+use metrics::{counter, gauge};
+use tokio::sync::Notify;
+
+use crate::clock::now;
+use crate::outbox::{OutFrame, Outbox};
+
+/// The close reason of a WebSocket that sent no valid `cr_identify` in time.
+pub const NO_IDENTIFY: &str = "no identify within the alive timeout";
+
+/// One open connection's way out.
+struct Sink {
+    outbox: Arc<Outbox>,
+    transport: Transport,
+}
+
+struct Inner {
+    relay: PairingRelay<Event>,
+    sinks: HashMap<ConnId, Sink>,
+    next_conn: u64,
+}
+
+/// The relay, the connections' outboxes, and the timer's wake-up: see the module comment.
+pub struct PairingHub {
+    inner: Mutex<Inner>,
+    apps: Vec<AppSpec>,
+    wake: Notify,
+}
+
+/// The relay's answer to a `sendevent/` alive or close request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRequest {
+    /// `alive`.
+    Alive,
+    /// `close`.
+    Close,
+}
+
+impl PairingHub {
+    /// A hub for the configured apps; assigned client ids come from `ids`.
+    pub fn new(config: RelayConfig, ids: Arc<dyn IdSource>) -> Self {
+        PairingHub {
+            apps: config.apps.clone(),
+            inner: Mutex::new(Inner {
+                relay: PairingRelay::new(config, ids),
+                sinks: HashMap::new(),
+                next_conn: 1,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The configured app named `name`.
+    pub fn app(&self, name: &str) -> Option<&AppSpec> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// Opens a connection whose frames go to `outbox`: its handle and stream id.
+    pub fn open(&self, transport: Transport, outbox: Arc<Outbox>) -> (ConnId, StreamId) {
+        let mut inner = self.lock();
+        let conn = ConnId(inner.next_conn);
+        inner.next_conn += 1;
+        let stream = inner.relay.handle_open(now(), conn, transport);
+        inner.sinks.insert(conn, Sink { outbox, transport });
+        gauge!("loudsync_pairing_connections", "transport" => transport_label(transport))
+            .increment(1.0);
+        drop(inner);
+        self.wake.notify_one();
+        (conn, stream)
+    }
+
+    /// Identifies connection `conn` (P8, P7) and queues its welcome (`cr_welcome`, or the SSE
+    /// `hello`). On a refusal the connection is forgotten; the caller tells the client and
+    /// ends it.
+    pub fn identify(
+        &self,
+        conn: ConnId,
+        app: &str,
+        role: Option<&str>,
+        client_id: ClaimedId<'_>,
+        token: Option<&str>,
+    ) -> Result<Welcome, IdentifyError> {
+        let now = now();
+        let mut inner = self.lock();
+        let result = inner
+            .relay
+            .handle_identify(now, conn, app, role, client_id, token);
+        match &result {
+            // The welcome goes on the outbox under the lock: nothing delivered to the new
+            // connection can go before it.
+            Ok(welcome) => {
+                let bytes = match inner.sinks.get(&conn).map(|s| s.transport) {
+                    Some(Transport::WebSocket) => ws::encode(
+                        &PairingServerFrame::Welcome {
+                            app_id: welcome.app.clone(),
+                            client_id: welcome.client_id.clone(),
+                            client_role: welcome.role,
+                        },
+                        now.unix_ms,
+                    ),
+                    _ => sse::sse_event("hello", &sse::hello(welcome.stream_id.get())),
+                };
+                inner.send(conn, bytes);
+            }
+            Err(IdentifyError::Aborted(reason)) => {
+                counter!("loudsync_pairing_aborts_total", "reason" => reason.as_str()).increment(1);
+                if let Some(sink) = inner.sinks.remove(&conn) {
+                    closed_gauge(sink.transport);
+                }
+            }
+            Err(IdentifyError::NotAwaitingIdentify) => {}
+        }
+        inner.carry_out(now);
+        result
+    }
+
+    /// Checks a `sendevent/` request's credentials (P8 order).
+    pub fn check_credentials(
+        &self,
+        app: &str,
+        role: Option<&str>,
+        client_id: &str,
+        token: Option<&str>,
+    ) -> Result<Credentials, AbortReason> {
+        self.lock()
+            .relay
+            .check_credentials(app, role, client_id, token)
+    }
+
+    /// Routes one event (P20..P22).
+    pub fn event(&self, from: &Sender, recipient: &str, event: Event) -> Routed {
+        let now = now();
+        let mut inner = self.lock();
+        let routed = inner.relay.handle_event(now, from, recipient, event);
+        inner.carry_out(now);
+        drop(inner);
+        counter!("loudsync_pairing_events_total", "outcome" => routed_label(routed)).increment(1);
+        routed
+    }
+
+    /// A WebSocket's `cr_alive`.
+    pub fn alive(&self, conn: ConnId) -> bool {
+        let now = now();
+        let mut inner = self.lock();
+        let answered = inner.relay.handle_alive(now, conn);
+        inner.carry_out(now);
+        answered
+    }
+
+    /// A `sendevent/` `alive` or `close` naming stream `sid` (P17).
+    pub fn stream_request(&self, from: &Credentials, request: StreamRequest, sid: &str) -> bool {
+        let now = now();
+        let mut inner = self.lock();
+        let done = match request {
+            StreamRequest::Alive => inner.relay.handle_alive_request(now, from, sid),
+            StreamRequest::Close => inner.relay.handle_close_request(now, from, sid),
+        };
+        inner.carry_out(now);
+        done
+    }
+
+    /// A fresh client id (`clientid/`), or `None` if every id is connected.
+    pub fn assign_client_id(&self) -> Option<String> {
+        self.lock().relay.assign_client_id()
+    }
+
+    /// The connection ended by itself (socket closed, SSE response dropped).
+    pub fn gone(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        inner.relay.handle_gone(now(), conn);
+        if let Some(sink) = inner.sinks.remove(&conn) {
+            closed_gauge(sink.transport);
+        }
+    }
+
+    /// How many pairing connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.lock().relay.connection_count()
+    }
+
+    /// Runs the relay's timers until `stop`'s sender is gone (the server was dropped); the
+    /// server's shutdown aborts it.
+    pub async fn run_timers<T>(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<T>) {
+        loop {
+            let deadline = self.lock().relay.poll_timeout();
+            let woken = self.wake.notified();
+            let due = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = due => {}
+                _ = woken => continue,
+                changed = stop.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
+            }
+            let now = now();
+            let mut inner = self.lock();
+            inner.relay.handle_timeout(now);
+            inner.carry_out(now);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("pairing hub")
+    }
+}
+
+impl Inner {
+    /// Carries out the relay's actions: encodes and queues, never waits.
+    fn carry_out(&mut self, now: Now) {
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                Action::Deliver {
+                    to,
+                    transport,
+                    event,
+                    sender,
+                } => self.send(to, encode_event(transport, &event, &sender, now.unix_ms)),
+                Action::Reject {
+                    to,
+                    transport,
+                    subtype,
+                    sender,
+                } => {
+                    let event = Event::server_reject(subtype);
+                    self.send(to, encode_event(transport, &event, &sender, now.unix_ms));
+                }
+                Action::Alive {
+                    conn,
+                    transport,
+                    stream_id,
+                } => {
+                    let bytes = match transport {
+                        Transport::WebSocket => ws::encode(&PairingServerFrame::Alive, now.unix_ms),
+                        Transport::Sse => sse::sse_event("alive", &sse::alive(stream_id.get())),
+                    };
+                    self.send(conn, bytes);
+                }
+                Action::Abort {
+                    conn,
+                    transport,
+                    stream_id,
+                    reason,
+                    releaser,
+                } => {
+                    counter!("loudsync_pairing_aborts_total", "reason" => reason.as_str())
+                        .increment(1);
+                    let bytes = match transport {
+                        Transport::WebSocket => {
+                            ws::encode(&PairingServerFrame::Aborted { reason }, now.unix_ms)
+                        }
+                        Transport::Sse => sse::sse_event(
+                            "aborted",
+                            &sse::aborted(stream_id.get(), reason, releaser.map(StreamId::get)),
+                        ),
+                    };
+                    self.send(conn, bytes);
+                    self.end(conn, reason.as_str());
+                }
+                Action::Closed {
+                    conn, stream_id, ..
+                } => {
+                    self.send(
+                        conn,
+                        sse::sse_event("closed", &sse::closed(stream_id.get())),
+                    );
+                    self.end(conn, "closed");
+                }
+                Action::IdentifyTimeout { conn, .. } => self.end(conn, NO_IDENTIFY),
+            }
+        }
+    }
+
+    fn send(&self, conn: ConnId, bytes: String) {
+        if let Some(sink) = self.sinks.get(&conn) {
+            sink.outbox.push(
+                OutFrame::Text(Bytes::from(bytes)),
+                std::time::Instant::now(),
+            );
+        }
+    }
+
+    /// Ends a connection the relay has forgotten: close 1000 after what is queued.
+    fn end(&mut self, conn: ConnId, reason: &str) {
+        if let Some(sink) = self.sinks.remove(&conn) {
+            sink.outbox
+                .force_close(close_code::NORMAL, reason.to_string());
+            closed_gauge(sink.transport);
+        }
+    }
+}
+
+/// An event for a recipient on `transport`, with `senderClientId` = `sender`: a `cr_event`
+/// frame (P11) or an SSE `crEvent` (P18; P19 translates between the two).
+pub fn encode_event(transport: Transport, event: &Event, sender: &str, unix_ms: u64) -> String {
+    match transport {
+        Transport::WebSocket => ws::encode(
+            &PairingServerFrame::Event {
+                sender: sender.to_string(),
+                event: event.clone(),
+            },
+            unix_ms,
+        ),
+        Transport::Sse => sse::sse_event(sse::CR_EVENT, &event.to_data(sender)),
+    }
+}
+
+fn transport_label(transport: Transport) -> &'static str {
+    match transport {
+        Transport::WebSocket => "websocket",
+        Transport::Sse => "sse",
+    }
+}
+
+fn closed_gauge(transport: Transport) {
+    gauge!("loudsync_pairing_connections", "transport" => transport_label(transport))
+        .decrement(1.0);
+}
+
+fn routed_label(routed: Routed) -> &'static str {
+    match routed {
+        Routed::Delivered => "delivered",
+        Routed::NoRecipient => "no_recipient",
+        Routed::AppIdMismatch => "app_id_mismatch",
+        Routed::SameRole => "same_role",
+        Routed::NotIdentified => "not_identified",
+        Routed::RateLimited => "rate_limited",
+    }
+}
