@@ -26,7 +26,7 @@ here=$PWD
 fuzz build -O
 for target in $(cargo fuzz list); do
     dict=()
-    case $target in ws_frames | admin_auth) ;; *) dict=(-dict="$here/fuzz/dict/protocol.dict") ;; esac
+    case $target in ws_frames | admin_auth) ;; pairing_*) dict=(-dict="$here/fuzz/dict/pairing.dict") ;; *) dict=(-dict="$here/fuzz/dict/protocol.dict") ;; esac
     mkdir -p "$scratch/$target"
     log="$scratch/$target.log"
     if fuzz run -O "$target" "$scratch/$target" "$here/fuzz/corpus/$target" -- \

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of every fuzz target into fuzz/corpus/<target>/ (one file
 per seed, named by its content's hash, as libFuzzer names what it finds). Run once before
-the first long run; the committed corpus is these seeds plus what `cargo fuzz cmin` kept."""
+the first long run; the committed corpus is these seeds plus what `cargo fuzz cmin` kept.
+`seeds.py TARGET...` writes only those targets' seeds."""
 
 import hashlib
 import json
 import os
 import struct
+import sys
+from urllib.parse import quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEP = b"\xff"  # the step separator of the stateful targets (never in UTF-8)
 
 
 def write(target, seeds):
+    if sys.argv[1:] and target not in sys.argv[1:]:
+        return
     folder = os.path.join(HERE, "corpus", target)
     os.makedirs(folder, exist_ok=True)
     for seed in seeds:
@@ -236,3 +241,68 @@ tokens = [
     b"\x00not.a.jwt", b"\x00...",
 ]
 write("join_token", tokens)
+
+# The pairing wire (issue 12): its WebSocket frames (P9 to P13), the crEvent data string (P18)
+# and the query strings of eventsource/ and sendevent/ (P15 to P17).
+CR_EVENT = {"type": "cr_event", "recipientClientId": "654321", "eventType": "ping", "eventSubType": "",
+            "eventParams": [], "buffered": False, "logged": False, "interceptable": True, "sendCt": None}
+pairing_ws = [
+    j({"type": "cr_identify", "clientRole": "controller", "accessToken": "tok", "clientId": "123456"}),
+    j({"type": "cr_identify", "clientRole": "responder", "accessToken": "tokA", "clientId": None}),
+    j({"type": "cr_identify", "clientRole": "responder", "accessToken": "tokB"}),
+    j({"type": "cr_identify", "clientRole": "Controller", "accessToken": 7, "clientId": 123456}),
+    j({"type": "cr_identify", "clientRole": "controller", "clientId": "12345"}),
+    j(CR_EVENT),
+    j({"type": "cr_event", "recipientClientId": "000042", "eventType": "ping"}),
+    j(dict(CR_EVENT, eventType="app1", eventSubType="notPaired", eventParams=["a b", "\u00e9", ""],
+           buffered=True, logged=True, interceptable=False, sendCt=1700000000000,
+           senderClientId="111111", receiveCt=5)),
+    j(dict(CR_EVENT, eventParams=["a,b"])),
+    j(dict(CR_EVENT, sendCt=1.5)),
+    j({"type": "cr_alive"}),
+    j({"type": "join", "sessionId": "abc"}),
+    j({"type": "cr_welcome", "appId": "alpha", "clientId": "123456", "clientRole": "controller",
+       "timestamp": 1700000000000}),
+    j({"type": "cr_event", "eventType": "ping", "eventSubType": "", "eventParams": [], "buffered": False,
+       "logged": False, "interceptable": True, "sendCt": 1700000000000, "receiveCt": None,
+       "senderClientId": "123456", "timestamp": 1700000000001}),
+    j({"type": "cr_alive", "timestamp": 1700000000002}),
+    j({"type": "cr_aborted", "reason": "releasedByOther", "timestamp": 1700000000003}),
+    j({"type": "cr_aborted", "reason": "invalid_role"}),
+]
+write("pairing_ws_frame", pairing_ws)
+
+pairing_data = [
+    "ping,,false,false,true,1700000000000,NaN,123456",
+    "reject,appIdMismatch,false,false,true,NaN,NaN,654321",
+    "app1,sub2,true,true,false,007,1700000000009,x,param 1,caf\u00e9,",
+    "ping,,false,false,true,-0,,,",
+    "ping,,false,false,true,-9223372036854775808,NaN,1",
+    "ping,,false,false,true,9223372036854775808,NaN,1",
+    "ping,,false,false,true,+5,NaN,1",
+    "ping,,TRUE,false,true,NaN,NaN,1",
+    "ping,a-b,false,false,true,NaN,NaN,1",
+    "ping,,false,false,true,NaN,NaN",
+]
+write("pairing_event_data", pairing_data)
+
+
+def query(**params):
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+
+
+CREDS = {"clientId": "123456", "clientRole": "controller", "accessToken": "tokA"}
+pairing_queries = [
+    query(**CREDS),
+    query(clientId="000042", clientRole="responder", accessToken="tok"),
+    "clientRole=observer&clientId=12345&accessToken=",
+    query(**CREDS, recipientClientId="654321", eventType="crEvent",
+          eventData="ping,,false,false,true,1700000000000,NaN,123456,a b,\u00e9"),
+    query(**CREDS, recipientClientId="123456", eventType="alive", eventData="7"),
+    query(**dict(CREDS, accessToken="tokC"), recipientClientId="123456", eventType="close", eventData="7"),
+    query(**CREDS, recipientClientId="654321", eventType="crEvent", eventData="ping,,yes,false,true,NaN,NaN,1"),
+    query(**CREDS, recipientClientId="654321", eventType="ping", eventData=""),
+    "clientId=1&clientId=123456&clientRole=contr%6fller&accessToken=tok+A&recipientClientId=654321"
+    "&eventType=crEvent&eventData=ping%2c%2Cfalse,false,true,NaN,NaN,1&&x&%zz=%e9",
+]
+write("pairing_query", pairing_queries)

@@ -1,6 +1,9 @@
 //! What several fuzz targets check: the rules every decoded client message obeys, in either
 //! dialect, written from the protocol document's wording (`docs/PROTOCOL.md`) rather than
 //! from the decoder's code, so a field the decoder forgets to check is caught.
+//! [`pairing`] holds the same for the pairing wire (issue 12).
+
+pub mod pairing;
 
 use loudsync_protocol::client::{MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES};
 use loudsync_protocol::{ClientMessage, PROTOCOL_VERSION};
