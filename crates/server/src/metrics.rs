@@ -48,6 +48,21 @@ fn describe() {
         "loudsync_join_attempts_limited_total",
         "Joins refused with too_many_attempts for going over the per-address join rate."
     );
+    describe_gauge!(
+        "loudsync_pairing_connections",
+        "Open pairing connections (identified or not), by transport: websocket, sse."
+    );
+    describe_counter!(
+        "loudsync_pairing_events_total",
+        "Pairing events by what became of them: delivered, no_recipient, app_id_mismatch, \
+         same_role, rate_limited (sendevent over the per-id limit), not_identified."
+    );
+    describe_counter!(
+        "loudsync_pairing_aborts_total",
+        "Pairing connections refused or ended with an abort reason (invalidRole, \
+         invalidClientId, invalidAccessToken, notAuthorized, clientIdInUse, releasedByOther, \
+         clientNotAlive)."
+    );
     describe_counter!(
         "loudsync_drain_aborted_total",
         "Connections still open at the end of the shutdown drain, dropped."
