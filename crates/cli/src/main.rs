@@ -3,6 +3,7 @@
 mod bench;
 mod discover;
 mod live;
+mod pair;
 mod serve;
 mod token;
 
@@ -56,6 +57,18 @@ enum Command {
     /// ended the session), 5 could not connect (or reconnection failed), 6 join rejected (the
     /// code is printed, with what to do about it).
     Join(live::JoinArgs),
+    /// Pair as a controller or a responder (CRSocket pairing) and watch the state machine.
+    ///
+    /// Connects to /crsocket/APP/ws on the server of --url (LOUDSYNC_URL, default
+    /// ws://127.0.0.1:8080/). The view shows this client's id, the state (passive ...
+    /// interacting) and metastates, the partner and the events. Commands on stdin, then
+    /// Enter: `e TYPE[:SUBTYPE] [PARAM...]` send an event to the partner, `p ID` assign the
+    /// partner, `u` unassign it, `a` / `i` active / passive, `r` retry after an abort, `q` quit.
+    /// Without --token the token `open` is sent, which an open app accepts.
+    ///
+    /// Exit codes: 0 quit (q or Ctrl-C), 2 unusable command line, 5 could not connect, 6 the
+    /// identify was refused or the server aborted the connection (the reason is printed).
+    Pair(pair::PairArgs),
     /// Find sessions on the LAN (LOUDSYNC_DISCOVER over UDP, and mDNS), as the app does.
     Discover(discover::DiscoverArgs),
     /// Mint a signed join token (for scripts and tests); prints it on stdout.
@@ -87,6 +100,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Host(args) => live::host(args),
         Command::Join(args) => live::join(args),
+        Command::Pair(args) => pair::run(args),
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
