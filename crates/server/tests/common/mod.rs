@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod pairing;
 pub mod proxy;
 
 use std::net::SocketAddr;
