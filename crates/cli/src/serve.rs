@@ -309,6 +309,72 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     advertise_address: Option<std::net::IpAddr>,
 
+    /// Configure a pairing app (CRSocket controller/responder pairing), as NAME for an open
+    /// app or NAME:TOKEN[,TOKEN...] for one that accepts those access tokens only; repeat for
+    /// more apps (environment: LOUDSYNC_APPS, apps separated by `;`). With no app configured,
+    /// pairing is off and every /crsocket/... path answers 404 [default: none].
+    ///
+    /// Each app is reached under /crsocket/NAME/ (ws, clientid/, eventsource/, sendevent/).
+    /// NAME is 1 to 64 characters of A-Z, a-z, 0-9, `_` and `-`, starting with a letter or
+    /// digit. A token is 1 to 256 printable ASCII characters (`!` to `~`, no space) without
+    /// `,` or `;`; it is valid for both roles. In an open app any well-formed token is
+    /// accepted, but one is still required. A name given twice, or a spec breaking these
+    /// rules, stops the server from starting (exit 1).
+    ///
+    /// Example: --app commtest --app lab:s3cret,0ther
+    ///
+    /// TOML: apps = ["commtest", "lab:s3cret,0ther"]. Environment: LOUDSYNC_APPS, the apps
+    /// separated by `;` (the one list variable that is not comma-separated, because `,`
+    /// separates tokens), e.g. LOUDSYNC_APPS="commtest;lab:s3cret,0ther"; it is read only when
+    /// no --app is given. A command line is visible to every user in `ps`: put tokens in the
+    /// config file or the environment.
+    #[arg(long = "app", value_name = "NAME[:TOKEN,...]")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    apps: Vec<String>,
+
+    /// Abort a pairing connection (WebSocket or SSE stream) silent this long, reason
+    /// `clientNotAlive` [default: 25s].
+    ///
+    /// Pairing connections are checked every --heartbeat-check-interval, so one is aborted no
+    /// earlier than this after its last sign of life and no later than this plus one check
+    /// interval. A pairing WebSocket that has not identified (`cr_identify`) this long after
+    /// opening is closed. Must be greater than zero; written like 500ms, 25s, 2m.
+    ///
+    /// Example: --pairing-alive-timeout 40s (TOML: pairing-alive-timeout = "40s").
+    #[arg(long, env = "LOUDSYNC_PAIRING_ALIVE_TIMEOUT", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pairing_alive_timeout: Option<Duration>,
+
+    /// Serve the static pages in DIR under /crsocket/, so CRSocket pages reach their app's
+    /// endpoints by relative paths from the same origin [default: none: those paths answer 404].
+    ///
+    /// Any GET under /crsocket/ that is not an app endpoint is the file of DIR at the same
+    /// relative path (index.html for a folder; no directory listing; nothing outside DIR), so
+    /// CRSocket's own layout works unchanged: DIR/commtest/controller/index.html is
+    /// /crsocket/commtest/controller/, and its `../eventsource/` is the commtest app's stream.
+    /// DIR must be an existing directory, or the server does not start (exit 1).
+    ///
+    /// Example: --pairing-pages /srv/crsocket-pages (TOML: pairing-pages = "/srv/crsocket-pages").
+    #[arg(long, env = "LOUDSYNC_PAIRING_PAGES", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pairing_pages: Option<PathBuf>,
+
+    /// Answer CORS for the pairing endpoints to pages served from ORIGIN (scheme, host and
+    /// port, e.g. https://lab.example.org), for CRSocket pages not served by --pairing-pages;
+    /// `*` allows any origin; repeat or comma-separate [default: none: no CORS headers].
+    ///
+    /// Example: --pairing-cors-origin https://lab.example.org --pairing-cors-origin
+    /// http://localhost:3000 (TOML: pairing-cors-origins = ["https://lab.example.org"];
+    /// environment: LOUDSYNC_PAIRING_CORS_ORIGINS=https://a.example,https://b.example).
+    #[arg(
+        long = "pairing-cors-origin",
+        env = "LOUDSYNC_PAIRING_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pairing_cors_origins: Vec<String>,
+
     /// Log filter, e.g. `info` or `loudsync_server=debug`.
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]
@@ -343,6 +409,13 @@ impl ServeArgs {
             );
             figment = figment.merge(Toml::file(path));
         }
+        // `LOUDSYNC_APPS` is read here, not by clap: it is split on `;`, and only when no
+        // `--app` is given (so a flag's value is never split).
+        if self.apps.is_empty() {
+            if let Some(apps) = env_apps(std::env::var_os(APPS_ENV))? {
+                figment = figment.merge(Serialized::default("apps", apps));
+            }
+        }
         // Clap has already put each flag over its `LOUDSYNC_*` variable.
         figment = figment.merge(Serialized::defaults(self));
         let (figment, token_file) = admin_token_file(figment, self.admin_token_file.as_ref())?;
@@ -362,6 +435,28 @@ impl ServeArgs {
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
+}
+
+/// The environment variable of `--app`.
+const APPS_ENV: &str = "LOUDSYNC_APPS";
+
+/// The app specs of `LOUDSYNC_APPS` (`alpha;secret:tokA,tokB`), or `None` when it is unset.
+/// The value is split as `loudsync_protocol::pairing::parse_env_apps` does: on `;`, an empty
+/// value is no app, an empty item is an error; each item is kept as the raw spec that
+/// `ServerConfig::validate` checks with the others.
+fn env_apps(value: Option<std::ffi::OsString>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = value
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("{APPS_ENV} is not valid UTF-8"))?;
+    loudsync_protocol::pairing::parse_env_apps(&value)
+        .map_err(|e| anyhow::anyhow!("{APPS_ENV}: {e}"))?;
+    if value.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(Some(value.split(';').map(str::to_string).collect()))
 }
 
 /// The admin token file named by the flag (or its variable), else by the TOML key
@@ -594,6 +689,92 @@ mod tests {
         let c = t.args.resolve().unwrap();
         assert_eq!(c.tls_cert, Some("c.pem".into()));
         assert_eq!(c.tls_key, Some("k.pem".into()));
+    }
+
+    #[test]
+    fn pairing_settings_come_from_the_file_and_flags_replace_its_lists() {
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pairing.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "apps = [\"alpha\", \"secret:tokA,tokB\"]\npairing-alive-timeout = \"40s\"\n\
+                 pairing-pages = {:?}\npairing-cors-origins = [\"https://a.example\"]\n",
+                dir.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let cfg = file.to_str().unwrap();
+        let c = T::parse_from(["x", "--config", cfg])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.apps, ["alpha", "secret:tokA,tokB"]);
+        assert_eq!(c.pairing_alive_timeout, Duration::from_secs(40));
+        assert_eq!(c.pairing_pages.as_deref(), Some(dir.as_path()));
+        assert_eq!(c.pairing_cors_origins, ["https://a.example"]);
+        let c = T::parse_from([
+            "x",
+            "--config",
+            cfg,
+            "--app",
+            "beta:t1",
+            "--app",
+            "gamma",
+            "--pairing-alive-timeout",
+            "2s",
+            "--pairing-cors-origin",
+            "http://localhost:3000,https://b.example",
+            "--pairing-cors-origin",
+            "*",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            c.apps,
+            ["beta:t1", "gamma"],
+            "the flags replace the file's list"
+        );
+        assert_eq!(c.pairing_alive_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.pairing_cors_origins,
+            ["http://localhost:3000", "https://b.example", "*"]
+        );
+        let defaults = T::parse_from(["x"]).args.resolve().unwrap();
+        assert!(defaults.apps.is_empty(), "pairing is off unless asked");
+        assert_eq!(defaults.pairing_alive_timeout, Duration::from_secs(25));
+        assert_eq!(defaults.pairing_pages, None);
+    }
+
+    #[test]
+    fn a_flag_value_is_one_spec_never_split_on_semicolons() {
+        let e = T::parse_from(["x", "--app", "a:t;b"])
+            .args
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid app `a`: token 1"), "{e}");
+    }
+
+    #[test]
+    fn the_apps_variable_splits_on_semicolons() {
+        assert_eq!(env_apps(None).unwrap(), None, "unset: the file's apps stay");
+        assert_eq!(
+            env_apps(Some("alpha;secret:tokA,tokB".into())).unwrap(),
+            Some(vec!["alpha".to_string(), "secret:tokA,tokB".to_string()])
+        );
+        assert_eq!(env_apps(Some("".into())).unwrap(), Some(vec![]));
+        for (bad, says) in [
+            ("a;;b", "invalid app ``"),
+            ("a;", "invalid app ``"),
+            ("a;b:t;a", "app `a` is configured twice"),
+            ("a:to,,k", "invalid app `a`: token 2"),
+        ] {
+            let e = env_apps(Some(bad.into())).unwrap_err().to_string();
+            assert!(e.starts_with("LOUDSYNC_APPS: "), "{bad:?}: {e}");
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -327,3 +327,202 @@ fn with_tls_the_listening_line_says_https() {
         "{line:?}"
     );
 }
+
+/// `loudsync serve` with these flags and variables that must refuse to start: its exit code
+/// and its stderr. A server that starts anyway is killed (after 10 s at the latest) and the
+/// test fails.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loudsync"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn loudsync");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} {env:?}: the server started");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("listening"),
+        "{args:?} {env:?}: the server started: {stdout}"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts `serve` exits 1 with an `Error: ` line that says `says`.
+fn refused_with(args: &[&str], env: &[(&str, &str)], says: &str) {
+    let (code, err) = refused(args, env);
+    assert_eq!(code, Some(1), "{args:?} {env:?}: {err}");
+    assert!(err.starts_with("Error: "), "{args:?} {env:?}: {err}");
+    assert!(
+        err.contains(says),
+        "{args:?} {env:?}: want {says:?} in {err}"
+    );
+}
+
+/// A fresh folder for one test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("loudsync-serve-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A TOML config file in `dir` holding `text`; its path.
+fn toml(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+#[test]
+fn apps_are_read_from_each_layer_and_a_duplicate_name_stops_the_server() {
+    let dir = scratch("apps-dup");
+    let twice = "app `alpha` is configured twice";
+    refused_with(&["--app", "alpha", "--app", "alpha:tok"], &[], twice);
+    refused_with(&[], &[("LOUDSYNC_APPS", "alpha;beta;alpha:tok")], twice);
+    let file = toml(&dir, "dup.toml", "apps = [\"alpha\", \"alpha:tok\"]\n");
+    refused_with(&["--config", &file], &[], twice);
+    // Names are case-sensitive, as URL paths are: these are two apps.
+    let _s = serve(&["--app", "alpha", "--app", "ALPHA:tok"], &[]);
+}
+
+#[test]
+fn a_bad_app_spec_stops_the_server_naming_the_app_not_the_token() {
+    let dir = scratch("apps-bad");
+    for (spec, says) in [
+        ("a:to,,k", "invalid app `a`: token 2 must be"),
+        ("a:to k", "invalid app `a`: token 1 must be"),
+        ("a:tok;x", "invalid app `a`: token 1 must be"),
+        ("a:", "invalid app `a`: no token after `:`"),
+        ("-a", "invalid app `-a`: the name"),
+        ("", "invalid app ``"),
+    ] {
+        // `--app=SPEC`, so clap takes `-a` as the value, not as a flag.
+        refused_with(&["--app", "ok", &format!("--app={spec}")], &[], says);
+        let file = toml(&dir, "bad.toml", &format!("apps = [{spec:?}]\n"));
+        refused_with(&["--config", &file], &[], says);
+    }
+    // The token itself is never echoed.
+    let (_, err) = refused(&["--app", "a:g00d,b@d s3cr3t"], &[]);
+    assert!(!err.contains("s3cr3t"), "{err}");
+    // The variable: an empty item is refused like --app "", and says which variable it was.
+    for (value, says) in [
+        ("a:to,,k", "LOUDSYNC_APPS: invalid app `a`: token 2"),
+        ("a;;b", "LOUDSYNC_APPS: invalid app ``"),
+        ("a;", "LOUDSYNC_APPS: invalid app ``"),
+        ("a:to k", "LOUDSYNC_APPS: invalid app `a`: token 1"),
+    ] {
+        refused_with(&[], &[("LOUDSYNC_APPS", value)], says);
+    }
+}
+
+#[test]
+fn app_flags_beat_the_variable_which_beats_the_file() {
+    let dir = scratch("apps-layers");
+    let bad_file = toml(&dir, "bad.toml", "apps = [\"x\", \"x\"]\n");
+    let good_file = toml(&dir, "good.toml", "apps = [\"alpha\"]\n");
+    let bad_env = [("LOUDSYNC_APPS", "y;y")];
+    // Each layer replaces the ones below it as a whole, so a bad list below is never read.
+    let _s = serve(&["--app", "alpha"], &bad_env);
+    let _s = serve(&["--app", "alpha", "--config", &bad_file], &bad_env);
+    let _s = serve(&["--config", &bad_file], &[("LOUDSYNC_APPS", "alpha")]);
+    // An empty variable is "no app", over the file's list too.
+    let _s = serve(&["--config", &bad_file], &[("LOUDSYNC_APPS", "")]);
+    // And the other way round a bad upper layer is what counts.
+    refused_with(
+        &["--config", &good_file],
+        &bad_env,
+        "app `y` is configured twice",
+    );
+    refused_with(
+        &["--app", "z", "--app", "z"],
+        &[("LOUDSYNC_APPS", "alpha")],
+        "app `z` is configured twice",
+    );
+}
+
+#[test]
+fn the_pairing_alive_timeout_must_be_a_positive_duration() {
+    let dir = scratch("alive");
+    let says = "pairing-alive-timeout must be greater than zero";
+    refused_with(&["--pairing-alive-timeout", "0s"], &[], says);
+    refused_with(&[], &[("LOUDSYNC_PAIRING_ALIVE_TIMEOUT", "0ms")], says);
+    let file = toml(&dir, "zero.toml", "pairing-alive-timeout = \"0s\"\n");
+    refused_with(&["--config", &file], &[], says);
+    // Not a duration at all is clap's parse error: exit 2.
+    let (code, err) = refused(&["--pairing-alive-timeout", "soon"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--pairing-alive-timeout"), "{err}");
+    // The flag beats a bad variable and a bad file.
+    let _s = serve(
+        &["--pairing-alive-timeout", "2s", "--config", &file],
+        &[("LOUDSYNC_PAIRING_ALIVE_TIMEOUT", "0s")],
+    );
+}
+
+#[test]
+fn the_pairing_pages_must_be_an_existing_directory() {
+    let dir = scratch("pages");
+    let missing = dir.join("no-such-folder");
+    let missing = missing.to_str().unwrap();
+    refused_with(
+        &["--app", "alpha", "--pairing-pages", missing],
+        &[],
+        &format!("pairing-pages `{missing}` does not exist"),
+    );
+    refused_with(
+        &[],
+        &[("LOUDSYNC_PAIRING_PAGES", missing)],
+        "does not exist",
+    );
+    let file = dir.join("index.html");
+    std::fs::write(&file, "<p>a file</p>").unwrap();
+    let file = file.to_str().unwrap();
+    refused_with(&["--pairing-pages", file], &[], "is not a directory");
+    let cfg = toml(
+        &dir,
+        "pages.toml",
+        &format!("pairing-pages = {missing:?}\n"),
+    );
+    refused_with(&["--config", &cfg], &[], "does not exist");
+    let _s = serve(&["--pairing-pages", dir.to_str().unwrap()], &[]);
+    let _s = serve(&[], &[("LOUDSYNC_PAIRING_PAGES", dir.to_str().unwrap())]);
+}
+
+#[test]
+fn help_documents_the_pairing_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loudsync"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "--app <NAME[:TOKEN,...]>",
+        "pairing is off",
+        "LOUDSYNC_APPS",
+        "apps = [",
+        "--pairing-alive-timeout",
+        "[default: 25s]",
+        "LOUDSYNC_PAIRING_ALIVE_TIMEOUT",
+        "--pairing-pages <DIR>",
+        "LOUDSYNC_PAIRING_PAGES",
+        "--pairing-cors-origin <ORIGIN>",
+        "LOUDSYNC_PAIRING_CORS_ORIGINS",
+        "pairing-cors-origins = [",
+    ] {
+        assert!(help.contains(text), "{text} missing from help:\n{help}");
+    }
+}
