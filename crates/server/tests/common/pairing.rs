@@ -159,7 +159,8 @@ pub fn eventsource_path(app: &str, id: &str, role: &str, token: &str) -> String 
 }
 
 /// A `sendevent/` request's parameters.
-pub struct Send<'a> {
+#[derive(Clone, Copy)]
+pub struct SendReq<'a> {
     /// The app.
     pub app: &'a str,
     /// `clientId`.
@@ -176,7 +177,7 @@ pub struct Send<'a> {
     pub data: &'a str,
 }
 
-impl Send<'_> {
+impl SendReq<'_> {
     /// The request's path and query.
     pub fn path(&self) -> String {
         format!(
@@ -226,7 +227,7 @@ pub async fn send_event(
     to: &str,
     data: &str,
 ) -> u16 {
-    Send {
+    SendReq {
         app,
         id,
         role,
