@@ -131,15 +131,23 @@ impl PairingDriver {
     }
 }
 
-/// The landed `error` message: `{"type":"error","code":...,"message":...,"timestamp":T}`.
+/// The landed `error` message, its fields in the landed order:
+/// `{"type":"error","code":...,"message":...,"timestamp":T}`.
 fn error_frame(code: ErrorCode, message: &str, unix_ms: u64) -> String {
-    serde_json::json!({
-        "type": "error",
-        "code": code.as_str(),
-        "message": message,
-        "timestamp": unix_ms,
+    #[derive(serde::Serialize)]
+    struct ErrorFrame<'a> {
+        r#type: &'static str,
+        code: &'static str,
+        message: &'a str,
+        timestamp: u64,
+    }
+    serde_json::to_string(&ErrorFrame {
+        r#type: "error",
+        code: code.as_str(),
+        message,
+        timestamp: unix_ms,
     })
-    .to_string()
+    .expect("an error frame serializes")
 }
 
 impl Driver for PairingDriver {
