@@ -14,7 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
     sudo=()
     if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 /usr/bin/chromium --version 2>/dev/null
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
