@@ -526,3 +526,128 @@ fn help_documents_the_pairing_settings() {
         assert!(help.contains(text), "{text} missing from help:\n{help}");
     }
 }
+
+/// A plain HTTP/1.1 `GET path` with `headers` (each `Name: value\r\n`); the whole answer,
+/// header names in lower case as the server writes them.
+fn http_get(addr: SocketAddr, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Whether `serve` at `addr` has the pairing app `name`: its `clientid/` hands out an id
+/// (200), or it answers 404 `app_not_found`; anything else fails the test.
+fn has_app(addr: SocketAddr, name: &str) -> bool {
+    let answer = http_get(addr, &format!("/crsocket/{name}/clientid/"), "");
+    if answer.starts_with("HTTP/1.1 200 ") {
+        assert!(answer.contains("<clientId value='"), "{answer}");
+        true
+    } else {
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+        assert!(answer.contains("\"app_not_found\""), "{answer}");
+        false
+    }
+}
+
+#[test]
+fn a_started_server_answers_for_the_apps_of_the_winning_layer_only() {
+    let dir = scratch("apps-live");
+    let file = toml(&dir, "apps.toml", "apps = [\"delta\"]\n");
+    let s = serve(&["--app", "alpha"], &[]);
+    assert!(has_app(s.addr, "alpha"));
+    let nope = http_get(s.addr, "/crsocket/nope/clientid/", "");
+    assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+    assert!(
+        nope.contains(r#"{"code":"app_not_found","message":"no pairing app `nope`"}"#),
+        "{nope}"
+    );
+    let s = serve(&[], &[("LOUDSYNC_APPS", "beta;gamma:tokA,tokB")]);
+    assert!(has_app(s.addr, "beta") && has_app(s.addr, "gamma"));
+    assert!(!has_app(s.addr, "alpha"));
+    let s = serve(&["--config", &file], &[]);
+    assert!(has_app(s.addr, "delta"));
+    // Flags over the variable over the file, each list replacing the one below.
+    let s = serve(
+        &["--app", "alpha", "--config", &file],
+        &[("LOUDSYNC_APPS", "beta")],
+    );
+    assert!(has_app(s.addr, "alpha"));
+    assert!(!has_app(s.addr, "beta") && !has_app(s.addr, "delta"));
+    let s = serve(&["--config", &file], &[("LOUDSYNC_APPS", "beta")]);
+    assert!(has_app(s.addr, "beta") && !has_app(s.addr, "delta"));
+    // With no app pairing is off.
+    let s = serve(&[], &[]);
+    let off = http_get(s.addr, "/crsocket/alpha/clientid/", "");
+    assert!(off.starts_with("HTTP/1.1 404 "), "{off}");
+}
+
+#[test]
+fn cors_origins_come_from_flags_the_comma_separated_variable_or_the_file() {
+    let dir = scratch("cors");
+    let allowed = |addr: SocketAddr, origin: &str| {
+        let answer = http_get(
+            addr,
+            "/crsocket/alpha/clientid/",
+            &format!("Origin: {origin}\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        answer.contains(&format!("access-control-allow-origin: {origin}\r\n"))
+    };
+    let env = [(
+        "LOUDSYNC_PAIRING_CORS_ORIGINS",
+        "https://a.example,https://b.example",
+    )];
+    let s = serve(&["--app", "alpha"], &env);
+    assert!(allowed(s.addr, "https://a.example") && allowed(s.addr, "https://b.example"));
+    assert!(!allowed(s.addr, "https://c.example"));
+    let s = serve(
+        &[
+            "--app",
+            "alpha",
+            "--pairing-cors-origin",
+            "https://c.example",
+        ],
+        &env,
+    );
+    assert!(allowed(s.addr, "https://c.example"));
+    assert!(
+        !allowed(s.addr, "https://a.example"),
+        "the flag replaces the variable"
+    );
+    let file = toml(
+        &dir,
+        "cors.toml",
+        "apps = [\"alpha\"]\npairing-cors-origins = [\"https://d.example\"]\n",
+    );
+    let s = serve(&["--config", &file], &[]);
+    assert!(allowed(s.addr, "https://d.example") && !allowed(s.addr, "https://a.example"));
+    let s = serve(&["--app", "alpha"], &[]);
+    assert!(
+        !allowed(s.addr, "https://a.example"),
+        "no CORS unless asked"
+    );
+}
+
+#[test]
+fn the_pairing_pages_folder_is_served_under_crsocket() {
+    let dir = scratch("pages-live");
+    std::fs::create_dir_all(dir.join("alpha/controller")).unwrap();
+    std::fs::write(
+        dir.join("alpha/controller/index.html"),
+        "<title>controller page</title>",
+    )
+    .unwrap();
+    let s = serve(
+        &["--app", "alpha"],
+        &[("LOUDSYNC_PAIRING_PAGES", dir.to_str().unwrap())],
+    );
+    let page = http_get(s.addr, "/crsocket/alpha/controller/", "");
+    assert!(page.starts_with("HTTP/1.1 200 "), "{page}");
+    assert!(page.ends_with("<title>controller page</title>"), "{page}");
+    assert!(has_app(s.addr, "alpha"), "the endpoints beside the pages");
+}
