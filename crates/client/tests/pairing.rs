@@ -487,3 +487,18 @@ async fn no_server_is_a_connect_error_and_start_keeps_trying() {
     }
     p.client.close().await;
 }
+
+#[tokio::test]
+async fn closing_a_paired_client_tells_the_partner_inactive() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let (c, r) = pair(addr, "alpha").await;
+    c.client.close().await;
+    r.until_state(State::Searching, Duration::from_secs(3))
+        .await;
+    assert!(matches!(
+        c.client.set_active(true),
+        Err(PairingError::Closed)
+    ));
+    server.shutdown().await;
+}

@@ -27,8 +27,9 @@
 //! would take an HTTP client and a second round trip): it identifies *without* a `clientId`
 //! (P9: "assign me one"), and at the `cr_welcome` gives the machine the server's id
 //! (`set_client_id`, so it is connecting) and then the connection (`handle_connected`). So an
-//! id-less client shows [`PairingUpdate::ClientIdChanged`], `connecting` and `readyToPair` at
-//! the welcome. The id is kept from then on: a reconnection identifies with it. While the
+//! id-less client shows [`PairingUpdate::ClientIdChanged`] and `connecting`, then
+//! [`PairingUpdate::Welcome`], then `readyToPair` (every client: the welcome comes before the
+//! state changes it causes). The id is kept from then on: a reconnection identifies with it. While the
 //! machine is passive for want of an id, the driver keeps its own note of an abort (the
 //! machine ignores `handle_aborted` while passive), so a refused id-less identify is not
 //! retried either, and is told as [`PairingUpdate::Aborted`] all the same.
@@ -863,10 +864,15 @@ impl Driver {
                 self.next_alive = Some(now + self.alive_interval);
                 if self.machine.client_id().is_none() {
                     self.machine.set_client_id(now, Some(client_id.clone()));
+                    self.drain_updates(None);
                 }
+                // The welcome first, then what it does to the machine (readyToPair, ...).
+                self.emit(PairingUpdate::Welcome {
+                    app_id,
+                    client_id: client_id.clone(),
+                });
                 self.machine.handle_connected(now, &client_id);
                 self.drain_updates(None);
-                self.emit(PairingUpdate::Welcome { app_id, client_id });
                 if let Some(first) = self.first.take() {
                     let _ = first.send(Ok(()));
                 }
