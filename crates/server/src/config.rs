@@ -362,8 +362,31 @@ impl ServerConfig {
                 ));
             }
         }
+        for origin in &self.pairing_cors_origins {
+            if !valid_origin(origin) {
+                return Err(format!(
+                    "pairing-cors-origin `{}` is not an origin: give `*` or SCHEME://HOST[:PORT], e.g. `https://example.org`",
+                    origin.escape_debug()
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// Whether `origin` is `*` or looks like a web origin: `http(s)://HOST[:PORT]` (a trailing `/`
+/// is allowed), printable ASCII without spaces, so it is also a valid header value.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let Some(host) = rest.map(|r| r.strip_suffix('/').unwrap_or(r)) else {
+        return false;
+    };
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && !b"/?#@".contains(&b))
 }
 
 #[cfg(test)]
@@ -488,6 +511,25 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.contains("pairing-alive-timeout"), "{err}");
+    }
+
+    #[test]
+    fn pairing_cors_origins_must_be_origins() {
+        for good in ["*", "https://example.org", "http://127.0.0.1:8080", "https://a.b/"] {
+            let c = ServerConfig {
+                pairing_cors_origins: vec![good.into()],
+                ..Default::default()
+            };
+            assert!(c.validate().is_ok(), "{good}");
+        }
+        for bad in ["example.org", "https://", "https://a b", "ftp://x", "https://a/path"] {
+            let c = ServerConfig {
+                pairing_cors_origins: vec![bad.into()],
+                ..Default::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("pairing-cors-origin"), "{bad}: {err}");
+        }
     }
 
     #[test]
