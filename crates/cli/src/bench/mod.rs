@@ -5,6 +5,7 @@
 
 mod handoff;
 pub mod http;
+mod pairing;
 pub mod plot;
 pub mod probe;
 pub mod resume;
@@ -54,6 +55,10 @@ enum Scenario {
     /// `handoff_accept` to every member's `host_changed`, and a `state_set` fanned out to every
     /// member side by side with a `message` of the same frame size.
     Handoff(handoff::HandoffArgs),
+    /// Controller/responder pairing (issue 12): the server's memory per identified
+    /// `eventsource/` stream, and events per second between pairs over the pairing WebSocket
+    /// and over `sendevent/` + `eventsource/`, with their send-to-delivery latency.
+    Pairing(pairing::PairingArgs),
 }
 
 /// Options every scenario shares.
@@ -246,6 +251,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::ResumeStorm(a) => storm::run(a),
         Scenario::Handoff(a) => handoff::run(a),
+        Scenario::Pairing(a) => pairing::run(a),
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
