@@ -547,3 +547,26 @@ async fn without_apps_every_crsocket_path_answers_404() {
     .await;
     assert_eq!(r.status, 404, "{}", r.head);
 }
+
+#[tokio::test]
+async fn shutdown_closes_pairing_websockets_1001_identified_or_not() {
+    let server = start_with(pairing_config()).await;
+    let addr = server.local_addr();
+    let mut identified = ws_identified(addr, "alpha", "controller", "111111").await;
+    let mut fresh = ws_open(addr, "beta").await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    for c in [&mut identified, &mut fresh] {
+        let (seen, end) = c.recv_end().await;
+        assert_eq!(seen, Vec::<serde_json::Value>::new(), "no cr_aborted");
+        assert_eq!(end, Ended::Close(1001, "server shutting down".into()));
+    }
+    tokio::time::timeout(Duration::from_secs(2), shutdown)
+        .await
+        .expect("shutdown held up by pairing sockets")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drain-timeout 5 s"
+    );
+}
