@@ -144,6 +144,18 @@ fn no_server_exits_5() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_app_the_server_does_not_have_exits_5_saying_so() {
+    let server = server().await;
+    let u = url(&server);
+    let mut p = pair(&["--app", "nope", "--role", "controller", "--url", &u]);
+    let failed = p.until("failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("no pairing app `nope`"), "{reason}");
+    assert_eq!(p.exit_code(), 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refused_token_exits_6_with_the_reason() {
     let server = server().await;
     let u = url(&server);

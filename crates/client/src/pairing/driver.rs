@@ -355,6 +355,7 @@ impl PairingClient {
         let now = Instant::now();
         let driver = Driver {
             target,
+            app: config.app.clone(),
             token: config.pairing.access_token.clone(),
             role: config.pairing.role,
             machine: CrSocket::new(config.pairing),
@@ -508,6 +509,8 @@ struct Arrival {
 /// The task that owns the socket and the machine.
 struct Driver {
     target: Target,
+    /// The app's name, for messages.
+    app: String,
     /// The token to identify with (the machine keeps its own copy, unreadable).
     token: Option<String>,
     role: PairingRole,
@@ -652,7 +655,15 @@ impl Driver {
                 self.close = None;
                 self.last_heard = Instant::now();
             }
-            Err(reason) => {
+            Err(mut reason) => {
+                if reason.ends_with("status code 404") {
+                    // P4: an unknown app is refused with 404 before the upgrade.
+                    reason.push_str(&format!(
+                        " (the server has no pairing app `{}`: it serves one given as \
+                         `loudsync serve --app {}`)",
+                        self.app, self.app
+                    ));
+                }
                 self.reconnect_at = Some(Instant::now() + self.reconnect_delay);
                 if let Some(first) = self.first.take() {
                     let _ = first.send(Err(PairingError::Connect(reason.clone())));
