@@ -171,10 +171,14 @@ fn identify(object: &BTreeMap<String, Box<RawValue>>) -> IdentifyFrame {
     IdentifyFrame {
         client_role: string("clientRole"),
         access_token: string("accessToken"),
-        client_id: match value("clientId") {
-            None | Some(Value::Null) => IdentifyId::Assign,
-            Some(Value::String(id)) => IdentifyId::Given(id),
-            Some(_) => IdentifyId::Invalid,
+        // Classified by the raw text, so a value that cannot be read (a number out of range,
+        // a lone surrogate) is invalid rather than mistaken for an absent one.
+        client_id: match object.get("clientId").map(|raw| raw.get().trim()) {
+            None | Some("null") => IdentifyId::Assign,
+            Some(_) => match value("clientId") {
+                Some(Value::String(id)) => IdentifyId::Given(id),
+                _ => IdentifyId::Invalid,
+            },
         },
     }
 }
@@ -438,6 +442,24 @@ pub fn decode_server(text: &str) -> Result<(PairingServerFrame, Option<u64>), De
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_client_id_is_invalid_not_absent() {
+        for raw in ["1e999", r#""\ud800""#, "true", "[]", "123456"] {
+            let text = format!(
+                r#"{{"type":"cr_identify","clientRole":"controller","accessToken":"tok","clientId":{raw}}}"#
+            );
+            let Ok(PairingClientFrame::Identify(frame)) = decode(&text) else {
+                panic!("{text}")
+            };
+            assert_eq!(frame.client_id, IdentifyId::Invalid, "{raw}");
+        }
+        let null = r#"{"type":"cr_identify","clientRole":"controller","accessToken":"tok","clientId":null}"#;
+        let Ok(PairingClientFrame::Identify(frame)) = decode(null) else {
+            panic!()
+        };
+        assert_eq!(frame.client_id, IdentifyId::Assign);
+    }
     use crate::pairing::event::MAX_EVENT_DATA_CHARS;
     use crate::pairing::RejectSubtype;
     use proptest::prelude::*;
