@@ -502,3 +502,81 @@ async fn closing_a_paired_client_tells_the_partner_inactive() {
     ));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_id_less_client_is_told_its_id_then_the_welcome_then_ready_to_pair() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let mut cfg = config(addr, "alpha", PairingRole::Controller, "open");
+    cfg.active = false;
+    // Not active: connect() has nothing to wait for, and nothing connects.
+    let (client, mut events) = PairingClient::connect(cfg).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+    assert!(quiet.is_err(), "nothing happens while passive: {quiet:?}");
+    assert_eq!(client.state(), State::Passive);
+    client.set_active(true).unwrap();
+    let mut seen = Vec::new();
+    while !matches!(seen.last(), Some(PairingUpdate::MetastatesChanged(m)) if m.connected) {
+        let u = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("updates")
+            .expect("open");
+        seen.push(u);
+    }
+    let id = client.client_id().expect("assigned");
+    assert_eq!(
+        seen,
+        vec![
+            PairingUpdate::ClientIdChanged(id.clone()),
+            PairingUpdate::StateChanged(State::Connecting),
+            PairingUpdate::MetastatesChanged(loudsync_client::Metastates {
+                active: true,
+                connected: false,
+                paired: false
+            }),
+            PairingUpdate::Welcome {
+                app_id: "alpha".into(),
+                client_id: id,
+            },
+            PairingUpdate::StateChanged(State::ReadyToPair),
+            PairingUpdate::MetastatesChanged(loudsync_client::Metastates {
+                active: true,
+                connected: true,
+                paired: false
+            }),
+        ]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_servers_error_arrives_as_an_update() {
+    let server = server().await;
+    let addr = server.local_addr();
+    let (c, r) = pair(addr, "alpha").await;
+    // Over P13's 8192-character data string: the server answers `too_large`, relays nothing.
+    c.client
+        .send_event("big", "", vec!["x".repeat(9000)])
+        .await
+        .unwrap();
+    let code = c
+        .find("error", |u| match u {
+            PairingUpdate::Error(e) => Some(e.code.as_str().to_string()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, "too_large");
+    c.client.send_event("small", "", vec![]).await.unwrap();
+    r.until(
+        "small",
+        |u| matches!(u, PairingUpdate::AppEvent(e) if e.event_type == "small"),
+    )
+    .await;
+    assert!(r.app_events().iter().all(|e| e.event_type != "big"));
+    assert_eq!(
+        c.client.state(),
+        State::Interacting,
+        "the socket stays open"
+    );
+    server.shutdown().await;
+}
