@@ -72,7 +72,7 @@ pub struct PairArgs {
     /// The app's access token. An open app (`--app NAME` on the server) accepts any
     /// well-formed token, so the default suits it; an app with tokens (`--app NAME:TOKEN,...`)
     /// needs one of them.
-    #[arg(long, default_value = DEFAULT_TOKEN, hide_env_values = true)]
+    #[arg(long, default_value = DEFAULT_TOKEN)]
     token: String,
     /// Server URL: ws://HOST:PORT/, or wss://HOST:PORT/ for a server with TLS; the command
     /// connects to /crsocket/APP/ws on it.

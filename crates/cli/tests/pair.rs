@@ -321,3 +321,31 @@ fn a_bad_command_line_exits_2() {
         assert_eq!(p.exit_code(), 2, "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_later_exits_6_with_the_reason() {
+    let server = server().await;
+    let u = url(&server);
+    let args = [
+        "--app",
+        "alpha",
+        "--role",
+        "responder",
+        "--client-id",
+        "333333",
+        "--url",
+        &u,
+    ];
+    let mut first = pair(&args);
+    first.until("welcome");
+    // Another connection with the same id in the same app replaces it (P7).
+    let mut second = pair(&args);
+    second.until("welcome");
+    let aborted = first.until("aborted");
+    assert_eq!(aborted["reason"], "releasedByOther");
+    assert_eq!(first.until("ended")["reason"], "releasedByOther");
+    assert_eq!(first.exit_code(), 6);
+    second.type_line("q");
+    assert_eq!(second.exit_code(), 0);
+    server.shutdown().await;
+}
