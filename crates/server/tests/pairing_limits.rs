@@ -2,7 +2,8 @@
 //! WebSocket as on `/ws`: the rate limit over every text and binary frame (`error`
 //! `rate_limited` on the first drop, close 1008 at `rate-burst` + 1 drops in a row), close 1009
 //! over `max-message-bytes`, `too_large` for an event whose SSE data string would pass 8192
-//! characters; and the same rate limit per client id on `sendevent/` (excess dropped, 204).
+//! characters, the outbound queue bound (a socket that does not read is closed 1008); and the
+//! same rate limit per client id on `sendevent/` (excess dropped, 204).
 
 mod common;
 
@@ -210,4 +211,48 @@ async fn sendevent_over_the_rate_limit_of_a_client_id_is_dropped_silently() {
         rsp.next_block().await,
         sse_bytes("crEvent", "other,,false,false,true,NaN,NaN,333333")
     );
+}
+
+#[tokio::test]
+async fn a_pairing_websocket_that_does_not_read_is_closed_1008_and_its_partner_carries_on() {
+    // A small outbound bound with no grace, and no rate limit, so one sender can fill it.
+    let server = start_with(ServerConfig {
+        rate_limit: 0,
+        outbound_queue_bytes: 64 * 1024,
+        outbound_queue_max_bytes: 128 * 1024,
+        slow_consumer_grace: Duration::ZERO,
+        ..pairing_config()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut reader = ws_identified(addr, "alpha", "responder", "222222").await;
+    let mut sender = ws_identified(addr, "alpha", "controller", "111111").await;
+    // 24 MB of events while the responder reads nothing: far more than loopback's socket
+    // buffers (a few MB at most) and the outbox hold.
+    let big = json!({
+        "type": "cr_event", "recipientClientId": "222222", "eventType": "fill",
+        "eventParams": ["x".repeat(8000)],
+    })
+    .to_string();
+    for _ in 0..3000 {
+        sender.send_text(&big).await;
+    }
+    // The sender is served throughout and after.
+    sender.send_text(r#"{"type":"cr_alive"}"#).await;
+    let alive = sender.recv().await;
+    assert_eq!(alive["type"], "cr_alive", "{alive}");
+    // The reader gets what was written before the overflow, then the 1008 close: never all.
+    let (seen, end) = reader.recv_end().await;
+    assert!(
+        seen.len() < 3000,
+        "{} events reached a reader that did not read",
+        seen.len()
+    );
+    assert!(seen.iter().all(|v| v["eventType"] == "fill"));
+    assert_eq!(
+        end,
+        Ended::Close(1008, "outbound queue overflow: client too slow".into())
+    );
+    // Its id is free again: a new connection with it is welcomed.
+    let _again = ws_identified(addr, "alpha", "responder", "222222").await;
 }
