@@ -1199,7 +1199,7 @@ fn sent_note(what: &str, is_host: bool) -> String {
 
 /// Lines of stdin, read on a thread of their own (a blocking read); the channel closes at
 /// EOF or on a read error.
-fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+pub(crate) fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -1213,7 +1213,7 @@ fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
 }
 
 /// The next line of stdin; `None` once it is closed; never, after that (`input` is `None`).
-async fn next_line(
+pub(crate) async fn next_line(
     input: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> Option<String> {
     match input.as_mut() {

@@ -22,7 +22,7 @@
 //! do the same), the view showing `connecting`.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use loudsync_client::{
 use loudsync_protocol::pairing::{valid_client_id, AbortReason};
 use serde_json::{json, Value};
 
-use crate::live::{json_line, print_line, terminal_safe, Exit};
+use crate::live::{json_line, next_line, print_line, stdin_lines, terminal_safe, Exit};
 
 /// Where `pair` connects unless told (`--url`, `LOUDSYNC_URL`), as `host` and `join`.
 const DEFAULT_URL: &str = "ws://127.0.0.1:8080/";
@@ -569,31 +569,6 @@ fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
-    }
-}
-
-/// Lines of stdin, read on a thread of their own (a blocking read); the channel closes at
-/// EOF or on a read error.
-fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The next line of stdin; `None` once it is closed; never, after that (`input` is `None`).
-async fn next_line(
-    input: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
-) -> Option<String> {
-    match input.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
