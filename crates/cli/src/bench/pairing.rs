@@ -438,9 +438,11 @@ fn exchange(
     let (mut workers, rx) = spawn_workers(&plans)?;
     let ready = wait_for(&rx, plans.len(), "ready", 2 * a.pairs, a.common.json)?;
     let before = pid.and_then(probe::sample);
+    let measured = Instant::now();
     tell(&mut workers, "go");
     let reps = reports(&rx, plans.len())?;
     let after = pid.and_then(probe::sample);
+    let measured = measured.elapsed().as_secs_f64();
     tell(&mut workers, "exit");
     for w in workers.iter_mut() {
         let _ = w.child.wait();
@@ -456,7 +458,7 @@ fn exchange(
         (Some(b), Some(e)) => {
             let cpu = e.cpu.saturating_sub(b.cpu).as_secs_f64();
             json!({
-                "cpu_percent": 100.0 * cpu / elapsed.max(1e-9),
+                "cpu_percent": 100.0 * cpu / measured.max(1e-9),
                 "cpu_us_per_event": 1e6 * cpu / delivered.max(1) as f64,
                 "rss_end_bytes": e.rss_bytes,
             })
@@ -834,7 +836,8 @@ async fn receiver(shared: &Arc<Shared>, kind: Kind, id: &str) -> anyhow::Result<
             let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
             ensure!(
                 head.starts_with("http/1.1 200"),
-                "eventsource/ answered {head}"
+                "eventsource/ answered {}",
+                head.lines().next().unwrap_or("")
             );
             let chunked = head.contains("transfer-encoding: chunked");
             raw.drain(..head_end + 4);
