@@ -199,6 +199,10 @@ pub(super) fn run(a: PairingArgs) -> anyhow::Result<()> {
     if a.worker {
         return worker_main();
     }
+    ensure!(
+        a.common.dialect == BenchDialect::Loudsync,
+        "--dialect: pairing clients speak the cr_* frames and CRSocket's HTTP, no session dialect"
+    );
     ensure!(a.window >= 1, "--window must be at least 1");
     ensure!(
         2 * a.pairs + a.sse_clients.max(a.ws_clients) < 900_000,
