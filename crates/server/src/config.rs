@@ -386,7 +386,10 @@ fn valid_origin(origin: &str) -> bool {
     let Some(host) = rest.map(|r| r.strip_suffix('/').unwrap_or(r)) else {
         return false;
     };
-    !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && !b"/?#@".contains(&b))
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"/?#@".contains(&b))
 }
 
 #[cfg(test)]
@@ -515,14 +518,25 @@ mod tests {
 
     #[test]
     fn pairing_cors_origins_must_be_origins() {
-        for good in ["*", "https://example.org", "http://127.0.0.1:8080", "https://a.b/"] {
+        for good in [
+            "*",
+            "https://example.org",
+            "http://127.0.0.1:8080",
+            "https://a.b/",
+        ] {
             let c = ServerConfig {
                 pairing_cors_origins: vec![good.into()],
                 ..Default::default()
             };
             assert!(c.validate().is_ok(), "{good}");
         }
-        for bad in ["example.org", "https://", "https://a b", "ftp://x", "https://a/path"] {
+        for bad in [
+            "example.org",
+            "https://",
+            "https://a b",
+            "ftp://x",
+            "https://a/path",
+        ] {
             let c = ServerConfig {
                 pairing_cors_origins: vec![bad.into()],
                 ..Default::default()
