@@ -17,11 +17,13 @@
 //! - [`handoff`]: the session state and handoff layer (seed 000): state changes, handoff
 //!   failures, session codes as people read them.
 //! - [`pairing`]: controller/responder pairing (CRSocket, issue 12): roles, ids, tokens, apps.
+//! - [`media`]: the UDP media stream (issue 13): control frames, DATA datagrams, legacy start.
 
 pub mod app;
 pub mod client;
 pub mod discovery;
 pub mod handoff;
+pub mod media;
 pub mod pairing;
 pub mod server;
 pub mod types;
