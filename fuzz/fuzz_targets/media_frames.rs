@@ -14,8 +14,8 @@
 use libfuzzer_sys::fuzz_target;
 use loudsync_protocol::media::{
     classify, decode_control, decode_data, decode_legacy_id, encode_legacy_id, ControlError,
-    ControlKind, DatagramKind, StreamParams, CONTROL_FIXED_LEN, DATA_HEADER_LEN,
-    MIN_LAST_FRAGMENT, VERSION, VERSION_OFFSET,
+    ControlKind, DatagramKind, StreamParams, CONTROL_FIXED_LEN, DATA_HEADER_LEN, MIN_LAST_FRAGMENT,
+    VERSION, VERSION_OFFSET,
 };
 
 fuzz_target!(|data: &[u8]| {
