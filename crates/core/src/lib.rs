@@ -21,12 +21,15 @@
 //! - [`ids`]: where ids come from (injected, so tests are deterministic).
 //! - [`pairing`]: the controller/responder pairing relay (issue 12, CRSocket): identify, one
 //!   connection per client id, routing and blocking of events, server rejects, liveness.
+//! - [`media`]: the UDP media stream (issue 13): the responder and initiator of the 3-way
+//!   handshake, pacing and the receiver's classification (being written).
 
 pub mod admission;
 pub mod connection;
 pub mod directory;
 pub mod ids;
 pub mod limits;
+pub mod media;
 pub mod outbound;
 pub mod pairing;
 pub mod resume;
