@@ -77,6 +77,7 @@
 pub mod config;
 pub mod handoff;
 pub mod machine;
+pub mod media;
 pub mod pairing;
 pub mod resume;
 mod transport;

@@ -10,4 +10,6 @@
 //! The wire (frame layouts, TLVs, fragmentation) is [`loudsync_protocol::media`].
 
 pub mod initiator;
+pub mod publisher;
+pub mod relay;
 pub mod responder;

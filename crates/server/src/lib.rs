@@ -37,6 +37,7 @@ pub mod encoding;
 pub mod floor;
 pub mod http;
 pub mod listener;
+pub mod media;
 pub mod member;
 pub mod metrics;
 pub mod outbox;

@@ -1,0 +1,1 @@
+//! Media client: publisher (skeleton, filled in by the issue 13 work).

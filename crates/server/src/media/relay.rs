@@ -1,0 +1,1 @@
+//! Media I/O: relay (skeleton, filled in by the issue 13 work).
