@@ -1,4 +1,4 @@
-//! The CRSocket-compatible HTTP / SSE endpoints (issue 12, PROTOCOL §15, P14..P19), black-box
+//! The CRSocket-compatible HTTP / SSE endpoints (issue 12, PROTOCOL §16, P14..P19), black-box
 //! over loopback: `clientid/`, `eventsource/` read as raw bytes off the socket, `sendevent/`
 //! statuses in their check order, SSE<->SSE and WebSocket<->SSE pairs with the P19
 //! translation, server rejects to an SSE sender, stream control (`alive`, `close`,
@@ -500,7 +500,7 @@ async fn a_49_kb_request_target_of_two_byte_characters_is_read_and_delivered() {
 }
 
 // P16 asks for targets up to 80 KiB; hyper (and the `http` crate's `Uri`) refuse any over
-// 65 534 bytes with 414, not configurable. The decision (docs/PROTOCOL.md §15.6): such a
+// 65 534 bytes with 414, not configurable. The decision (docs/PROTOCOL.md §16.6): such a
 // target is answered 414 with nothing delivered, the stream untouched. Every 8192-character
 // data string of one- and two-byte characters fits (the 49 KB test above).
 #[tokio::test]

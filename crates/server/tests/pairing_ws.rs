@@ -1,4 +1,4 @@
-//! The pairing WebSocket, `GET /crsocket/{NAME}/ws` (issue 12, PROTOCOL §15), black-box over
+//! The pairing WebSocket, `GET /crsocket/{NAME}/ws` (issue 12, PROTOCOL §16), black-box over
 //! real loopback sockets: identify and its refusals (P8, P9), events both ways with every
 //! field (P10, P11), blocking and server rejects (P20..P22), one connection per id (P7),
 //! liveness (P3, P12, P23), malformed frames (P13), and the HTTP side of the endpoint (P1, P4).

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::{Client, WAIT};
 
-/// The settings of PROTOCOL §15's tests: apps `alpha`, `beta` (open) and `secret` (tokens
+/// The settings of PROTOCOL §16's tests: apps `alpha`, `beta` (open) and `secret` (tokens
 /// `tokA`, `tokB`), pairing alive timeout 2 s, checks every 200 ms.
 pub fn pairing_config() -> ServerConfig {
     ServerConfig {
