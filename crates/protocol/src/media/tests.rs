@@ -171,6 +171,69 @@ fn start_ack_exact_bytes() {
     );
 }
 
+/// The examples of docs/PROTOCOL.md §12.2, byte for byte (the hex there is this test's).
+#[test]
+fn protocol_md_examples() {
+    fn hex(text: &str) -> Vec<u8> {
+        text.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+    let zeros = |n: usize| vec![0u8; n];
+    let stream = sid("synthetic");
+    let mut start = hex("00 01");
+    start.extend(zeros(24));
+    start.extend(hex("01 00 00 00"));
+    start.extend(zeros(37));
+    start.extend(hex("01 00 09 00 73 79 6e 74 68 65 74 69 63 04 00 ac 00"));
+    start.extend(zeros(172));
+    assert_eq!(encode_start(&stream, None), start);
+    assert_eq!(start.len(), 256);
+
+    let doc_id = ConnectionId::parse("1b4e28ba-2fa1-41d2-883f-0016d3cca427").unwrap();
+    let mut ack = hex("01 01");
+    ack.extend(zeros(24));
+    ack.extend(hex("01 01 00 00"));
+    ack.extend(hex(
+        "31 62 34 65 32 38 62 61 2d 32 66 61 31 2d 34 31 64 32 2d 38 38 33 66 2d 30 30 31 36 \
+         64 33 63 63 61 34 32 37 00",
+    ));
+    ack.extend(hex("01 00 09 00 73 79 6e 74 68 65 74 69 63"));
+    assert_eq!(encode_start_ack(&doc_id, &stream), ack);
+    assert_eq!(ack.len(), 80);
+
+    let confirm = encode_start_confirm(&doc_id, &stream);
+    assert_eq!(confirm.len(), 256);
+    assert_eq!(&confirm[..2], &hex("02 01")[..]);
+    assert_eq!(
+        &confirm[2..67],
+        &ack[2..67]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 25 { 0 } else { *b })
+            .collect::<Vec<u8>>()[..]
+    );
+    assert_eq!(
+        &confirm[67..84],
+        &hex("01 00 09 00 73 79 6e 74 68 65 74 69 63 04 00 ac 00")[..]
+    );
+
+    let mut error = hex("03 01");
+    error.extend(zeros(24));
+    error.extend(hex("01 00 00 00"));
+    error.extend(zeros(37));
+    error.extend(hex("03 00 02 00 03 00 01 00 05 00 6f 74 68 65 72"));
+    assert_eq!(
+        encode_error(
+            ErrorCode::UnknownStream,
+            &ConnectionId::ZERO,
+            Some(&sid("other"))
+        ),
+        error
+    );
+    assert_eq!(error.len(), 82);
+}
+
 #[test]
 fn start_ack_size_rule() {
     for len in [1, 9, 32, 64] {
