@@ -1,13 +1,64 @@
 //! The session media relay (issue 13 §9, R1-R9), sans-IO: the server's responder for a
 //! session's publisher and subscribers, and the fan-out of the publisher's DATA.
 //!
-//! SKELETON: the API below is fixed (the server codes against it); the bodies are filled in by
-//! the relay work. See the issue's R5-R8 for the rules.
+//! **Sessions and tokens.** The server tells the relay which sessions exist
+//! ([`Relay::open_session`], [`Relay::end_session`]), who left ([`Relay::member_gone`]) and
+//! who hosts ([`Relay::host_changed`]). A member's `media_token` request becomes
+//! [`Relay::grant`]: a fresh token (32 random bytes, 43 base64url characters without padding)
+//! bound to (session, member, role), claimable until `now + token_ttl`. Every grant is a new
+//! token; earlier unexpired ones stay valid (R5). The first START carrying a token *claims* it
+//! for its source `ip:port` (the tuple); from then on only that tuple may use it, and the
+//! token's expiry no longer matters for that tuple: a claimed tuple lives as long as its
+//! session and membership (R8), however long ago the token was granted. An unclaimed token is
+//! forgotten at its `expires_at`; a claimed one stays bound to its tuple while the tuple holds
+//! state and until its `expires_at` after that (so the same tuple may START again, another
+//! tuple never).
+//!
+//! **Control frames.** Every tuple is an initiator (§4) and the relay its responder (§3): a
+//! datagram from tuple T is checked in D12's order, (1) unknown flags, DATA from anyone but a
+//! streaming publisher, START_ACK and LEGACY_ID dropped (the relay has no legacy START),
+//! (2) START / START_CONFIRM shorter than 256 bytes dropped, (3) bad version ERROR 1, (4) bad
+//! TLVs ERROR 2; then for START, R6: (a) a stream id that is no open session ERROR 3, (b) a
+//! MEDIA_TOKEN missing, unknown, expired, for another session or claimed by another tuple,
+//! or a publish token while the session has another publisher tuple (pending or streaming),
+//! ERROR 6; (c) D12 step 5: T holds another session ERROR 4, T holds this one: the
+//! byte-identical START_ACK again (the pending deadline restarts, nothing else changes), all
+//! `max_streams` tuples taken ERROR 5, else the token is claimed, a connection id assigned,
+//! START_ACK sent and T is pending for `confirm_timeout` after its last START (D14).
+//! START_CONFIRM is D12 step 6: no state drop, wrong id or stream ERROR 4, pending becomes
+//! streaming (a subscriber joins its session's fan-out list), streaming ignores it. Sending
+//! an ERROR tears T down (D11, as the responder does: so a refused START forged with T's
+//! source address ends T's stream too); receiving one does so silently. Every reply answers a datagram of at
+//! least 256 bytes and is at most 141 bytes: the relay never amplifies and never sends a
+//! control frame unprompted.
+//!
+//! **DATA** (R7). Each session keeps the addresses of its streaming subscribers in a `Vec`,
+//! updated when one confirms or goes, so forwarding costs one lookup of the sender's tuple and
+//! one of its session, and allocates nothing: [`Relay::handle_datagram`] returns that list for
+//! a DATA datagram of the session's streaming publisher (the driver sends the datagram,
+//! unchanged, to each), and an empty slice for DATA from anyone else (a subscriber, an
+//! unconfirmed publisher, a stranger). The publisher is never in the list. The relay tracks
+//! the publisher's highest sequence number (from 0 for each publisher tuple): a jump by more
+//! than one reports the skipped frames as [`RelayEvent::FramesLost`]; an older number
+//! (reordering, another fragment of the same frame) counts nothing.
+//!
+//! **Teardown** (R8) is silent: the relay never sends anything unprompted. A streaming tuple
+//! that goes is reported as [`RelayEvent::Stopped`].
+//!
+//! **Time.** [`Relay::poll_timeout`] is the earliest pending deadline or unclaimed-token
+//! expiry (kept up to date on every control change, so asking is O(1));
+//! [`Relay::handle_timeout`] (and any datagram arriving after it) expires them.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use loudsync_protocol::media::{ErrorCode, StreamId};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use loudsync_protocol::media::{
+    classify, decode_control, encode_error, encode_start_ack, ConnectionId, ControlBody,
+    ControlError, ControlKind, DatagramKind, ErrorCode, MediaToken, StreamId,
+};
 
 use crate::media::responder::{IdRandomness, Transmit};
 use crate::Now;
@@ -101,19 +152,151 @@ pub enum RelayEvent {
     },
 }
 
+/// How often [`Relay::grant`] draws again when the randomness repeats a live token.
+const TOKEN_DRAWS: usize = 8;
+
+/// What a tuple is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// START_ACK sent; waiting for START_CONFIRM until `deadline` (D14).
+    Pending { deadline: Instant },
+    /// Confirmed: a subscriber receives the fan-out, a publisher's DATA is forwarded.
+    Streaming,
+}
+
+/// The state held for one tuple (a source `ip:port`).
+#[derive(Debug, Clone)]
+struct Tuple {
+    id: ConnectionId,
+    session: String,
+    member: String,
+    role: MediaRole,
+    /// The token this tuple claimed.
+    token: String,
+    /// The START_ACK sent, resent byte for byte to a duplicate START (D12, D16).
+    start_ack: Vec<u8>,
+    /// The first START, for [`RelayEvent::Streaming`]'s time to stream.
+    first_start: Instant,
+    phase: Phase,
+}
+
+/// A granted token.
+#[derive(Debug, Clone)]
+struct TokenEntry {
+    session: String,
+    member: String,
+    role: MediaRole,
+    expires_at: Instant,
+    /// The tuple whose START claimed it (R5).
+    claimed_by: Option<SocketAddr>,
+}
+
+/// An open session.
+#[derive(Debug, Clone, Default)]
+struct Session {
+    /// The publish tuple, pending or streaming (at most one, R6).
+    publisher: Option<SocketAddr>,
+    /// The streaming subscribers: the fan-out list (R7).
+    subscribers: Vec<SocketAddr>,
+    /// The publisher's highest DATA sequence number so far (0 before its first).
+    highest_sequence: i64,
+}
+
+/// Observable state of one tuple, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TupleInfo {
+    /// The session (stream id) it asked for.
+    pub session: String,
+    /// The member whose token it claimed.
+    pub member: String,
+    /// The token's role.
+    pub role: MediaRole,
+    /// The connection id assigned in START_ACK.
+    pub connection_id: ConnectionId,
+    /// Whether it confirmed (`false`: START_ACK sent, no START_CONFIRM yet).
+    pub streaming: bool,
+}
+
+/// What D12 steps 1-4 made of a datagram.
+enum Screened {
+    /// Drop silently.
+    Drop,
+    /// DATA (only a streaming publisher's is forwarded).
+    Data,
+    /// Answer with this ERROR (1 or 2) and tear down.
+    Refuse(ErrorCode, Option<StreamId>),
+    /// A decoded control frame for steps 5 and 6.
+    Frame(loudsync_protocol::media::ControlFrame),
+}
+
+/// D12 steps 1-4 for a relay: no legacy START, no START_ACK or LEGACY_ID taken, START and
+/// START_CONFIRM under 256 bytes dropped, a broken ERROR dropped (never answered).
+fn screen(bytes: &[u8]) -> Screened {
+    let kind = match classify(bytes) {
+        DatagramKind::Data => return Screened::Data,
+        DatagramKind::Control(kind) => kind,
+        DatagramKind::LegacyStart | DatagramKind::LegacyId | DatagramKind::Drop => {
+            return Screened::Drop
+        }
+    };
+    match kind {
+        ControlKind::StartAck => return Screened::Drop,
+        ControlKind::Start | ControlKind::StartConfirm if bytes.len() < kind.min_len() => {
+            return Screened::Drop
+        }
+        _ => {}
+    }
+    match decode_control(bytes) {
+        Ok(frame) => Screened::Frame(frame),
+        Err(_) if kind == ControlKind::Error => Screened::Drop,
+        Err(error) => match error.error_code() {
+            Some(code) => {
+                let stream_id = match error {
+                    ControlError::Malformed { stream_id, .. } => stream_id,
+                    _ => None,
+                };
+                Screened::Refuse(code, stream_id)
+            }
+            None => Screened::Drop,
+        },
+    }
+}
+
+/// Whether `entry` (granted as `token`) is the token of the live tuple that claimed it: then
+/// its expiry no longer matters (R5).
+fn held_by_live_tuple(
+    tuples: &HashMap<SocketAddr, Tuple>,
+    token: &str,
+    entry: &TokenEntry,
+) -> bool {
+    entry
+        .claimed_by
+        .and_then(|addr| tuples.get(&addr))
+        .is_some_and(|tuple| tuple.token == token)
+}
+
 /// The relay state machine (see the module comment).
 pub struct Relay {
     config: RelayConfig,
-    #[allow(dead_code)]
     ids: IdRandomness,
-    #[allow(dead_code)]
     tokens: TokenRandomness,
+    sessions: HashMap<String, Session>,
+    tuples: HashMap<SocketAddr, Tuple>,
+    granted: HashMap<String, TokenEntry>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<RelayEvent>,
+    /// The earliest pending deadline or unclaimed-token expiry (what `poll_timeout` says).
+    next_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
             .field("config", &self.config)
+            .field("sessions", &self.sessions.len())
+            .field("tuples", &self.tuples.len())
+            .field("tokens", &self.granted.len())
+            .field("queued", &self.out.len())
             .finish()
     }
 }
@@ -130,6 +313,12 @@ impl Relay {
             config,
             ids,
             tokens,
+            sessions: HashMap::new(),
+            tuples: HashMap::new(),
+            granted: HashMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_deadline: None,
         }
     }
 
@@ -138,71 +327,381 @@ impl Relay {
         &self.config
     }
 
-    /// A session now exists (its id becomes a stream the relay serves).
-    pub fn open_session(&mut self, _session_id: &str) {}
+    /// A session now exists (its id becomes a stream the relay serves). Opening an open
+    /// session changes nothing.
+    pub fn open_session(&mut self, session_id: &str) {
+        self.sessions.entry(session_id.to_owned()).or_default();
+    }
 
     /// A session ended (R8): every tuple and token of it is dropped silently; a later START
     /// naming it gets ERROR 3.
-    pub fn end_session(&mut self, _session_id: &str) {}
+    pub fn end_session(&mut self, session_id: &str) {
+        self.drop_where(|t| t.session == session_id, |e| e.session == session_id);
+        self.sessions.remove(session_id);
+        self.refresh_deadline();
+    }
 
     /// A member left, was kicked, timed out or dropped (R8): its tuples and tokens are dropped
     /// silently.
-    pub fn member_gone(&mut self, _session_id: &str, _member_id: &str) {}
+    pub fn member_gone(&mut self, session_id: &str, member_id: &str) {
+        self.drop_where(
+            |t| t.session == session_id && t.member == member_id,
+            |e| e.session == session_id && e.member == member_id,
+        );
+        self.refresh_deadline();
+    }
 
     /// The session's host is now `host` (R8): a publish tuple or token of anyone else is
     /// dropped silently.
-    pub fn host_changed(&mut self, _session_id: &str, _host: Option<&str>) {}
+    pub fn host_changed(&mut self, session_id: &str, host: Option<&str>) {
+        let stale = |session: &str, member: &str, role: MediaRole| {
+            session == session_id && role == MediaRole::Publish && Some(member) != host
+        };
+        self.drop_where(
+            |t| stale(&t.session, &t.member, t.role),
+            |e| stale(&e.session, &e.member, e.role),
+        );
+        self.refresh_deadline();
+    }
 
     /// Grants `member_id` of `session_id` a token for `role` (R2, R5), valid for the TTL;
-    /// `None` when the session is not open.
+    /// `None` when the session is not open (or its id cannot be a STREAM_ID, or the token
+    /// randomness keeps repeating live tokens).
     pub fn grant(
         &mut self,
-        _now: Now,
-        _session_id: &str,
-        _member_id: &str,
-        _role: MediaRole,
+        now: Now,
+        session_id: &str,
+        member_id: &str,
+        role: MediaRole,
     ) -> Option<Grant> {
-        None
+        if !self.sessions.contains_key(session_id) {
+            return None;
+        }
+        let stream_id = StreamId::new(session_id)?;
+        let token = (0..TOKEN_DRAWS)
+            .map(|_| URL_SAFE_NO_PAD.encode((self.tokens)()))
+            .find(|token| !self.granted.contains_key(token))?;
+        let expires_at = now.instant + self.config.token_ttl;
+        self.granted.insert(
+            token.clone(),
+            TokenEntry {
+                session: session_id.to_owned(),
+                member: member_id.to_owned(),
+                role,
+                expires_at,
+                claimed_by: None,
+            },
+        );
+        self.refresh_deadline();
+        Some(Grant {
+            token,
+            role,
+            stream_id,
+            expires_at,
+        })
     }
 
     /// A datagram arrived from `from`. Control frames are validated (D12 with R6's token
     /// checks) and replies queued for [`Relay::poll_transmit`]; a DATA datagram of a session's
     /// confirmed publisher returns the subscribers to forward it to, unchanged (R7); anything
     /// else returns an empty slice.
-    pub fn handle_datagram(
-        &mut self,
-        _now: Now,
-        _from: SocketAddr,
-        _bytes: &[u8],
-    ) -> &[SocketAddr] {
+    pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> &[SocketAddr] {
+        if self.next_deadline.is_some_and(|d| d <= now.instant) {
+            self.expire(now.instant);
+        }
+        match screen(bytes) {
+            Screened::Data => return self.on_data(from, bytes),
+            Screened::Drop => return &[],
+            Screened::Refuse(code, stream_id) => self.refuse(from, code, stream_id.as_ref()),
+            Screened::Frame(frame) => match frame.body {
+                ControlBody::Start {
+                    stream_id,
+                    media_token,
+                } => self.on_start(now, from, stream_id, media_token),
+                ControlBody::StartConfirm { stream_id } => {
+                    self.on_confirm(from, now, frame.connection_id, stream_id)
+                }
+                ControlBody::Error { .. } => self.teardown(from),
+                ControlBody::StartAck { .. } => {}
+            },
+        }
+        self.refresh_deadline();
         &[]
     }
 
     /// The next control datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
+        self.out.pop_front()
     }
 
     /// The next event for metrics.
     pub fn poll_event(&mut self) -> Option<RelayEvent> {
-        None
+        self.events.pop_front()
     }
 
     /// When [`Relay::handle_timeout`] next has something to do (a reservation or token expiry).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.next_deadline
     }
 
     /// Time passed: expire reservations (D14) and tokens (R5).
-    pub fn handle_timeout(&mut self, _now: Now) {}
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.expire(now.instant);
+    }
 
     /// Tuples streaming now (the `loudsync_media_streams` gauge).
     pub fn streams(&self) -> usize {
-        0
+        self.tuples
+            .values()
+            .filter(|t| t.phase == Phase::Streaming)
+            .count()
     }
 
     /// Streaming subscribers of `session_id`.
-    pub fn subscribers(&self, _session_id: &str) -> usize {
-        0
+    pub fn subscribers(&self, session_id: &str) -> usize {
+        self.sessions
+            .get(session_id)
+            .map_or(0, |s| s.subscribers.len())
+    }
+
+    /// Tuples holding state, pending or streaming (what counts toward `max_streams`).
+    pub fn tuples(&self) -> usize {
+        self.tuples.len()
+    }
+
+    /// Tokens granted and not yet forgotten (unexpired, or bound to a live tuple).
+    pub fn tokens(&self) -> usize {
+        self.granted.len()
+    }
+
+    /// What `tuple` holds, if anything.
+    pub fn tuple(&self, tuple: SocketAddr) -> Option<TupleInfo> {
+        self.tuples.get(&tuple).map(|t| TupleInfo {
+            session: t.session.clone(),
+            member: t.member.clone(),
+            role: t.role,
+            connection_id: t.id,
+            streaming: t.phase == Phase::Streaming,
+        })
+    }
+
+    /// R7: the fan-out list for a streaming publisher's DATA, else nothing.
+    fn on_data(&mut self, from: SocketAddr, bytes: &[u8]) -> &[SocketAddr] {
+        let Some(tuple) = self.tuples.get(&from) else {
+            return &[];
+        };
+        if tuple.role != MediaRole::Publish || tuple.phase != Phase::Streaming {
+            return &[];
+        }
+        let Some(session) = self.sessions.get_mut(&tuple.session) else {
+            return &[];
+        };
+        let mut sequence = [0u8; 8];
+        sequence.copy_from_slice(&bytes[2..10]);
+        let sequence = i64::from_le_bytes(sequence);
+        if sequence > session.highest_sequence {
+            let gap = sequence.abs_diff(session.highest_sequence) - 1;
+            session.highest_sequence = sequence;
+            if gap > 0 {
+                match self.events.back_mut() {
+                    Some(RelayEvent::FramesLost { frames }) => *frames += gap,
+                    _ => self
+                        .events
+                        .push_back(RelayEvent::FramesLost { frames: gap }),
+                }
+            }
+        }
+        &session.subscribers
+    }
+
+    /// R6 then D12 step 5.
+    fn on_start(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        stream_id: StreamId,
+        media_token: Option<MediaToken>,
+    ) {
+        let session_key = stream_id.as_str();
+        let Some(session) = self.sessions.get(session_key) else {
+            return self.refuse(from, ErrorCode::UnknownStream, Some(&stream_id));
+        };
+        let token = media_token
+            .as_ref()
+            .and_then(|t| std::str::from_utf8(t.as_bytes()).ok());
+        let entry = token.and_then(|t| self.granted.get(t));
+        let valid = entry.is_some_and(|e| {
+            e.session == session_key
+                && match e.claimed_by {
+                    Some(tuple) => tuple == from,
+                    None => now.instant < e.expires_at,
+                }
+                && (e.role != MediaRole::Publish
+                    || !matches!(session.publisher, Some(p) if p != from))
+        });
+        let (Some(token), Some(entry), true) = (token, entry, valid) else {
+            return self.refuse(from, ErrorCode::BadToken, Some(&stream_id));
+        };
+        let (member, role) = (entry.member.clone(), entry.role);
+        let confirm_timeout = self.config.confirm_timeout;
+        if let Some(tuple) = self.tuples.get_mut(&from) {
+            if tuple.session != session_key {
+                return self.refuse(from, ErrorCode::StreamMismatch, Some(&stream_id));
+            }
+            if let Phase::Pending { deadline } = &mut tuple.phase {
+                *deadline = now.instant + confirm_timeout;
+            }
+            let bytes = tuple.start_ack.clone();
+            self.out.push_back(Transmit { to: from, bytes });
+            return;
+        }
+        if self.tuples.len() >= self.config.max_streams {
+            return self.refuse(from, ErrorCode::Refused, Some(&stream_id));
+        }
+        let token = token.to_owned();
+        if let Some(entry) = self.granted.get_mut(&token) {
+            entry.claimed_by = Some(from);
+        }
+        if role == MediaRole::Publish {
+            if let Some(session) = self.sessions.get_mut(session_key) {
+                session.publisher = Some(from);
+            }
+        }
+        let id = ConnectionId::from_random((self.ids)());
+        let start_ack = encode_start_ack(&id, &stream_id);
+        self.out.push_back(Transmit {
+            to: from,
+            bytes: start_ack.clone(),
+        });
+        self.tuples.insert(
+            from,
+            Tuple {
+                id,
+                session: session_key.to_owned(),
+                member,
+                role,
+                token,
+                start_ack,
+                first_start: now.instant,
+                phase: Phase::Pending {
+                    deadline: now.instant + confirm_timeout,
+                },
+            },
+        );
+        self.events.push_back(RelayEvent::HandshakeStarted);
+    }
+
+    /// D12 step 6.
+    fn on_confirm(&mut self, from: SocketAddr, now: Now, id: ConnectionId, stream_id: StreamId) {
+        let Some(tuple) = self.tuples.get_mut(&from) else {
+            return;
+        };
+        if tuple.id != id || tuple.session != stream_id.as_str() {
+            return self.refuse(from, ErrorCode::StreamMismatch, Some(&stream_id));
+        }
+        if tuple.phase == Phase::Streaming {
+            return;
+        }
+        tuple.phase = Phase::Streaming;
+        let role = tuple.role;
+        if let Some(session) = self.sessions.get_mut(&tuple.session) {
+            match role {
+                MediaRole::Subscribe => session.subscribers.push(from),
+                // A new publisher tuple numbers its frames from 1 (D21).
+                MediaRole::Publish => session.highest_sequence = 0,
+            }
+        }
+        self.events.push_back(RelayEvent::Streaming {
+            role,
+            time_to_stream: now.instant.saturating_duration_since(tuple.first_start),
+        });
+    }
+
+    /// Sends ERROR `code` to `to` and tears its state down (D11).
+    fn refuse(&mut self, to: SocketAddr, code: ErrorCode, stream_id: Option<&StreamId>) {
+        let id = self.tuples.get(&to).map_or(ConnectionId::ZERO, |t| t.id);
+        self.teardown(to);
+        self.out.push_back(Transmit {
+            to,
+            bytes: encode_error(code, &id, stream_id),
+        });
+        self.events.push_back(RelayEvent::Refused { code });
+    }
+
+    /// Drops `addr`'s state silently: out of its session's publisher slot or fan-out list, a
+    /// [`RelayEvent::Stopped`] if it was streaming. Its token stays bound to it until it
+    /// expires.
+    fn teardown(&mut self, addr: SocketAddr) {
+        let Some(tuple) = self.tuples.remove(&addr) else {
+            return;
+        };
+        self.unlink(addr, &tuple);
+    }
+
+    /// The bookkeeping of a tuple that is gone.
+    fn unlink(&mut self, addr: SocketAddr, tuple: &Tuple) {
+        if let Some(session) = self.sessions.get_mut(&tuple.session) {
+            if session.publisher == Some(addr) {
+                session.publisher = None;
+            }
+            if tuple.phase == Phase::Streaming && tuple.role == MediaRole::Subscribe {
+                session.subscribers.retain(|s| *s != addr);
+            }
+        }
+        if tuple.phase == Phase::Streaming {
+            self.events
+                .push_back(RelayEvent::Stopped { role: tuple.role });
+        }
+    }
+
+    /// Drops, silently, every tuple and token matching.
+    fn drop_where(&mut self, tuple: impl Fn(&Tuple) -> bool, token: impl Fn(&TokenEntry) -> bool) {
+        let gone: Vec<SocketAddr> = self
+            .tuples
+            .iter()
+            .filter(|(_, t)| tuple(t))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in gone {
+            self.teardown(addr);
+        }
+        self.granted.retain(|_, e| !token(e));
+    }
+
+    /// Drops reservations whose confirm timeout ran out (D14) and tokens past their
+    /// `expires_at` that no live tuple holds (R5).
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<SocketAddr> = self
+            .tuples
+            .iter()
+            .filter(|(_, t)| matches!(t.phase, Phase::Pending { deadline } if deadline <= now))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in expired {
+            self.teardown(addr);
+        }
+        let tuples = &self.tuples;
+        self.granted
+            .retain(|token, e| now < e.expires_at || held_by_live_tuple(tuples, token, e));
+        self.refresh_deadline();
+    }
+
+    /// Recomputes [`Relay::poll_timeout`]'s answer after a control change.
+    fn refresh_deadline(&mut self) {
+        let pending = self.tuples.values().filter_map(|t| match t.phase {
+            Phase::Pending { deadline } => Some(deadline),
+            Phase::Streaming => None,
+        });
+        let tuples = &self.tuples;
+        let tokens = self
+            .granted
+            .iter()
+            .filter(|(token, e)| !held_by_live_tuple(tuples, token, e))
+            .map(|(_, e)| e.expires_at);
+        self.next_deadline = pending.chain(tokens).min();
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;
