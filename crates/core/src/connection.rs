@@ -101,6 +101,8 @@ pub enum MemberCommand {
     },
     /// `member_list` request.
     MemberList,
+    /// `media_token` request (issue 13 R2): the session decides the role, the server grants.
+    MediaToken,
     /// Application `message`.
     Message {
         /// The payload, as the sender wrote it.
@@ -831,6 +833,7 @@ impl Connection {
                         MemberCommand::Kick { member_id, reason }
                     }
                     ClientMessage::MemberList => MemberCommand::MemberList,
+                    ClientMessage::MediaToken => MemberCommand::MediaToken,
                     ClientMessage::StateSet {
                         change,
                         base_version,

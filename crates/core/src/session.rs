@@ -28,8 +28,8 @@ use bytes::Bytes;
 
 use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{
-    close_code, server::SessionInfo, ConnectionStatus, DeviceRef, DeviceType, ErrorCode, Join,
-    LeaveReason, MemberInfo, ResumeFailure, ServerMessage,
+    close_code, server::SessionInfo, types::MediaRole, ConnectionStatus, DeviceRef, DeviceType,
+    ErrorCode, Join, LeaveReason, MemberInfo, ResumeFailure, ServerMessage,
 };
 
 use crate::connection::MemberCommand;
@@ -133,6 +133,23 @@ pub enum SessionAction<T> {
         token: String,
         /// What a resume with it answers.
         why: ResumeFailure,
+    },
+    /// A member asked for a media token (issue 13 R2) and may have one for `role` (R3: the
+    /// host publishes, everyone else subscribes). The caller grants it (or refuses with
+    /// `media_unavailable`) and answers through [`Session::send_to`], so a resumable member's
+    /// reply is numbered and replayed like every other message.
+    MediaToken {
+        /// The asking member's `clientId`.
+        member: String,
+        /// The role its token grants.
+        role: MediaRole,
+    },
+    /// A member's place ended, whatever the reason (left, kicked, timed out, dropped, its
+    /// held place ran out, the session ended): whatever it held outside the session (its
+    /// media tuples, issue 13 R8) goes too. Queued before the place's [`SessionAction::Close`].
+    MemberGone {
+        /// The member's `clientId`.
+        member: String,
     },
     /// The session is over; every member has been told and closed.
     Ended,
@@ -243,6 +260,13 @@ enum Pending {
         token: String,
         why: ResumeFailure,
     },
+    MediaToken {
+        member: String,
+        role: MediaRole,
+    },
+    MemberGone {
+        member: String,
+    },
     Ended,
 }
 
@@ -341,6 +365,12 @@ impl<T> Session<T> {
                 Pending::Ended => return Some(SessionAction::Ended),
                 Pending::TokenEnded { token, why } => {
                     return Some(SessionAction::TokenEnded { token, why })
+                }
+                Pending::MediaToken { member, role } => {
+                    return Some(SessionAction::MediaToken { member, role })
+                }
+                Pending::MemberGone { member } => {
+                    return Some(SessionAction::MemberGone { member })
                 }
                 Pending::Close {
                     member,
@@ -975,6 +1005,17 @@ impl<T> Session<T> {
                 self.end("Host ended the session", close_code::NORMAL)
             }
             MemberCommand::Leave => self.remove(member_id, LeaveReason::Left, "left"),
+            MemberCommand::MediaToken => {
+                let role = if is_host {
+                    MediaRole::Publish
+                } else {
+                    MediaRole::Subscribe
+                };
+                self.actions.push_back(Pending::MediaToken {
+                    member: member_id.to_string(),
+                    role,
+                });
+            }
             MemberCommand::MemberList => self.send(
                 Recipients::One(member_id.to_string()),
                 ServerMessage::MemberList {
@@ -1125,6 +1166,9 @@ impl<T> Session<T> {
                 });
             }
             self.departing.push(m);
+            self.actions.push_back(Pending::MemberGone {
+                member: member_id.to_string(),
+            });
             self.actions.push_back(Pending::Close {
                 member: member_id.to_string(),
                 code,
@@ -1154,6 +1198,17 @@ impl<T> Session<T> {
         self.control.pending = None;
         self.ended = true;
         self.actions.push_back(Pending::Ended);
+    }
+
+    /// Sends `message` to member `member_id` alone, through the session's own path (numbered
+    /// and kept for replay on a resumable connection): how the caller answers a
+    /// [`SessionAction::MediaToken`]. Nothing happens once the member is gone or the session
+    /// has ended.
+    pub fn send_to(&mut self, member_id: &str, message: ServerMessage) {
+        if self.ended || self.member(member_id).is_none() {
+            return;
+        }
+        self.send(Recipients::One(member_id.to_string()), message);
     }
 
     fn error(&mut self, member_id: &str, code: ErrorCode, message: impl Into<String>) {

@@ -219,7 +219,8 @@ struct PongOut {
 /// - `PONG`: `timestamp` and `pingTimestamp` (from `ctx`).
 ///
 /// [`decode`] of the result gives `message` back. Fails for what the app cannot say: `kick`,
-/// `member_list`, `message`, and a `join` as host or with `sessionName` or `protocolVersion`.
+/// `member_list`, `media_token`, `message`, and a `join` as host or with `sessionName` or
+/// `protocolVersion`.
 pub fn encode_client(
     message: &ClientMessage,
     ctx: &ClientContext<'_>,
@@ -279,6 +280,7 @@ pub fn encode_client(
         ),
         ClientMessage::Kick { .. } => return fail("no client message `kick`"),
         ClientMessage::MemberList => return fail("no client message `member_list`"),
+        ClientMessage::MediaToken => return fail("no client message `media_token`"),
         ClientMessage::Message { .. } => return fail("no client message `message`"),
         ClientMessage::Token { .. } => return fail("no resume handshake (`token`)"),
         ClientMessage::Ack { .. } => return fail("no resume handshake (`ack`)"),
@@ -497,7 +499,9 @@ pub fn encode(message: &ServerMessage, stamp: &Stamp, ctx: &EncodeContext<'_>) -
         | ServerMessage::Token { .. }
         | ServerMessage::Resumed { .. }
         | ServerMessage::ResumeFailed { .. }
-        | ServerMessage::Ack { .. } => ("UNSUPPORTED", json!({ "type": message.type_name() })),
+        | ServerMessage::Ack { .. }
+        // Nor of the media relay (issue 13 R3): an app connection can never ask for a token.
+        | ServerMessage::MediaToken { .. } => ("UNSUPPORTED", json!({ "type": message.type_name() })),
     };
     envelope(kind, Some(ctx.message_id), ctx.now_ms, payload)
 }

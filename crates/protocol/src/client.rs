@@ -41,6 +41,9 @@ pub enum ClientMessage {
     },
     /// `member_list`: ask for a fresh `member_list`.
     MemberList,
+    /// `media_token` (Extension, issue 13 R2): ask for a media token for the session's UDP
+    /// relay; the host gets a publish token, everyone else a subscribe token. No fields.
+    MediaToken,
     /// The LOUDSYNC app's `PONG` (its answer to a server `PING`): valid, and otherwise ignored.
     Pong,
     /// `message`: application data relayed to the other members, or to one.
@@ -158,6 +161,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Kick { .. } => "kick",
             ClientMessage::MemberList => "member_list",
+            ClientMessage::MediaToken => "media_token",
             ClientMessage::Pong => "pong",
             ClientMessage::Message { .. } => "message",
             ClientMessage::Token { .. } => "token",
@@ -288,6 +292,9 @@ enum Wire<'a> {
     MemberList {
         timestamp: u64,
     },
+    MediaToken {
+        timestamp: u64,
+    },
     Message {
         timestamp: u64,
         data: &'a RawJson,
@@ -374,6 +381,7 @@ pub fn encode_client(message: &ClientMessage, timestamp_ms: u64) -> Result<Strin
             reason: reason.as_deref(),
         },
         ClientMessage::MemberList => Wire::MemberList { timestamp },
+        ClientMessage::MediaToken => Wire::MediaToken { timestamp },
         ClientMessage::Message { data, to } => Wire::Message {
             timestamp,
             data,
@@ -571,6 +579,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "ping",
     "kick",
     "member_list",
+    "media_token",
     "message",
     "token",
     "ack",
@@ -667,6 +676,8 @@ fn decode_fields(
             }
         }
         "member_list" => ClientMessage::MemberList,
+        // Like `member_list`, no fields: anything else in the frame is ignored.
+        "media_token" => ClientMessage::MediaToken,
         "token" => {
             let f: TokenFields = fields(&kind, object)?;
             if !valid_token(&f.token) {
@@ -1138,6 +1149,31 @@ mod tests {
     }
 
     #[test]
+    fn media_token_is_a_field_less_request_of_ours_and_numbered() {
+        // Issue 13 R2: `{"type":"media_token"}`, unknown fields ignored.
+        for frame in [
+            r#"{"type":"media_token"}"#,
+            r#"{"type":"media_token","timestamp":1,"role":"publish","colour":[1]}"#,
+        ] {
+            assert_eq!(decode(frame).unwrap(), ClientMessage::MediaToken, "{frame}");
+        }
+        assert_eq!(
+            encode_client(&ClientMessage::MediaToken, 5).unwrap(),
+            r#"{"type":"media_token","timestamp":5}"#
+        );
+        assert_eq!(ClientMessage::MediaToken.type_name(), "media_token");
+        assert!(ClientMessage::MediaToken.is_numbered());
+        let d = decode_numbered(r#"{"seq":3,"type":"media_token"}"#);
+        assert_eq!(d.seq, Seq::Valid(3));
+        assert_eq!(d.message, Ok(ClientMessage::MediaToken));
+        assert!(CLIENT_TYPES.contains(&"media_token"));
+        assert_eq!(
+            encode_client_numbered(&ClientMessage::MediaToken, 5, Some(2)).unwrap(),
+            r#"{"seq":2,"type":"media_token","timestamp":5}"#
+        );
+    }
+
+    #[test]
     fn encode_client_writes_the_documents_frames() {
         let join = ClientMessage::Join(Join {
             session_id: Some("abc123".into()),
@@ -1309,6 +1345,7 @@ mod tests {
             ClientMessage::HandoffRequest { .. } => 12,
             ClientMessage::HandoffAccept { .. } => 13,
             ClientMessage::HandoffDecline { .. } => 14,
+            ClientMessage::MediaToken => 15,
         }
     }
 
@@ -1316,7 +1353,7 @@ mod tests {
     fn the_strategy_covers_every_variant_of_ours() {
         use proptest::strategy::{Strategy, ValueTree};
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let mut seen = [false; 15];
+        let mut seen = [false; 16];
         seen[6] = true; // `pong` is the app's only
         for _ in 0..500 {
             let m = strategies::ours().new_tree(&mut runner).unwrap().current();
@@ -1454,6 +1491,7 @@ pub(crate) mod strategies {
             (self::text(0, 20), text())
                 .prop_map(|(member_id, reason)| ClientMessage::Kick { member_id, reason }),
             Just(ClientMessage::MemberList),
+            Just(ClientMessage::MediaToken),
             (raw_json(), text()).prop_map(|(data, to)| ClientMessage::Message { data, to }),
             (
                 "[A-Za-z0-9]{32}|[A-Za-z0-9]{64}",

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
 use crate::handoff::{HandoffFailure, HostChange, StateSnapshot};
-use crate::types::{AnyErrorCode, DeviceRef, ErrorCode, LeaveReason, MemberInfo, RawJson};
+use crate::types::{
+    AnyErrorCode, DeviceRef, ErrorCode, LeaveReason, MediaRole, MemberInfo, RawJson,
+};
 
 /// `data` inside an internally tagged message: serde buffers the fields first, which a raw
 /// value cannot be read from, so the value is read as a tree and written back.
@@ -219,6 +221,21 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_id: Option<String>,
     },
+    /// Extension (issue 13 R2): the reply to `media_token`, to its sender only: a token for
+    /// the session's UDP media relay.
+    #[serde(rename_all = "camelCase")]
+    MediaToken {
+        /// 43 base64url characters, what START's MEDIA_TOKEN TLV carries.
+        token: String,
+        /// `publish` for the session's host, `subscribe` for everyone else (R3).
+        role: MediaRole,
+        /// The STREAM_ID to ask for in START: the session id (R6).
+        stream_id: String,
+        /// The relay's UDP port (on the server's host).
+        port: u16,
+        /// Until when the token may be claimed by a first START, ms since the Unix epoch.
+        expires_at: u64,
+    },
 }
 
 /// Why a resume failed (`resume_failed.reason`).
@@ -280,6 +297,7 @@ impl ServerMessage {
             ServerMessage::HandoffAck { .. } => "handoff_ack",
             ServerMessage::HostChanged { .. } => "host_changed",
             ServerMessage::HandoffFailed { .. } => "handoff_failed",
+            ServerMessage::MediaToken { .. } => "media_token",
         }
     }
 
@@ -346,6 +364,7 @@ pub const SERVER_TYPES: &[&str] = &[
     "handoff_ack",
     "host_changed",
     "handoff_failed",
+    "media_token",
 ];
 
 /// A server frame as a client reads it, forward compatibly: a newer server may send error
@@ -607,7 +626,7 @@ mod tests {
         for m in all {
             assert!(SERVER_TYPES.contains(&m.type_name()), "{}", m.type_name());
         }
-        assert_eq!(SERVER_TYPES.len(), 20);
+        assert_eq!(SERVER_TYPES.len(), 21);
     }
 
     #[test]
@@ -651,6 +670,71 @@ mod tests {
         );
         let (_, _, seq) = decode_server_numbered(r#"{"type":"ack","seq":5}"#).unwrap();
         assert_eq!(seq, None, "an ack's seq is its value, not its number");
+    }
+
+    fn media_grant(role: MediaRole) -> ServerMessage {
+        ServerMessage::MediaToken {
+            token: "A".repeat(43),
+            role,
+            stream_id: "sess-1_x".into(),
+            port: 40001,
+            expires_at: 1796147866830,
+        }
+    }
+
+    #[test]
+    fn media_token_reply_has_the_issues_shape_and_decodes_back() {
+        // Issue 13 R2, field for field.
+        let text = encode(&media_grant(MediaRole::Publish), &Stamp::Now(1796147836830));
+        let a43 = "A".repeat(43);
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"type":"media_token","token":"{a43}","role":"publish","streamId":"sess-1_x","port":40001,"expiresAt":1796147866830,"timestamp":1796147836830}}"#
+            )
+        );
+        assert_eq!(
+            enc(&media_grant(MediaRole::Subscribe))["role"],
+            json!("subscribe")
+        );
+        let m = media_grant(MediaRole::Subscribe);
+        assert!(m.is_numbered(), "numbered on a resumable connection");
+        assert_eq!(m.type_name(), "media_token");
+        let (back, ts) = decode_server(&encode(&m, &Stamp::Now(5))).unwrap();
+        assert_eq!(back, Received::Known(m));
+        assert_eq!(ts.unwrap().as_u64(), Some(5));
+        // A client reads it forward compatibly: unknown fields are ignored.
+        let (back, _) = decode_server(&format!(
+            r#"{{"type":"media_token","token":"{a43}","role":"publish","streamId":"s","port":1,"expiresAt":2,"timestamp":3,"host":"x"}}"#
+        ))
+        .unwrap();
+        assert!(matches!(
+            back,
+            Received::Known(ServerMessage::MediaToken {
+                role: MediaRole::Publish,
+                port: 1,
+                expires_at: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn media_unavailable_is_an_error_code_of_ours() {
+        let m = ServerMessage::error(
+            ErrorCode::MediaUnavailable,
+            "media_token: this server has no media relay (start it with --media-listen)",
+        );
+        assert_eq!(
+            enc(&m),
+            json!({"type":"error","timestamp":1706889600100u64,"code":"media_unavailable",
+                   "message":"media_token: this server has no media relay (start it with --media-listen)"})
+        );
+        let (back, _) = decode_server(&encode(&m, &Stamp::Now(1))).unwrap();
+        let Received::Error { code, .. } = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(code, AnyErrorCode::Known(ErrorCode::MediaUnavailable));
     }
 
     #[test]

@@ -111,6 +111,28 @@ impl PartialEq for RawJson {
     }
 }
 
+/// What a media token lets its holder do on the session's UDP relay (issue 13 R3): the
+/// session's host publishes, every other member subscribes. The `role` of a `media_token`
+/// reply: `"publish"` or `"subscribe"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaRole {
+    /// May stream DATA to the relay (the host).
+    Publish,
+    /// Receives the publisher's DATA from the relay.
+    Subscribe,
+}
+
+impl MediaRole {
+    /// The wire name, `publish` or `subscribe`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaRole::Publish => "publish",
+            MediaRole::Subscribe => "subscribe",
+        }
+    }
+}
+
 /// Why a member left, as reported in `member_left`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +190,9 @@ pub enum ErrorCode {
     StateTooLarge,
     /// Extension: a `handoff_accept` / `handoff_decline` for no handoff pending for its sender.
     HandoffNotPending,
+    /// Extension: a `media_token` request to a server started without `--media-listen` (it
+    /// has no media relay, issue 13 R4).
+    MediaUnavailable,
 }
 
 impl ErrorCode {
@@ -192,6 +217,7 @@ impl ErrorCode {
             ErrorCode::StaleTerm => "stale_term",
             ErrorCode::StateTooLarge => "state_too_large",
             ErrorCode::HandoffNotPending => "handoff_not_pending",
+            ErrorCode::MediaUnavailable => "media_unavailable",
         }
     }
 }
@@ -307,7 +333,7 @@ impl<'de> Deserialize<'de> for AnyErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 18] = [
+    const ALL: [ErrorCode; 19] = [
         ErrorCode::SessionNotFound,
         ErrorCode::SessionFull,
         ErrorCode::AlreadyJoined,
@@ -326,6 +352,7 @@ mod tests {
         ErrorCode::StaleTerm,
         ErrorCode::StateTooLarge,
         ErrorCode::HandoffNotPending,
+        ErrorCode::MediaUnavailable,
     ];
 
     #[test]
@@ -358,6 +385,21 @@ mod tests {
         let back: AnyErrorCode = serde_json::from_str("\"too_large\"").unwrap();
         assert_eq!(back, ErrorCode::TooLarge);
         assert_eq!(serde_json::to_string(&newer).unwrap(), "\"quota_exceeded\"");
+    }
+
+    #[test]
+    fn media_unavailable_and_media_roles_have_their_wire_names() {
+        assert_eq!(ErrorCode::MediaUnavailable.as_str(), "media_unavailable");
+        assert_eq!(
+            ErrorCode::from_wire("media_unavailable"),
+            Some(ErrorCode::MediaUnavailable)
+        );
+        for role in [MediaRole::Publish, MediaRole::Subscribe] {
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.as_str()));
+            assert_eq!(serde_json::from_str::<MediaRole>(&json).unwrap(), role);
+        }
+        assert!(serde_json::from_str::<MediaRole>("\"host\"").is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use loudsync_core::session::{
 };
 use loudsync_core::Now;
 use loudsync_protocol::app::Dialect;
-use loudsync_protocol::{close_code, ResumeFailure, ServerMessage, Stamp};
+use loudsync_protocol::{close_code, ErrorCode, ResumeFailure, ServerMessage, Stamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
@@ -32,6 +32,10 @@ use crate::state::{ServerState, TokenPlace};
 
 /// Inputs handled before the touched members are woken.
 const MAX_BATCH: usize = 64;
+
+/// The `media_unavailable` text of issue 13 R4 (a server without `--media-listen`).
+pub(crate) const MEDIA_UNAVAILABLE: &str =
+    "media_token: this server has no media relay (start it with --media-listen)";
 
 /// Starts the task owning a new session made from `spec`.
 pub(crate) fn spawn(
@@ -346,7 +350,14 @@ impl SessionOwner {
                         self.touched.push(transport);
                     }
                 }
-                SessionAction::Ended => {}
+                SessionAction::MediaToken { member, .. } => {
+                    // No relay is wired in yet: R4's answer.
+                    self.session.send_to(
+                        &member,
+                        ServerMessage::error(ErrorCode::MediaUnavailable, MEDIA_UNAVAILABLE),
+                    );
+                }
+                SessionAction::MemberGone { .. } | SessionAction::Ended => {}
             }
         }
     }

@@ -519,3 +519,84 @@ fn nothing_is_read_while_a_join_is_routed() {
     c.handle_join_result(now, Ok(()));
     assert!(!c.reading_paused());
 }
+
+#[test]
+fn media_token_before_join_is_the_landed_invalid_message_and_after_join_goes_to_the_session() {
+    // Issue 13 R2: the exact text, the socket stays.
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(now, r#"{"type":"media_token"}"#);
+    let a = drain(&mut c);
+    match &a[..] {
+        [ConnAction::Reply(
+            ServerMessage::Error {
+                code: ErrorCode::InvalidMessage,
+                message,
+                ..
+            },
+            _,
+        )] => assert_eq!(
+            message,
+            "media_token: send `join` first; this connection is not in a session"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.phase(), Phase::AwaitingJoin);
+    let mut c = joined(now);
+    c.handle_text(now, r#"{"type":"media_token","role":"publish"}"#);
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Session(MemberCommand::MediaToken)]
+    );
+}
+
+#[test]
+fn media_token_requests_count_toward_the_rate_limit() {
+    let now = t0();
+    let cfg = ConnectionConfig {
+        rate_per_sec: 10,
+        rate_burst: 5,
+        ..Default::default()
+    };
+    let mut c = Connection::new(cfg, now);
+    c.handle_text(now, JOIN);
+    drain(&mut c);
+    c.handle_join_result(now, Ok(()));
+    for _ in 0..4 {
+        c.handle_text(now, r#"{"type":"media_token"}"#);
+    }
+    assert_eq!(
+        drain(&mut c),
+        vec![ConnAction::Session(MemberCommand::MediaToken); 4]
+    );
+    c.handle_text(now, r#"{"type":"media_token"}"#);
+    let a = drain(&mut c);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::RateLimited));
+}
+
+#[test]
+fn an_app_connection_cannot_ask_for_a_media_token() {
+    // Issue 13 R3: the app's dialect has no such message.
+    let now = t0();
+    let mut c = Connection::new(ConnectionConfig::default(), now);
+    c.handle_text(
+        now,
+        r#"{"type":"JOIN","timestamp":1,"messageId":"m","payload":{"sessionId":"K7P-3XQ","deviceId":"d1","deviceName":"Device 1","version":"1.0.0"}}"#,
+    );
+    drain(&mut c);
+    c.handle_join_result(now, Ok(()));
+    for frame in [
+        r#"{"type":"MEDIA_TOKEN","timestamp":1,"payload":{}}"#,
+        r#"{"type":"media_token"}"#,
+    ] {
+        c.handle_text(now, frame);
+        let a = drain(&mut c);
+        assert_eq!(a.len(), 1, "{frame}: {a:?}");
+        assert_eq!(
+            error_code(&a[0]),
+            Some(ErrorCode::InvalidMessage),
+            "{frame}"
+        );
+    }
+}

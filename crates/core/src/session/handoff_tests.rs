@@ -123,7 +123,10 @@ fn drain(s: &mut S) -> Vec<Frame> {
                 message: json!({"type": "close", "code": code, "reason": reason}),
                 seq: None,
             }),
-            SessionAction::TokenEnded { .. } | SessionAction::Ended => {}
+            SessionAction::TokenEnded { .. }
+            | SessionAction::Ended
+            | SessionAction::MediaToken { .. }
+            | SessionAction::MemberGone { .. } => {}
         }
     }
     out

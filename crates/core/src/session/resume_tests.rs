@@ -74,6 +74,7 @@ fn drain(s: &mut S) -> Vec<String> {
                 out.push(format!("token {token} {}", why.as_str()))
             }
             SessionAction::Ended => out.push("ended".into()),
+            SessionAction::MediaToken { .. } | SessionAction::MemberGone { .. } => {}
         }
     }
     out
@@ -272,6 +273,7 @@ fn drain_full(s: &mut S, counter: &mut u64) -> Drained {
             } => d.closes.push((transport, code, reason)),
             SessionAction::TokenEnded { token, why } => d.tokens.push((token, why)),
             SessionAction::Ended => d.ended = true,
+            SessionAction::MediaToken { .. } | SessionAction::MemberGone { .. } => {}
         }
     }
     d
@@ -1802,4 +1804,64 @@ fn a_connected_hosts_overflow_closes_it_with_1008() {
     assert!(d
         .tokens
         .contains(&("T-h".to_string(), ResumeFailure::BufferOverflow)));
+}
+
+#[test]
+fn a_media_token_reply_is_numbered_and_replayed_like_any_other() {
+    let t = t0();
+    let mut s = session(Duration::from_secs(30), ReplayLimits::default());
+    s.handle_command(t, "c1", MemberCommand::MediaToken);
+    let mut asked = None;
+    while let Some(action) = s.poll_action() {
+        if let SessionAction::MediaToken { member, role } = action {
+            asked = Some((member, role));
+        }
+    }
+    assert_eq!(
+        asked,
+        Some((
+            "c1".to_string(),
+            loudsync_protocol::types::MediaRole::Subscribe
+        ))
+    );
+    let reply = ServerMessage::MediaToken {
+        token: "t".repeat(43),
+        role: loudsync_protocol::types::MediaRole::Subscribe,
+        stream_id: "s1".into(),
+        port: 9,
+        expires_at: 1,
+    };
+    s.send_to("c1", reply.clone());
+    assert_eq!(drain(&mut s), ["t-c1 media_token #2"]);
+    // Lost with the socket: the resume replays it.
+    s.handle_socket_detach(t, "c1", 1, LeaveReason::Error, false);
+    drain(&mut s);
+    let r = s
+        .handle_resume(t, "c1", "T-c1", 1, 2, "t-c1b".into())
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(r.replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn a_held_place_that_runs_out_reports_member_gone_without_a_transport_to_close() {
+    let t = t0();
+    let mut s = session(Duration::from_secs(30), ReplayLimits::default());
+    s.handle_socket_detach(t, "c1", 1, LeaveReason::Error, false);
+    let mut gone = Vec::new();
+    while let Some(action) = s.poll_action() {
+        if let SessionAction::MemberGone { member } = action {
+            gone.push(member);
+        }
+    }
+    assert!(gone.is_empty(), "held, not gone");
+    s.handle_timeout(t.plus(Duration::from_secs(30)));
+    while let Some(action) = s.poll_action() {
+        match action {
+            SessionAction::MemberGone { member } => gone.push(member),
+            SessionAction::Close { member, .. } => panic!("no transport to close for {member}"),
+            _ => {}
+        }
+    }
+    assert_eq!(gone, ["c1"]);
 }

@@ -68,7 +68,15 @@ fn dev(n: usize) -> DeviceRef {
     }
 }
 
+/// Every action but [`SessionAction::MemberGone`] (tested on its own, with [`drain_all`]).
 fn drain(s: &mut S) -> Vec<SessionAction<String>> {
+    drain_all(s)
+        .into_iter()
+        .filter(|a| !matches!(a, SessionAction::MemberGone { .. }))
+        .collect()
+}
+
+fn drain_all(s: &mut S) -> Vec<SessionAction<String>> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
 
@@ -531,7 +539,10 @@ fn a_kicked_member_gets_kicked_but_not_its_own_member_left() {
                 got.push((message.type_name(), delivered_to(&s, &to)))
             }
             SessionAction::Close { transport, .. } => got.push(("close", vec![transport])),
-            SessionAction::Ended | SessionAction::TokenEnded { .. } => {}
+            SessionAction::Ended
+            | SessionAction::TokenEnded { .. }
+            | SessionAction::MediaToken { .. }
+            | SessionAction::MemberGone { .. } => {}
         }
     }
     assert_eq!(
@@ -858,4 +869,83 @@ fn the_app_sees_the_named_host_while_there_is_none() {
         "desk name",
         "the host's own name once it is there"
     );
+}
+
+#[test]
+fn media_token_requests_name_the_role_by_the_host_rule() {
+    // Issue 13 R3: the host publishes, everyone else subscribes; nothing is sent yet.
+    let mut s = session_with(2);
+    drain(&mut s);
+    s.handle_command(now(), "h", MemberCommand::MediaToken);
+    s.handle_command(now(), "c2", MemberCommand::MediaToken);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            SessionAction::MediaToken {
+                member: "h".into(),
+                role: MediaRole::Publish,
+            },
+            SessionAction::MediaToken {
+                member: "c2".into(),
+                role: MediaRole::Subscribe,
+            },
+        ]
+    );
+    // The caller's answer goes to the asker alone.
+    let grant = ServerMessage::error(ErrorCode::MediaUnavailable, "none");
+    s.send_to("c2", grant.clone());
+    let actions = drain(&mut s);
+    let [SessionAction::Send { to, message }] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(message, &grant);
+    assert_eq!(delivered_to(&s, to), ["t-c2"]);
+    // Nobody to answer once the member is gone.
+    s.handle_command(now(), "c2", MemberCommand::Leave);
+    drain(&mut s);
+    s.send_to("c2", grant);
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn every_departure_reports_member_gone_before_its_close() {
+    let mut s = session_with(3);
+    drain_all(&mut s);
+    let gone_then_closed = |actions: Vec<SessionAction<String>>| -> Vec<String> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                SessionAction::MemberGone { member } => Some(format!("gone {member}")),
+                SessionAction::Close { member, .. } => Some(format!("close {member}")),
+                _ => None,
+            })
+            .collect()
+    };
+    s.handle_command(now(), "c1", MemberCommand::Leave);
+    assert_eq!(gone_then_closed(drain_all(&mut s)), ["gone c1", "close c1"]);
+    s.handle_command(
+        now(),
+        "h",
+        MemberCommand::Kick {
+            member_id: "c2".into(),
+            reason: None,
+        },
+    );
+    assert_eq!(gone_then_closed(drain_all(&mut s)), ["gone c2", "close c2"]);
+    s.handle_detach(now(), "c3", LeaveReason::Error);
+    assert_eq!(
+        gone_then_closed(drain_all(&mut s)),
+        ["gone c3", "close c3"],
+        "a dropped socket (a plain member's place ends at once)"
+    );
+    // The session's end: everyone, then Ended.
+    let mut s = session_with(1);
+    drain_all(&mut s);
+    s.handle_close(now(), "bye", close_code::GOING_AWAY);
+    let actions = drain_all(&mut s);
+    assert_eq!(
+        gone_then_closed(actions.clone()),
+        ["gone h", "close h", "gone c1", "close c1"]
+    );
+    assert_eq!(actions.last(), Some(&SessionAction::Ended));
 }

@@ -365,6 +365,7 @@ fn encode_client_refuses_what_the_app_cannot_say() {
         named,
         ClientMessage::kick("c", None),
         ClientMessage::MemberList,
+        ClientMessage::MediaToken,
         ClientMessage::message(crate::types::RawJson::from_text("1").unwrap(), None),
     ] {
         let e = encode_client(&m, &ctx).unwrap_err();
@@ -409,4 +410,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(detect(&frame), Dialect::App);
         proptest::prop_assert_eq!(decode(&frame).unwrap(), m);
     }
+}
+
+#[test]
+fn the_app_dialect_has_no_media_token() {
+    // Issue 13 R3: app members cannot take part; their frames are refused like `member_list`.
+    for frame in [
+        r#"{"type":"MEDIA_TOKEN","payload":{}}"#,
+        r#"{"type":"media_token","payload":{}}"#,
+        r#"{"type":"MEMBER_LIST","payload":{}}"#,
+    ] {
+        let e = decode(frame).unwrap_err().message;
+        assert!(e.starts_with("unknown message type"), "{frame}: {e}");
+    }
+    let e = encode_client(&ClientMessage::MediaToken, &ClientContext::new("d", 1)).unwrap_err();
+    assert_eq!(e.problem, "no client message `media_token`");
 }
