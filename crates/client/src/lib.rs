@@ -38,6 +38,14 @@
 //! ([`ClientConfig::new_session`]): the server's code arrives as [`Client::session_id`].
 //! These frames are numbered and queued like every command.
 //!
+//! The session's UDP media stream (issue 13): a member asks for a media token
+//! ([`Client::media_token`], or [`Client::request_media_token`] and [`Event::MediaToken`]),
+//! numbered and queued like every command; the host's [`MediaGrant`] publishes, everyone
+//! else's subscribes, and a server started without `--media-listen` answers
+//! `media_unavailable` ([`ClientError::Refused`], [`Event::Error`]). The grant's port and the
+//! server's address ([`Client::relay_address`]) locate the relay; [`media::publisher`] streams
+//! to it and [`media::receiver`] receives from it (or from `loudsync media serve`).
+//!
 //! Forward compatible with newer servers: unknown fields are ignored, an `error` whose code
 //! this version does not know arrives as [`Event::Error`] with an [`AnyErrorCode::Unknown`]
 //! code, and a message of a type it does not know arrives as [`Event::Unknown`] with the
@@ -71,6 +79,8 @@
 //!   metastates, partner, pings, pacing; [`pairing::driver`] runs it over the pairing
 //!   WebSocket (`/crsocket/{APP}/ws`): [`PairingClient`], [`PairingEvents`],
 //!   [`PairingUpdate`].
+//! - [`media`]: the UDP media stream's drivers: [`media::receiver`] (an initiator: `media
+//!   recv`, a relay subscriber) and [`media::publisher`] (the host's stream to the relay).
 //! - this module: the tokio driver that owns the socket; `transport`: the URL, DNS, TCP, TLS
 //!   and the WebSocket upgrade, each failure worded for a person.
 
@@ -82,6 +92,8 @@ pub mod pairing;
 pub mod resume;
 mod transport;
 
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,12 +106,14 @@ use tokio_websockets::Message;
 pub use config::{Backoff, ClientConfig, ReconnectPolicy, Secret, TlsRoots};
 pub use handoff::{HandoffOffer, PendingHandoff, Role};
 pub use loudsync_protocol::handoff::{display_code, typed_code};
+pub use loudsync_protocol::types::MediaRole;
 pub use loudsync_protocol::{
     AnyErrorCode, ConnectionStatus, DeviceInfo, DeviceType, ErrorCode, HandoffFailure, HostChange,
     LeaveReason, RawJson,
 };
 use machine::{Action, Machine};
-pub use machine::{ConnectionState, Event, ServerError};
+pub use machine::{ConnectionState, Event, MediaGrant, ServerError};
+pub use media::publisher::relay_address;
 pub use pairing::driver::{
     PairingClient, PairingClientConfig, PairingError, PairingEvents, PairingSnapshot,
     PairingUpdate, ReceivedEvent,
@@ -137,6 +151,11 @@ pub enum ClientError {
     /// object). Nothing was sent.
     #[error("{0}")]
     Invalid(String),
+    /// The server answered a request with an `error`: [`Client::media_token`] on a server
+    /// without a media relay gets `media_unavailable` ([`ErrorCode::MediaUnavailable`]).
+    /// The connection stays.
+    #[error("refused: {0}")]
+    Refused(ServerError),
 }
 
 /// What the client currently knows, readable at any time.
@@ -206,7 +225,14 @@ struct Shared {
     accepting: bool,
     /// ... or refuses it because the queue is full ([`Machine::queue_full`]).
     queueing: bool,
+    /// The address the current (or last) WebSocket connection reached: where the server's
+    /// media relay is ([`Client::relay_address`]).
+    server_ip: Option<IpAddr>,
 }
+
+/// Who waits for the reply to a `media_token` request: [`Client::media_token`]'s caller, or
+/// nobody ([`Client::request_media_token`]: the event alone). One per request, in order.
+type MediaReply = Option<oneshot::Sender<Result<MediaGrant, ClientError>>>;
 
 enum Command {
     Leave(oneshot::Sender<()>),
@@ -217,6 +243,7 @@ enum Command {
         reason: Option<String>,
     },
     MemberList,
+    MediaToken(MediaReply),
     Message {
         data: Value,
         to: Option<String>,
@@ -241,6 +268,8 @@ enum Command {
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Mutex<Shared>>,
+    /// [`ClientConfig::url`], for [`Client::relay_address`] before any connection.
+    url: Arc<str>,
 }
 
 /// The stream of events of one client.
@@ -271,7 +300,9 @@ impl Client {
             link: LinkState::Disconnected,
             accepting: false,
             queueing: false,
+            server_ip: None,
         }));
+        let url: Arc<str> = config.url.as_str().into();
         let driver = Driver {
             leave_timeout: config.leave_timeout,
             target,
@@ -285,6 +316,7 @@ impl Client {
             leave_queued: false,
             seen_generation: u64::MAX,
             seen_accepting: None,
+            media_replies: VecDeque::new(),
         };
         tokio::spawn(driver.run(cmd_rx));
         match first_rx.await {
@@ -292,6 +324,7 @@ impl Client {
                 Client {
                     commands: cmd_tx,
                     shared,
+                    url,
                 },
                 Events { rx: ev_rx },
             )),
@@ -490,6 +523,49 @@ impl Client {
         self.command(Command::MemberList)
     }
 
+    /// Asks for a media token for the session's UDP relay (issue 13): numbered and queued
+    /// like every command; the reply arrives as [`Event::MediaToken`] (the host's grant is
+    /// [`MediaRole::Publish`], everyone else's [`MediaRole::Subscribe`]), or, from a server
+    /// started without `--media-listen`, as [`Event::Error`] with
+    /// [`ErrorCode::MediaUnavailable`]. [`Client::media_token`] awaits it instead.
+    pub fn request_media_token(&self) -> Result<(), ClientError> {
+        self.command(Command::MediaToken(None))
+    }
+
+    /// Asks for a media token and waits for the reply: the [`MediaGrant`] (which also
+    /// arrives as [`Event::MediaToken`]), or [`ClientError::Refused`] with
+    /// `media_unavailable` from a server without a relay. Replies are matched to requests
+    /// in order. [`ClientError::NotConnected`] when the request cannot be sent, or when the
+    /// client ends or joins afresh (a new member id: a token for the old one is no use)
+    /// before the reply. Any other `error` the request provokes (e.g. `rate_limited` on a
+    /// plain connection) arrives as an [`Event::Error`] only, so bound the wait with a
+    /// timeout where that matters.
+    ///
+    /// ```no_run
+    /// # async fn run(client: loudsync_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let grant = client.media_token().await?;
+    /// let relay = client.relay_address(&grant).await?;
+    /// println!("{:?} on {relay} as {}", grant.role, grant.stream_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn media_token(&self) -> Result<MediaGrant, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::MediaToken(Some(tx)))?;
+        rx.await.unwrap_or(Err(ClientError::NotConnected))
+    }
+
+    /// The UDP address of the session's media relay for `grant`: the server's IP address as
+    /// the WebSocket connection reached it (the URL's host, resolved as that connection
+    /// resolved it) with the grant's port. Before any connection, the URL's host resolved
+    /// anew ([`relay_address`]).
+    pub async fn relay_address(&self, grant: &MediaGrant) -> std::io::Result<SocketAddr> {
+        let known = self.shared().server_ip;
+        match known {
+            Some(ip) => Ok(SocketAddr::new(ip, grant.port)),
+            None => relay_address(&self.url, grant.port).await,
+        }
+    }
+
     /// Sends application data to every other member.
     pub fn send(&self, data: Value) -> Result<(), ClientError> {
         self.command(Command::Message { data, to: None })
@@ -560,6 +636,8 @@ struct Driver {
     leave_queued: bool,
     seen_generation: u64,
     seen_accepting: Option<(bool, bool)>,
+    /// One entry per `media_token` request sent and not yet answered, oldest first.
+    media_replies: VecDeque<MediaReply>,
 }
 
 impl Driver {
@@ -625,6 +703,24 @@ impl Driver {
                             self.machine.kick(now, &member_id, reason.as_deref())
                         }
                         Some(Command::MemberList) => self.machine.request_member_list(now),
+                        Some(Command::MediaToken(reply)) => {
+                            match self.machine.request_media_token(now) {
+                                Ok(()) => self.media_replies.push_back(reply),
+                                Err(e) => {
+                                    if let Some(reply) = reply {
+                                        let _ = reply.send(Err(match e {
+                                            machine::CommandError::QueueFull => {
+                                                ClientError::QueueFull
+                                            }
+                                            machine::CommandError::NotConnected => {
+                                                ClientError::NotConnected
+                                            }
+                                        }));
+                                    }
+                                }
+                            }
+                            Ok(())
+                        }
                         Some(Command::Message { data, to }) => {
                             self.machine.send_message(now, data, to.as_deref())
                         }
@@ -687,6 +783,9 @@ impl Driver {
             match action {
                 Action::Connect => match self.target.connect().await {
                     Ok(ws) => {
+                        if let Some(ip) = peer_ip(&ws) {
+                            self.shared.lock().expect("snapshot").server_ip = Some(ip);
+                        }
                         self.ws = Some(ws);
                         self.machine.handle_connected(Instant::now());
                     }
@@ -721,11 +820,31 @@ impl Driver {
                             _ => self.first = Some(first),
                         }
                     }
+                    self.answer_media_token(&event);
                     let _ = self.events.send(event);
                 }
             }
         }
         self.publish();
+    }
+
+    /// Hands a `media_token` reply to its request's waiter (the oldest request unanswered);
+    /// a fresh join or a refused resume means no earlier request will be answered.
+    fn answer_media_token(&mut self, event: &Event) {
+        let answer = match event {
+            Event::MediaToken(grant) => Ok(grant.clone()),
+            Event::Error(e) if e.code == ErrorCode::MediaUnavailable => {
+                Err(ClientError::Refused(e.clone()))
+            }
+            Event::Welcome { .. } | Event::ResumeFailed { .. } => {
+                self.media_replies.clear();
+                return;
+            }
+            _ => return,
+        };
+        if let Some(Some(reply)) = self.media_replies.pop_front() {
+            let _ = reply.send(answer);
+        }
     }
 
     /// Copies what changed in the machine to the handles' shared state.
@@ -756,6 +875,16 @@ impl Driver {
             (shared.accepting, shared.queueing) = accepting;
         }
     }
+}
+
+/// The server's IP address as this connection reached it (after DNS, behind TLS).
+fn peer_ip(ws: &Ws) -> Option<IpAddr> {
+    use tokio_websockets::MaybeTlsStream;
+    let tcp = match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp,
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+    };
+    tcp.peer_addr().ok().map(|a| a.ip())
 }
 
 async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, tokio_websockets::Error>> {

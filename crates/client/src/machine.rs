@@ -34,6 +34,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use loudsync_protocol::client::{merge_tokens, TOKEN_LEN};
+use loudsync_protocol::types::MediaRole;
 use loudsync_protocol::{
     close_code, decode_server_numbered, encode_client, server::SessionInfo, AnyErrorCode,
     ClientMessage, DeviceType, ErrorCode, HandoffFailure, HostChange, Join, LeaveReason,
@@ -109,6 +110,52 @@ impl ServerError {
     }
 }
 
+/// A media token the server granted (the `media_token` reply, issue 13 R2): what this member
+/// needs to publish to (the host) or subscribe from (everyone else) the session's UDP relay.
+///
+/// The token is a credential: [`Debug`] output shows `<redacted>` in its place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaGrant {
+    /// 43 base64url characters: what START's MEDIA_TOKEN TLV carries
+    /// ([`MediaGrant::media_token`]).
+    pub token: String,
+    /// `Publish` for the session's host, `Subscribe` for every other member (R3).
+    pub role: MediaRole,
+    /// The STREAM_ID to ask for in START: the session id (R6, [`MediaGrant::stream`]).
+    pub stream_id: String,
+    /// The relay's UDP port, on the server's host ([`crate::Client::relay_address`]).
+    pub port: u16,
+    /// Until when a first START may claim the token, ms since the Unix epoch (once claimed,
+    /// the tuple lasts as long as the member's place in the session).
+    pub expires_at: u64,
+}
+
+impl MediaGrant {
+    /// The token as START's MEDIA_TOKEN TLV value; `None` if the server sent one that cannot
+    /// be carried (empty or over 128 bytes).
+    pub fn media_token(&self) -> Option<loudsync_protocol::media::MediaToken> {
+        loudsync_protocol::media::MediaToken::new(self.token.as_bytes())
+    }
+
+    /// The stream id as START's STREAM_ID TLV value; `None` if the server sent one that
+    /// breaks D7 (1 to 64 bytes of `0x21..0x7E`).
+    pub fn stream(&self) -> Option<loudsync_protocol::media::StreamId> {
+        loudsync_protocol::media::StreamId::new(self.stream_id.clone())
+    }
+}
+
+impl std::fmt::Debug for MediaGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaGrant")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .field("stream_id", &self.stream_id)
+            .field("port", &self.port)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// Something the application should know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -126,6 +173,10 @@ pub enum Event {
     },
     /// The full member list (host first, then join order).
     MemberList(Vec<MemberInfo>),
+    /// The reply to [`Machine::request_media_token`]: a token for the session's UDP media
+    /// relay. A server without one answers `error` `media_unavailable` instead
+    /// ([`Event::Error`], [`ErrorCode::MediaUnavailable`]).
+    MediaToken(MediaGrant),
     /// A member joined.
     MemberJoined(MemberInfo),
     /// A member's entry changed (on resumable sessions: its `connectionStatus` went to
@@ -1060,6 +1111,19 @@ impl Machine {
                 self.bump();
                 self.emit(Event::MemberList(members));
             }
+            ServerMessage::MediaToken {
+                token,
+                role,
+                stream_id,
+                port,
+                expires_at,
+            } => self.emit(Event::MediaToken(MediaGrant {
+                token,
+                role,
+                stream_id,
+                port,
+                expires_at,
+            })),
             ServerMessage::MemberJoined { member } => {
                 self.members.retain(|m| m.id != member.id);
                 if member.is_host {
@@ -1496,6 +1560,13 @@ impl Machine {
         self.send(now, &ClientMessage::MemberList)
     }
 
+    /// Asks for a media token (`media_token`, issue 13 R2), numbered and queued like every
+    /// command; the reply is [`Event::MediaToken`], or [`Event::Error`] with
+    /// `media_unavailable` from a server without a relay.
+    pub fn request_media_token(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.send(now, &ClientMessage::MediaToken)
+    }
+
     /// Sends application data to everyone else, or to one member.
     pub fn send_message(
         &mut self,
@@ -1810,3 +1881,6 @@ mod resume_tests;
 
 #[cfg(test)]
 mod handoff_tests;
+
+#[cfg(test)]
+mod media_tests;
