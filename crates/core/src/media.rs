@@ -10,6 +10,7 @@
 //! The wire (frame layouts, TLVs, fragmentation) is [`loudsync_protocol::media`].
 
 pub mod initiator;
+pub mod pacer;
 pub mod publisher;
 pub mod relay;
 pub mod responder;

@@ -24,8 +24,9 @@
 //!
 //! A streaming tuple's frame with sequence number s is due at `base + (s-1) * 10^9 / fps` ns,
 //! base being the moment START_CONFIRM was accepted (so frame 1 goes at once); each frame is
-//! split into fragments by [`StreamParams::fragments`], every fragment stamped with the frame's
-//! sequence number and the counter (nanoseconds since the responder was made, frequency 10^9).
+//! split into fragments by [`StreamParams::fragments`] ([`pacer::synthetic_frame`]), every
+//! fragment stamped with the frame's sequence number and the counter (nanoseconds since the
+//! responder was made, frequency 10^9).
 //! After the last frame the tuple's state is dropped (D17).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -35,9 +36,10 @@ use std::time::{Duration, Instant};
 use loudsync_protocol::media::{
     classify, decode_control, encode_error, encode_legacy_id, encode_start_ack, ConnectionId,
     ControlBody, ControlError, ControlKind, DataHeader, DatagramKind, ErrorCode, StreamId,
-    StreamParams, DATA_HEADER_LEN, FREQUENCY,
+    StreamParams, FREQUENCY,
 };
 
+use crate::media::pacer;
 use crate::Now;
 
 /// The default `--max-streams`: tuples pending or streaming at once (D14).
@@ -278,8 +280,7 @@ impl Responder {
 
     /// Frame index `n`'s offset from base: `n * 10^9 / fps` ns, without accumulated rounding.
     fn offset(&self, n: u64) -> Duration {
-        let ns = u128::from(n) * 1_000_000_000 / u128::from(self.config.fps.max(1));
-        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        pacer::frame_offset(n, self.config.fps)
     }
 
     /// Sends ERROR `code` to `to` and tears its state down (D11).
@@ -383,8 +384,7 @@ impl Responder {
 
     /// Queues every frame of `addr`'s stream due by `now`; drops the tuple after the last.
     fn pump(&mut self, now: Now, addr: SocketAddr) {
-        let timestamp = i64::try_from(now.instant.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(i64::MAX);
+        let timestamp = pacer::counter(self.epoch, now.instant);
         let Some(Phase::Streaming { base, mut next }) = self.tuples.get(&addr).map(|t| t.phase)
         else {
             return;
@@ -395,9 +395,7 @@ impl Responder {
                 timestamp,
                 frequency: FREQUENCY,
             };
-            for fragment in self.config.params.fragments() {
-                let mut bytes = vec![0; fragment.size.max(DATA_HEADER_LEN)];
-                loudsync_protocol::media::write_data(&mut bytes, &header, fragment.payload_offset);
+            for bytes in pacer::synthetic_frame(&self.config.params, &header) {
                 self.out.push_back(Transmit { to: addr, bytes });
             }
             next += 1;
