@@ -152,6 +152,12 @@ pub struct ServerConfig {
     /// Origins allowed to call the pairing endpoints from pages served elsewhere (CORS), e.g.
     /// `https://example.org`; `*` allows any.
     pub pairing_cors_origins: Vec<String>,
+    /// The session media relay's UDP address (issue 13 R1). Off (no socket bound, no relay;
+    /// `media_token` gets `media_unavailable`) unless given, like discovery.
+    pub media_listen: Option<SocketAddr>,
+    /// How long a granted media token may be claimed by its first START (R1, R5).
+    #[serde(with = "humantime_serde")]
+    pub media_token_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -208,6 +214,8 @@ impl Default for ServerConfig {
             pairing_alive_timeout: Duration::from_secs(25),
             pairing_pages: None,
             pairing_cors_origins: Vec::new(),
+            media_listen: None,
+            media_token_ttl: loudsync_core::media::relay::DEFAULT_TOKEN_TTL,
         }
     }
 }
@@ -278,6 +286,14 @@ impl ServerConfig {
         })
     }
 
+    /// The session media relay's settings (issue 13 §9).
+    pub fn media_relay(&self) -> loudsync_core::media::relay::RelayConfig {
+        loudsync_core::media::relay::RelayConfig {
+            token_ttl: self.media_token_ttl,
+            ..Default::default()
+        }
+    }
+
     /// The limits of each member's outbound queue.
     pub fn outbound_limits(&self) -> OutboundLimits {
         OutboundLimits {
@@ -302,6 +318,7 @@ impl ServerConfig {
             ("ack-interval", self.ack_interval),
             ("handoff-timeout", self.handoff_timeout),
             ("pairing-alive-timeout", self.pairing_alive_timeout),
+            ("media-token-ttl", self.media_token_ttl),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -566,6 +583,29 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("not a directory"));
+    }
+
+    #[test]
+    fn the_media_relay_is_off_by_default_and_its_token_ttl_must_be_positive() {
+        let c = ServerConfig::default();
+        assert_eq!(c.media_listen, None, "no UDP socket unless asked (R1)");
+        assert_eq!(c.media_token_ttl, Duration::from_secs(30));
+        assert_eq!(c.media_relay().token_ttl, Duration::from_secs(30));
+        let err = ServerConfig {
+            media_token_ttl: Duration::ZERO,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err, "media-token-ttl must be greater than zero");
+        // The keys as a config file names them.
+        let toml: ServerConfig = serde_json::from_value(serde_json::json!({
+            "media-listen": "127.0.0.1:4500",
+            "media-token-ttl": "2s",
+        }))
+        .unwrap();
+        assert_eq!(toml.media_listen, Some("127.0.0.1:4500".parse().unwrap()));
+        assert_eq!(toml.media_token_ttl, Duration::from_secs(2));
     }
 
     #[test]

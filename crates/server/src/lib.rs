@@ -25,6 +25,8 @@
 //! - [`floor`]: the bare echo floor `loudsync bench idle --floor` compares against.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`discovery`]: LAN discovery for the LOUDSYNC app (UDP advertisements, mDNS), opt-in.
+//! - [`media`]: the UDP media stream: the session relay (`--media-listen`, opt-in) and
+//!   `loudsync media serve`.
 //!
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
@@ -100,7 +102,8 @@ fn listen(addr: std::net::SocketAddr, backlog: usize) -> std::io::Result<TcpList
 
 impl Server {
     /// Binds `config.listen` and starts serving (TLS only when `tls-cert` and `tls-key` are
-    /// given). Connections are accepted once this returns.
+    /// given), with the media relay on `media-listen` when it is set (a failure to bind it is
+    /// a [`media::relay::MediaBindError`]). Connections are accepted once this returns.
     pub async fn bind(config: ServerConfig) -> std::io::Result<Server> {
         config
             .validate()
@@ -111,8 +114,20 @@ impl Server {
         };
         let listener = listen(config.listen, config.max_connections)?;
         let addr = listener.local_addr()?;
+        let media = match config.media_listen {
+            Some(media_addr) => Some(Arc::new(media::relay::MediaRelay::bind(
+                media_addr,
+                config.media_relay(),
+            )?)),
+            None => None,
+        };
         let reserve = listener::reserve_file();
-        let state = Arc::new(ServerState::new(config, Arc::new(RandomIds)));
+        let mut state = ServerState::new(config, Arc::new(RandomIds));
+        state.media = media;
+        let state = Arc::new(state);
+        if let Some(media) = &state.media {
+            media.start();
+        }
         log_exposure(&state, addr, tls.is_some());
         let router = http::router(state.clone());
         let (stop, stopped) = watch::channel(None);
@@ -195,12 +210,24 @@ impl Server {
         if let Some(timers) = self.pairing_timers.take() {
             timers.abort();
         }
+        if let Some(media) = &state.media {
+            media.stop();
+        }
         if timeout_at(deadline + ABORT_GRACE, &mut self.serve)
             .await
             .is_err()
         {
             self.serve.abort();
             tracing::warn!("shutdown: the accept loop did not finish in time");
+        }
+    }
+}
+
+impl Drop for Server {
+    /// The media relay's task holds its own reference to the relay: end it with the server.
+    fn drop(&mut self) {
+        if let Some(media) = &self.state.media {
+            media.stop();
         }
     }
 }

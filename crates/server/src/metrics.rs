@@ -3,15 +3,24 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus handle (the recorder is installed on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(TIME_TO_STREAM.to_string()),
+                TIME_TO_STREAM_BUCKETS,
+            )
+            .expect("buckets are given")
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding program's); then our
         // /metrics is empty rather than the process failing.
@@ -22,8 +31,47 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// The media relay's handshake times, a Prometheus histogram (issue 13 R9).
+const TIME_TO_STREAM: &str = "loudsync_media_time_to_stream_seconds";
+
+/// Its buckets, in seconds: a loopback handshake takes a millisecond or less; a START_CONFIRM
+/// on the initiator's retry schedule (0.5 s, 1 s, 2 s) lands in the upper ones.
+const TIME_TO_STREAM_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// The `# HELP` texts.
 fn describe() {
+    describe_counter!(
+        "loudsync_media_handshakes_total",
+        "Media relay STARTs answered with a new reservation (START_ACK; duplicates not counted)."
+    );
+    describe_counter!(
+        "loudsync_media_handshake_failures_total",
+        "Media relay ERRORs sent, by code: bad_version, malformed, unknown_stream, \
+         stream_mismatch, refused, bad_token."
+    );
+    describe_gauge!(
+        "loudsync_media_streams",
+        "Media relay tuples streaming (publishers and subscribers)."
+    );
+    describe_histogram!(
+        TIME_TO_STREAM,
+        metrics::Unit::Seconds,
+        "Media relay: a tuple's first START to its accepted START_CONFIRM."
+    );
+    describe_counter!(
+        "loudsync_media_datagrams_sent_total",
+        "Datagrams the media relay sent: control replies and DATA copies."
+    );
+    describe_counter!(
+        "loudsync_media_datagrams_relayed_total",
+        "DATA datagrams the media relay forwarded, once per subscriber copy."
+    );
+    describe_counter!(
+        "loudsync_media_frames_lost_total",
+        "Frames the publishers' sequence numbers skipped before reaching the media relay."
+    );
     describe_gauge!("loudsync_connections", "Open WebSocket connections.");
     describe_gauge!(
         "loudsync_tcp_connections",
@@ -189,6 +237,49 @@ impl Metrics {
     /// Counts an `error` sent to a client, by code.
     pub fn error_sent(code: &'static str) {
         counter!("loudsync_errors_sent_total", "code" => code).increment(1);
+    }
+}
+
+/// The media relay's metric handles (issue 13 R9).
+#[derive(Clone)]
+pub struct MediaMetrics {
+    /// STARTs answered with a new reservation.
+    pub handshakes: Counter,
+    /// Tuples streaming.
+    pub streams: Gauge,
+    /// First START to accepted START_CONFIRM, in seconds.
+    pub time_to_stream: Histogram,
+    /// Every datagram sent: control replies and DATA copies.
+    pub datagrams_sent: Counter,
+    /// DATA copies sent to subscribers.
+    pub datagrams_relayed: Counter,
+    /// Frames the publisher's sequence numbers skipped.
+    pub frames_lost: Counter,
+}
+
+impl MediaMetrics {
+    /// Registers the media metrics with the installed recorder.
+    pub fn new() -> Self {
+        prometheus();
+        MediaMetrics {
+            handshakes: counter!("loudsync_media_handshakes_total"),
+            streams: gauge!("loudsync_media_streams"),
+            time_to_stream: histogram!(TIME_TO_STREAM),
+            datagrams_sent: counter!("loudsync_media_datagrams_sent_total"),
+            datagrams_relayed: counter!("loudsync_media_datagrams_relayed_total"),
+            frames_lost: counter!("loudsync_media_frames_lost_total"),
+        }
+    }
+
+    /// Counts an ERROR sent, by its snake_case name (`bad_token`).
+    pub fn handshake_failure(code: &'static str) {
+        counter!("loudsync_media_handshake_failures_total", "code" => code).increment(1);
+    }
+}
+
+impl Default for MediaMetrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

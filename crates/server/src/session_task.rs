@@ -20,12 +20,14 @@ use loudsync_core::session::{
 };
 use loudsync_core::Now;
 use loudsync_protocol::app::Dialect;
+use loudsync_protocol::types::MediaRole;
 use loudsync_protocol::{close_code, ErrorCode, ResumeFailure, ServerMessage, Stamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
 use crate::clock::now;
 use crate::encoding;
+use crate::media::relay;
 use crate::outbox::{OutFrame, Outbox};
 use crate::sessions::{ResumeRequest, SessionInput, SessionView};
 use crate::state::{ServerState, TokenPlace};
@@ -58,7 +60,11 @@ pub(crate) fn spawn(
         state,
         touched: Vec::new(),
         serial,
+        media_host: None,
     };
+    if let Some(media) = &owner.state.media {
+        media.open_session(owner.session.id());
+    }
     owner.state.metrics.sessions.increment(1.0);
     tracing::info!(session = owner.session.id(), "session opened");
     tokio::spawn(owner.run(rx));
@@ -70,6 +76,8 @@ struct SessionOwner {
     /// Outboxes given frames in the current batch, to wake once at its end.
     touched: Vec<Arc<Outbox>>,
     serial: u64,
+    /// The host the media relay was last told of.
+    media_host: Option<String>,
 }
 
 impl SessionOwner {
@@ -110,6 +118,10 @@ impl SessionOwner {
             if self.session.is_ended() {
                 break;
             }
+        }
+        // Before the id is free again: a new session under the same id opens after this.
+        if let Some(media) = &self.state.media {
+            media.end_session(self.session.id());
         }
         self.state.registry.remove(self.session.id(), self.serial);
         self.state.metrics.sessions.decrement(1.0);
@@ -295,6 +307,39 @@ impl SessionOwner {
         }
     }
 
+    /// The answer to a member's `media_token`: a grant from the relay (R2), or R4's
+    /// `media_unavailable` on a server without one.
+    fn media_token(&mut self, now: Now, member: &str, role: MediaRole) -> ServerMessage {
+        let Some(media) = &self.state.media else {
+            return ServerMessage::error(ErrorCode::MediaUnavailable, MEDIA_UNAVAILABLE);
+        };
+        match media.grant(now, self.session.id(), member, relay::core_role(role)) {
+            Some(grant) => relay::reply(grant, now, media.port()),
+            None => {
+                // Cannot happen while the session task runs (it opened the session in the
+                // relay, and session ids are valid stream ids); answered all the same.
+                tracing::warn!(session = self.session.id(), "media relay refused a grant");
+                ServerMessage::error(
+                    ErrorCode::MediaUnavailable,
+                    "media_token: the media relay cannot grant a token for this session",
+                )
+            }
+        }
+    }
+
+    /// Tells the media relay when the session's host changed (R8: a member that stops being
+    /// host loses its publish tuple), after each batch of actions.
+    fn follow_host(&mut self) {
+        let Some(media) = &self.state.media else {
+            return;
+        };
+        let host = self.session.host_id();
+        if host != self.media_host.as_deref() {
+            media.host_changed(self.session.id(), host);
+            self.media_host = host.map(str::to_string);
+        }
+    }
+
     /// Carries out the session's actions, each resolved to its recipients as it is polled.
     fn apply(&mut self, now: Now) {
         while let Some(action) = self.session.poll_action() {
@@ -350,16 +395,19 @@ impl SessionOwner {
                         self.touched.push(transport);
                     }
                 }
-                SessionAction::MediaToken { member, .. } => {
-                    // No relay is wired in yet: R4's answer.
-                    self.session.send_to(
-                        &member,
-                        ServerMessage::error(ErrorCode::MediaUnavailable, MEDIA_UNAVAILABLE),
-                    );
+                SessionAction::MediaToken { member, role } => {
+                    let answer = self.media_token(now, &member, role);
+                    self.session.send_to(&member, answer);
                 }
-                SessionAction::MemberGone { .. } | SessionAction::Ended => {}
+                SessionAction::MemberGone { member } => {
+                    if let Some(media) = &self.state.media {
+                        media.member_gone(self.session.id(), &member);
+                    }
+                }
+                SessionAction::Ended => {}
             }
         }
+        self.follow_host();
     }
 }
 

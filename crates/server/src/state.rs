@@ -39,6 +39,9 @@ pub struct ServerState {
     pub tokens: Mutex<Tokens<TokenPlace>>,
     /// The pairing relay and its connections (`None` when no `--app` is configured).
     pub pairing: Option<Arc<crate::pairing::PairingHub>>,
+    /// The session media relay (`None` without `--media-listen`, issue 13 R1); set by
+    /// [`crate::Server::bind`], which binds its socket.
+    pub media: Option<Arc<crate::media::relay::MediaRelay>>,
 }
 
 /// Where a live connection token leads: the session and the member.
@@ -65,6 +68,7 @@ impl ServerState {
                 )),
                 _ => None,
             },
+            media: None,
             config,
             metrics: Metrics::new(),
             ids,
