@@ -36,10 +36,10 @@ fn relay_addr(server: &Server) -> SocketAddr {
     server.state().media.as_ref().expect("a relay").local_addr()
 }
 
-/// Asks for a media token; returns the reply.
+/// Asks for a media token; returns the reply (skipping what was sent before it).
 async fn media_token(c: &mut Client) -> Value {
     c.send(&ClientMessage::MediaToken).await;
-    c.recv_type("media_token").await
+    c.recv_until("media_token").await
 }
 
 /// A UDP endpoint of a member: its socket and what its token grants.
@@ -523,4 +523,44 @@ async fn the_relays_metrics_are_in_metrics_with_the_issues_names() {
         "a histogram, not a summary"
     );
     drop(s.clients);
+}
+
+#[tokio::test]
+async fn a_host_that_hands_off_loses_its_publish_tuple_and_the_new_host_publishes() {
+    let server = relay_server(Duration::from_secs(30)).await;
+    let relay = relay_addr(&server);
+    let mut s = stage(&server, "handoff", 2).await;
+    let first = data(1, 100);
+    s.publisher.send(&first).await;
+    assert_eq!(s.subscribers[0].recv().await, first);
+    // Member 2 takes control; `host_changed` reaches members after the relay was told.
+    let new_host = s.ids[2].clone();
+    s.clients[0]
+        .send(&ClientMessage::HandoffRequest {
+            target_id: Some(new_host.clone()),
+        })
+        .await;
+    let offer = s.clients[2].recv_until("handoff_request").await;
+    s.clients[2]
+        .send(&ClientMessage::HandoffAccept {
+            handoff_id: offer["handoffId"].as_str().unwrap().to_string(),
+        })
+        .await;
+    let changed = s.clients[1].recv_until("host_changed").await;
+    assert_eq!(changed["hostId"], new_host.as_str());
+    // The old host's DATA goes nowhere now; its new token subscribes, the new host's publishes.
+    s.publisher.send(&data(2, 100)).await;
+    assert_eq!(media_token(&mut s.clients[0]).await["role"], "subscribe");
+    let grant = media_token(&mut s.clients[2]).await;
+    assert_eq!(grant["role"], "publish");
+    let publisher = Peer::new(relay, &grant).await;
+    publisher.handshake().await;
+    let from_new_host = data(1, 120);
+    publisher.send(&from_new_host).await;
+    assert_eq!(
+        s.subscribers[0].recv().await,
+        from_new_host,
+        "the old host's second datagram was not relayed"
+    );
+    s.publisher.assert_nothing_waiting();
 }
