@@ -3,6 +3,7 @@
 mod bench;
 mod discover;
 mod live;
+mod media;
 mod pair;
 mod serve;
 mod token;
@@ -76,6 +77,12 @@ enum Command {
     /// Sign with the server's HS256 secret (--key, LOUDSYNC_TOKEN_KEY, or --key-file), or with
     /// the private key whose public half the server has in --token-key-file.
     Token(token::TokenArgs),
+    /// Stream UDP media for network testing: `media serve` sends, `media recv` measures.
+    ///
+    /// A synthetic stream at --bitrate and --fps after a 3-way handshake; the receiver
+    /// counts each frame as received, dropped or duplicated and reports jitter and time in
+    /// flight (per frame with --csv). Standalone: no session server is involved.
+    Media(media::MediaArgs),
     /// Load-test a server with many real WebSocket members and report the figures.
     Bench(bench::BenchArgs),
     /// Internal: one worker process of `loudsync bench`.
@@ -103,6 +110,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Pair(args) => pair::run(args),
         Command::Discover(args) => discover::run(args).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => token::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Media(args) => media::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorker => bench::worker::run().map(|()| ExitCode::SUCCESS),
         Command::BenchFloor {

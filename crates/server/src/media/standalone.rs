@@ -13,7 +13,9 @@
 //!    that fell due), or the caller's shutdown future (then it returns).
 //!
 //! All pacing is the responder's (D26: a frame is queued when due, never before); this loop
-//! only sleeps until the instant it names. Connection ids come from the operating system's
+//! only sleeps until the instant it names. DATA timestamps count nanoseconds of the host's
+//! monotonic clock ([`host_monotonic_origin`], D22), the time base `media recv` on the same
+//! host uses too, so its time in flight is the real delay. Connection ids come from the operating system's
 //! CSPRNG (`getrandom`), so nobody can guess the id a START_CONFIRM must echo.
 
 use std::future::Future;
@@ -29,6 +31,9 @@ use loudsync_protocol::media::{StreamId, StreamParams, MAX_STREAM_ID_LEN};
 use tokio::net::UdpSocket;
 
 use super::udp::{Batching, UdpIo};
+
+#[doc(no_inline)]
+pub use super::udp::host_monotonic_origin;
 
 /// The default `--listen` of `media serve` (port 4444, as ctsTraffic).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4444";
@@ -134,7 +139,12 @@ impl StandaloneServer {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let socket = UdpSocket::bind(config.listen).await?;
-        let responder = Responder::new(responder_config, crate::now(), secure_ids());
+        // DATA timestamps count the host's monotonic clock (D22).
+        let epoch = loudsync_core::Now {
+            instant: super::udp::host_monotonic_origin(),
+            ..crate::now()
+        };
+        let responder = Responder::new(responder_config, epoch, secure_ids());
         Ok(StandaloneServer {
             io: UdpIo::new(socket, config.batching),
             responder,
