@@ -15,6 +15,7 @@ use loudsync_client::{ClientError, ConnectionState, ErrorCode, Event, MediaGrant
 use loudsync_core::media::initiator::{InitiatorConfig, Outcome};
 use loudsync_core::media::publisher::PublisherConfig;
 use loudsync_protocol::media::{MediaToken, StreamParams};
+use loudsync_protocol::ClientMessage;
 use loudsync_server::{Server, ServerConfig};
 
 /// The session every peer of `common` joins.
@@ -164,7 +165,79 @@ async fn without_media_listen_the_request_gets_the_typed_media_unavailable_error
         grant_or_error(&host).await,
         Some(ErrorCode::MediaUnavailable)
     );
+    // Once left, nothing is sent.
+    host.client.leave().await;
+    assert_eq!(
+        host.client.media_token().await,
+        Err(ClientError::NotConnected)
+    );
     server.shutdown().await;
+}
+
+/// A stand-in server (plain protocol): the first connection is dropped when `media_token`
+/// arrives, unanswered; the second welcomes the client afresh and answers `media_token` with
+/// a grant.
+async fn server_dropping_the_first_request() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    let welcome = |id: &str| {
+        serde_json::json!({"type":"welcome","timestamp":1,"clientId":id,
+            "sessionInfo":{"id":"s","name":"S","hostId":"h"}})
+        .to_string()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for id in ["c_first", "c_second"] {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (_, mut ws) = ServerBuilder::new().accept(tcp).await.unwrap();
+            let _join = ws.next().await;
+            ws.send(Message::text(welcome(id))).await.unwrap();
+            while let Some(Ok(m)) = ws.next().await {
+                let Some(text) = m.as_text() else { continue };
+                match loudsync_protocol::decode(text) {
+                    // Kept up: the client's pings are answered.
+                    Ok(ClientMessage::Ping { timestamp }) => {
+                        let pong = loudsync_protocol::encode(
+                            &loudsync_protocol::ServerMessage::Pong,
+                            &loudsync_protocol::Stamp::Echo(timestamp),
+                        );
+                        ws.send(Message::text(pong)).await.unwrap();
+                    }
+                    Ok(ClientMessage::MediaToken) if id == "c_first" => break, // unanswered
+                    Ok(ClientMessage::MediaToken) => {
+                        let grant = serde_json::json!({"type":"media_token",
+                            "token":"G".repeat(43),"role":"subscribe","streamId":"s",
+                            "port":4444,"expiresAt":1,"timestamp":1});
+                        ws.send(Message::text(grant.to_string())).await.unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_lost_with_its_connection_fails_not_connected_at_the_fresh_join() {
+    let addr = server_dropping_the_first_request().await;
+    let mut config = member_config(addr, "phone");
+    config.resume = false;
+    let phone = Peer::connect(config).await;
+    assert_eq!(phone.id(), "c_first");
+    let lost = tokio::time::timeout(WAIT, phone.client.media_token())
+        .await
+        .expect("an answer in time");
+    assert_eq!(lost, Err(ClientError::NotConnected));
+    assert_eq!(phone.id(), "c_second", "failed at the fresh welcome");
+    // On the new connection requests are answered again.
+    let g = grant(&phone).await;
+    assert_eq!(
+        (g.role, g.port, g.stream_id.as_str()),
+        (MediaRole::Subscribe, 4444, "s")
+    );
 }
 
 /// The code of the error [`loudsync_client::Client::media_token`] returns, `None` for a grant.
