@@ -803,8 +803,8 @@ fn first_data_after_a_gap_from_zero_counts_the_frames_before_it() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A datagram from tuple `from` (0..3 are members with tokens, 3 a spoofed source whose
-    /// sender sees no replies and may replay any token).
+    /// A datagram from tuple `from` (0..3 are members, 3 a spoofed source whose sender sees
+    /// no replies but may replay any token and any id sent to others).
     Datagram { from: u8, kind: Kind },
     /// Time passes.
     Wait(u16),
@@ -814,10 +814,16 @@ enum Op {
 
 #[derive(Debug, Clone)]
 enum Kind {
+    /// START with the sender's own first token (member m's for tuple m; the spoofer replays
+    /// member 1's).
+    StartOwn,
     /// START with the k-th token granted so far (any member's).
     Start(usize),
-    /// START_CONFIRM with the k-th connection id acknowledged so far (to anyone).
-    Confirm(usize),
+    /// START_CONFIRM with the latest connection id acknowledged to the sender (none for the
+    /// spoofer, which sees no replies: it replays one acknowledged to another).
+    ConfirmOwn,
+    /// START_CONFIRM with the k-th connection id acknowledged so far to another address.
+    ConfirmReplay(usize),
     /// DATA with this sequence number.
     Data(i64),
     Error,
@@ -826,9 +832,11 @@ enum Kind {
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
-        4 => (0usize..6).prop_map(Kind::Start),
-        3 => (0usize..6).prop_map(Kind::Confirm),
-        3 => (1i64..20).prop_map(Kind::Data),
+        3 => Just(Kind::StartOwn),
+        1 => (0usize..5).prop_map(Kind::Start),
+        3 => Just(Kind::ConfirmOwn),
+        1 => (0usize..6).prop_map(Kind::ConfirmReplay),
+        4 => (1i64..20).prop_map(Kind::Data),
         1 => Just(Kind::Error),
         1 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Kind::Random),
     ]
@@ -837,7 +845,7 @@ fn kind() -> impl Strategy<Value = Kind> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u8..4, kind()).prop_map(|(from, kind)| Op::Datagram { from, kind }),
-        1 => (0u16..8000).prop_map(Op::Wait),
+        1 => (0u16..3000).prop_map(Op::Wait),
         1 => (0u8..3).prop_map(Op::Grant),
     ]
 }
@@ -857,6 +865,16 @@ proptest! {
         let mut acked: Vec<(ConnectionId, SocketAddr)> = vec![];
         let mut confirmed: HashSet<SocketAddr> = HashSet::new();
         let spoofer = addr(3);
+        // Members 0 (publishing) and 1 stream from the start, so DATA gets fanned out and the
+        // spoofer has something to break into; member 2 may join later.
+        for m in 0..2u8 {
+            let replies = send(&mut r, now, addr(m), &start(SESSION, Some(&tokens[usize::from(m)])));
+            let id = ConnectionId::from_wire(replies[0][30..67].try_into().unwrap());
+            acked.push((id, addr(m)));
+            send(&mut r, now, addr(m), &confirm(&id, SESSION));
+            confirmed.insert(addr(m));
+        }
+        prop_assert_eq!(r.streams(), 2);
         for op in ops {
             match op {
                 Op::Wait(ms) => {
@@ -869,19 +887,23 @@ proptest! {
                         tokens.push(token_of(&g));
                     }
                 }
-                Op::Datagram { from, kind } => {
-                    let from = addr(from);
+                Op::Datagram { from: member, kind } => {
+                    let from = addr(member);
                     let bytes = match &kind {
+                        Kind::StartOwn => {
+                            let m = if from == spoofer { 1 } else { usize::from(member) };
+                            start(SESSION, tokens.get(m))
+                        }
                         Kind::Start(k) => start(SESSION, tokens.get(*k)),
-                        // The spoofer never sees what is sent to its forged address, so it
-                        // can only replay ids acknowledged to others.
-                        Kind::Confirm(k) => {
-                            let seen: Vec<ConnectionId> = acked
-                                .iter()
-                                .filter(|a| from != spoofer || a.1 != spoofer)
-                                .map(|a| a.0)
-                                .collect();
-                            confirm(seen.get(*k).unwrap_or(&id_n(200)), SESSION)
+                        Kind::ConfirmOwn => {
+                            let own = acked.iter().rev().find(|a| a.1 == from && from != spoofer);
+                            let other = acked.iter().rev().find(|a| a.1 != from);
+                            confirm(&own.or(other).map_or(id_n(200), |a| a.0), SESSION)
+                        }
+                        Kind::ConfirmReplay(k) => {
+                            let others: Vec<ConnectionId> =
+                                acked.iter().filter(|a| a.1 != from).map(|a| a.0).collect();
+                            confirm(others.get(*k).unwrap_or(&id_n(200)), SESSION)
                         }
                         Kind::Data(seq) => data(*seq),
                         Kind::Error => encode_error(ErrorCode::Refused, &ConnectionId::ZERO, None),
