@@ -825,6 +825,12 @@ fn describe_raw(e: &Event, members: &[MemberInfo], me: Option<&str>) -> String {
             format!("joined {} as {client_id}", display_code(&session.id))
         }
         Event::MemberList(m) => format!("member list: {} members", m.len()),
+        Event::MediaToken(g) => format!(
+            "media token: {} stream {} on udp port {}",
+            g.role.as_str(),
+            g.stream_id,
+            g.port
+        ),
         Event::MemberJoined(m) => format!("{} joined", m.name),
         Event::MemberLeft { member_id, reason } => {
             format!("{member_id} left ({reason:?})").to_lowercase()
@@ -967,6 +973,9 @@ pub fn event_json(e: &Event) -> Value {
                 "code": display_code(&session.id)})
         }
         Event::MemberList(m) => json!({"event": "member_list", "members": m}),
+        // The token is a credential: not printed.
+        Event::MediaToken(g) => json!({"event": "media_token", "role": g.role,
+            "streamId": g.stream_id, "port": g.port, "expiresAt": g.expires_at}),
         Event::MemberJoined(m) => json!({"event": "member_joined", "member": m}),
         Event::MemberLeft { member_id, reason } => {
             json!({"event": "member_left", "memberId": member_id, "reason": reason})
