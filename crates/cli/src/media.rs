@@ -49,6 +49,10 @@ enum MediaCommand {
     ///
     /// Exit codes: 0 stopped by a signal, 1 invalid setting or the address cannot be bound,
     /// 2 unusable command line.
+    ///
+    /// Datagrams are sent and received in batches (sendmmsg/recvmmsg on Linux); set
+    /// LOUDSYNC_MEDIA_BATCHING=off for one system call per datagram (to measure the
+    /// difference).
     Serve(ServeArgs),
     /// Receive a stream from `media serve`, measure it, and print a summary.
     ///

@@ -358,6 +358,16 @@ fn invalid_settings_exit_1_with_an_error_and_unparsable_ones_exit_2() {
     let out = run(&recv_args);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
+    let mut unwritable = vec!["media", "recv", "--connect", "127.0.0.1:9"];
+    unwritable.extend(&STREAM_8);
+    unwritable.extend(["--csv", "/nonexistent-loudsync-dir/frames.csv"]);
+    let out = run(&unwritable);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("Error: cannot write --csv"),
+        "{}",
+        stderr(&out)
+    );
     let big = [
         "media",
         "serve",

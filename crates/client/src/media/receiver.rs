@@ -24,7 +24,12 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use loudsync_core::media::initiator::{FrameRecord, Initiator, InitiatorConfig, Outcome, Summary};
+use loudsync_core::media::initiator::Initiator;
+/// The initiator's configuration, outcome, frame records and totals, re-exported so an
+/// application needs no direct dependency on the core crate.
+pub use loudsync_core::media::initiator::{
+    FrameRecord, FrameStatus, InitiatorConfig, Outcome, Summary, CSV_HEADER,
+};
 use loudsync_core::Now;
 use loudsync_protocol::media::{
     classify, decode_legacy_id, encode_start_ack, ControlKind, DatagramKind, LEGACY_START,
@@ -60,8 +65,7 @@ pub struct Received {
 /// initiator knows of: use [`receive_with`] and a stop future.
 ///
 /// ```no_run
-/// use loudsync_client::media::receiver::receive;
-/// use loudsync_core::media::initiator::InitiatorConfig;
+/// use loudsync_client::media::receiver::{receive, InitiatorConfig};
 /// use loudsync_protocol::media::{StreamId, StreamParams};
 ///
 /// # async fn run() -> std::io::Result<()> {

@@ -273,7 +273,18 @@ mod tests {
 
     #[tokio::test]
     async fn serves_a_handshake_and_every_frame_then_stops_on_shutdown() {
-        let server = StandaloneServer::bind(&config()).await.unwrap();
+        serve_one_stream(Batching::On).await;
+    }
+
+    #[tokio::test]
+    async fn serves_the_same_stream_without_batching() {
+        serve_one_stream(Batching::Off).await;
+    }
+
+    async fn serve_one_stream(batching: Batching) {
+        let mut config = config();
+        config.batching = batching;
+        let server = StandaloneServer::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
