@@ -100,15 +100,25 @@ impl Peer {
         }
     }
 
-    /// START; the START_ACK's connection id.
+    /// START, resent as an initiator does while nothing answers (a loaded machine may drop a
+    /// loopback datagram); the START_ACK's connection id.
     async fn start(&self) -> ConnectionId {
-        self.send(&self.start_bytes()).await;
-        let ack = decode_control(&self.recv().await).expect("a control frame");
-        match ack.body {
-            ControlBody::StartAck { stream_id } => assert_eq!(stream_id, self.stream),
-            other => panic!("expected START_ACK, got {other:?}"),
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..RESENDS {
+            self.send(&self.start_bytes()).await;
+            let Ok(received) = tokio::time::timeout(RESEND, self.socket.recv_from(&mut buf)).await
+            else {
+                continue;
+            };
+            let (n, _) = received.unwrap();
+            let ack = decode_control(&buf[..n]).expect("a control frame");
+            match ack.body {
+                ControlBody::StartAck { stream_id } => assert_eq!(stream_id, self.stream),
+                other => panic!("expected START_ACK, got {other:?}"),
+            }
+            return ack.connection_id;
         }
-        ack.connection_id
+        panic!("no START_ACK");
     }
 
     /// START with `bytes`; the ERROR code the relay answers.
@@ -123,12 +133,32 @@ impl Peer {
         }
     }
 
-    /// START, START_ACK, START_CONFIRM: streaming.
-    async fn handshake(&self) {
+    /// START, START_ACK, START_CONFIRM (resent until the relay streams the tuple: nothing
+    /// answers a START_CONFIRM).
+    async fn handshake(&self, server: &Server) {
         let id = self.start().await;
-        self.send(&encode_start_confirm(&id, &self.stream)).await;
+        self.confirm(&id, server).await;
+    }
+
+    /// START_CONFIRM for `id`, resent until the relay streams the tuple.
+    async fn confirm(&self, id: &ConnectionId, server: &Server) {
+        let confirm = encode_start_confirm(id, &self.stream);
+        let media = server.state().media.clone().unwrap();
+        let me = self.socket.local_addr().unwrap();
+        for _ in 0..RESENDS * 5 {
+            if media.tuple(me).is_some_and(|t| t.streaming) {
+                return;
+            }
+            self.send(&confirm).await;
+            tokio::time::sleep(RESEND / 5).await;
+        }
+        panic!("the relay never took the START_CONFIRM");
     }
 }
+
+/// How long a test peer waits before it resends a START or START_CONFIRM, and how often.
+const RESEND: Duration = Duration::from_millis(250);
+const RESENDS: usize = 12;
 
 /// A publisher's DATA datagram: sequence `seq`, `size` bytes.
 fn data(seq: i64, size: usize) -> Vec<u8> {
@@ -182,13 +212,13 @@ async fn stage(server: &Server, session: &str, n: usize) -> Stage {
     let grant = media_token(&mut clients[0]).await;
     assert_eq!(grant["role"], "publish");
     let publisher = Peer::new(relay, &grant).await;
-    publisher.handshake().await;
+    publisher.handshake(server).await;
     let mut subscribers = Vec::new();
     for c in clients.iter_mut().skip(1) {
         let grant = media_token(c).await;
         assert_eq!(grant["role"], "subscribe");
         let peer = Peer::new(relay, &grant).await;
-        peer.handshake().await;
+        peer.handshake(server).await;
         subscribers.push(peer);
     }
     until_subscribers(server, session, n).await;
@@ -360,7 +390,7 @@ async fn bad_tokens_get_error_6() {
     peer.start().await;
     // A second publish token while a publisher streams.
     let publisher = Peer::new(relay, &media_token(&mut a[0]).await).await;
-    publisher.handshake().await;
+    publisher.handshake(&server).await;
     let again = Peer::new(relay, &media_token(&mut a[0]).await).await;
     assert_eq!(again.refused(&again.start_bytes()).await, 6);
     drop((a, b));
@@ -442,7 +472,7 @@ async fn a_spoofed_start_never_gets_media() {
     let relay = relay_addr(&server);
     let (mut clients, _) = party(server.local_addr(), "spoof", 1).await;
     let publisher = Peer::new(relay, &media_token(&mut clients[0]).await).await;
-    publisher.handshake().await;
+    publisher.handshake(&server).await;
     let member = Peer::new(relay, &media_token(&mut clients[1]).await).await;
     let id = member.start().await;
     // Someone who saw the member's START replays it from another address: refused, and a
@@ -452,9 +482,7 @@ async fn a_spoofed_start_never_gets_media() {
     spoofer
         .send(&encode_start_confirm(&id, &member.stream))
         .await;
-    member
-        .send(&encode_start_confirm(&id, &member.stream))
-        .await;
+    member.confirm(&id, &server).await;
     until_subscribers(&server, "spoof", 1).await;
     let d = data(1, 300);
     let marker = data(2, 300);
@@ -554,7 +582,7 @@ async fn a_host_that_hands_off_loses_its_publish_tuple_and_the_new_host_publishe
     let grant = media_token(&mut s.clients[2]).await;
     assert_eq!(grant["role"], "publish");
     let publisher = Peer::new(relay, &grant).await;
-    publisher.handshake().await;
+    publisher.handshake(&server).await;
     let from_new_host = data(1, 120);
     publisher.send(&from_new_host).await;
     assert_eq!(

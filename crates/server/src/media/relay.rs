@@ -9,12 +9,17 @@
 //! [`MediaRelay::host_changed`] and [`MediaRelay::end_session`] as places, hosts and sessions
 //! end (R8). The lock is never held across an `.await`.
 //!
-//! The task: receive a datagram, lock, [`Relay::handle_datagram`], copy out the subscribers it
-//! is to be forwarded to (into a reused buffer), the control replies ([`Relay::poll_transmit`])
-//! and the events ([`Relay::poll_event`], counted into the `loudsync_media_*` metrics), unlock,
-//! then send the very bytes received to every subscriber, unchanged, and the replies. It sleeps
-//! until [`Relay::poll_timeout`] when the relay has a deadline, and is woken to look again
-//! whenever a grant or a teardown may have moved it. [`MediaRelay::stop`] ends it at shutdown.
+//! The task takes datagrams in batches ([`UdpIo::recv_batch`]: `recvmmsg` on Linux, up to
+//! [`super::udp::BATCH`] per call), and for the batch locks once: [`Relay::handle_datagram`]
+//! for each, the subscribers each is to be forwarded to, the control replies
+//! ([`Relay::poll_transmit`]) and the events ([`Relay::poll_event`], counted into the
+//! `loudsync_media_*` metrics). A datagram to forward is copied once, out of the receive
+//! buffers into a reused one (the receive buffers are reused by the next batch); then, unlocked,
+//! every copy (the same bytes to each subscriber, unchanged) and every reply go out in one
+//! [`UdpIo::send_batch`] (`sendmmsg`). It sleeps until [`Relay::poll_timeout`] when the relay
+//! has a deadline, and is woken to look again whenever a grant or a teardown may have moved it.
+//! [`MediaRelay::stop`] ends it at shutdown. `LOUDSYNC_MEDIA_BATCHING=off` makes it one system
+//! call per datagram (for the benchmark's comparison).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,11 +32,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::udp::{Batching, UdpIo};
 use crate::clock::now;
 use crate::metrics::MediaMetrics;
-
-/// The largest UDP payload (65 535 - 8 - 20): no datagram is ever cut short.
-const MAX_DATAGRAM: usize = 65_507;
 
 /// The media relay could not bind its UDP address (the server does not start).
 #[derive(Debug)]
@@ -71,7 +74,8 @@ impl MediaBindError {
 /// The relay's socket, its state machine and its task (see the module comment).
 pub struct MediaRelay {
     relay: Mutex<Relay>,
-    socket: UdpSocket,
+    /// The socket, until [`MediaRelay::start`] hands it to the task.
+    socket: Mutex<Option<UdpSocket>>,
     local_addr: SocketAddr,
     /// Woken when the relay's next deadline may have moved (a grant, a teardown).
     rethink: Notify,
@@ -101,7 +105,7 @@ impl MediaRelay {
         let relay = Relay::new(config, now(), secure_ids(), secure_tokens());
         Ok(MediaRelay {
             relay: Mutex::new(relay),
-            socket,
+            socket: Mutex::new(Some(socket)),
             local_addr,
             rethink: Notify::new(),
             metrics: MediaMetrics::new(),
@@ -109,10 +113,15 @@ impl MediaRelay {
         })
     }
 
-    /// Starts the task that receives, forwards and answers datagrams.
+    /// Starts the task that receives, forwards and answers datagrams (once; later calls do
+    /// nothing).
     pub fn start(self: &Arc<Self>) {
+        let Some(socket) = self.socket.lock().expect("media socket").take() else {
+            return;
+        };
+        let io = UdpIo::new(socket, Batching::from_env());
         let me = self.clone();
-        let task = tokio::spawn(async move { me.run().await });
+        let task = tokio::spawn(async move { me.run(io).await });
         *self.task.lock().expect("media task") = Some(task);
         tracing::info!("media relay listening on udp://{}", self.local_addr);
     }
@@ -176,6 +185,11 @@ impl MediaRelay {
         self.lock().subscribers(session_id)
     }
 
+    /// What the relay holds for `tuple` (for logs and tests).
+    pub fn tuple(&self, tuple: SocketAddr) -> Option<loudsync_core::media::relay::TupleInfo> {
+        self.lock().tuple(tuple)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Relay> {
         self.relay.lock().expect("media relay")
     }
@@ -215,35 +229,38 @@ impl MediaRelay {
         }
     }
 
-    /// The task: one datagram at a time, and the relay's timer.
-    async fn run(self: Arc<Self>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+    /// The task: batches of datagrams, and the relay's timer.
+    async fn run(self: Arc<Self>, mut io: UdpIo) {
+        // The datagrams to forward, back to back, each with the range of `targets` it goes to.
+        let mut copies: Vec<u8> = Vec::new();
+        let mut forwards: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
         let mut targets: Vec<SocketAddr> = Vec::new();
         let mut replies: Vec<Transmit> = Vec::new();
         loop {
             let deadline = self.lock().poll_timeout();
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
-                    let (len, from) = match received {
-                        Ok(received) => received,
+                received = io.recv_batch() => {
+                    let batch = match received {
+                        Ok(batch) => batch,
                         Err(e) => {
-                            // A transient error (an ICMP report on some systems): go on.
+                            // An ICMP report for an earlier send on some systems: go on.
                             tracing::debug!(error = %e, "media relay: receive failed");
-                            tokio::task::yield_now().await;
                             continue;
                         }
                     };
-                    {
-                        let mut relay = self.lock();
-                        targets.clear();
-                        targets.extend_from_slice(relay.handle_datagram(now(), from, &buf[..len]));
-                        replies.extend(std::iter::from_fn(|| relay.poll_transmit()));
-                        self.count_events(&mut relay);
+                    let mut relay = self.lock();
+                    for (from, datagram) in batch.iter() {
+                        let to = relay.handle_datagram(now(), from, datagram);
+                        if !to.is_empty() {
+                            let bytes = copies.len()..copies.len() + datagram.len();
+                            let subscribers = targets.len()..targets.len() + to.len();
+                            copies.extend_from_slice(datagram);
+                            targets.extend_from_slice(to);
+                            forwards.push((bytes, subscribers));
+                        }
                     }
-                    for to in &targets {
-                        self.send(&buf[..len], *to).await;
-                    }
-                    self.metrics.datagrams_relayed.increment(targets.len() as u64);
+                    replies.extend(std::iter::from_fn(|| relay.poll_transmit()));
+                    self.count_events(&mut relay);
                 }
                 _ = sleep_until(deadline) => {
                     let mut relay = self.lock();
@@ -253,17 +270,25 @@ impl MediaRelay {
                 }
                 _ = self.rethink.notified() => {}
             }
-            for reply in replies.drain(..) {
-                self.send(&reply.bytes, reply.to).await;
+            if forwards.is_empty() && replies.is_empty() {
+                continue;
             }
-        }
-    }
-
-    /// Sends one datagram; a failure (the peer's network gone) is that datagram lost.
-    async fn send(&self, bytes: &[u8], to: SocketAddr) {
-        match self.socket.send_to(bytes, to).await {
-            Ok(_) => self.metrics.datagrams_sent.increment(1),
-            Err(e) => tracing::debug!(%to, error = %e, "media relay: send failed"),
+            let relayed = targets.len() as u64;
+            let mut datagrams: Vec<(SocketAddr, &[u8])> =
+                Vec::with_capacity(targets.len() + replies.len());
+            for (bytes, subscribers) in &forwards {
+                let copy = &copies[bytes.clone()];
+                datagrams.extend(targets[subscribers.clone()].iter().map(|to| (*to, copy)));
+            }
+            datagrams.extend(replies.iter().map(|r| (r.to, r.bytes.as_slice())));
+            let sent = io.send_batch(&datagrams).await;
+            drop(datagrams);
+            self.metrics.datagrams_sent.increment(sent as u64);
+            self.metrics.datagrams_relayed.increment(relayed);
+            copies.clear();
+            forwards.clear();
+            targets.clear();
+            replies.clear();
         }
     }
 }
