@@ -40,9 +40,15 @@ impl Drop for Serve {
 
 /// Starts `loudsync media serve --listen 127.0.0.1:0 ARGS` and reads its listening line.
 fn serve(args: &[&str]) -> Serve {
+    serve_with_env(args, &[])
+}
+
+/// [`serve`] with environment variables.
+fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_loudsync"))
         .args(["media", "serve", "--listen", "127.0.0.1:0", "--log", "warn"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -168,6 +174,19 @@ fn recv_against_serve_receives_every_frame_and_writes_one_csv_row_per_frame() {
         })
         .collect();
     assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+}
+
+#[test]
+fn serve_without_batched_socket_calls_streams_the_same() {
+    let server = serve_with_env(&STREAM_8, &[("LOUDSYNC_MEDIA_BATCHING", "off")]);
+    let out = recv(server.addr, &STREAM_8);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().expect("a summary line");
+    assert!(
+        last.starts_with("summary expected=100 success=100 dropped=0 duplicate=0 "),
+        "{last}"
+    );
 }
 
 /// One DATA datagram as the test socket saw it.
