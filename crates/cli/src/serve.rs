@@ -375,6 +375,25 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pairing_cors_origins: Vec<String>,
 
+    /// Run the session media relay on this UDP address (issue 13): the host of a session
+    /// publishes a stream to it and members subscribe, each with a token from a `media_token`
+    /// request over its WebSocket. Off by default: no UDP socket is bound and `media_token`
+    /// gets `media_unavailable`. A bad or busy address stops the server at start (exit 1).
+    ///
+    /// Example: --media-listen 0.0.0.0:4444 (TOML: media-listen = "0.0.0.0:4444").
+    #[arg(long, env = "LOUDSYNC_MEDIA_LISTEN", value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_listen: Option<SocketAddr>,
+
+    /// How long a media token may be claimed by its first START; a claimed tuple then lives as
+    /// long as the member's place in the session [default: 30s]. Must be greater than zero;
+    /// written like 500ms, 30s, 2m.
+    ///
+    /// Example: --media-token-ttl 1m (TOML: media-token-ttl = "1m").
+    #[arg(long, env = "LOUDSYNC_MEDIA_TOKEN_TTL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    media_token_ttl: Option<Duration>,
+
     /// Log filter, e.g. `info` or `loudsync_server=debug`.
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]
@@ -504,9 +523,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let signalled = shutdown_signal()?;
         let listen = config.listen;
-        let server = Server::bind(config)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let server = Server::bind(config).await.map_err(|e| {
+            // A media relay failure names its own address (`--media-listen`).
+            if loudsync_server::media::relay::MediaBindError::is(&e) {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(format!("cannot listen on {listen}"))
+            }
+        })?;
         let scheme = if server.is_tls() { "https" } else { "http" };
         println!("loudsync listening on {scheme}://{}", server.local_addr());
         signalled.await;
@@ -825,5 +849,47 @@ mod tests {
             let name = bad[0].trim_start_matches("--");
             assert!(e.to_string().contains(name), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn media_settings_come_from_flags_and_the_file_and_a_zero_ttl_is_refused() {
+        let c = T::parse_from(["x"]).args.resolve().unwrap();
+        assert_eq!(c.media_listen, None, "the relay is off unless asked");
+        assert_eq!(c.media_token_ttl, Duration::from_secs(30));
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("media.toml");
+        std::fs::write(
+            &file,
+            "media-listen = \"127.0.0.1:4444\"\nmedia-token-ttl = \"1m\"\n",
+        )
+        .unwrap();
+        let c = T::parse_from(["x", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.media_listen, Some("127.0.0.1:4444".parse().unwrap()));
+        assert_eq!(c.media_token_ttl, Duration::from_secs(60));
+        let c = T::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--media-listen",
+            "127.0.0.1:0",
+            "--media-token-ttl",
+            "1500ms",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(c.media_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.media_token_ttl, Duration::from_millis(1500));
+        let e = T::parse_from(["x", "--media-token-ttl", "0s"])
+            .args
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("media-token-ttl"), "{e}");
+        assert!(T::try_parse_from(["x", "--media-token-ttl", "30"]).is_err());
+        assert!(T::try_parse_from(["x", "--media-listen", "nowhere"]).is_err());
     }
 }

@@ -55,11 +55,8 @@ impl fmt::Display for MediaBindError {
     }
 }
 
-impl std::error::Error for MediaBindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// The message includes the cause already, so no `source` is chained (it would print twice).
+impl std::error::Error for MediaBindError {}
 
 impl MediaBindError {
     /// Whether `error` (as [`crate::Server::bind`] returns it) is a media bind failure, so
