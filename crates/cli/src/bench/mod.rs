@@ -5,6 +5,7 @@
 
 mod handoff;
 pub mod http;
+mod media;
 mod pairing;
 pub mod plot;
 pub mod probe;
@@ -59,6 +60,10 @@ enum Scenario {
     /// `eventsource/` stream, and events per second between pairs over the pairing WebSocket
     /// and over `sendevent/` + `eventsource/`, with their send-to-delivery latency.
     Pairing(pairing::PairingArgs),
+    /// The session media relay (issue 13, `serve --media-listen`): 1 -> 1 throughput at rising
+    /// bitrates next to `iperf3 -u`, and 1 -> N fan-out (server CPU per relayed datagram, loss
+    /// and jitter per subscriber), batched or unbatched datagram I/O.
+    Media(media::MediaArgs),
 }
 
 /// Options every scenario shares.
@@ -252,6 +257,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::ResumeStorm(a) => storm::run(a),
         Scenario::Handoff(a) => handoff::run(a),
         Scenario::Pairing(a) => pairing::run(a),
+        Scenario::Media(a) => media::run(a),
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
