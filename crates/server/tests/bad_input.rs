@@ -86,7 +86,7 @@ fn catalogue() -> Vec<(String, String)> {
         ),
         (
             r#"{"type":"dance"}"#.into(),
-            "unknown message type `dance`; expected one of: join, leave, heartbeat, ping, kick, member_list, message, token, ack, state_set, handoff_ready, handoff_request, handoff_accept, handoff_decline".into(),
+            "unknown message type `dance`; expected one of: join, leave, heartbeat, ping, kick, member_list, media_token, message, token, ack, state_set, handoff_ready, handoff_request, handoff_accept, handoff_decline".into(),
         ),
         (
             r#"{"type":"join","sessionId":"s"}"#.into(),
