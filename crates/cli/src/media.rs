@@ -24,13 +24,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use loudsync_client::media::host_monotonic_origin;
 use loudsync_client::media::receiver::{receive_with, StartMode};
 use loudsync_core::media::initiator::{InitiatorConfig, Outcome, Summary, CSV_HEADER};
 use loudsync_core::media::responder::{frame_count, DEFAULT_MAX_STREAMS};
 use loudsync_protocol::media::{ErrorCode, StreamId, StreamParams, MAX_STREAM_ID_LEN};
-use loudsync_server::media::standalone::{
-    host_monotonic_origin, StandaloneConfig, StandaloneServer,
-};
+use loudsync_server::media::standalone::{StandaloneConfig, StandaloneServer};
 use loudsync_server::media::udp::Batching;
 
 /// `loudsync media`.
@@ -180,6 +179,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         confirm_timeout: args.confirm_timeout,
         legacy_start: args.stream.legacy_start,
         batching: Batching::from_env(),
+        clock_origin: Some(host_monotonic_origin()),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = crate::serve::runtime(1)?;
@@ -224,8 +224,7 @@ fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     config.retry_max = args.retry_max;
     config.retry_attempts = args.retry_attempts;
     config.buffer_depth = args.buffer_depth;
-    // The receiver's counter is the host's monotonic clock, as the sender's (D22, D30).
-    config.clock_origin = Some(host_monotonic_origin());
+    // The receiver's counter defaults to the host's monotonic clock, as the sender's (D22, D30).
     let mut csv = match &args.csv {
         Some(path) => {
             let file = File::create(path)

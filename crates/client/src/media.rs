@@ -6,3 +6,6 @@
 
 pub mod publisher;
 pub mod receiver;
+mod socket;
+
+pub use socket::host_monotonic_origin;

@@ -38,15 +38,15 @@
 //! ```
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
 
 use http::Uri;
 use loudsync_core::media::initiator::Outcome;
 use loudsync_core::media::publisher::{Phase, Publisher, PublisherConfig, SendFrameError, Source};
-use loudsync_core::Now;
 use loudsync_protocol::media::MAX_DATAGRAM_SIZE;
 use tokio::net::UdpSocket;
+
+use super::socket::{bounced, connect, host_monotonic_origin, now, send, sleep_until};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -94,6 +94,11 @@ pub struct Publishing {
 /// stream on a task. Fails only if the socket cannot be bound or connected; everything after
 /// that ends in [`Publishing::finished`].
 pub async fn publish(relay: SocketAddr, config: PublisherConfig) -> io::Result<Publishing> {
+    let mut config = config;
+    // DATA timestamps count the host's monotonic clock unless told otherwise (D22).
+    config
+        .clock_origin
+        .get_or_insert_with(host_monotonic_origin);
     let socket = connect(relay).await?;
     let local = socket.local_addr()?;
     let source = config.source;
@@ -237,54 +242,6 @@ async fn run(
     })
 }
 
-/// A UDP socket of `relay`'s family, connected to it.
-async fn connect(relay: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = match (relay.ip().is_loopback(), relay) {
-        (true, SocketAddr::V4(_)) => (Ipv4Addr::LOCALHOST, 0).into(),
-        (true, SocketAddr::V6(_)) => (Ipv6Addr::LOCALHOST, 0).into(),
-        (false, SocketAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        (false, SocketAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(relay).await?;
-    Ok(socket)
-}
-
-/// Sends one datagram; a bounce (nothing listening) is left to the publisher's retries.
-async fn send(socket: &UdpSocket, datagram: &[u8]) -> io::Result<()> {
-    match socket.send(datagram).await {
-        Ok(_) => Ok(()),
-        Err(error) if bounced(&error) => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
-/// An ICMP error reported on the connected socket: the relay is not (yet) there.
-fn bounced(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wake for.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    }
-}
-
 /// The relay's UDP address for a server at `server_url` (`ws://HOST:PORT/...` or `wss://...`)
 /// whose `media_token` reply named `port`: the URL's host (an IP address as written, a name
 /// resolved, its first address taken) with `port`. An error of kind `InvalidInput` for a URL
@@ -323,6 +280,7 @@ mod tests {
         ControlBody, ControlKind, DatagramKind, ErrorCode, MediaToken, StreamId, StreamParams,
     };
     use std::time::Duration;
+    use std::time::Instant;
 
     const WAIT: Duration = Duration::from_secs(5);
 

@@ -21,8 +21,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
 
 use loudsync_core::media::initiator::Initiator;
 /// The initiator's configuration, outcome, frame records and totals, re-exported so an
@@ -30,12 +29,12 @@ use loudsync_core::media::initiator::Initiator;
 pub use loudsync_core::media::initiator::{
     FrameRecord, FrameStatus, InitiatorConfig, Outcome, Summary, CSV_HEADER,
 };
-use loudsync_core::Now;
 use loudsync_protocol::media::{
     classify, decode_legacy_id, encode_start_ack, ControlKind, DatagramKind, LEGACY_START,
     MAX_DATAGRAM_SIZE,
 };
-use tokio::net::UdpSocket;
+
+use super::socket::{bounced, connect, host_monotonic_origin, now, send, sleep_until};
 
 /// How the stream is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,6 +103,11 @@ pub async fn receive_with(
     mut on_frame: impl FnMut(FrameRecord),
     stop: impl Future<Output = ()>,
 ) -> io::Result<Received> {
+    let mut config = config;
+    // The receiver counter counts the host's monotonic clock unless told otherwise (D30).
+    config
+        .clock_origin
+        .get_or_insert_with(host_monotonic_origin);
     let socket = connect(server).await?;
     let stream_id = config.stream_id.clone();
     let mut initiator = Initiator::new(config, now());
@@ -156,59 +160,13 @@ pub async fn receive_with(
     }
 }
 
-/// A UDP socket of `server`'s family, connected to it.
-async fn connect(server: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = match (server.ip().is_loopback(), server) {
-        (true, SocketAddr::V4(_)) => (Ipv4Addr::LOCALHOST, 0).into(),
-        (true, SocketAddr::V6(_)) => (Ipv6Addr::LOCALHOST, 0).into(),
-        (false, SocketAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        (false, SocketAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    Ok(socket)
-}
-
-/// Sends one datagram; a bounce (nothing listening) is left to the initiator's retries.
-async fn send(socket: &UdpSocket, datagram: &[u8]) -> io::Result<()> {
-    match socket.send(datagram).await {
-        Ok(_) => Ok(()),
-        Err(error) if bounced(&error) => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
-/// An ICMP error reported on the connected socket: the server is not (yet) there.
-fn bounced(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wake for.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use loudsync_protocol::media::{StreamId, StreamParams};
     use std::time::Duration;
+    use std::time::Instant;
+    use tokio::net::UdpSocket;
 
     fn config() -> InitiatorConfig {
         let params = StreamParams::new(808_000, 50, 1000).unwrap();

@@ -84,6 +84,10 @@ pub struct PublisherConfig {
     pub fps: u32,
     /// What is streamed.
     pub source: Source,
+    /// The instant the DATA counter counts nanoseconds from (D22); `None`: the `now` given
+    /// to [`Publisher::new`]. The SDK's driver gives the host's monotonic clock's zero, so a
+    /// subscriber on the same host measures the real time in flight.
+    pub clock_origin: Option<Instant>,
 }
 
 impl PublisherConfig {
@@ -105,6 +109,7 @@ impl PublisherConfig {
             params,
             fps,
             source: Source::Synthetic { frames },
+            clock_origin: None,
         }
     }
 
@@ -175,13 +180,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher whose first START is ready to send at `now`; `now` is also the origin of
-    /// the DATA counter.
+    /// A publisher whose first START is ready to send at `now`; the DATA counter counts from
+    /// [`PublisherConfig::clock_origin`], or from `now` when it is `None`.
     pub fn new(config: PublisherConfig, now: Now) -> Publisher {
         let start = encode_start(&config.stream_id, Some(&config.media_token));
+        let epoch = config.clock_origin.unwrap_or(now.instant);
         let mut publisher = Publisher {
             config,
-            epoch: now.instant,
+            epoch,
             phase: Phase::AwaitAck,
             outcome: None,
             transmit: Vec::new(),

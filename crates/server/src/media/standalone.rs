@@ -14,8 +14,9 @@
 //!
 //! All pacing is the responder's (D26: a frame is queued when due, never before); this loop
 //! only sleeps until the instant it names. DATA timestamps count nanoseconds of the host's
-//! monotonic clock ([`host_monotonic_origin`], D22), the time base `media recv` on the same
-//! host uses too, so its time in flight is the real delay. Connection ids come from the operating system's
+//! [`StandaloneConfig::clock_origin`]: the CLI gives the host's monotonic clock's zero
+//! (`loudsync_client::media::host_monotonic_origin`, D22), the time base `media recv` on the
+//! same host uses too, so its time in flight is the real delay. Connection ids come from the operating system's
 //! CSPRNG (`getrandom`), so nobody can guess the id a START_CONFIRM must echo.
 
 use std::future::Future;
@@ -31,9 +32,6 @@ use loudsync_protocol::media::{StreamId, StreamParams, MAX_STREAM_ID_LEN};
 use tokio::net::UdpSocket;
 
 use super::udp::{Batching, UdpIo};
-
-#[doc(no_inline)]
-pub use super::udp::host_monotonic_origin;
 
 /// The default `--listen` of `media serve` (port 4444, as ctsTraffic).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4444";
@@ -65,6 +63,9 @@ pub struct StandaloneConfig {
     pub legacy_start: bool,
     /// Batched socket calls or one per datagram.
     pub batching: Batching,
+    /// The instant DATA timestamps count nanoseconds from (D22); `None`: when the socket is
+    /// bound.
+    pub clock_origin: Option<Instant>,
 }
 
 impl StandaloneConfig {
@@ -81,6 +82,7 @@ impl StandaloneConfig {
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             legacy_start: false,
             batching: Batching::On,
+            clock_origin: None,
         }
     }
 
@@ -139,10 +141,10 @@ impl StandaloneServer {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let socket = UdpSocket::bind(config.listen).await?;
-        // DATA timestamps count the host's monotonic clock (D22).
+        let now = crate::now();
         let epoch = loudsync_core::Now {
-            instant: super::udp::host_monotonic_origin(),
-            ..crate::now()
+            instant: config.clock_origin.unwrap_or(now.instant),
+            ..now
         };
         let responder = Responder::new(responder_config, epoch, secure_ids());
         Ok(StandaloneServer {

@@ -20,13 +20,11 @@
 //! here (the kernel may still drop what a full receive buffer cannot take: that is UDP).
 //!
 //! [`Batching::from_env`] reads `LOUDSYNC_MEDIA_BATCHING=off`, so the benchmark can compare
-//! batched and unbatched I/O with the same binary. [`host_monotonic_origin`] gives the media
-//! counters their time base (D22). The `unsafe` code (the two system calls, reading a
-//! kernel-written socket address, `clock_gettime`) is all in the private `sys` module.
+//! batched and unbatched I/O with the same binary. The `unsafe` code (the two system calls,
+//! reading a kernel-written socket address) is all in the private `sys` module.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -69,15 +67,6 @@ impl Batching {
     fn batched(self) -> bool {
         self == Batching::On && cfg!(target_os = "linux")
     }
-}
-
-/// The [`Instant`] at which the host's monotonic clock (`CLOCK_MONOTONIC` on Linux) reads
-/// zero: DATA timestamps and the receiver's counter are nanoseconds since it (D22, D30), so
-/// two processes on one host share a time base and time in flight is the real one-way delay.
-/// Where the clock cannot be read, the first call's moment (a per-process origin).
-pub fn host_monotonic_origin() -> Instant {
-    static FALLBACK: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    sys::monotonic_origin().unwrap_or_else(|| *FALLBACK.get_or_init(Instant::now))
 }
 
 /// A UDP socket with batched datagram I/O (see the module comment).
@@ -331,23 +320,6 @@ mod sys {
         Ok(n)
     }
 
-    /// `Instant::now()` minus the `CLOCK_MONOTONIC` reading (std's `Instant` is that clock).
-    pub(super) fn monotonic_origin() -> Option<std::time::Instant> {
-        // SAFETY: timespec is a plain C struct; all-zero bytes are a valid value.
-        let mut ts: libc::timespec = unsafe { zeroed() };
-        // SAFETY: `ts` is a live, writable timespec; clock_gettime only writes it.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let now = std::time::Instant::now();
-        if rc != 0 {
-            return None;
-        }
-        let since_zero = std::time::Duration::new(
-            u64::try_from(ts.tv_sec).ok()?,
-            u32::try_from(ts.tv_nsec).ok()?,
-        );
-        now.checked_sub(since_zero)
-    }
-
     /// A destination in the C form `sendmmsg` takes.
     enum RawAddr {
         V4(libc::sockaddr_in),
@@ -487,10 +459,6 @@ mod sys {
 
     pub(super) fn send_mmsg(_: &UdpSocket, _: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
-    }
-
-    pub(super) fn monotonic_origin() -> Option<std::time::Instant> {
-        None
     }
 }
 
@@ -668,15 +636,6 @@ mod tests {
             .expect("send_batch finishes");
         assert_eq!(sent, datagrams.len());
         assert_eq!(sender.send_errors(), 0);
-    }
-
-    #[test]
-    fn the_host_monotonic_origin_is_stable_and_in_the_past() {
-        let a = host_monotonic_origin();
-        let b = host_monotonic_origin();
-        let skew = if a > b { a - b } else { b - a };
-        assert!(skew < Duration::from_millis(1), "{skew:?}");
-        assert!(a <= Instant::now());
     }
 
     #[test]
