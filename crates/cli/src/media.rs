@@ -184,7 +184,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = crate::serve::runtime(1)?;
     runtime.block_on(async move {
-        let signalled = shutdown_signal()?;
+        let signalled = crate::serve::shutdown_signal()?;
         let server = StandaloneServer::bind(&config)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -289,28 +289,6 @@ fn summary_line(s: &Summary) -> String {
         s.tif_ms,
         s.handshake_ms.unwrap_or_default()
     )
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM handlers, installed before the socket is bound so an early
-/// signal is not missed (the same rule as `serve`'s); the future completes on the first.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 #[cfg(test)]

@@ -557,8 +557,9 @@ pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
 
 /// Installs the SIGINT (Ctrl-C) and SIGTERM handlers at once, so a signal that arrives as soon
 /// as the server is up is never missed; the returned future completes on the first signal.
+/// `media serve` uses it too, installed before its socket is bound.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -571,7 +572,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 #[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
