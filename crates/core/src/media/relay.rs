@@ -56,11 +56,11 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use loudsync_protocol::media::{
-    classify, decode_control, encode_error, encode_start_ack, ConnectionId, ControlBody,
-    ControlError, ControlKind, DatagramKind, ErrorCode, MediaToken, StreamId,
+    encode_error, encode_start_ack, ConnectionId, ControlBody, ErrorCode, MediaToken, StreamId,
 };
 
 use crate::media::responder::{IdRandomness, Transmit};
+use crate::media::screen::{screen, Screened};
 use crate::Now;
 
 /// The default `--media-token-ttl` (R1).
@@ -217,51 +217,6 @@ pub struct TupleInfo {
     pub streaming: bool,
 }
 
-/// What D12 steps 1-4 made of a datagram.
-enum Screened {
-    /// Drop silently.
-    Drop,
-    /// DATA (only a streaming publisher's is forwarded).
-    Data,
-    /// Answer with this ERROR (1 or 2) and tear down.
-    Refuse(ErrorCode, Option<StreamId>),
-    /// A decoded control frame for steps 5 and 6.
-    Frame(loudsync_protocol::media::ControlFrame),
-}
-
-/// D12 steps 1-4 for a relay: no legacy START, no START_ACK or LEGACY_ID taken, START and
-/// START_CONFIRM under 256 bytes dropped, a broken ERROR dropped (never answered).
-fn screen(bytes: &[u8]) -> Screened {
-    let kind = match classify(bytes) {
-        DatagramKind::Data => return Screened::Data,
-        DatagramKind::Control(kind) => kind,
-        DatagramKind::LegacyStart | DatagramKind::LegacyId | DatagramKind::Drop => {
-            return Screened::Drop
-        }
-    };
-    match kind {
-        ControlKind::StartAck => return Screened::Drop,
-        ControlKind::Start | ControlKind::StartConfirm if bytes.len() < kind.min_len() => {
-            return Screened::Drop
-        }
-        _ => {}
-    }
-    match decode_control(bytes) {
-        Ok(frame) => Screened::Frame(frame),
-        Err(_) if kind == ControlKind::Error => Screened::Drop,
-        Err(error) => match error.error_code() {
-            Some(code) => {
-                let stream_id = match error {
-                    ControlError::Malformed { stream_id, .. } => stream_id,
-                    _ => None,
-                };
-                Screened::Refuse(code, stream_id)
-            }
-            None => Screened::Drop,
-        },
-    }
-}
-
 /// Whether `entry` (granted as `token`) is the token of the live tuple that claimed it: then
 /// its expiry no longer matters (R5).
 fn held_by_live_tuple(
@@ -411,7 +366,7 @@ impl Relay {
         }
         match screen(bytes) {
             Screened::Data => return self.on_data(from, bytes),
-            Screened::Drop => return &[],
+            Screened::Drop | Screened::LegacyStart => return &[],
             Screened::Refuse(code, stream_id) => self.refuse(from, code, stream_id.as_ref()),
             Screened::Frame(frame) => match frame.body {
                 ControlBody::Start {

@@ -5,7 +5,8 @@
 
 use super::*;
 use loudsync_protocol::media::{
-    encode_data, encode_start, encode_start_confirm, ControlFrame, DataHeader, FREQUENCY,
+    decode_control, encode_data, encode_start, encode_start_confirm, ControlFrame, DataHeader,
+    FREQUENCY,
 };
 use proptest::prelude::*;
 use std::collections::HashSet;

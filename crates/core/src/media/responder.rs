@@ -34,12 +34,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use loudsync_protocol::media::{
-    classify, decode_control, encode_error, encode_legacy_id, encode_start_ack, ConnectionId,
-    ControlBody, ControlError, ControlKind, DataHeader, DatagramKind, ErrorCode, StreamId,
-    StreamParams, FREQUENCY,
+    encode_error, encode_legacy_id, encode_start_ack, ConnectionId, ControlBody, DataHeader,
+    ErrorCode, StreamId, StreamParams, FREQUENCY,
 };
 
 use crate::media::pacer;
+use crate::media::screen::{screen, Screened};
 use crate::Now;
 
 /// The default `--max-streams`: tuples pending or streaming at once (D14).
@@ -198,35 +198,14 @@ impl Responder {
     /// an accepted START_CONFIRM, the frames already due, i.e. frame 1).
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) {
         self.expire(now.instant);
-        let kind = match classify(bytes) {
-            DatagramKind::Control(kind) => kind,
-            DatagramKind::LegacyStart => return self.on_legacy_start(now, from),
-            // (1) D2: unknown flags, and what only a responder sends.
-            DatagramKind::Drop | DatagramKind::Data | DatagramKind::LegacyId => return,
-        };
-        match kind {
-            ControlKind::StartAck => return,
-            ControlKind::Start | ControlKind::StartConfirm if bytes.len() < kind.min_len() => {
-                // (2) D10: too short to answer without amplifying.
-                return;
+        let frame = match screen(bytes) {
+            Screened::Frame(frame) => frame,
+            Screened::LegacyStart => return self.on_legacy_start(now, from),
+            Screened::Refuse(code, stream_id) => {
+                return self.refuse(from, code, stream_id.as_ref())
             }
-            _ => {}
-        }
-        let frame = match decode_control(bytes) {
-            Ok(frame) => frame,
-            // An ERROR is never answered (no ERROR ping-pong); a broken one is dropped.
-            Err(_) if kind == ControlKind::Error => return,
-            Err(error) => {
-                // (3) ERROR 1, (4) ERROR 2; anything else is dropped.
-                if let Some(code) = error.error_code() {
-                    let stream_id = match error {
-                        ControlError::Malformed { stream_id, .. } => stream_id,
-                        _ => None,
-                    };
-                    self.refuse(from, code, stream_id.as_ref());
-                }
-                return;
-            }
+            // `media serve` takes no DATA.
+            Screened::Drop | Screened::Data => return,
         };
         match frame.body {
             ControlBody::Start { stream_id, .. } => self.on_start(now, from, stream_id),

@@ -5,8 +5,8 @@
 
 use super::*;
 use loudsync_protocol::media::{
-    decode_data, encode_data, encode_start, encode_start_confirm, ControlFrame, FLAG_DATA,
-    FLAG_LEGACY_ID, LEGACY_START,
+    decode_control, decode_data, encode_data, encode_start, encode_start_confirm, ControlFrame,
+    FLAG_DATA, FLAG_LEGACY_ID, LEGACY_START,
 };
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
