@@ -619,11 +619,7 @@ impl Initiator {
 
 /// The timeout after send number `k` (0-based): `retry_initial * 2^k`, capped (D18).
 fn backoff(config: &InitiatorConfig, k: u32) -> Duration {
-    let doubled = config
-        .retry_initial
-        .checked_mul(1u32.checked_shl(k).unwrap_or(u32::MAX))
-        .unwrap_or(config.retry_max);
-    doubled.min(config.retry_max)
+    crate::media::pacer::retry_timeout(config.retry_initial, config.retry_max, k)
 }
 
 fn ms(d: Duration) -> f64 {
