@@ -22,8 +22,10 @@
 //!   datagram instead of `recvmmsg` / `sendmmsg`), alternating.
 //!
 //! The generator is one process: the WebSocket members on a one-thread tokio runtime, the
-//! publisher and every subscriber on a blocking thread of its own (so they use both cores; a
-//! second process would add no core). Loss is `1 - received / sent` per subscriber (the
+//! publisher on a blocking thread of its own, the subscribers as tasks on another one-thread
+//! runtime (every socket in one epoll; `--receivers threads` gives each a blocking thread
+//! instead, whose wake-up per datagram the kernel charges partly to the relay's send on
+//! loopback). A second process would add no core on this machine. Loss is `1 - received / sent` per subscriber (the
 //! publisher counts what it sent after every subscriber confirmed). Time in flight is the
 //! arrival instant minus the DATA header's sender timestamp, both on one monotonic clock of
 //! this process, for the last datagram of each frame; jitter is the mean absolute difference of
@@ -101,6 +103,20 @@ pub struct MediaArgs {
     /// largest fan-out run, into this file (`perf report -i FILE` reads it).
     #[arg(long)]
     perf_record: Option<PathBuf>,
+    /// How the subscribers receive: `epoll` (a task each on one tokio thread, all sockets in
+    /// one epoll) or `threads` (a blocking thread each: every datagram wakes a thread, a cost
+    /// the kernel charges partly to the relay's send on loopback).
+    #[arg(long, value_enum, default_value = "epoll")]
+    receivers: ReceiverKind,
+}
+
+/// How the subscribers receive (see `--receivers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReceiverKind {
+    /// One tokio thread, a task per socket.
+    Epoll,
+    /// A blocking thread per socket.
+    Threads,
 }
 
 /// A part of the benchmark.
@@ -153,6 +169,17 @@ pub(super) fn run(a: MediaArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The subscribers' own runtime, one thread: every socket in one epoll.
+    let receivers_runtime = match a.receivers {
+        ReceiverKind::Epoll => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?,
+        ),
+        ReceiverKind::Threads => None,
+    };
+    let handle = receivers_runtime.as_ref().map(|r| r.handle());
     let tag = format!("m{:x}", fastrand::u32(..));
     let mut out = serde_json::Map::new();
     let quiet = common.json;
@@ -176,7 +203,7 @@ pub(super) fn run(a: MediaArgs) -> anyhow::Result<()> {
                 run_no += 1;
                 let session = format!("{tag}-{run_no}");
                 let r = runtime
-                    .block_on(relay_run(&a, server, &session, rate, 1, None))
+                    .block_on(relay_run(&a, server, &session, rate, 1, None, handle))
                     .with_context(|| format!("relay at {rate} Mbit/s ({})", server.label))?;
                 if !quiet {
                     print_throughput_line(server.label, rate, &r);
@@ -207,7 +234,15 @@ pub(super) fn run(a: MediaArgs) -> anyhow::Result<()> {
                     .then_some(a.perf_record.as_ref())
                     .flatten();
                 let r = runtime
-                    .block_on(relay_run(&a, server, &session, a.fanout_rate, n, perf))
+                    .block_on(relay_run(
+                        &a,
+                        server,
+                        &session,
+                        a.fanout_rate,
+                        n,
+                        perf,
+                        handle,
+                    ))
                     .with_context(|| format!("fan-out to {n} ({})", server.label))?;
                 if !quiet {
                     print_fanout_line(server.label, n, &r);
@@ -436,6 +471,7 @@ async fn relay_run(
     rate_mbit: f64,
     subscribers: usize,
     perf: Option<&PathBuf>,
+    receivers_runtime: Option<&tokio::runtime::Handle>,
 ) -> anyhow::Result<Value> {
     let frame = a.frame_datagrams * a.datagram_size;
     let bitrate = (rate_mbit * 1e6).round() as u64;
@@ -451,13 +487,16 @@ async fn relay_run(
     // Subscribers first: each confirmed before the publisher sends its first frame.
     let (stop_ws, stop_rx) = watch::channel(false);
     let stop_udp = Arc::new(AtomicBool::new(false));
-    let mut receivers: Vec<JoinHandle<SubscriberStats>> = Vec::with_capacity(subscribers);
+    let mut receivers: Vec<Receiver> = Vec::with_capacity(subscribers);
     for m in subs {
         let socket = udp_handshake(&m)
             .await
             .with_context(|| format!("subscriber {} handshake", m.device))?;
         let stop = stop_udp.clone();
-        receivers.push(std::thread::spawn(move || receive(socket, &stop)));
+        receivers.push(match receivers_runtime {
+            Some(rt) => Receiver::Task(rt.spawn(receive_async(socket, stop))),
+            None => Receiver::Thread(std::thread::spawn(move || receive_blocking(socket, &stop))),
+        });
         tokio::spawn(keep_member(m.ws, m.device, stop_rx.clone()));
     }
     let publisher = udp_handshake(&host).await.context("publisher handshake")?;
@@ -487,11 +526,12 @@ async fn relay_run(
     stop_udp.store(true, Ordering::Relaxed);
     let mut stats = Vec::with_capacity(receivers.len());
     for r in receivers {
-        stats.push(
-            tokio::task::spawn_blocking(move || r.join())
+        stats.push(match r {
+            Receiver::Thread(t) => tokio::task::spawn_blocking(move || t.join())
                 .await?
                 .map_err(|_| anyhow::anyhow!("a subscriber thread panicked"))?,
-        );
+            Receiver::Task(t) => t.await?,
+        });
     }
     let udp_errors = kernel_drops_since(udp_before);
     let relay_socket_drops = match (relay_drops_before, socket_drops(relay_port)) {
@@ -554,6 +594,12 @@ async fn relay_run(
             _ => None,
         },
     }))
+}
+
+/// A subscriber's receiving thread or task.
+enum Receiver {
+    Thread(JoinHandle<SubscriberStats>),
+    Task(tokio::task::JoinHandle<SubscriberStats>),
 }
 
 /// min / median / max (null when empty).
@@ -794,58 +840,84 @@ fn finish(s: &mut SubscriberStats, tif: i64, previous: &mut Option<i64>) {
     *previous = Some(tif);
 }
 
-/// Counts DATA datagrams until `stop` is set and the socket has been quiet for 50 ms.
-fn receive(socket: UdpSocket, stop: &AtomicBool) -> SubscriberStats {
-    let mut s = SubscriberStats::default();
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
-    let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
-    // The frame being received: its sequence number and its last datagram's time in flight.
-    let mut current: Option<(i64, i64)> = None;
-    let mut previous_tif: Option<i64> = None;
-    loop {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let Ok(data) = decode_data(&buf[..n]) else {
-                    continue;
-                };
-                let now = Instant::now();
-                let tif = monotonic_ns() - data.header.timestamp;
-                s.datagrams += 1;
-                s.bytes += n as u64;
-                s.first.get_or_insert(now);
-                s.last = Some(now);
-                match current {
-                    Some((seq, _)) if seq == data.header.sequence => {
-                        current = Some((seq, tif));
-                    }
-                    Some((_, done)) => {
-                        finish(&mut s, done, &mut previous_tif);
-                        current = Some((data.header.sequence, tif));
-                    }
-                    None => current = Some((data.header.sequence, tif)),
-                }
+/// A subscriber's running count: [`SubscriberStats`] and the frame being received.
+#[derive(Default)]
+struct Tally {
+    stats: SubscriberStats,
+    /// The frame being received: its sequence number and its last datagram's time in flight.
+    current: Option<(i64, i64)>,
+    previous_tif: Option<i64>,
+}
+
+impl Tally {
+    /// Counts one received datagram (anything but DATA is ignored).
+    fn record(&mut self, datagram: &[u8]) {
+        let Ok(data) = decode_data(datagram) else {
+            return;
+        };
+        let now = Instant::now();
+        let tif = monotonic_ns() - data.header.timestamp;
+        let s = &mut self.stats;
+        s.datagrams += 1;
+        s.bytes += datagram.len() as u64;
+        s.first.get_or_insert(now);
+        s.last = Some(now);
+        match self.current {
+            Some((seq, _)) if seq == data.header.sequence => self.current = Some((seq, tif)),
+            Some((_, done)) => {
+                finish(s, done, &mut self.previous_tif);
+                self.current = Some((data.header.sequence, tif));
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            Err(_) => {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
+            None => self.current = Some((data.header.sequence, tif)),
         }
     }
-    if let Some((_, tif)) = current {
-        finish(&mut s, tif, &mut previous_tif);
+
+    /// The totals, with the drops the kernel counted at the socket bound to `local`.
+    fn end(mut self, local: Option<SocketAddr>) -> SubscriberStats {
+        if let Some((_, tif)) = self.current {
+            finish(&mut self.stats, tif, &mut self.previous_tif);
+        }
+        self.stats.socket_drops = local.and_then(|a| socket_drops(a.port())).unwrap_or(0);
+        self.stats
     }
-    s.socket_drops = socket
-        .local_addr()
-        .ok()
-        .and_then(|a| socket_drops(a.port()))
-        .unwrap_or(0);
-    s
+}
+
+/// Counts DATA datagrams on a thread of its own (blocking reads) until `stop` is set and the
+/// socket has been quiet for 50 ms.
+fn receive_blocking(socket: UdpSocket, stop: &AtomicBool) -> SubscriberStats {
+    let mut tally = Tally::default();
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => tally.record(&buf[..n]),
+            Err(_) if stop.load(Ordering::Relaxed) => break,
+            Err(_) => {}
+        }
+    }
+    tally.end(socket.local_addr().ok())
+}
+
+/// The same as a task on the receivers' tokio runtime (one epoll for every socket).
+async fn receive_async(socket: UdpSocket, stop: Arc<AtomicBool>) -> SubscriberStats {
+    let mut tally = Tally::default();
+    let local = socket.local_addr().ok();
+    let socket = match socket
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UdpSocket::from_std(socket))
+    {
+        Ok(s) => s,
+        Err(_) => return tally.end(local),
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(50), socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => tally.record(&buf[..n]),
+            _ if stop.load(Ordering::Relaxed) => break,
+            _ => {}
+        }
+    }
+    tally.end(local)
 }
 
 /// `perf record -e cpu-clock -g -p PID -o FILE`, stopped with SIGINT.
