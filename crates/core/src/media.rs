@@ -14,3 +14,4 @@ pub mod pacer;
 pub mod publisher;
 pub mod relay;
 pub mod responder;
+mod screen;
