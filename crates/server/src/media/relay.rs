@@ -96,6 +96,11 @@ impl MediaRelay {
             std::io::Error::new(source.kind(), MediaBindError { addr, source })
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(failed)?;
+        // Bigger kernel buffers ride out a moment without a core (BENCHMARKS: media).
+        match super::udp::enlarge_buffers(&socket) {
+            Ok((recv, send)) => tracing::debug!(recv, send, "media relay socket buffers"),
+            Err(error) => tracing::warn!(%error, "media relay: cannot enlarge the socket buffers"),
+        }
         socket.set_nonblocking(true).map_err(failed)?;
         let socket = UdpSocket::from_std(socket).map_err(failed)?;
         let local_addr = socket.local_addr().map_err(failed)?;

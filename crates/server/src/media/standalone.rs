@@ -140,7 +140,12 @@ impl StandaloneServer {
         let responder_config = config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let socket = UdpSocket::bind(config.listen).await?;
+        let socket = std::net::UdpSocket::bind(config.listen)?;
+        if let Err(error) = super::udp::enlarge_buffers(&socket) {
+            tracing::warn!(%error, "media serve: cannot enlarge the socket buffers");
+        }
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
         let now = crate::now();
         let epoch = loudsync_core::Now {
             instant: config.clock_origin.unwrap_or(now.instant),
