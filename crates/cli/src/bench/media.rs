@@ -108,6 +108,11 @@ pub struct MediaArgs {
     /// the kernel charges partly to the relay's send on loopback).
     #[arg(long, value_enum, default_value = "epoll")]
     receivers: ReceiverKind,
+    /// SO_RCVBUF and SO_SNDBUF of the bench's own UDP sockets (publisher and subscribers), and
+    /// iperf3's `-w` (both its ends), in bytes; the kernel caps it at `net.core.rmem_max` /
+    /// `wmem_max` and doubles it. Unset: the kernel's defaults on both, as the relay's socket.
+    #[arg(long)]
+    socket_buffer: Option<u32>,
 }
 
 /// How the subscribers receive (see `--receivers`).
@@ -489,7 +494,7 @@ async fn relay_run(
     let stop_udp = Arc::new(AtomicBool::new(false));
     let mut receivers: Vec<Receiver> = Vec::with_capacity(subscribers);
     for m in subs {
-        let socket = udp_handshake(&m)
+        let socket = udp_handshake(&m, a.socket_buffer)
             .await
             .with_context(|| format!("subscriber {} handshake", m.device))?;
         let stop = stop_udp.clone();
@@ -499,7 +504,9 @@ async fn relay_run(
         });
         tokio::spawn(keep_member(m.ws, m.device, stop_rx.clone()));
     }
-    let publisher = udp_handshake(&host).await.context("publisher handshake")?;
+    let publisher = udp_handshake(&host, a.socket_buffer)
+        .await
+        .context("publisher handshake")?;
     let relay_port = host.relay.port();
     tokio::spawn(keep_member(host.ws, host.device, stop_rx.clone()));
 
@@ -679,10 +686,13 @@ fn relayed(addr: SocketAddr) -> Option<f64> {
 /// START (resent after 500 ms, 1 s, 2 s), START_ACK with the right stream id, START_CONFIRM
 /// (sent twice: a duplicate is ignored by a streaming tuple, D12, and nothing acknowledges
 /// the first).
-async fn udp_handshake(member: &Member) -> anyhow::Result<UdpSocket> {
+async fn udp_handshake(member: &Member, buffer: Option<u32>) -> anyhow::Result<UdpSocket> {
     let (relay, stream, token) = (member.relay, member.stream.clone(), member.token.clone());
     tokio::task::spawn_blocking(move || {
         let socket = UdpSocket::bind(SocketAddr::new(relay.ip(), 0))?;
+        if let Some(bytes) = buffer {
+            set_buffers(&socket, bytes)?;
+        }
         socket.connect(relay)?;
         let start = encode_start(&stream, Some(&token));
         let mut buf = vec![0u8; 2048];
@@ -721,6 +731,28 @@ async fn udp_handshake(member: &Member) -> anyhow::Result<UdpSocket> {
         bail!("no START_ACK from the relay at {relay}")
     })
     .await?
+}
+
+/// Sets SO_RCVBUF and SO_SNDBUF of `socket` to `bytes`.
+fn set_buffers(socket: &UdpSocket, bytes: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: a valid socket fd and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// What the publisher sent.
@@ -979,7 +1011,8 @@ fn iperf3_step(a: &MediaArgs, rate_mbit: f64) -> anyhow::Result<Value> {
     let seconds = a.step_duration.as_secs().max(1).to_string();
     let rate = format!("{}M", rate_mbit);
     let size = a.datagram_size.to_string();
-    let args = [
+    let window = a.socket_buffer.map(|b| b.to_string());
+    let mut args = vec![
         "-u",
         "-c",
         "127.0.0.1",
@@ -993,8 +1026,11 @@ fn iperf3_step(a: &MediaArgs, rate_mbit: f64) -> anyhow::Result<Value> {
         &seconds,
         "--json",
     ];
+    if let Some(w) = &window {
+        args.extend(["-w", w]);
+    }
     let udp_before = kernel_drops();
-    let output = Command::new(&a.iperf3).args(args).output()?;
+    let output = Command::new(&a.iperf3).args(&args).output()?;
     let udp_errors = kernel_drops_since(udp_before);
     let _ = server.kill();
     let _ = server.wait();
