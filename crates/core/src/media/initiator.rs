@@ -442,6 +442,10 @@ impl Initiator {
             return;
         };
         match frame.body {
+            // Once a START_ACK named our connection id, only an ERROR carrying it ends us: a
+            // forged ERROR from the responder's address must also guess the id.
+            ControlBody::Error { .. }
+                if !self.connection_id.is_zero() && frame.connection_id != self.connection_id => {}
             ControlBody::Error { code, .. } => self.finish(Outcome::Refused(code)),
             ControlBody::StartAck { stream_id } => match self.phase {
                 Phase::AwaitAck => {

@@ -183,8 +183,19 @@ fn error_from_responder_is_refused_with_its_code() {
     assert!(drain(&mut i).is_empty());
     assert_eq!(i.outcome(), Some(Outcome::Refused(5)));
 
-    // Also while confirming.
+    // Also while confirming, but only with our connection id: an ERROR with none or another
+    // (forged from the responder's address) is ignored.
     let (mut i, now) = confirmed(None);
+    i.handle_datagram(
+        now.plus(ms(20)),
+        &encode_error(ErrorCode::StreamMismatch, &ConnectionId::ZERO, None),
+    );
+    let other = ConnectionId::parse("00000000-0000-4000-8000-000000000000").unwrap();
+    i.handle_datagram(
+        now.plus(ms(20)),
+        &encode_error(ErrorCode::Refused, &other, None),
+    );
+    assert_eq!(i.outcome(), None);
     i.handle_datagram(
         now.plus(ms(20)),
         &encode_error(ErrorCode::StreamMismatch, &cid(), None),

@@ -108,6 +108,12 @@ fn an_error_refuses_with_its_code() {
     let mut p = publisher(None, now);
     p.handle_datagram(now, &ack());
     drain(&mut p);
+    // Not without our connection id (a forged ERROR from the relay's address).
+    p.handle_datagram(
+        now,
+        &encode_error(ErrorCode::Refused, &ConnectionId::ZERO, None),
+    );
+    assert_eq!(p.outcome(), None);
     p.handle_datagram(now, &encode_error(ErrorCode::StreamMismatch, &id(), None));
     assert_eq!(p.outcome(), Some(Outcome::Refused(4)));
     p.handle_timeout(now.plus(Duration::from_secs(1)));
