@@ -21,6 +21,7 @@
 //!   the client has not completed the close within `close_timeout` the socket is dropped
 //!   ([`SocketAction::Abort`], through [`PairingSocket::poll_timeout`]).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use loudsync_protocol::pairing::ws::{
@@ -113,7 +114,7 @@ pub struct PairingSocket {
     rate: RateLimiter,
     close_deadline: Option<Instant>,
     aborted: bool,
-    actions: Vec<SocketAction>,
+    actions: VecDeque<SocketAction>,
 }
 
 impl PairingSocket {
@@ -125,7 +126,7 @@ impl PairingSocket {
             rate: RateLimiter::new(config.rate_per_sec, config.rate_burst, now.instant),
             close_deadline: None,
             aborted: false,
-            actions: Vec::new(),
+            actions: VecDeque::new(),
         }
     }
 
@@ -149,7 +150,7 @@ impl PairingSocket {
         match (&self.phase, frame) {
             (Phase::Open, PairingClientFrame::Identify(identify)) => {
                 self.phase = Phase::Identifying;
-                self.actions.push(SocketAction::Identify(identify));
+                self.actions.push_back(SocketAction::Identify(identify));
             }
             (Phase::Identified { .. }, PairingClientFrame::Identify(_)) => {
                 self.error(ErrorCode::InvalidMessage, already_identified().message)
@@ -164,10 +165,11 @@ impl PairingSocket {
                         ),
                     );
                 }
-                self.actions.push(SocketAction::Event { recipient, event });
+                self.actions
+                    .push_back(SocketAction::Event { recipient, event });
             }
             (Phase::Identified { .. }, PairingClientFrame::Alive) => {
-                self.actions.push(SocketAction::Alive)
+                self.actions.push_back(SocketAction::Alive)
             }
             (_, PairingClientFrame::Event { .. }) => self.error(
                 ErrorCode::InvalidMessage,
@@ -210,7 +212,7 @@ impl PairingSocket {
             return;
         }
         self.actions
-            .push(SocketAction::Send(PairingServerFrame::Aborted { reason }));
+            .push_back(SocketAction::Send(PairingServerFrame::Aborted { reason }));
         self.close(now, close_code::NORMAL, IDENTIFY_REJECTED);
     }
 
@@ -226,7 +228,7 @@ impl PairingSocket {
         if self.close_deadline.is_some_and(|d| now.instant >= d) && !self.aborted {
             self.aborted = true;
             self.close_deadline = None;
-            self.actions.push(SocketAction::Abort);
+            self.actions.push_back(SocketAction::Abort);
         }
     }
 
@@ -242,15 +244,11 @@ impl PairingSocket {
 
     /// The next action, in the order the inputs caused them.
     pub fn poll_action(&mut self) -> Option<SocketAction> {
-        if self.actions.is_empty() {
-            None
-        } else {
-            Some(self.actions.remove(0))
-        }
+        self.actions.pop_front()
     }
 
     fn error(&mut self, code: ErrorCode, message: impl Into<String>) {
-        self.actions.push(SocketAction::Error {
+        self.actions.push_back(SocketAction::Error {
             code,
             message: message.into(),
         });
@@ -258,7 +256,7 @@ impl PairingSocket {
 
     fn close(&mut self, now: Now, code: u16, reason: &str) {
         self.phase = Phase::Closing;
-        self.actions.push(SocketAction::Close {
+        self.actions.push_back(SocketAction::Close {
             code,
             reason: reason.to_string(),
         });
