@@ -85,12 +85,18 @@ impl PairingHub {
         let mut inner = self.lock();
         let conn = ConnId(inner.next_conn);
         inner.next_conn += 1;
+        let before = inner.relay.poll_timeout();
         let stream = inner.relay.handle_open(now(), conn, transport);
+        let after = inner.relay.poll_timeout();
         inner.sinks.insert(conn, Sink { outbox, transport });
         gauge!("loudsync_pairing_connections", "transport" => transport_label(transport))
             .increment(1.0);
         drop(inner);
-        self.wake.notify_one();
+        // The timer task sleeps until the relay's earliest deadline: only an open that makes
+        // it earlier must wake it (in a burst of opens, only the first does).
+        if after.is_some() && (before.is_none() || after < before) {
+            self.wake.notify_one();
+        }
         (conn, stream)
     }
 
