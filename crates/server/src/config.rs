@@ -231,6 +231,10 @@ pub enum OnHostLoss {
     Handoff,
 }
 
+/// The longest `--media-token-ttl` (a token is a short-lived grant; far beyond this the
+/// relay's clock arithmetic would overflow).
+pub const MAX_MEDIA_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
 impl ServerConfig {
     /// The settings of the state and handoff layer.
     pub fn handoff(&self) -> loudsync_core::session::handoff::HandoffConfig {
@@ -323,6 +327,11 @@ impl ServerConfig {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.media_token_ttl > MAX_MEDIA_TOKEN_TTL {
+            return Err(
+                "media-token-ttl must be at most 24h (a token is a short-lived grant)".into(),
+            );
         }
         for (name, n) in [
             ("max-connections", self.max_connections),
@@ -598,6 +607,22 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err, "media-token-ttl must be greater than zero");
+        let err = ServerConfig {
+            media_token_ttl: Duration::from_secs(24 * 3600 + 1),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.starts_with("media-token-ttl must be at most 24h"),
+            "{err}"
+        );
+        assert!(ServerConfig {
+            media_token_ttl: MAX_MEDIA_TOKEN_TTL,
+            ..Default::default()
+        }
+        .validate()
+        .is_ok());
         // The keys as a config file names them.
         let toml: ServerConfig = serde_json::from_value(serde_json::json!({
             "media-listen": "127.0.0.1:4500",

@@ -336,7 +336,7 @@ impl Relay {
         let token = (0..TOKEN_DRAWS)
             .map(|_| URL_SAFE_NO_PAD.encode((self.tokens)()))
             .find(|token| !self.granted.contains_key(token))?;
-        let expires_at = now.instant + self.config.token_ttl;
+        let expires_at = now.instant.checked_add(self.config.token_ttl)?;
         self.granted.insert(
             token.clone(),
             TokenEntry {
@@ -347,7 +347,7 @@ impl Relay {
                 claimed_by: None,
             },
         );
-        self.refresh_deadline();
+        self.next_deadline = Some(self.next_deadline.map_or(expires_at, |d| d.min(expires_at)));
         Some(Grant {
             token,
             role,
@@ -364,6 +364,14 @@ impl Relay {
         if self.next_deadline.is_some_and(|d| d <= now.instant) {
             self.expire(now.instant);
         }
+        // Only a tuple added or removed (a new reservation; a torn-down tuple's token expiring
+        // again) or a pending one (a duplicate START restarts its deadline) moves the earliest
+        // deadline; a stranger's datagram changes none of them and never pays for the scan.
+        let tuples_before = self.tuples.len();
+        let was_pending = self
+            .tuples
+            .get(&from)
+            .is_some_and(|t| matches!(t.phase, Phase::Pending { .. }));
         match screen(bytes) {
             Screened::Data => return self.on_data(from, bytes),
             Screened::Drop | Screened::LegacyStart => return &[],
@@ -380,7 +388,9 @@ impl Relay {
                 ControlBody::StartAck { .. } => {}
             },
         }
-        self.refresh_deadline();
+        if was_pending || self.tuples.len() != tuples_before {
+            self.refresh_deadline();
+        }
         &[]
     }
 

@@ -182,8 +182,9 @@ impl StandaloneServer {
                 stats.send_errors = io.send_errors();
             }
             let wake = responder.poll_timeout();
+            // Not `biased`: with frames overdue the timer would always win and the socket
+            // would never be read (STARTs and ERRORs unanswered) until every stream ended.
             tokio::select! {
-                biased;
                 () = &mut shutdown => break,
                 () = sleep_until(wake) => responder.handle_timeout(crate::now()),
                 received = io.recv_batch() => match received {
