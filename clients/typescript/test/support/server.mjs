@@ -161,6 +161,10 @@ export function record(client) {
     waitFor(type, predicate = () => true, timeoutMs = WAIT_MS) {
       const seen = events.find((event) => event.type === type && predicate(event));
       if (seen) return Promise.resolve(seen);
+      return this.next(type, predicate, timeoutMs);
+    },
+    /** Resolves with the next `type` event matching `predicate` that arrives from now on. */
+    next(type, predicate = () => true, timeoutMs = WAIT_MS) {
       return new Promise((resolveWait, reject) => {
         const waiter = (event) => {
           if (event.type !== type || !predicate(event)) return;
