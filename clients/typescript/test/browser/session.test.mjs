@@ -151,12 +151,6 @@ test("a page joins through the proxy, sees a member join from Node, survives a c
     () => document.getElementById("log").textContent.includes("<b id=injected>"));
   assert.equal(await page.locator("#injected").count(), 0, "no element was created from the message");
 
-  // The node member leaves: the page's table follows.
-  await phone.client.leave();
-  await waitUntil(page, "the page dropping the member who left",
-    () => document.querySelectorAll("#members li").length === 2);
-  assert.deepEqual(await memberNames(page), ["desk name", "Chromium"]);
-
   const shot = join(outDir, "session.png");
   await page.screenshot({ path: shot, fullPage: true });
   const png = readFileSync(shot);
@@ -166,6 +160,13 @@ test("a page joins through the proxy, sees a member join from Node, survives a c
   for (const name of ["desk name", "Chromium", clientId, "connected", "resumed"]) {
     assert.ok(text.includes(name), `the page shows ${name}:\n${text}`);
   }
+  for (const name of ["phone name"]) assert.ok(text.includes(name), `the page shows ${name}`);
+
+  // The node member leaves: the page's table follows.
+  await phone.client.leave();
+  await waitUntil(page, "the page dropping the member who left",
+    () => document.querySelectorAll("#members li").length === 2);
+  assert.deepEqual(await memberNames(page), ["desk name", "Chromium"]);
   assert.deepEqual(page.problems, [], "no page errors, console errors or failed requests");
   await context.close();
 });

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# CI: issue 14's TypeScript SDK (clients/typescript, npm package loudsync-client): installs
+# its dev dependencies from the lockfile (`npm ci`), builds it (tsc to ESM + CJS + d.ts, the
+# esbuild bundle), typechecks, runs the unit tests (the state machine on a fake clock), the
+# integration tests against a real `loudsync serve` on loopback, the browser test (headless
+# Debian chromium via playwright-core; screenshots in clients/typescript/test/browser/out/)
+# and prints the bundle's minified + gzipped size. Runs after .ci/browser.sh, which installs
+# chromium and builds the release binary; both are done here too if missing (CI runs as
+# root; sudo otherwise). About 1 minute with both in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+echo "== typescript SDK"
+if [ ! -x /usr/bin/chromium ]; then
+    sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+if [ -z "${LOUDSYNC_BIN:-}" ] && [ ! -x target/release/loudsync ]; then
+    cargo build --release --bin loudsync
+fi
+node --version
+cd clients/typescript
+npm ci --no-audit --no-fund --loglevel=error
+npm run build
+npm run typecheck
+npm run test:unit
+npm run test:integration
+npm run test:browser
+npm run size
