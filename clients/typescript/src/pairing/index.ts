@@ -1,1 +1,9 @@
-export {};
+/**
+ * pairing/index.ts: the crSocket pairing layer (seed 004, PROTOCOL §16): the sans-IO
+ * state machine (`CrSocket`, its states, metastates and events), the pairing WebSocket's
+ * frames, and the driver (`PairingClient`). Every exported name is prefixed (`Pairing...`,
+ * `CrSocket`, `CR_...`) so it cannot clash with the session layer's.
+ */
+export * from "./machine.js";
+export * from "./frames.js";
+export * from "./client.js";
