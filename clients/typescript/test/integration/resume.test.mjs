@@ -63,7 +63,8 @@ test("connections are resumable by default; resume: false is a plain connection"
 test("a member cut three times: numbered messages both ways arrive once each, in order", async (t) => {
   // A high server rate limit so the paced sends are the only brake.
   const { server, proxy, peers } = await setup(t, ["--rate-limit", "2000", "--rate-burst", "4000"]);
-  const fastSends = { sendRate: 400, sendBurst: 400 };
+  // Paced at 400/s in bursts of 20: 100 messages take a quarter second, so cuts land mid-stream.
+  const fastSends = { sendRate: 400, sendBurst: 20 };
   const host = await peers.connect(hostOptions(server.url, "party", "desk", fastSends));
   const member = await peers.connect(memberOptions(proxy.url, "party", "phone", fastSends));
   // A third member, connected directly, sees the host's broadcasts as the server relays them.
@@ -75,16 +76,21 @@ test("a member cut three times: numbered messages both ways arrive once each, in
   const sending = [sendRange(host.client, 0, 100), sendRange(member.client, 0, 100)];
   await waitUntil("some of the first messages relayed", () => numbersFrom(watcher, host.id).length >= 10);
   assert.ok(proxy.cutAll() >= 1, "the member's connection was open");
+  assert.ok(numbersFrom(host, memberId).length < 100 && numbersFrom(member, host.id).length < 100,
+    "the cut came while messages were in flight both ways");
   await Promise.all(sending);
   const resumed1 = await member.log.waitFor("resumed");
   assert.equal(typeof resumed1.replayed, "number");
 
   // Cut 2: a drop that lasts while both sides send 100..200.
+  // (Waits are set up before the cut: the first cut's events are in the record already.)
+  const away = member.log.next("stateChanged", (event) => event.state === "reconnecting");
+  const seenAway = host.log.next("memberUpdated",
+    (event) => event.member.id === memberId && event.member.connectionStatus === "reconnecting");
   proxy.pause();
   proxy.cutAll();
-  await member.log.waitFor("stateChanged", (event) => event.state === "reconnecting");
-  await host.log.waitFor("memberUpdated",
-    (event) => event.member.id === memberId && event.member.connectionStatus === "reconnecting");
+  await away;
+  await seenAway;
   assert.equal(member.client.state(), "reconnecting");
   assert.equal(member.client.clientId(), memberId, "the id is kept while away");
   assert.equal(member.client.members().length, 3, "the table is kept while away");
@@ -92,16 +98,20 @@ test("a member cut three times: numbered messages both ways arrive once each, in
   await sendRange(host.client, 100, 200); // buffered by the server for the away member
   await waitUntil("the host's 100..200 reached the server", () => numbersFrom(watcher, host.id).length >= 200);
   assert.equal(numbersFrom(host, memberId).includes(100), false, "nothing queued went out while cut");
-  proxy.resume();
-  const resumed2 = await member.log.next("resumed");
-  assert.ok(resumed2.replayed >= 100, `the server replayed what it held (${resumed2.replayed})`);
-  await host.log.waitFor("memberUpdated",
+  const resuming2 = member.log.next("resumed");
+  const seenBack = host.log.next("memberUpdated",
     (event) => event.member.id === memberId && event.member.connectionStatus === "connected");
+  proxy.resume();
+  const resumed2 = await resuming2;
+  assert.ok(resumed2.replayed >= 100, `the server replayed what it held (${resumed2.replayed})`);
+  await seenBack;
 
   // Cut 3: mid-stream again, 200..300.
   const last = [sendRange(host.client, 200, 300), sendRange(member.client, 200, 300)];
   await waitUntil("some of the last messages relayed", () => numbersFrom(watcher, host.id).length >= 210);
   proxy.cutAll();
+  assert.ok(numbersFrom(host, memberId).length < 300 && numbersFrom(member, host.id).length < 300,
+    "the third cut came while messages were in flight both ways");
   await Promise.all(last);
   await waitUntil("the third resume", () => member.log.ofType("resumed").length >= 3);
 

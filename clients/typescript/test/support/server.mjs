@@ -43,7 +43,7 @@ export function startServer(args = [], options = {}) {
   }
   const port = options.port ?? 0;
   const timeoutMs = options.timeoutMs ?? WAIT_MS;
-  const fullArgs = ["serve", "--listen", `127.0.0.1:${port}`, ...args];
+  const fullArgs = ["serve", "--listen", `127.0.0.1:${port}`, ...mergeFlags(args)];
   const child = spawn(serverBin, fullArgs, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LOUDSYNC_LOG: process.env.LOUDSYNC_LOG || "info", ...options.env },
@@ -98,6 +98,28 @@ export function startServer(args = [], options = {}) {
     child.stdout.setEncoding("utf8").on("data", onData);
     child.stderr.setEncoding("utf8").on("data", onData);
   });
+}
+
+/**
+ * `args` with each `--flag value` pair kept only at its last occurrence, so a test can
+ * override one of FAST_SERVER_ARGS by appending it (the server refuses a flag given twice).
+ * A flag followed by another flag (or nothing) is a switch and is kept as it is.
+ */
+export function mergeFlags(args) {
+  const pairs = [];
+  for (let i = 0; i < args.length; i += 1) {
+    const flag = args[i];
+    const value = args[i + 1];
+    if (flag.startsWith("--") && !flag.includes("=") && value !== undefined && !value.startsWith("--")) {
+      pairs.push([flag, value]);
+      i += 1;
+    } else {
+      pairs.push([flag]);
+    }
+  }
+  const last = new Map(pairs.map((pair, index) => [pair[0], index]));
+  const repeatable = new Set(["--app", "--trusted-proxy", "--pairing-cors-origin", "--mdns-interface"]);
+  return pairs.filter((pair, index) => repeatable.has(pair[0]) || last.get(pair[0]) === index).flat();
 }
 
 /** Subscribes `listener` to every event of `source` (a Client, or an EventEmitter); returns unsubscribe. */
