@@ -11,8 +11,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -32,7 +31,6 @@ let proxy; // the cutting proxy in front of it, for the page
 let pages; // the http server for the page and the bundle
 let pagesBase; // http://127.0.0.1:PORT
 let browser;
-let userDataDir;
 const nodePeers = peers();
 
 /** Serves session.html at / and the bundle beside it; everything else is 404. */
@@ -61,7 +59,7 @@ before(async () => {
   proxy = await startProxy(server.port);
   pages = await startPageServer();
   pagesBase = `http://127.0.0.1:${pages.address().port}`;
-  userDataDir = mkdtempSync(join(tmpdir(), "loudsync-chromium-"));
+  // playwright's launch() runs Chromium on a fresh temporary profile (user-data dir) of its own.
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
@@ -69,7 +67,6 @@ before(async () => {
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--user-data-dir=${userDataDir}`,
     ],
   });
 });
@@ -80,7 +77,6 @@ after(async () => {
   await proxy?.close();
   await new Promise((resolveClose) => (pages ? pages.close(() => resolveClose()) : resolveClose()));
   await server?.stop();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
 });
 
 /** What the page shows and what went wrong in it, for failure messages. */
