@@ -110,20 +110,20 @@ const QUEUE_FULL = (): LoudSyncError => new LoudSyncError("queue_full", "send qu
  * socket's events and the timer, draining `pollAction()` after every call.
  */
 export class Machine {
-  /** The settings (read by machine-frames.ts too). */
+  /** The settings. */
   readonly config: ClientConfig;
-  /** Where the connection is. */
+  /** Where the connection is. @internal (read by machine-frames.ts; not for applications) */
   phase: Phase = { kind: "idle" };
   private connection: ConnectionState = "disconnected";
-  /** How the current socket is expected to end. */
+  /** How the current socket is expected to end. @internal */
   ending: Ending = { kind: "none" };
-  /** This member's id, while joined. */
+  /** This member's id, while joined. @internal (use `clientId()`) */
   ownId: string | null = null;
-  /** The session, while joined. */
+  /** The session, while joined. @internal (use `session()`) */
   sessionInfo: SessionInfo | null = null;
-  /** The member table: host first, then join order. Replaced, never mutated, on a change. */
+  /** The member table: host first, then join order; replaced, never mutated, on a change. @internal (use `members()`) */
   table: MemberInfo[] = [];
-  /** The last round trip measured, in ms. */
+  /** The last round trip measured, in ms. @internal (use `latency()`) */
   lastLatency: number | null = null;
   private lastHeard: number;
   private nextBeat: number;
@@ -142,11 +142,11 @@ export class Machine {
   private remoteToken: string | null = null;
   /** The connection token, from handshake step 4 until the place is given up. */
   private token: string | null = null;
-  /** Whether the current (or held) connection was welcomed as resumable. */
+  /** Whether the current (or held) connection was welcomed as resumable. @internal (use `isResumable()`) */
   resumable = false;
   /** While the server holds this client's place after a drop: until when to try resuming. */
   private resumeUntil: number | null = null;
-  /** Numbered frames sent and unacknowledged, or queued. */
+  /** Numbered frames sent and unacknowledged, or queued. @internal */
   readonly outbox = new Outbox();
   /** Numbered server frames received, and the ack due. */
   private readonly inbox = new Inbox();
@@ -156,7 +156,7 @@ export class Machine {
   private disconnectPending = false;
   /** A leave (or formal disconnect) given while resuming, to send once resumed. */
   private farewell: Farewell | null = null;
-  /** The handoff layer: host, term, state, readiness, the pending handoff. */
+  /** The handoff layer: host, term, state, readiness, the pending handoff. @internal */
   readonly control = new Control();
   /** The role last announced with `roleChanged`. */
   private shownRole: Role = "idle";
@@ -569,7 +569,7 @@ export class Machine {
     }
   }
 
-  /** Puts numbered frames on the socket as the pacer allows; then a pending formal disconnect. */
+  /** Puts numbered frames on the socket as the pacer allows; then a pending formal disconnect. @internal */
   pump(now: number): void {
     if (this.phase.kind !== "connected" || !this.resumable) return;
     while (this.outbox.hasUnsent() && this.pacer.take(now)) {
@@ -1107,7 +1107,7 @@ export class Machine {
     this.syncRole();
   }
 
-  /** Announces a change of `role()` now, beside what caused it. */
+  /** Announces a change of `role()` now, beside what caused it. @internal */
   syncRole(): void {
     const role = this.role();
     if (role !== this.shownRole) {
@@ -1125,7 +1125,7 @@ export class Machine {
     }
   }
 
-  /** Replaces the member table with an edited copy (entries copied too). */
+  /** Replaces the member table with an edited copy (entries copied too). @internal */
   editMembers(edit: (table: MemberInfo[]) => void): void {
     const table = this.table.map(copyMember);
     edit(table);
@@ -1136,22 +1136,22 @@ export class Machine {
     this.actions.push(action);
   }
 
-  /** Queues an event for the application. */
+  /** Queues an event for the application. @internal */
   emit(event: ClientEvent): void {
     this.actions.push({ type: "emit", event });
   }
 
-  /** Notes that what a snapshot shows changed. */
+  /** Notes that what a snapshot shows changed. @internal */
   bump(): void {
     this.gen += 1;
   }
 
-  /** The Unix time at monotonic `now`, in whole ms. */
+  /** The Unix time at monotonic `now`, in whole ms. @internal */
   unixMs(now: number): number {
     return this.epochUnix + Math.floor(Math.max(now - this.epochNow, 0));
   }
 
-  /** The text frame of `message`, stamped with the current time. */
+  /** The text frame of `message`, stamped with the current time. @internal */
   frame(now: number, message: ClientMessage): string {
     return encodeClient(message, this.unixMs(now));
   }
