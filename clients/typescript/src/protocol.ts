@@ -308,7 +308,7 @@ class Fields {
   }
 
   /** A required object, read with its own path. */
-  object_(field: string): Fields {
+  nested(field: string): Fields {
     const v = this.object[field];
     return isObject(v) ? new Fields(v, `${this.path}.${field}`) : this.fail(field, "an object", v);
   }
@@ -361,7 +361,7 @@ function readSnapshot(object: JsonObject): StateSnapshot | null {
 function readKnown(type: string, f: Fields, object: JsonObject): ServerMessage {
   switch (type) {
     case "welcome": {
-      const info = f.object_("sessionInfo");
+      const info = f.nested("sessionInfo");
       const sessionInfo: SessionInfo = { id: info.string("id"), name: info.string("name"), hostId: info.optionalString("hostId") };
       return {
         type,
