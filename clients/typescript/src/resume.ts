@@ -35,13 +35,18 @@ export function localToken(random: () => number): string {
   let token = "";
   if (fill) {
     const bytes = new Uint8Array(64);
-    while (token.length < TOKEN_LEN) {
-      fill(bytes);
-      for (const b of bytes) {
-        if (b < 248 && token.length < TOKEN_LEN) token += ALPHABET[b % 62];
+    try {
+      while (token.length < TOKEN_LEN) {
+        fill(bytes);
+        for (const b of bytes) {
+          if (b < 248 && token.length < TOKEN_LEN) token += ALPHABET[b % 62];
+        }
       }
+      return token;
+    } catch {
+      // A stub that throws (a platform without a real CSPRNG): fall back to `random`.
+      token = "";
     }
-    return token;
   }
   while (token.length < TOKEN_LEN) {
     token += ALPHABET[Math.min(Math.floor(random() * 62), 61)];
