@@ -143,6 +143,7 @@ test("set and patch with a stale base version: error stale_version, nothing chan
   assert.deepEqual(applied.state, { a: 1, b: 2 }, "the refused changes left no trace");
   const versionsSeen = member.log.ofType("sessionState").map((event) => event.version).filter((v) => v > 0);
   assert.deepEqual(versionsSeen, [1, 2], "one state frame per accepted change, none for the refused");
+  await host.log.waitFor("sessionState", (event) => event.version === 2); // the host's own confirmation
   assert.deepEqual(host.client.sessionState(), { state: { a: 1, b: 2 }, version: 2 });
   assert.equal(member.log.ofType("error").length, 0, "only the sender gets the error");
   // A member may not set the state at all.
