@@ -4,7 +4,9 @@
 // until the window's end, queueing while away, pacing, `member_updated`, the formal
 // disconnect, and a leave given while away.
 // Ports, case for case and under the same names (camelCase of the Rust test name):
-//   - crates/client/src/machine/resume_tests.rs (every test; none is Rust-only).
+//   - crates/client/src/machine/resume_tests.rs (every test; none is Rust-only);
+//   - the bookkeeping's own tests in crates/client/src/resume.rs (at the end of this file,
+//     against dist/esm/resume.js: Outbox, Inbox, Pacer, closeEndsPlace, localToken).
 // The harness is ./support.mjs (`rconnectedWith`, `dropAndReopen`, `handshakeOnSocket`
 // are the Rust helpers of the same names).
 import { test } from "node:test";
@@ -33,6 +35,7 @@ import {
   dropAndReopen,
   checkClientFrame,
 } from "./support.mjs";
+import { Outbox, Inbox, Pacer, closeEndsPlace, localToken } from "../../dist/esm/resume.js";
 
 const rconnected = () => rconnectedWith(memberConfig());
 const anyEvent = (events, type, pred = () => true) => events.some((e) => e.type === type && pred(e));
@@ -817,4 +820,78 @@ test("leave while reconnecting a plain connection still ends at once", () => {
   assert.ok(!r.m.leaveQueued());
   assert.ok(r.m.isEnded());
   assert.equal(r.m.state(), "disconnected");
+});
+
+// ---- crates/client/src/resume.rs's own tests: the bookkeeping, without the machine.
+
+test("local tokens are 32 alphanumerics and differ", () => {
+  const a = localToken(Math.random);
+  const b = localToken(Math.random);
+  assert.match(a, /^[A-Za-z0-9]{32}$/);
+  assert.match(b, /^[A-Za-z0-9]{32}$/);
+  assert.notEqual(a, b);
+});
+
+test("outbox numbers sends acks rewinds and gives up", () => {
+  const o = new Outbox();
+  o.push('{"type":"a"}');
+  assert.ok(!o.isNumbered());
+  o.start();
+  o.push('{"type":"b"}');
+  o.push('{"type":"c"}');
+  assert.equal(o.lastSeq(), 3);
+  assert.equal(o.nextFrame(), '{"seq":1,"type":"a"}');
+  assert.equal(o.nextFrame(), '{"seq":2,"type":"b"}');
+  o.acknowledge(1);
+  assert.equal(o.length, 2);
+  assert.ok(o.rewind(1));
+  assert.equal(o.nextFrame(), '{"seq":2,"type":"b"}');
+  assert.equal(o.nextFrame(), '{"seq":3,"type":"c"}');
+  assert.equal(o.nextFrame(), undefined);
+  // An ack beyond what was sent acknowledges only what was.
+  o.push('{"type":"d"}');
+  o.acknowledge(10);
+  assert.equal(o.length, 1);
+  assert.equal(o.nextFrame(), '{"seq":4,"type":"d"}');
+  o.push('{"type":"e"}');
+  o.socketLost();
+  assert.equal(o.nextFrame(), undefined);
+  // 4 sent, unacknowledged; 5 never sent.
+  assert.equal(o.giveUp(), 1);
+  assert.ok(!o.isNumbered());
+  o.start();
+  assert.equal(o.nextFrame(), '{"seq":1,"type":"e"}');
+});
+
+test("inbox drops duplicates and acks by count and time", () => {
+  const t = 1000;
+  const s = 5000;
+  const i = new Inbox();
+  assert.equal(i.ackDue(t, 3), undefined);
+  assert.equal(i.arrive(1, t, s), "new");
+  assert.equal(i.arrive(1, t, s), "duplicate");
+  assert.equal(i.ackDue(t, 3), undefined);
+  assert.equal(i.arrive(2, t, s), "new");
+  assert.equal(i.arrive(3, t, s), "new");
+  assert.equal(i.ackDue(t, 3), 3);
+  assert.equal(i.ackDue(t + s, 3), undefined, "nothing new");
+  assert.equal(i.arrive(4, t + s, s), "new");
+  assert.equal(i.ackDue(t + s + s / 2, 3), undefined);
+  assert.equal(i.ackDue(t + s + s, 3), 4);
+});
+
+test("pacer allows the burst then the rate", () => {
+  const t = 1000;
+  const p = new Pacer(10, 3, t);
+  assert.ok(p.take(t) && p.take(t) && p.take(t));
+  assert.ok(!p.take(t));
+  const ready = p.readyAt();
+  assert.ok(ready > t + 99 && ready < t + 102, String(ready - t));
+  assert.ok(p.take(ready));
+  assert.ok(!p.take(ready));
+});
+
+test("the closes that end a place", () => {
+  for (const code of [4000, 1009, 1002, 1007]) assert.ok(closeEndsPlace(code), String(code));
+  for (const code of [1000, 1001, 1008, 1011, undefined]) assert.ok(!closeEndsPlace(code), String(code));
 });
