@@ -26,16 +26,12 @@
  * then on. Time is `performance.now()` (monotonic ms), stamps `Date.now()`.
  */
 import type { WebSocketConstructor, WebSocketLike } from "../config.js";
-import type { ServerError } from "../events.js";
 import {
   CrSocket,
-  PAIRING_DEFAULTS,
   PairingError,
   pairingMetastatesOf,
-  type PairingConfig,
-  type PairingEvent,
-  type PairingIncomingEvent,
   type PairingMetastates,
+  type PairingRole,
   type PairingState,
 } from "./machine.js";
 import {
@@ -45,142 +41,22 @@ import {
   pairingIdentifyFrame,
   type PairingAbortReason,
 } from "./frames.js";
-
-/** The driver's default timers (ms) and activity. */
-export const PAIRING_CLIENT_DEFAULTS = {
-  active: true,
-  aliveIntervalMs: 12_000,
-  silenceTimeoutMs: 30_000,
-  reconnectDelayMs: 2_000,
-} as const;
-
-/** Settings of a `PairingClient`: where, which app, the machine's settings, the driver's timers. */
-export interface PairingClientConfig extends PairingConfig {
-  /**
-   * The server: `ws://HOST:PORT/` or `wss://HOST:PORT/`. The endpoint is `crsocket/{app}/ws`
-   * under the URL's path (a trailing `/ws`, the session endpoint, is dropped first).
-   */
-  url: string;
-  /** The app's name (`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`). */
-  app: string;
-  /** Whether the application is active from the start (true); otherwise wait for `setActive`. */
-  active?: boolean | undefined;
-  /** How often to send `cr_alive` once identified (12000; the server's timeout is 25 s). */
-  aliveIntervalMs?: number | undefined;
-  /** Nothing heard (or no `cr_welcome`) for this long: the connection is lost (30000). */
-  silenceTimeoutMs?: number | undefined;
-  /** Wait before each reconnection attempt (2000). */
-  reconnectDelayMs?: number | undefined;
-  /** The WebSocket constructor; default `globalThis.WebSocket` (pass `ws`'s in Node 20). */
-  WebSocket?: WebSocketConstructor | undefined;
-}
-
-/** An application event from the partner, with the fields of its `cr_event`. */
-export interface PairingReceivedEvent {
-  /** The sender's client id (the partner's), as the server stamped it. */
-  sender: string;
-  /** The application's event type. */
-  eventType: string;
-  /** The subtype (`""` if none). */
-  subType: string;
-  /** The parameters. */
-  params: string[];
-  /** The sender's `buffered` flag. */
-  buffered: boolean;
-  /** The sender's `logged` flag. */
-  logged: boolean;
-  /** The sender's `interceptable` flag. */
-  interceptable: boolean;
-  /** The sender's clock when it sent the event (ms), if it said. */
-  sendCt: number | null;
-  /** This client's clock when the event arrived (Unix ms): the `receiveCt` left to the SDK. */
-  receiveCt: number;
-}
-
-/** What a `PairingClient` tells the application, in order. */
-export type PairingUpdate =
-  /** The machine's state changed. */
-  | { type: "stateChanged"; state: PairingState }
-  /** The metastates changed (after the `stateChanged` that caused it). */
-  | { type: "metastatesChanged"; metastates: PairingMetastates }
-  /** The partner changed (assigned, auto-paired, unassigned: `null`). */
-  | { type: "partnerChanged"; partner: string | null }
-  /** The partner (or the server, for a ping to it) rejected this client; now readyToPair. */
-  | { type: "rejected"; partner: string; subType: string }
-  /** This client's id changed (the server assigned one, or named another). */
-  | { type: "clientIdChanged"; clientId: string }
-  /** An application event from the partner. */
-  | { type: "appEvent"; event: PairingReceivedEvent }
-  /** A `cr_welcome`: the identify was accepted (every connection, reconnections too). */
-  | { type: "welcome"; appId: string; clientId: string }
-  /** A `cr_aborted`: no reconnection until `retry`, a new token or a passive/active cycle. */
-  | { type: "aborted"; reason: PairingAbortReason }
-  /** A connection attempt failed; another follows after the reconnect delay. */
-  | { type: "connectFailed"; reason: string }
-  /** An open connection ended without `cr_aborted`; reconnection follows while connecting. */
-  | { type: "disconnected"; reason: string }
-  /** An `error` frame the server sent (`invalid_message`, `too_large`, `rate_limited`, ...). */
-  | { type: "error"; error: ServerError };
-
-/** The `type`s of `PairingUpdate`. */
-export type PairingUpdateType = PairingUpdate["type"];
-/** The `PairingUpdate` of type `T`. */
-export type PairingUpdateOf<T extends PairingUpdateType> = Extract<PairingUpdate, { type: T }>;
-
-/** What a `PairingClient` currently knows. */
-export interface PairingSnapshot {
-  /** The machine's state. */
-  state: PairingState;
-  /** Its metastates. */
-  metastates: PairingMetastates;
-  /** This client's id, once it has one. */
-  clientId: string | null;
-  /** The assigned partner, if any (rejected or not). */
-  partner: string | null;
-  /** The subtype the partner is flagged rejected with, if it is. */
-  rejected: string | null;
-  /** The last abort reason, while it holds the client back from connecting. */
-  aborted: PairingAbortReason | null;
-}
-
-const CLIENT_ID = /^[0-9]{6}$/;
-const ACCESS_TOKEN = /^[!-~]{1,256}$/;
-const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
-const TOKEN_RULE = "the access token must be 1 to 256 characters of ! to ~ (no spaces)";
-
-/**
- * The pairing WebSocket's URL, e.g. `ws://127.0.0.1:8080/crsocket/alpha/ws`; throws
- * `PairingError` kind `config` for a URL that is not `ws://` / `wss://` or a bad app name.
- */
-export function pairingEndpoint(url: string, app: string): string {
-  if (typeof app !== "string" || !APP_NAME.test(app)) {
-    throw new PairingError(
-      "config",
-      `\`${String(app)}\` is not an app name (1-64 of A-Z a-z 0-9 - _, starting with a letter or digit)`,
-    );
-  }
-  const match = typeof url === "string" ? /^(wss?):\/\/([^/?#\s]+)([^?#\s]*)/i.exec(url) : null;
-  const scheme = match?.[1];
-  const authority = match?.[2];
-  if (match === null || scheme === undefined || authority === undefined) {
-    throw new PairingError(
-      "config",
-      `\`${String(url)}\` is not a ws:// or wss:// URL (write e.g. ws://127.0.0.1:8080/)`,
-    );
-  }
-  const path = (match[3] ?? "").replace(/\/+$/, "");
-  const prefix = path.endsWith("/ws") ? path.slice(0, -3) : path;
-  return `${scheme.toLowerCase()}://${authority}${prefix}/crsocket/${app}/ws`;
-}
-
-/** The `cr_event` fields of the frame being handled, for the received event it may become. */
-interface Arrival {
-  buffered: boolean;
-  logged: boolean;
-  interceptable: boolean;
-  sendCt: number | null;
-  receiveCt: number;
-}
+import {
+  PAIRING_TOKEN_RULE,
+  isPairingAccessToken,
+  isPairingClientId,
+  resolvePairingClientConfig,
+  type PairingClientConfig,
+} from "./options.js";
+import {
+  PairingUpdateHub,
+  pairingUpdateOf,
+  type PairingArrival,
+  type PairingSnapshot,
+  type PairingUpdate,
+  type PairingUpdateOf,
+  type PairingUpdateType,
+} from "./updates.js";
 
 const monotonicNow = (): number =>
   typeof globalThis.performance?.now === "function" ? globalThis.performance.now() : Date.now();
@@ -194,12 +70,13 @@ const CLOSE_WAIT_MS = 1_000;
 export class PairingClient {
   private readonly machine: CrSocket;
   private readonly endpoint: string;
-  private readonly role: PairingConfig["role"];
+  private readonly role: PairingRole;
   private readonly WebSocketCtor: WebSocketConstructor;
   private readonly aliveIntervalMs: number;
   private readonly silenceTimeoutMs: number;
   private readonly reconnectDelayMs: number;
   private readonly app: string;
+  private readonly hub = new PairingUpdateHub();
   /** The application's activity, as last given (the machine does not expose it). */
   private active: boolean;
   /** The token to identify with. */
@@ -224,57 +101,20 @@ export class PairingClient {
   private closing: Promise<void> | null = null;
   private first: { promise: Promise<void>; resolve: () => void; reject: (e: PairingError) => void } | null =
     null;
-  private pending: PairingUpdate[] = [];
-  private dispatching = false;
-  private readonly listeners = new Set<(update: PairingUpdate) => void>();
-  private readonly iterators = new Set<{ push: (u: PairingUpdate) => void; end: () => void }>();
 
   /** A client with these settings; nothing happens until `start()` or `connect()`. Throws kind `config`. */
   constructor(config: PairingClientConfig) {
-    if (config === null || typeof config !== "object") throw new PairingError("config", "config must be an object");
-    if (config.role !== "controller" && config.role !== "responder") {
-      throw new PairingError("config", `role must be "controller" or "responder" (got ${JSON.stringify(config.role)})`);
-    }
-    this.endpoint = pairingEndpoint(config.url, config.app);
-    const clientId = config.clientId ?? null;
-    if (clientId !== null && (typeof clientId !== "string" || !CLIENT_ID.test(clientId))) {
-      throw new PairingError("config", `client id \`${String(clientId)}\`: expected 6 ASCII digits`);
-    }
-    const token = config.accessToken ?? null;
-    if (token !== null && (typeof token !== "string" || !ACCESS_TOKEN.test(token))) {
-      throw new PairingError("config", TOKEN_RULE);
-    }
-    const ms = (name: string, value: number | undefined, fallback: number, min = 1): number => {
-      const v = value ?? fallback;
-      if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
-        throw new PairingError("config", `${name} must be a number >= ${min} (got ${String(v)})`);
-      }
-      return v;
-    };
-    const machineConfig: PairingConfig = {
-      role: config.role,
-      clientId,
-      accessToken: token,
-      partnerAliveMs: ms("partnerAliveMs", config.partnerAliveMs, PAIRING_DEFAULTS.partnerAliveMs),
-      searchPingMs: ms("searchPingMs", config.searchPingMs, PAIRING_DEFAULTS.searchPingMs),
-      interactPingMs: ms("interactPingMs", config.interactPingMs, PAIRING_DEFAULTS.interactPingMs),
-      pacingMs: ms("pacingMs", config.pacingMs, PAIRING_DEFAULTS.pacingMs, 0),
-      queueLimit: ms("queueLimit", config.queueLimit, PAIRING_DEFAULTS.queueLimit),
-    };
-    this.aliveIntervalMs = ms("aliveIntervalMs", config.aliveIntervalMs, PAIRING_CLIENT_DEFAULTS.aliveIntervalMs);
-    this.silenceTimeoutMs = ms("silenceTimeoutMs", config.silenceTimeoutMs, PAIRING_CLIENT_DEFAULTS.silenceTimeoutMs);
-    this.reconnectDelayMs = ms("reconnectDelayMs", config.reconnectDelayMs, PAIRING_CLIENT_DEFAULTS.reconnectDelayMs, 0);
-    const ctor =
-      config.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (typeof ctor !== "function") {
-      throw new PairingError("config", "no WebSocket: pass the WebSocket option (e.g. from the ws package in Node)");
-    }
-    this.WebSocketCtor = ctor;
-    this.role = config.role;
-    this.app = config.app;
-    this.token = token;
-    this.active = config.active ?? PAIRING_CLIENT_DEFAULTS.active;
-    this.machine = new CrSocket(machineConfig);
+    const resolved = resolvePairingClientConfig(config);
+    this.endpoint = resolved.endpoint;
+    this.app = resolved.app;
+    this.role = resolved.role;
+    this.WebSocketCtor = resolved.WebSocket;
+    this.aliveIntervalMs = resolved.aliveIntervalMs;
+    this.silenceTimeoutMs = resolved.silenceTimeoutMs;
+    this.reconnectDelayMs = resolved.reconnectDelayMs;
+    this.token = resolved.accessToken;
+    this.active = resolved.active;
+    this.machine = new CrSocket(resolved.machine);
   }
 
   /** A client started at once (`new` + `start()`); failures arrive as updates. */
@@ -377,46 +217,22 @@ export class PairingClient {
 
   /** Calls `listener` with every update; returns the unsubscribe function. */
   onAny(listener: (update: PairingUpdate) => void): () => void {
-    const wrapped = (update: PairingUpdate): void => listener(update);
-    this.listeners.add(wrapped);
-    return () => {
-      this.listeners.delete(wrapped);
-    };
+    return this.hub.onAny(listener);
   }
 
   /** Every update from this call on, buffered; ends after the client is closed. */
   events(): AsyncIterableIterator<PairingUpdate> {
-    const buffer: PairingUpdate[] = [];
-    const waiting: Array<(r: IteratorResult<PairingUpdate>) => void> = [];
-    let ended = this.closed && this.pending.length === 0;
-    const entry = {
-      push: (u: PairingUpdate): void => {
-        const w = waiting.shift();
-        if (w) w({ value: u, done: false });
-        else buffer.push(u);
-      },
-      end: (): void => {
-        ended = true;
-        this.iterators.delete(entry);
-        for (const w of waiting.splice(0)) w({ value: undefined, done: true });
-      },
-    };
-    if (!ended) this.iterators.add(entry);
-    const iterator: AsyncIterableIterator<PairingUpdate> = {
-      next: () => {
-        const u = buffer.shift();
-        if (u !== undefined) return Promise.resolve({ value: u, done: false });
-        if (ended) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((res) => waiting.push(res));
-      },
-      return: () => {
-        entry.end();
-        buffer.length = 0;
-        return Promise.resolve({ value: undefined, done: true });
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return this.hub.events();
+  }
+
+  /** What `JSON.stringify` shows of a client: its snapshot (never the access token). */
+  toJSON(): PairingSnapshot {
+    return this.snapshot();
+  }
+
+  /** What Node's `util.inspect` (and `console.log`) shows: the snapshot, never the token. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return `PairingClient ${JSON.stringify(this.snapshot())}`;
   }
 
   // ---- commands ------------------------------------------------------------------------
@@ -440,7 +256,7 @@ export class PairingClient {
    */
   assignPartner(partner: string | null): void {
     this.ensureOpen();
-    if (partner !== null && (typeof partner !== "string" || !CLIENT_ID.test(partner))) {
+    if (partner !== null && !isPairingClientId(partner)) {
       throw new PairingError("invalid", `partner id \`${String(partner)}\`: expected 6 ASCII digits`);
     }
     this.machine.assignPartner(monotonicNow(), partner);
@@ -450,8 +266,8 @@ export class PairingClient {
   /** A new access token (or `null`: readyToConnect). A new token clears an abort: it connects again. */
   setAccessToken(token: string | null): void {
     this.ensureOpen();
-    if (token !== null && (typeof token !== "string" || !ACCESS_TOKEN.test(token))) {
-      throw new PairingError("invalid", TOKEN_RULE);
+    if (token !== null && !isPairingAccessToken(token)) {
+      throw new PairingError("invalid", PAIRING_TOKEN_RULE);
     }
     if (this.token !== token) {
       this.driverAbort = null;
@@ -498,8 +314,7 @@ export class PairingClient {
     this.closed = true;
     this.clearTimer();
     this.failFirst(new PairingError("closed", "the pairing client was closed before cr_welcome"));
-    this.dispatch();
-    for (const it of [...this.iterators]) it.end();
+    this.hub.end();
     this.closing = socketClosed;
     return socketClosed;
   }
@@ -539,7 +354,7 @@ export class PairingClient {
       first.resolve();
     }
     this.arm();
-    this.dispatch();
+    this.hub.dispatch();
   }
 
   /** The machine's outputs: events to send (on an identified socket; dropped otherwise) and updates. */
@@ -560,36 +375,14 @@ export class PairingClient {
     }
   }
 
-  private drainUpdates(arrival: Arrival | null): void {
+  private drainUpdates(arrival: PairingArrival | null): void {
     for (let e = this.machine.pollEvent(); e !== undefined; e = this.machine.pollEvent()) {
-      this.emit(toUpdate(e, arrival));
+      this.emit(pairingUpdateOf(e, arrival));
     }
   }
 
   private emit(update: PairingUpdate): void {
-    this.pending.push(update);
-  }
-
-  /** Delivers queued updates in order; a listener's command only queues more (no re-entry). */
-  private dispatch(): void {
-    if (this.dispatching) return;
-    this.dispatching = true;
-    try {
-      for (let u = this.pending.shift(); u !== undefined; u = this.pending.shift()) {
-        for (const it of this.iterators) it.push(u);
-        for (const listener of [...this.listeners]) {
-          try {
-            listener(u);
-          } catch (error) {
-            queueMicrotask(() => {
-              throw error;
-            });
-          }
-        }
-      }
-    } finally {
-      this.dispatching = false;
-    }
+    this.hub.emit(update);
   }
 
   private failFirst(error: PairingError): void {
@@ -775,7 +568,7 @@ export class PairingClient {
       }
       case "cr_event": {
         if (!this.identified) return;
-        const arrival: Arrival = {
+        const arrival: PairingArrival = {
           buffered: frame.buffered,
           logged: frame.logged,
           interceptable: frame.interceptable,
@@ -811,24 +604,4 @@ export class PairingClient {
         return;
     }
   }
-}
-
-/** A machine event as an update; `arrival` completes an application event from the frame just read. */
-function toUpdate(event: PairingEvent, arrival: Arrival | null): PairingUpdate {
-  if (event.type !== "appEvent") return event;
-  return { type: "appEvent", event: received(event.event, arrival) };
-}
-
-function received(e: PairingIncomingEvent, arrival: Arrival | null): PairingReceivedEvent {
-  return {
-    sender: e.sender,
-    eventType: e.eventType,
-    subType: e.subType,
-    params: e.params,
-    buffered: arrival?.buffered ?? false,
-    logged: arrival?.logged ?? false,
-    interceptable: arrival?.interceptable ?? true,
-    sendCt: arrival?.sendCt ?? null,
-    receiveCt: arrival?.receiveCt ?? Date.now(),
-  };
 }

@@ -738,3 +738,260 @@ test("searching to passive sends inactive too", () => {
   c.setActive(t0, false);
   assert.deepEqual(sent(c), []);
 });
+
+// ---- the driver (crates/client/src/pairing/driver.rs's tests, and a fake WebSocket) ------
+
+test("the endpoint is crsocket/{app}/ws under the URL's path", () => {
+  for (const [url, want] of [
+    ["ws://127.0.0.1:8080/", "ws://127.0.0.1:8080/crsocket/alpha/ws"],
+    ["ws://127.0.0.1:8080", "ws://127.0.0.1:8080/crsocket/alpha/ws"],
+    ["ws://127.0.0.1:8080/ws", "ws://127.0.0.1:8080/crsocket/alpha/ws"],
+    ["wss://example.org/base/", "wss://example.org/base/crsocket/alpha/ws"],
+    ["ws://[::1]:9/", "ws://[::1]:9/crsocket/alpha/ws"],
+  ]) {
+    assert.equal(pairingEndpoint(url, "alpha"), want, url);
+  }
+});
+
+test("a bad URL or app name is a config error", () => {
+  for (const url of ["http://x/", "127.0.0.1:8080", "", "ws:///"]) {
+    assert.throws(() => pairingEndpoint(url, "alpha"), (e) => e.kind === "config" && /is not a ws:\/\/ or wss:\/\/ URL/.test(e.message), url);
+  }
+  for (const app of ["", "-x", "a/b", "a b", "x".repeat(65)]) {
+    assert.throws(() => pairingEndpoint("ws://h/", app), (e) => e.kind === "config" && /is not an app name/.test(e.message), app);
+  }
+});
+
+/** A WebSocket stand-in: records what the client sends; the test plays the server. */
+function fakeSockets() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.readyState = 0;
+      this.closedWith = null;
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      sockets.push(this);
+    }
+    send(text) {
+      if (this.readyState !== 1) throw new Error("not open");
+      this.sent.push(JSON.parse(text));
+    }
+    close(code) {
+      if (this.closedWith) return;
+      this.closedWith = { code };
+      this.readyState = 3;
+      queueMicrotask(() => this.onclose?.({ code: code ?? 1005, reason: "" }));
+    }
+    /** The server accepts the upgrade. */
+    accept() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    /** The server sends `frame`. */
+    deliver(frame) {
+      this.onmessage?.({ data: JSON.stringify({ timestamp: 1, ...frame }) });
+    }
+    /** The connection breaks. */
+    drop(code = 1006) {
+      this.readyState = 3;
+      this.onclose?.({ code, reason: "" });
+    }
+    welcome(clientId, clientRole) {
+      this.deliver({ type: "cr_welcome", appId: "alpha", clientId, clientRole });
+    }
+  }
+  return { FakeWebSocket, sockets };
+}
+
+/** A driver over fake sockets, its updates recorded. */
+function fakeClient(role, extra = {}) {
+  const { FakeWebSocket, sockets } = fakeSockets();
+  const client = new PairingClient({ url: "ws://127.0.0.1:9/", app: "alpha", role, accessToken: "tok", WebSocket: FakeWebSocket, ...extra });
+  const updates = [];
+  client.onAny((u) => updates.push(u));
+  return { client, sockets, updates, take: () => updates.splice(0) };
+}
+
+const welcomeUpdate = (clientId) => ({ type: "welcome", appId: "alpha", clientId });
+const eventFrom = (sender, eventType, fields = {}) => ({ type: "cr_event", senderClientId: sender, eventType, eventSubType: "", eventParams: [], buffered: false, logged: false, interceptable: true, sendCt: null, receiveCt: null, ...fields });
+
+/** A fake controller ME, welcomed, paired with A and interacting (A pinged), its updates and frames taken. */
+function interactingFake(extra = {}) {
+  const f = fakeClient("controller", { clientId: ME, pacingMs: 0, ...extra });
+  f.client.start();
+  const ws = f.sockets[0];
+  ws.accept();
+  ws.welcome(ME, "controller");
+  f.client.assignPartner(A);
+  ws.deliver(eventFrom(A, PING));
+  assert.equal(f.client.state(), "interacting");
+  f.take();
+  ws.sent.length = 0;
+  return { ...f, ws };
+}
+
+test("bad settings are refused before anything is sent", () => {
+  const { FakeWebSocket, sockets } = fakeSockets();
+  const base = { url: "ws://127.0.0.1:9/", app: "alpha", WebSocket: FakeWebSocket };
+  assert.throws(() => new PairingClient({ ...base, role: "controller", accessToken: "open", clientId: "12345" }),
+    (e) => e.kind === "config" && /client id/.test(e.message));
+  assert.throws(() => new PairingClient({ ...base, role: "responder", accessToken: "a b" }),
+    (e) => e.kind === "config" && /token/.test(e.message));
+  assert.throws(() => new PairingClient({ ...base, role: "boss", accessToken: "open" }), (e) => e.kind === "config");
+  assert.throws(() => new PairingClient({ ...base, url: "http://x/", role: "controller" }), (e) => e.kind === "config");
+  assert.throws(() => new PairingClient({ ...base, WebSocket: undefined, role: "controller" }),
+    (e) => e.kind === "config" && /WebSocket/.test(e.message), "Node 20 has no global WebSocket");
+  assert.equal(sockets.length, 0);
+});
+
+test("what a client shows hides the token", async () => {
+  const { FakeWebSocket } = fakeSockets();
+  const client = new PairingClient({ url: "ws://h/", app: "alpha", role: "responder", accessToken: "s3cret", WebSocket: FakeWebSocket });
+  const { inspect } = await import("node:util");
+  for (const shown of [JSON.stringify(client), inspect(client), String(inspect(client, { showHidden: true }))]) {
+    assert.ok(!shown.includes("s3cret"), shown);
+    assert.match(shown, /passive/);
+  }
+});
+
+test("an outgoing event is a cr_event with sendCt", () => {
+  const before = Date.now();
+  const v = JSON.parse(pairingEventFrame({ recipient: "222222", eventType: "tap", subType: "left", params: ["1"] }, Date.now()));
+  assert.equal(v.type, "cr_event");
+  assert.equal(v.recipientClientId, "222222");
+  assert.equal(v.eventType, "tap");
+  assert.equal(v.eventSubType, "left");
+  assert.deepEqual(v.eventParams, ["1"]);
+  assert.ok(Number.isInteger(v.sendCt) && v.sendCt >= before);
+});
+
+test("an id-less client identifies without an id; the welcome gives it the server's, welcome before readyToPair", async () => {
+  const f = fakeClient("responder");
+  const connected = f.client.connect();
+  assert.equal(f.sockets.length, 1);
+  const ws = f.sockets[0];
+  assert.equal(ws.url, "ws://127.0.0.1:9/crsocket/alpha/ws");
+  assert.equal(f.client.state(), "passive", "no id yet");
+  ws.accept();
+  assert.deepEqual(ws.sent, [{ type: "cr_identify", clientRole: "responder", accessToken: "tok" }]);
+  ws.welcome("004242", "responder");
+  await connected;
+  assert.deepEqual(f.take(), [
+    clientIdChanged("004242"),
+    stateChanged("connecting"),
+    metastatesChanged(M_ACTIVE),
+    welcomeUpdate("004242"),
+    stateChanged("readyToPair"),
+    metastatesChanged(M_CONNECTED),
+  ]);
+  assert.deepEqual(f.client.snapshot(), {
+    state: "readyToPair", metastates: M_CONNECTED, clientId: "004242", partner: null, rejected: null, aborted: null,
+  });
+  await f.client.close();
+});
+
+test("the driver sends the machine's events as cr_event frames and passes the partner's on with their fields", async () => {
+  const f = fakeClient("controller", { clientId: ME, pacingMs: 0 });
+  f.client.start();
+  const ws = f.sockets[0];
+  ws.accept();
+  assert.deepEqual(ws.sent, [{ type: "cr_identify", clientRole: "controller", accessToken: "tok", clientId: ME }]);
+  ws.welcome(ME, "controller");
+  f.client.assignPartner(A);
+  const ping = ws.sent.at(-1);
+  assert.deepEqual({ ...ping, sendCt: typeof ping.sendCt }, {
+    type: "cr_event", recipientClientId: A, eventType: PING, eventSubType: "", eventParams: [],
+    buffered: false, logged: false, interceptable: true, sendCt: "number",
+  });
+  // Before the welcome nothing but the identify; an event from a stranger is not passed on.
+  ws.deliver(eventFrom(B, "tap"));
+  ws.deliver(eventFrom(A, "tap", { eventSubType: "x", eventParams: ["1"], buffered: true, logged: true, interceptable: false, sendCt: 5 }));
+  const before = Date.now();
+  const apps = f.updates.filter((u) => u.type === "appEvent");
+  assert.equal(apps.length, 1);
+  const { receiveCt, ...fields } = apps[0].event;
+  assert.deepEqual(fields, { sender: A, eventType: "tap", subType: "x", params: ["1"], buffered: true, logged: true, interceptable: false, sendCt: 5 });
+  assert.ok(Number.isInteger(receiveCt) && receiveCt <= before + 1 && receiveCt > before - 60_000);
+  assert.equal(f.client.state(), "interacting");
+  f.client.sendEvent("score", "", ["7"]);
+  assert.deepEqual(
+    ws.sent.filter((fr) => fr.eventType === "score").map((fr) => [fr.recipientClientId, fr.eventParams]),
+    [[A, ["7"]]],
+  );
+  assert.throws(() => f.client.sendEvent("ping"), (e) => e.kind === "reserved");
+  assert.throws(() => f.client.assignPartner("12345"), (e) => e.kind === "invalid");
+  assert.throws(() => f.client.setAccessToken("a b"), (e) => e.kind === "invalid");
+  ws.deliver({ type: "error", code: "invalid_message", message: "nope" });
+  assert.deepEqual(f.updates.at(-1), { type: "error", error: { code: "invalid_message", message: "nope" } });
+  await f.client.close();
+});
+
+test("an abort closes the socket and holds the client until retry", async () => {
+  const { client, sockets, ws, take } = interactingFake();
+  ws.deliver({ type: "cr_aborted", reason: "releasedByOther" });
+  assert.deepEqual(take(), [
+    stateChanged("readyToConnect"),
+    metastatesChanged(M_ACTIVE),
+    { type: "aborted", reason: "releasedByOther" },
+  ]);
+  assert.deepEqual(ws.sent, [], "the `inactive` is dropped: the socket is not identified any more");
+  assert.deepEqual(ws.closedWith, { code: 1000 }, "the client closes the aborted socket");
+  await Promise.resolve();
+  assert.equal(sockets.length, 1, "no reconnection");
+  assert.equal(client.aborted(), "releasedByOther");
+  client.retry();
+  assert.equal(sockets.length, 2, "retry opens a new connection at once");
+  assert.equal(client.aborted(), null);
+  sockets[1].accept();
+  assert.deepEqual(sockets[1].sent, [{ type: "cr_identify", clientRole: "controller", accessToken: "tok", clientId: ME }]);
+  await client.close();
+});
+
+test("a dropped connection is disconnected, connecting, and reopened after the reconnect delay", async () => {
+  const { client, sockets, ws, take } = interactingFake({ reconnectDelayMs: 0 });
+  ws.drop(1006);
+  assert.deepEqual(take(), [
+    stateChanged("connecting"),
+    metastatesChanged(M_ACTIVE),
+    { type: "disconnected", reason: "closed (1006)" },
+  ]);
+  assert.equal(sockets.length, 2, "a zero delay reopens at once");
+  sockets[1].accept();
+  sockets[1].welcome(ME, "controller");
+  assert.deepEqual(take(), [welcomeUpdate(ME), stateChanged("interacting"), metastatesChanged(M_PAIRED)], "back within 25 s");
+  // A connection refused before the upgrade is connectFailed.
+  sockets[1].drop(1006);
+  take();
+  sockets[2].onerror?.({ message: "Unexpected server response: 404" });
+  sockets[2].drop(1006);
+  const failed = take().find((u) => u.type === "connectFailed");
+  assert.match(failed.reason, /404.*loudsync serve --app alpha/);
+  await client.close();
+});
+
+test("close sends inactive to the partner, goes passive, closes the socket and ends events()", async () => {
+  const { client, ws, take } = interactingFake();
+  const iterator = client.events();
+  await client.close();
+  assert.deepEqual(ws.sent.map((fr) => [fr.recipientClientId, fr.eventType]), [[A, INACTIVE]]);
+  assert.deepEqual(ws.closedWith, { code: 1000 });
+  assert.deepEqual(take(), [stateChanged("passive"), metastatesChanged(M_NONE)]);
+  const seen = [];
+  for await (const u of iterator) seen.push(u.type);
+  assert.deepEqual(seen, ["stateChanged", "metastatesChanged"]);
+  assert.throws(() => client.sendEvent("tap"), (e) => e.kind === "closed");
+  assert.equal(client.close(), client.close(), "close is idempotent");
+});
+
+test("a client that would not connect resolves connect() at once; setActive(true) connects it", async () => {
+  const f = fakeClient("controller", { clientId: ME, active: false });
+  await f.client.connect();
+  assert.equal(f.sockets.length, 0);
+  assert.equal(f.client.state(), "passive");
+  f.client.setActive(true);
+  assert.equal(f.sockets.length, 1);
+  assert.equal(f.client.state(), "connecting");
+  await f.client.close();
+});
