@@ -6,7 +6,9 @@
 // queued while resuming.
 // Ports, case for case and under the same names (camelCase of the Rust test name):
 //   - crates/client/src/machine/handoff_tests.rs (every test; one Rust-only assertion, on
-//     the config's `opens_new_session()`, is replaced by what it means: see that test).
+//     the config's `opens_new_session()`, is replaced by what it means: see that test);
+//   - the layer's own tests in crates/client/src/handoff.rs (at the end of this file,
+//     against dist/esm/handoff.js: `reorder` and `Control.stateFrame`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -28,6 +30,7 @@ import {
   rconnectedWith,
   dropAndReopen,
 } from "./support.mjs";
+import { Control, reorder } from "../../dist/esm/handoff.js";
 
 /** A `welcome` with the handoff layer's fields. */
 function welcomeWithState(clientId, host, state, version, term) {
@@ -504,4 +507,37 @@ test("the first host joining a session created over http is the host", () => {
   r.drainAll();
   assert.equal(r.m.hostId(), "h");
   assert.equal(r.m.session()?.hostId, "h");
+});
+
+// ---- crates/client/src/handoff.rs's own tests: the bookkeeping, without the machine.
+
+test("a handoff puts the new host first and the old one back in join order", () => {
+  const row = (id, isHost, joinedAt, handoffReady) => ({
+    id,
+    name: id,
+    isHost,
+    connectionStatus: "connected",
+    joinedAt,
+    handoffReady,
+  });
+  const members = [row("h", true, 1, false), row("a", false, 1, false), row("b", false, 3, true), row("c", false, 4, false)];
+  reorder(members, "b", "h", "handoff");
+  assert.deepStrictEqual(
+    members.map((m) => [m.id, m.isHost, m.handoffReady]),
+    [
+      ["b", true, false],
+      ["h", false, true],
+      ["a", false, false],
+      ["c", false, false],
+    ],
+  );
+});
+
+test("a stale term is refused and an equal one taken", () => {
+  const c = new Control();
+  c.term = 3;
+  assert.ok(!c.stateFrame({ x: 1 }, 9, 2));
+  assert.equal(c.version, 0);
+  assert.ok(c.stateFrame({ x: 1 }, 9, 3));
+  assert.deepStrictEqual([c.version, c.term], [9, 3]);
 });

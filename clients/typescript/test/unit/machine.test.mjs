@@ -3,12 +3,14 @@
 // attempts, and the endings that must not reconnect; then the media token request.
 // Ports, case for case and under the same names (camelCase of the Rust test name):
 //   - crates/client/src/machine/tests.rs (every test);
-//   - crates/client/src/machine/media_tests.rs (every test but one, Rust-only: see below).
+//   - crates/client/src/machine/media_tests.rs (every test but one, Rust-only: see below);
+//   - the reconnection policy's tests in crates/client/src/config.rs (at the end: the
+//     policy's delays, `delayBefore`; its Debug-output test is Rust-only, see below).
 // The harness (fake clock, drain, frames) is ./support.mjs; timers fire by calling
 // `handleTimeout(now)` once `pollTimeout()` has come, in 100 ms steps.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { isAccessRefusal } from "../../dist/esm/index.js";
+import { isAccessRefusal, delayBefore, DEFAULTS } from "../../dist/esm/index.js";
 import {
   Rig,
   T0_MS,
@@ -536,3 +538,38 @@ test("on a resumable connection the request is numbered and queued while away", 
 // things: the grant's `Debug` output (`<redacted>`) and its conversion to the media crate's
 // `MediaToken` / `StreamId` types, which the TypeScript SDK does not have (its grant is a
 // plain object; the UDP media relay is not part of this package).
+
+// ---- crates/client/src/config.rs's tests: the reconnection policy's delays.
+
+test("fixed delay by default", () => {
+  const policy = { attempts: DEFAULTS.reconnect.attempts, delayMs: DEFAULTS.reconnect.delayMs };
+  assert.equal(policy.attempts, 3);
+  for (let n = 1; n <= 3; n++) assert.equal(delayBefore(policy, n, Math.random), 2000);
+  // And what `resolveConfig` fills in is that policy.
+  const resolved = memberConfig().reconnect;
+  assert.deepStrictEqual([resolved.attempts, resolved.delayMs, resolved.backoff], [3, 2000, undefined]);
+});
+
+test("backoff grows caps and jitters within bounds", () => {
+  const policy = { attempts: 10, delayMs: 100, backoff: { factor: 2, maxDelayMs: 1000, jitter: 0.2 } };
+  // A seeded generator, as the Rust test's `Rng::with_seed(7)`; the extremes too.
+  let seed = 7;
+  const seeded = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  for (const random of [seeded, () => 0, () => 0.999999]) {
+    for (const [n, base] of [
+      [1, 100],
+      [2, 200],
+      [3, 400],
+      [4, 800],
+      [5, 1000],
+      [9, 1000],
+    ]) {
+      const d = delayBefore(policy, n, random);
+      assert.ok(d >= base * 0.8 - 0.001 && d <= base * 1.2 + 0.001, `attempt ${n}: ${d}`);
+    }
+  }
+});
+
+// Not ported: `credentials_never_show_in_debug_output` (config.rs). It tests the Rust
+// config's `Debug` output and its `Secret` wrapper; the TypeScript config is a plain object
+// with no such formatting (the password and token are plain strings there).
