@@ -33,6 +33,9 @@
  * `onmessage({data})`, `onclose({code, reason})` to play the server) and, to run the timers
  * on a fake clock, a `ClientEnvironment` as the constructor's second argument (`now`,
  * `unixNow`, `setTimer`, `clearTimer`); advance the clock and call the scheduled callback.
+ * With `resume: false` the first frame sent is `join`; answer it with a `welcome` frame
+ * (`{type: "welcome", clientId, sessionInfo, resumable: false, timestamp}`) and `connect()`
+ * resolves; advancing the fake clock 5 s then shows `heartbeat` and `ping` in the sent frames.
  */
 import type { ClientConfig, ClientOptions, WebSocketConstructor } from "./config.js";
 import { resolveConfig } from "./config.js";
@@ -158,9 +161,9 @@ export class Client {
     this.env = environment;
   }
 
-  /** `new Client(options)`, then `connect()`: resolves with the joined client. */
-  static async connect(options: ClientOptions): Promise<Client> {
-    const client = new Client(options);
+  /** `new Client(options, environment)`, then `connect()`: resolves with the joined client. */
+  static async connect(options: ClientOptions, environment?: ClientEnvironment): Promise<Client> {
+    const client = new Client(options, environment);
     await client.connect();
     return client;
   }
