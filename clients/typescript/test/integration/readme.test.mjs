@@ -1,6 +1,6 @@
 // readme.test.mjs: keeps the package README and examples/node-member.mjs from rotting. It
 // extracts the README's code blocks whose first line is a `// README:TAG` marker (browser,
-// node, handoff, media, pairing), replaces the README's server address ws://127.0.0.1:8080/
+// node, handoff, media, pairing; and the repository README's `// README:root`), replaces the README's server address ws://127.0.0.1:8080/
 // with a real `loudsync serve` started on a free loopback port (support/server.mjs), and runs
 // each block as it is written in its own `node --input-type=module -e` process with this
 // package as its directory (so `import ... from "loudsync-client"` is the built package, by
@@ -28,13 +28,13 @@ const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const README_URL = "ws://127.0.0.1:8080/";
 const RAN_TAGS = ["browser", "node", "handoff", "media", "pairing"];
 
-/** The README's marked code blocks: tag -> code. */
-function readmeBlocks() {
-  const text = readFileSync(join(packageRoot, "README.md"), "utf8");
+/** The marked code blocks of a README (the package's, or `file`): tag -> code. */
+function readmeBlocks(file = join(packageRoot, "README.md")) {
+  const text = readFileSync(file, "utf8");
   const blocks = new Map();
   for (const match of text.matchAll(/^```(?:js|javascript|ts|typescript|tsx)\n([\s\S]*?)^```$/gm)) {
     const code = match[1];
-    const marker = /^\/\/ README:([a-z-]+)\n/.exec(code);
+    const marker = /^\/\/ README:([a-z-]+)[^\n]*\n/.exec(code);
     if (!marker) continue;
     assert.ok(!blocks.has(marker[1]), `two README blocks are marked ${marker[1]}`);
     blocks.set(marker[1], code);
@@ -43,8 +43,8 @@ function readmeBlocks() {
 }
 
 /** The block `tag` aimed at `url` (asserting that it names the README's address to replace). */
-function blockFor(tag, url) {
-  const code = readmeBlocks().get(tag);
+function blockFor(tag, url, file = undefined) {
+  const code = readmeBlocks(file).get(tag);
   assert.ok(code, `the README has a block marked // README:${tag}`);
   assert.ok(code.includes(README_URL), `the ${tag} block connects to ${README_URL}`);
   return code.replaceAll(README_URL, url);
@@ -122,9 +122,9 @@ function run(args, what) {
 }
 
 /** Runs README block `tag` against `url`; `globalWebSocket`: install ws as globalThis.WebSocket first. */
-function runBlock(start, tag, url, { globalWebSocket = false } = {}) {
+function runBlock(start, tag, url, { globalWebSocket = false, file = undefined } = {}) {
   const prelude = globalWebSocket ? 'import { WebSocket as __WS } from "ws"; globalThis.WebSocket = __WS;\n' : "";
-  return start(["--input-type=module", "-e", prelude + blockFor(tag, url)], `README block ${tag}`);
+  return start(["--input-type=module", "-e", prelude + blockFor(tag, url, file)], `README block ${tag}`);
 }
 
 /** Resolves once `child` exited with code 0 (bounded). */
@@ -149,6 +149,20 @@ const rawControl = (text) => /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.exec(te
 
 test("the README's marked blocks are the ones this test runs", () => {
   assert.deepEqual([...readmeBlocks().keys()].sort(), [...RAN_TAGS].sort());
+});
+
+test("the repository README's TypeScript SDK block joins, sends and prints messages", async (t) => {
+  const { server, peers, start } = await setup(t);
+  const host = await peers.connect(hostOptions(server.url, "party", "desk"));
+  const block = runBlock(start, "root", server.url, { globalWebSocket: true, file: join(packageRoot, "../../README.md") });
+  const sent = await host.log.waitFor("message");
+  assert.deepEqual(sent.data, { track: "Blue in Green" });
+  await peers.connect(memberOptions(server.url, "party", "phone"));
+  await block.waitFor(/^phone name joined$/);
+  host.client.send({ n: 1 });
+  await block.waitFor(new RegExp(`^${host.id} \\{ n: 1 \\}$`));
+  await host.client.leave();
+  await exitsCleanly(block);
 });
 
 test("README:browser joins with the global WebSocket, sees members and messages, ends with the session", async (t) => {
