@@ -145,7 +145,7 @@ export class PairingClient {
    * `cr_welcome`; rejects `PairingError` kind `refused` at a `cr_aborted` (`abortReason`
    * set) or `connect` if it could not be made or ended before the welcome, and the client
    * is closed then (nothing is retried). A client that would not connect at the start (not
-   * `active`, or no token) resolves at once.
+   * `active`, or no token), or one already started, resolves at once.
    */
   connect(): Promise<void> {
     if (this.closed) return Promise.reject(new PairingError("closed", "the pairing client is closed"));
@@ -431,10 +431,10 @@ export class PairingClient {
     if (this.ws !== null && this.lastHeard + this.silenceTimeoutMs <= now) {
       const what = !this.wsOpen ? "no connection" : this.identified ? "nothing heard" : "no cr_welcome";
       const reason = `${what} from the server for ${this.silenceTimeoutMs} ms`;
-      const wasOpen = this.wsOpen;
-      void this.closeSocket(true);
-      if (wasOpen) this.lost(now, reason);
+      // Told first, while `identified` still says whether the machine was connected.
+      if (this.wsOpen) this.lost(now, reason);
       else this.connectFailed(now, reason);
+      void this.closeSocket(true);
       this.settle();
       return;
     }

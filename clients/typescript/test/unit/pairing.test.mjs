@@ -5,7 +5,7 @@
 // refused, the token kept out of what is shown, the cr_event frame) and drives a
 // PairingClient over a fake WebSocket (no network, no timers waited for): the identify, the
 // welcome's order of updates, events in and out, an abort, a retry, a drop, close.
-import { test } from "node:test";
+import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import {
   CrSocket,
@@ -805,10 +805,18 @@ function fakeSockets() {
   return { FakeWebSocket, sockets };
 }
 
+/** Every fake-socket client of a test, closed after it (a failed assertion leaves no timer behind). */
+const fakeClients = new Set();
+afterEach(async () => {
+  await Promise.all([...fakeClients].map((c) => c.close()));
+  fakeClients.clear();
+});
+
 /** A driver over fake sockets, its updates recorded. */
 function fakeClient(role, extra = {}) {
   const { FakeWebSocket, sockets } = fakeSockets();
   const client = new PairingClient({ url: "ws://127.0.0.1:9/", app: "alpha", role, accessToken: "tok", WebSocket: FakeWebSocket, ...extra });
+  fakeClients.add(client);
   const updates = [];
   client.onAny((u) => updates.push(u));
   return { client, sockets, updates, take: () => updates.splice(0) };
@@ -993,5 +1001,39 @@ test("a client that would not connect resolves connect() at once; setActive(true
   f.client.setActive(true);
   assert.equal(f.sockets.length, 1);
   assert.equal(f.client.state(), "connecting");
+  await f.client.close();
+});
+
+test("a listener's command runs after the update it answers, and the updates stay in order", async () => {
+  const { client, ws, updates } = interactingFake();
+  client.on("appEvent", (u) => client.sendEvent("echo", "", u.event.params));
+  client.on("appEvent", () => client.assignPartner(null));
+  ws.deliver(eventFrom(A, "tap", { eventParams: ["9"] }));
+  assert.deepEqual(updates.map((u) => u.type), ["appEvent", "partnerChanged", "stateChanged", "metastatesChanged"]);
+  assert.deepEqual(ws.sent.map((fr) => [fr.eventType, fr.eventSubType, fr.eventParams]), [
+    ["echo", "", ["9"]],
+    [UNASSIGN, NOT_PAIRED, []],
+  ]);
+  await client.close();
+});
+
+test("cr_alive goes out every aliveIntervalMs once identified; silence for silenceTimeoutMs is a lost connection", async () => {
+  const f = fakeClient("controller", { clientId: ME, aliveIntervalMs: 20, silenceTimeoutMs: 150, reconnectDelayMs: 60_000 });
+  f.client.start();
+  const ws = f.sockets[0];
+  ws.accept();
+  ws.welcome(ME, "controller");
+  const lost = await new Promise((resolve, reject) => {
+    const bound = setTimeout(() => reject(new Error(`no disconnected within 3 s: ${JSON.stringify(f.updates)}`)), 3_000);
+    f.client.on("disconnected", (u) => {
+      clearTimeout(bound);
+      resolve(u);
+    });
+  });
+  assert.equal(lost.reason, "nothing heard from the server for 150 ms");
+  const alives = ws.sent.filter((fr) => fr.type === "cr_alive").length;
+  assert.ok(alives >= 3 && alives <= 10, `${alives} cr_alive in 150 ms at one per 20 ms`);
+  assert.equal(f.client.state(), "connecting");
+  assert.equal(f.sockets.length, 1, "the next attempt waits for the reconnect delay");
   await f.client.close();
 });
