@@ -28,7 +28,7 @@ export interface PairingClientConfig extends PairingConfig {
   active?: boolean | undefined;
   /** How often to send `cr_alive` once identified (12000; the server's timeout is 25 s). */
   aliveIntervalMs?: number | undefined;
-  /** Nothing heard (or no `cr_welcome`) for this long: the connection is lost (30000). */
+  /** Nothing heard, no `cr_welcome` or no upgrade for this long: the connection is lost (30000). */
   silenceTimeoutMs?: number | undefined;
   /** Wait before each reconnection attempt (2000). */
   reconnectDelayMs?: number | undefined;
