@@ -6,7 +6,7 @@
 # Debian chromium via playwright-core; screenshots in clients/typescript/test/browser/out/)
 # and prints the bundle's minified + gzipped size. Runs after .ci/browser.sh, which installs
 # chromium and builds the release binary; both are done here too if missing (CI runs as
-# root; sudo otherwise). About 1 minute with both in place.
+# root; sudo otherwise). About 30 s with both in place (npm ci included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -24,9 +24,11 @@ fi
 node --version
 cd clients/typescript
 npm ci --no-audit --no-fund --loglevel=error
+# Each test step is bounded (node --test has no timeout of its own): a hang fails CI.
+bounded() { timeout -k 10 "$@"; }
 npm run build
 npm run typecheck
-npm run test:unit
-npm run test:integration
-npm run test:browser
+bounded 120 npm run test:unit
+bounded 180 npm run test:integration
+bounded 120 npm run test:browser
 npm run size
