@@ -5,7 +5,8 @@
 // and in order; the member keeps its clientId and gets `resumed`; a cut host keeps its
 // session; what is sent while away is queued up to queueLimit; past the server's window the
 // resume is refused (`expired`) and a fresh join follows; a killed and restarted server
-// answers `unknown_token` and the client joins afresh; the formal disconnect is a leave.
+// answers `unknown_token` and the client joins afresh; a frozen connection is noticed by the
+// client's silence timer and resumed; the formal disconnect is a leave.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/resume.test.mjs`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -240,6 +241,24 @@ test("a killed server restarted on the same port: unknown_token, then a fresh jo
   await waitUntil("both tables list both members",
     () => host.client.members().length === 2 && member.client.members().length === 2);
   assert.equal(member.client.hostId(), host.client.clientId());
+});
+
+test("a frozen connection: the client's silence timer notices, and it resumes on a new socket", async (t) => {
+  const { server, proxy, peers } = await setup(t);
+  const host = await peers.connect(hostOptions(server.url, "party"));
+  const member = await peers.connect(memberOptions(proxy.url, "party", "phone"));
+  const memberId = member.id;
+  assert.equal(proxy.freezeAll(), 1);
+  const lost = await member.log.waitFor("connectionLost");
+  assert.match(lost.reason, /silence/, "the client's own silence detection, not a close");
+  await member.log.waitFor("resumed");
+  assert.equal(member.client.clientId(), memberId);
+  assert.equal(member.client.state(), "connected");
+  assert.ok(proxy.accepted() >= 2, "the resume came on a new connection");
+  member.client.send({ n: 1 });
+  const got = await host.log.waitFor("message", (event) => event.from === memberId);
+  assert.deepEqual(got.data, { n: 1 });
+  assert.equal(host.log.ofType("memberLeft").length, 0);
 });
 
 test("the formal disconnect is a leave: member_left left, no resume", async (t) => {

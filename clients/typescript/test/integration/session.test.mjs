@@ -4,7 +4,8 @@
 // client's own ping and the server's measurement, kick (no reconnection), the host closing
 // the session, the typed join errors (session_not_found, session_full, already_joined,
 // password_required, wrong_password, an unreachable port), and reconnection to a server
-// restarted on the same port. Each test starts its own server; every wait is bounded.
+// restarted on the same port, and `failed` after the attempts when it stays away. Each test
+// starts its own server; every wait is bounded.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/session.test.mjs`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -294,4 +295,21 @@ test("a server restarted on the same port: reconnecting, then a fresh welcome an
     () => host.client.members().length === 2 && alice.client.members().length === 2);
   assert.deepEqual(ids(alice.client.members()), [hostWelcome.clientId, aliceWelcome.clientId]);
   assert.deepEqual(ids(host.client.members()), [hostWelcome.clientId, aliceWelcome.clientId]);
+});
+
+test("a server that stays away: the reconnection attempts, then failed", async (t) => {
+  const { server, peers } = await setup(t);
+  const plain = { resume: false }; // a resumable client would resume (resume.test.mjs) instead
+  await peers.connect(hostOptions(server.url, "party", "desk", plain));
+  const alice = await peers.connect(memberOptions(server.url, "party", "alice", plain));
+  await server.stop(); // session_closed "Server shutting down", close 1001: reconnected, not final
+  const failed = await alice.log.waitFor("failed");
+  assert.match(failed.reason, /could not connect/);
+  assert.equal(alice.client.state(), "failed");
+  const attempts = alice.log.ofType("reconnecting");
+  assert.deepEqual(attempts.map((event) => [event.attempt, event.of]), [[1, 3], [2, 3], [3, 3]]);
+  const types = alice.log.types();
+  assert.ok(types.lastIndexOf("reconnecting") < types.indexOf("failed"), types.join(", "));
+  assert.equal(alice.log.ofType("welcome").length, 1, "no second join");
+  assertThrowsKind(() => alice.client.send("anyone?"), "not_connected");
 });

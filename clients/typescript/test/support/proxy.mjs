@@ -2,14 +2,15 @@
 // every connection at once, uncleanly: `cutAll()` destroys both sockets of every open pair
 // (no WebSocket close frame, no FIN handshake the peer waits for), as a dropped network does.
 // The proxy keeps listening, so the client's next connection goes through again. `pause()`
-// makes it refuse (destroy) new connections until `resume()`, for a drop that lasts.
+// makes it refuse (destroy) new connections until `resume()`, for a drop that lasts;
+// `freezeAll()` stops the bytes of the open connections without closing them (silence).
 import { createServer, connect } from "node:net";
 
 /**
  * Starts a proxy on 127.0.0.1 (a free port) forwarding to `targetPort` on 127.0.0.1.
  * @param {number} targetPort
  * @returns {Promise<{ port: number, url: string, http: string, connections(): number, accepted(): number,
- *   cutAll(): number, pause(): void, resume(): void, setTarget(port: number): void, close(): Promise<void> }>}
+ *   cutAll(): number, freezeAll(): number, pause(): void, resume(): void, setTarget(port: number): void, close(): Promise<void> }>}
  */
 export function startProxy(targetPort) {
   let target = targetPort;
@@ -62,6 +63,20 @@ export function startProxy(targetPort) {
           }
           pairs.clear();
           return cut;
+        },
+        /**
+         * Stops the bytes of every open connection both ways without closing anything (a
+         * frozen network path): neither end hears from the other until one gives up. New
+         * connections are not affected. Returns how many pairs were frozen.
+         */
+        freezeAll() {
+          for (const { downstream, upstream } of pairs) {
+            downstream.unpipe(upstream);
+            upstream.unpipe(downstream);
+            downstream.pause();
+            upstream.pause();
+          }
+          return pairs.size;
         },
         /** New connections are destroyed on accept until `resume()`. */
         pause() { refusing = true; },
