@@ -11,12 +11,14 @@
 // server with a second member (names and messages with control characters and bidi overrides
 // printed escaped, stdin lines sent, /members, /quit), and against a fake, hostile server whose
 // member names carry ESC sequences (the real server refuses such names at join, which is
-// checked too). Every wait is bounded; every child process is killed when its test ends.
+// checked too). The README's size figures are checked against the built bundle (within 10 %).
+// Every wait is bounded; every child process is killed when its test ends.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/readme.test.mjs`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WebSocketServer } from "ws";
@@ -149,6 +151,18 @@ const rawControl = (text) => /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.exec(te
 
 test("the README's marked blocks are the ones this test runs", () => {
   assert.deepEqual([...readmeBlocks().keys()].sort(), [...RAN_TAGS].sort());
+});
+
+test("the README's size figures are within 10 % of the built bundle's", () => {
+  const text = readFileSync(join(packageRoot, "README.md"), "utf8");
+  const claim = /\*\*Size:\*\* ([0-9.]+) KiB minified, \*\*([0-9.]+) KiB minified \+ gzipped\*\*/.exec(text);
+  assert.ok(claim, "the README states the size as **Size:** N KiB minified, **M KiB minified + gzipped**");
+  const bundle = readFileSync(join(packageRoot, "dist/loudsync-client.min.js"));
+  const measured = [bundle.length / 1024, gzipSync(bundle, { level: 9 }).length / 1024];
+  [Number(claim[1]), Number(claim[2])].forEach((stated, i) => {
+    assert.ok(Math.abs(stated - measured[i]) <= 0.1 * measured[i],
+      `README says ${stated} KiB, the bundle is ${measured[i].toFixed(1)} KiB: run npm run size and update the README`);
+  });
 });
 
 test("the repository README's TypeScript SDK block joins, sends and prints messages", async (t) => {
