@@ -11,7 +11,8 @@
 // server with a second member (names and messages with control characters and bidi overrides
 // printed escaped, stdin lines sent, /members, /quit), and against a fake, hostile server whose
 // member names carry ESC sequences (the real server refuses such names at join, which is
-// checked too). The README's size figures are checked against the built bundle (within 10 %).
+// checked too). The README's size figures are checked against the built bundle (within 10 %),
+// and examples/browser.html's import against the bundle's exports.
 // Every wait is bounded; every child process is killed when its test ends.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/readme.test.mjs`.
 import { test } from "node:test";
@@ -20,7 +21,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { WebSocketServer } from "ws";
 import { LoudSyncError } from "../../dist/esm/index.js";
 import { startServer, within, WAIT_MS } from "../support/server.mjs";
@@ -163,6 +164,16 @@ test("the README's size figures are within 10 % of the built bundle's", () => {
     assert.ok(Math.abs(stated - measured[i]) <= 0.1 * measured[i],
       `README says ${stated} KiB, the bundle is ${measured[i].toFixed(1)} KiB: run npm run size and update the README`);
   });
+});
+
+test("examples/browser.html imports names the built bundle exports, from a path that exists", async () => {
+  // The page itself was tried in chromium by hand; this keeps its import from rotting.
+  const html = readFileSync(join(packageRoot, "examples/browser.html"), "utf8");
+  const imports = [...html.matchAll(/import \{ ([^}]+) \} from "([^"]+)"/g)];
+  assert.equal(imports.length, 1, "one import of the bundle");
+  const [, names, from] = imports[0];
+  const bundle = await import(pathToFileURL(join(packageRoot, "examples", from)).href);
+  for (const name of names.split(",").map((n) => n.trim())) assert.equal(typeof bundle[name], "function", name);
 });
 
 test("the repository README's TypeScript SDK block joins, sends and prints messages", async (t) => {
