@@ -1,19 +1,19 @@
 // readme.test.mjs: keeps the package README and examples/node-member.mjs from rotting. It
-// extracts the README's code blocks whose first line is a `// README:TAG` marker (browser,
-// node, handoff, media, pairing; and the repository README's `// README:root`), replaces the README's server address ws://127.0.0.1:8080/
-// with a real `loudsync serve` started on a free loopback port (support/server.mjs), and runs
-// each block as it is written in its own `node --input-type=module -e` process with this
-// package as its directory (so `import ... from "loudsync-client"` is the built package, by
-// self-reference, and `ws` is the dev dependency). The browser block runs with `ws` installed as
-// `globalThis.WebSocket` first, as a browser or React Native provides one. Each block's output
-// is checked against what the README says it does, with peers (SDK clients from Node) playing
-// the other members where a block needs some. examples/node-member.mjs runs against a real
-// server with a second member (names and messages with control characters and bidi overrides
-// printed escaped, stdin lines sent, /members, /quit), and against a fake, hostile server whose
-// member names carry ESC sequences (the real server refuses such names at join, which is
-// checked too). The README's size figures are checked against the built bundle (within 10 %),
-// and examples/browser.html's import against the bundle's exports.
-// Every wait is bounded; every child process is killed when its test ends.
+// extracts the README's code blocks whose first line is a `// README:TAG` marker (browser, node,
+// handoff, media, pairing; and the repository README's `// README:root`), replaces the README's
+// server address ws://127.0.0.1:8080/ with a real `loudsync serve` started on a free loopback
+// port (support/server.mjs), and runs each block as it is written in its own `node
+// --input-type=module -e` process with this package as its directory (so `import ... from
+// "loudsync-client"` is the built package, by self-reference, and `ws` is the dev dependency).
+// The browser block runs with `ws` installed as `globalThis.WebSocket` first, as a browser or
+// React Native provides one. Each block's output is checked against what the README says it
+// does, with peers (SDK clients from Node) playing the other members where a block needs some.
+// examples/node-member.mjs runs against a real server with a second member (names and messages
+// with control characters and bidi overrides printed escaped, stdin lines sent, /members,
+// /quit), and against a fake, hostile server whose member names carry ESC sequences (the real
+// server refuses such names at join, which is checked too). The README's size figures are
+// checked against the built bundle (within 10 %), and examples/browser.html's import against the
+// bundle's exports. Every wait is bounded; every child process is killed when its test ends.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/readme.test.mjs`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
