@@ -46,7 +46,9 @@ export function handleSessionMessage(m: Machine, now: number, message: ServerMes
     }
     case "member_joined": {
       const member = message.member;
-      const table = m.table.filter((x) => x.id !== member.id).map(copyMember);
+      // A new array sharing the other entries: entries are never edited in place
+      // (`editMembers` copies them first), so a join costs no copy of the whole table.
+      const table = m.table.filter((x) => x.id !== member.id);
       if (member.isHost) {
         // The first host of a session created over HTTP.
         m.control.hostId = member.id;
