@@ -32,3 +32,6 @@ bounded 120 npm run test:unit
 bounded 180 npm run test:integration
 bounded 120 npm run test:browser
 npm run size
+# a short run of the SDK benchmark (npm run bench), so it cannot rot: it fails if a client holds
+# more than one timer
+bounded 120 npm run bench -- --members 20 --messages 100 --bursts 1 --rounds 5 --frames 5000 --no-rust
