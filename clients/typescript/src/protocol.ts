@@ -15,9 +15,12 @@
  * an unknown `type` is `{ kind: "unknown" }` with its text; a frame that is not a JSON
  * object with a string `type`, or a known type whose known fields are missing or mistyped,
  * is a `DecodeFailure` naming the field path (`member_list: members[1].joinedAt must be a
- * non-negative integer`). It never throws. The sets a newer server may extend (leave
- * reasons, host changes, handoff failures, resume failures) are taken as any string, so an
- * unknown value reaches the application instead of failing the frame (types.ts).
+ * non-negative integer`), and so is a frame nested deeper than `MAX_NESTING`. Integers
+ * (`seq`, versions, terms, times) must be exact in a JS number (at most 2^53 - 1); a larger
+ * `seq` leaves the frame unnumbered, as the Rust reader does above `u64`. It never throws.
+ * The sets a newer server may extend (leave reasons, host changes, handoff failures, resume
+ * failures) are taken as any string, so an unknown value reaches the application instead of
+ * failing the frame (types.ts).
  */
 import type { ServerError } from "./events.js";
 import type {
@@ -327,8 +330,46 @@ class Fields {
   }
 }
 
+/**
+ * A non-negative integer that a JS number holds exactly (at most 2^53 - 1). The Rust
+ * reader takes any `u64`; above 2^53 a JS number is no longer that integer (and `1e300`
+ * passes `Number.isInteger`), so such a value is refused rather than misread: a `seq` of
+ * `1e300` taken as the last one received would turn every later frame into a duplicate and
+ * go back to the server as `"seq":1e+300`.
+ */
 function isUint(value: unknown): value is number {
-  return typeof value === "number" && Number.isInteger(value) && value >= 0;
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * The deepest nesting of arrays and objects a server frame may have: 127 levels, the frame
+ * itself included, as serde_json (the Rust SDK's reader, and the server's) takes. A deeper
+ * frame is unreadable there and here; beyond the rule, JSON data nested a few thousand
+ * levels deep makes `JSON.stringify` (the driver's copies) overflow the stack.
+ */
+export const MAX_NESTING = 127;
+
+/** Whether the JSON `text` (already parsed once, so well-formed) nests at most `limit` levels. */
+function nestingWithin(text: string, limit: number): boolean {
+  // Fewer characters than `limit` brackets cannot nest deeper.
+  if (text.length <= limit) return true;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i += 1; // a backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      depth += 1;
+      if (depth > limit) return false;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth -= 1;
+    }
+  }
+  return true;
 }
 
 const CONNECTION_STATUSES: readonly ConnectionStatus[] = ["connected", "disconnected", "reconnecting"];
@@ -446,6 +487,9 @@ export function decodeServer(text: string): DecodedServerFrame | DecodeFailure {
     value = JSON.parse(text);
   } catch (e) {
     return { error: `not JSON: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  if (!nestingWithin(text, MAX_NESTING)) {
+    return { error: `nested deeper than ${MAX_NESTING} levels (the Rust SDK's limit)` };
   }
   if (!isObject(value) || typeof value["type"] !== "string") {
     return { error: "a server message is an object with a string `type`" };

@@ -77,7 +77,7 @@ export function closeEndsPlace(code: number | undefined): boolean {
 export function lastSeqOf(details: unknown): number | undefined {
   if (typeof details !== "object" || details === null || Array.isArray(details)) return undefined;
   const last = (details as Record<string, unknown>)["lastSeq"];
-  return typeof last === "number" && Number.isInteger(last) && last >= 0 ? last : undefined;
+  return typeof last === "number" && Number.isSafeInteger(last) && last >= 0 ? last : undefined;
 }
 
 /**
