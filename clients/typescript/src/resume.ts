@@ -189,11 +189,13 @@ export class Outbox {
 
   /**
    * The resume succeeded and the server processed up to `last`: everything after it is
-   * sent again on the new socket, in order, with its original seq.
+   * sent again on the new socket, in order, with its original seq. A `last` above what was
+   * ever sent (a broken server) counts as everything sent: what was queued while away still
+   * goes out (the Rust `resumed` takes `last + 1` as it comes and would skip it).
    */
   resumed(last: number): void {
     this.acknowledge(last);
-    this.next = Math.max(this.first, last + 1);
+    this.next = Math.max(this.first, Math.min(last, this.sentUpTo) + 1);
   }
 
   /**

@@ -15,7 +15,16 @@
 // Every failure message carries the seed and the frame, so a failure can be replayed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Rig, plainMember, memberConfig, member, checkClientFrame, rconnectedWith, numbered } from "./support.mjs";
+import {
+  Rig,
+  plainMember,
+  memberConfig,
+  member,
+  checkClientFrame,
+  rconnectedWith,
+  numbered,
+  sentMessages,
+} from "./support.mjs";
 import { CrSocket, decodePairingServerFrame, pairingEventFrame } from "../../dist/esm/index.js";
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
@@ -326,6 +335,32 @@ test("a frame nested deeper than the Rust SDK reads is ignored, so copies never 
   drainChecked(r, "127 levels");
   assert.equal(r.m.sessionState().version, 9, "127 levels are taken");
 });
+
+test("a resumed lastSeq above what was ever sent still sends what was queued while away", () => {
+  // The server says it processed seq 99 when this client sent only 1: a broken server. The
+  // message queued while away (seq 2) and those given afterwards must still go out, in
+  // order (the Rust Outbox::resumed takes `last + 1` unclamped and would skip them all).
+  const r = resumableJoined();
+  r.m.sendMessage(r.now, "one");
+  r.drain();
+  r.m.handleClosed(r.now, null);
+  r.drain();
+  r.m.sendMessage(r.now, "two");
+  dropAndReopenFromClosed(r);
+  r.text({ type: "resumed", timestamp: 1, lastSeq: 99, replayed: 0 });
+  r.m.sendMessage(r.now, "three");
+  const sent = sentMessages(drainChecked(r, "resumed 99"));
+  assert.deepStrictEqual(sent, [[2, "two"], [3, "three"]]);
+});
+
+/** `dropAndReopen` for a machine whose socket already closed: waits, reopens, reads the resume frame. */
+function dropAndReopenFromClosed(r) {
+  const until = r.elapsed() + 3000;
+  r.runUntil(until);
+  r.m.handleConnected(r.now);
+  const resume = r.drain().filter((a) => a.type === "send");
+  assert.equal(resume.length, 1, "the resume frame alone");
+}
 
 // ---- the pairing layer
 
