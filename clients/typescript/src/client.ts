@@ -9,7 +9,8 @@
  * `machine.pollAction()`: `connect` opens a socket (`options.WebSocket ??
  * globalThis.WebSocket`, see socket.ts), `send` sends a text frame, `closeSocket` closes the
  * socket with 1000 and forgets it (a forgotten socket reports nothing: its handlers are
- * detached), `emit` settles `connect()` / `mediaToken()` when the event answers them and
+ * detached; one closed from the timer, because its peer went silent, is dropped instead,
+ * so no close handshake that cannot finish keeps a Node process alive), `emit` settles `connect()` / `mediaToken()` when the event answers them and
  * delivers the event (emitter.ts). Then it re-arms its one timer at the earliest of
  * `machine.pollTimeout()`, the leave deadline (after `leave`/`disconnect`: the server's close
  * is awaited `leaveTimeoutMs`, then `handleLeaveTimeout`) and the connect deadline (a socket
@@ -154,6 +155,12 @@ export class Client {
   private timerAt: number | null = null;
   private pumping = false;
   private finished = false;
+  /**
+   * While a timer is handled: a socket closed now is closed because its peer stopped
+   * answering (silence, a join, resume or leave timeout), so it is dropped, not closed
+   * with a handshake that cannot finish (socket.ts `detach(true)`).
+   */
+  private peerSilent = false;
 
   /** A client for `options`; the second argument replaces the clock and timers (tests). */
   constructor(options: ClientOptions, environment: ClientEnvironment = defaultEnvironment) {
@@ -491,7 +498,7 @@ export class Client {
         this.socket?.send(action.text);
         break;
       case "closeSocket":
-        this.dropSocket();
+        this.dropSocket(this.peerSilent);
         break;
       case "emit":
         this.emit(action.event);
@@ -537,11 +544,11 @@ export class Client {
     });
   }
 
-  /** Closes the current socket (1000) and forgets it. */
-  private dropSocket(): void {
+  /** Closes the current socket (1000; dropped when `abrupt`) and forgets it. */
+  private dropSocket(abrupt = false): void {
     const socket = this.socket;
     this.forgetSocket();
-    socket?.detach();
+    socket?.detach(abrupt);
   }
 
   private forgetSocket(): void {
@@ -616,18 +623,23 @@ export class Client {
     const machine = this.machine;
     if (!machine || this.finished) return;
     const now = this.env.now();
-    if (this.leaveDeadline !== null && this.leaveDeadline <= now) {
-      this.leaveDeadline = null;
-      machine.handleLeaveTimeout();
+    this.peerSilent = true;
+    try {
+      if (this.leaveDeadline !== null && this.leaveDeadline <= now) {
+        this.leaveDeadline = null;
+        machine.handleLeaveTimeout();
+      }
+      if (this.connectDeadline !== null && this.connectDeadline <= now && this.socket && !this.socket.isOpen) {
+        const url = this.config?.url ?? this.options.url;
+        this.dropSocket(true);
+        machine.handleConnectFailed(now, `${url}: no connection within ${CONNECT_TIMEOUT_MS / 1000} s`);
+      }
+      const due = machine.pollTimeout();
+      if (due !== undefined && due <= now) machine.handleTimeout(now);
+      this.pump();
+    } finally {
+      this.peerSilent = false;
     }
-    if (this.connectDeadline !== null && this.connectDeadline <= now && this.socket && !this.socket.isOpen) {
-      const url = this.config?.url ?? this.options.url;
-      this.dropSocket();
-      machine.handleConnectFailed(now, `${url}: no connection within ${CONNECT_TIMEOUT_MS / 1000} s`);
-    }
-    const due = machine.pollTimeout();
-    if (due !== undefined && due <= now) machine.handleTimeout(now);
-    this.pump();
   }
 
   /** The machine ended: close the socket, stop the timer, settle every promise, end the iterators. */

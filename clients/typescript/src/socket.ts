@@ -13,7 +13,8 @@
  * `Blob`) is decoded as UTF-8 with `TextDecoder` and reported as text. `detach()` makes the
  * socket silent for good: its handlers become no-ops (never `null`: `ws` throws an
  * unhandled `error` event when no listener is left), so a socket the driver forgot cannot
- * report anything late. No Node imports: this runs in browsers and React Native unchanged.
+ * report anything late; it closes with 1000, or drops a socket whose peer went silent
+ * (`detach(true)`: `ws`'s `terminate()`, so no close handshake holds the process). No Node imports: this runs in browsers and React Native unchanged.
  */
 import type { WebSocketConstructor, WebSocketLike } from "./config.js";
 
@@ -35,8 +36,13 @@ export interface Socket {
   readonly isOpen: boolean;
   /** Sends a text frame; a socket that cannot send ignores it (its close follows). */
   send(text: string): void;
-  /** Stops every report, then closes the socket with 1000 (if it is not closed already). */
-  detach(): void;
+  /**
+   * Stops every report, then closes the socket (if it is not closed already): with 1000, or,
+   * when `abrupt` (the peer stopped answering), by dropping the connection where the
+   * implementation can (`ws`'s `terminate()`), since a close handshake with a silent peer
+   * cannot finish and `ws` would hold the socket, and a Node process with it, 30 s for it.
+   */
+  detach(abrupt?: boolean): void;
 }
 
 /** The WebSocket `OPEN` ready state (the same number in every implementation). */
@@ -165,7 +171,7 @@ export function openSocket(WebSocketClass: WebSocketConstructor, url: string, re
         // A send that fails shows up as the socket closing.
       }
     },
-    detach() {
+    detach(abrupt = false) {
       if (detached) return;
       detached = true;
       const silent = (): void => {};
@@ -174,8 +180,10 @@ export function openSocket(WebSocketClass: WebSocketConstructor, url: string, re
       socket.onclose = silent;
       socket.onerror = silent;
       if (socket.readyState !== CLOSED) {
+        const terminate = (socket as { terminate?: unknown }).terminate;
         try {
-          socket.close(1000);
+          if (abrupt && typeof terminate === "function") terminate.call(socket);
+          else socket.close(1000);
         } catch {
           // Closing a socket that is still connecting may throw in some implementations.
         }

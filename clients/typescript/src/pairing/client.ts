@@ -500,8 +500,25 @@ export class PairingClient {
     this.identified = false;
     this.nextAlive = null;
     if (socket === null) return Promise.resolve();
+    // A silent peer never finishes a close handshake, and `ws` holds such a socket (and a
+    // Node process with it) 30 s for one: where the implementation can drop the connection
+    // (`ws`'s `terminate()`), a broken socket is dropped at once and any other once the
+    // close has not come within CLOSE_WAIT_MS.
+    const terminate = (): boolean => {
+      const drop = (socket as { terminate?: unknown }).terminate;
+      if (typeof drop !== "function") return false;
+      try {
+        drop.call(socket);
+      } catch {
+        // Already closed.
+      }
+      return true;
+    };
     const done = new Promise<void>((resolve) => {
-      const bound = setTimeout(resolve, CLOSE_WAIT_MS);
+      const bound = setTimeout(() => {
+        terminate();
+        resolve();
+      }, CLOSE_WAIT_MS);
       socket.onopen = ignore;
       socket.onmessage = ignore;
       socket.onerror = ignore; // `ws` throws an error event nobody listens to
@@ -511,8 +528,10 @@ export class PairingClient {
       };
     });
     try {
-      if (broken) socket.close();
-      else socket.close(1000);
+      if (!(broken && terminate())) {
+        if (broken) socket.close();
+        else socket.close(1000);
+      }
     } catch {
       // Already closing.
     }

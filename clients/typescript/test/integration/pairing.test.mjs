@@ -6,13 +6,16 @@
 // and back, unassign; the rejects (a responder assigned to another controller, and the
 // server's own for a same-role or other-app partner); a second connection of the same id
 // releasing the first, which waits for `retry`; refused identifies; cr_alive keeping a
-// connection open past the alive timeout; reconnection to a restarted server. Every wait is
+// connection open past the alive timeout; reconnection to a restarted server; a Node process
+// exits by itself after close() on a frozen connection (support/exiting.mjs). Every wait is
 // bounded (record().waitFor); the few fixed waits check that something does NOT happen.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { PairingClient, PairingError } from "../../dist/esm/index.js";
 import { startServer, record } from "../support/server.mjs";
+import { startProxy } from "../support/proxy.mjs";
+import { spawnMember } from "../support/exiting.mjs";
 
 const ALIVE_TIMEOUT_ARGS = ["--pairing-alive-timeout", "1s", "--heartbeat-check-interval", "100ms"];
 const APP_ARGS = ["--app", "alpha", "--app", "beta", "--app", "secret:tokA"];
@@ -291,4 +294,17 @@ test("a lost connection reconnects to a restarted server and pairs again", async
     await own.stop();
     await restarted?.stop();
   }
+});
+
+test("the process exits after close() on a frozen connection", async (t) => {
+  // close() resolves after its 1 s bound; before the fix `ws` went on waiting 30 s for the
+  // frozen peer's close frame, and held the process.
+  const proxy = await startProxy(server.port);
+  t.after(() => proxy.close());
+  const child = spawnMember(t, proxy.url, "pairing");
+  await child.until("joined");
+  assert.equal(proxy.freezeAll(), 1);
+  child.go();
+  const { at } = await child.until("over");
+  await child.exitWithin(at);
 });

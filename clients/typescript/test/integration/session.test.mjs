@@ -4,7 +4,10 @@
 // client's own ping and the server's measurement, kick (no reconnection), the host closing
 // the session, the typed join errors (session_not_found, session_full, already_joined,
 // password_required, wrong_password, an unreachable port), and reconnection to a server
-// restarted on the same port, and `failed` after the attempts when it stays away. Each test
+// restarted on the same port, and `failed` after the attempts when it stays away; and that a
+// Node process using the SDK exits by itself once its client is over (support/exiting.mjs):
+// after leave() / disconnect(), after a leave() the frozen server never answers, after a
+// frozen connection was dropped by silence and resumed, after a final failure. Each test
 // starts its own server; every wait is bounded.
 // Run: `npm run build && node --test --test-concurrency=1 test/integration/session.test.mjs`.
 import { test } from "node:test";
@@ -13,6 +16,7 @@ import { LoudSyncError } from "../../dist/esm/index.js";
 import { startServer, FAST_SERVER_ARGS, waitUntil, within, WAIT_MS } from "../support/server.mjs";
 import { startProxy } from "../support/proxy.mjs";
 import { peers, hostOptions, memberOptions, FAST_CLIENT } from "../support/peers.mjs";
+import { spawnMember } from "../support/exiting.mjs";
 
 /** Starts a server (fast timers + `args`) and a peer set, both torn down after the test. */
 async function setup(t, args = [], options = {}) {
@@ -312,4 +316,61 @@ test("a server that stays away: the reconnection attempts, then failed", async (
   assert.ok(types.lastIndexOf("reconnecting") < types.indexOf("failed"), types.join(", "));
   assert.equal(alice.log.ofType("welcome").length, 1, "no second join");
   assertThrowsKind(() => alice.client.send("anyone?"), "not_connected");
+});
+
+// ---- a Node process exits by itself once its client is over (support/exiting.mjs)
+
+/** A server, a proxy in front of it (to freeze the path) and a host in `s1`. */
+async function exitSetup(t) {
+  const { server, peers } = await setup(t);
+  const proxy = await startProxy(server.port);
+  t.after(() => proxy.close());
+  await peers.connect(hostOptions(server.url, "s1"));
+  return proxy;
+}
+
+for (const mode of ["leave", "disconnect"]) {
+  test(`the process exits after ${mode}() on a live connection`, async (t) => {
+    const proxy = await exitSetup(t);
+    const child = spawnMember(t, proxy.url, mode);
+    await child.until("joined");
+    child.go();
+    const { at } = await child.until("over");
+    await child.exitWithin(at);
+  });
+}
+
+test("the process exits after a leave() the frozen server never answers (the leave timeout ends it)", async (t) => {
+  // Before the fix the socket was closed with a handshake the frozen peer never finished, and
+  // `ws` held it (and the process) 30 s.
+  const proxy = await exitSetup(t);
+  const child = spawnMember(t, proxy.url, "leave");
+  await child.until("joined");
+  assert.equal(proxy.freezeAll(), 1);
+  child.go();
+  const { at, line } = await child.until("left");
+  assert.equal(line.state, "disconnected");
+  await child.exitWithin(at);
+});
+
+test("the process exits after leave() when an earlier frozen socket was dropped by silence", async (t) => {
+  const proxy = await exitSetup(t);
+  const child = spawnMember(t, proxy.url, "leave");
+  await child.until("joined");
+  proxy.freezeAll();
+  await child.until("connectionLost");
+  await child.until("resumed");
+  child.go();
+  const { at } = await child.until("over");
+  await child.exitWithin(at);
+});
+
+test("the process exits after a final failure (frozen, then the server stays away)", async (t) => {
+  const proxy = await exitSetup(t);
+  const child = spawnMember(t, proxy.url, "leave");
+  await child.until("joined");
+  proxy.pause();
+  proxy.freezeAll();
+  const { at } = await child.until("failed");
+  await child.exitWithin(at);
 });
