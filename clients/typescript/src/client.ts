@@ -402,7 +402,7 @@ export class Client {
    * Leaves the session; resolves when the connection is over (the server closed it, or
    * `leaveTimeoutMs` passed). For the host this ends the session for everyone. While a
    * resumable connection is being resumed the leave waits for the resume (up to the resume
-   * window), as in the Rust SDK.
+   * window), as in the Rust SDK. A second call (or `disconnect()`) waits for the first.
    */
   leave(): Promise<void> {
     return this.farewell((machine, now) => machine.leave(now));
@@ -416,7 +416,8 @@ export class Client {
   /**
    * The formal disconnect (seed 003): on a resumable connection the connection token goes
    * out once everything queued did, and the place can no longer be resumed; otherwise
-   * `leave`. Resolves when the connection is over.
+   * `leave`. Resolves when the connection is over. After `leave()` (or a first
+   * `disconnect()`) it only waits for that one.
    */
   disconnect(): Promise<void> {
     return this.farewell((machine, now) => machine.disconnect(now));
@@ -444,12 +445,18 @@ export class Client {
     this.pump();
   }
 
-  /** `leave` and `disconnect`: resolves when the connection is over. */
+  /**
+   * `leave` and `disconnect`: resolves when the connection is over. Once one is under way a
+   * later call just waits for it: no second `leave` frame, and the leave timeout still runs
+   * from the first call (a button pressed twice must not push it back).
+   */
   private farewell(run: (machine: Machine, now: number) => void): Promise<void> {
     const machine = this.machine;
     if (!machine || this.finished) return Promise.resolve();
     return new Promise<void>((resolve) => {
+      const underWay = this.leaving.length > 0;
       this.leaving.push(resolve);
+      if (underWay) return;
       const now = this.env.now();
       run(machine, now);
       // The leave timeout runs from now, or, if the machine queued the leave while

@@ -376,3 +376,17 @@ test("with the default clock and timers connect and leave work too", { timeout: 
   await left;
   assert.equal(client.state(), "disconnected");
 });
+
+test("a second leave() or disconnect() waits for the first: one leave frame, the first call's timeout", { timeout: 5000 }, async () => {
+  // A button pressed twice must neither send a second leave nor push the leave timeout back.
+  const { client, ws, env } = await connectedClient({ leaveTimeoutMs: 2000 });
+  const first = client.leave();
+  env.advance(1500);
+  const second = client.leave();
+  const third = client.disconnect();
+  assert.deepStrictEqual(ws.frames().filter((f) => f.type === "leave").length, 1, "one leave frame");
+  env.advance(500);
+  await Promise.all([first, second, third]);
+  assert.equal(client.state(), "disconnected");
+  assert.equal(env.live(), 0, "no timer left");
+});
