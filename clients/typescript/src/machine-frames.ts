@@ -6,6 +6,8 @@
  * application messages, acks of numbered frames, the media token, and the handoff layer's
  * frames (`state`, `handoff_*`, `host_changed`), whose term rules live in handoff.ts.
  *
+ * Events carry copies (members, states), never the machine's own objects.
+ *
  * Frames that mean nothing once joined (a second `welcome`, the handshake's `token`,
  * `resumed`, `resume_failed`) are ignored, as in the Rust SDK.
  */
@@ -16,6 +18,15 @@ import type { MemberInfo } from "./types.js";
 /** A copy of a member entry (the table's own entries are never handed out to be mutated). */
 export function copyMember(member: MemberInfo): MemberInfo {
   return { ...member };
+}
+
+/**
+ * A deep copy of JSON data from the wire, for an event: the application may edit what it is
+ * given without editing the machine's own (as the Rust SDK's events own their values). The
+ * decoder bounds the nesting (protocol.ts `MAX_NESTING`), so the copy cannot overflow.
+ */
+export function copyJson<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -115,7 +126,13 @@ export function handleSessionMessage(m: Machine, now: number, message: ServerMes
       // A state that is not an object, or of a term below the highest seen, is dropped.
       if (!isObject(state) || !m.control.stateFrame(state, message.version, message.term)) return;
       m.bump();
-      m.emit({ type: "sessionState", state, version: message.version, term: message.term, updatedBy: message.updatedBy });
+      m.emit({
+        type: "sessionState",
+        state: copyJson(state),
+        version: message.version,
+        term: message.term,
+        updatedBy: message.updatedBy,
+      });
       return;
     }
     case "handoff_started": {
@@ -130,7 +147,7 @@ export function handleSessionMessage(m: Machine, now: number, message: ServerMes
       const state = isObject(message.state) ? message.state : {};
       m.control.offered({ handoffId, fromId, state, version, term, timeoutMs });
       m.bump();
-      m.emit({ type: "handoffRequested", handoffId, fromId, state, version, term, timeoutMs });
+      m.emit({ type: "handoffRequested", handoffId, fromId, state: copyJson(state), version, term, timeoutMs });
       return;
     }
     case "handoff_ack": {

@@ -55,7 +55,7 @@ import {
 import type { ClientMessage, Received, ServerMessage } from "./protocol.js";
 import { Inbox, Outbox, Pacer, closeEndsPlace, lastSeqOf, localToken } from "./resume.js";
 import { Control } from "./handoff.js";
-import { copyMember, handleSessionMessage } from "./machine-frames.js";
+import { copyJson, copyMember, handleSessionMessage } from "./machine-frames.js";
 
 /** What the machine asks its driver to do. */
 export type Action =
@@ -509,7 +509,7 @@ export class Machine {
     if (message.snapshot) {
       this.emit({
         type: "sessionState",
-        state: this.control.state,
+        state: copyJson(this.control.state),
         version: this.control.version,
         term: this.control.term,
         updatedBy: null,

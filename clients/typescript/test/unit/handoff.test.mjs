@@ -541,3 +541,33 @@ test("a stale term is refused and an equal one taken", () => {
   assert.ok(c.stateFrame({ x: 1 }, 9, 3));
   assert.deepStrictEqual([c.version, c.term], [9, 3]);
 });
+
+test("an application that edits an event's state does not edit the machine's", () => {
+  // The Rust events own their values; here a listener writing into `event.state` (a reducer
+  // that mutates, say) must not change what sessionState() and pendingHandoff() say.
+  const r = new Rig(plainMember());
+  r.m.start(r.now);
+  r.m.handleConnected(r.now);
+  r.text(welcomeWithState("c1", "h", { score: 1, nested: { a: 1 } }, 1, 1));
+  r.text({ type: "state", timestamp: 1, state: { score: 2, nested: { a: 2 } }, version: 2, term: 1, updatedBy: "h" });
+  r.text({
+    type: "handoff_request",
+    timestamp: 1,
+    handoffId: "x1",
+    fromId: "h",
+    state: { score: 2, nested: { a: 2 } },
+    version: 2,
+    term: 1,
+    timeoutMs: 5000,
+  });
+  const events = emitted(r.drain());
+  for (const e of events) {
+    if (e.type === "sessionState" || e.type === "handoffRequested") {
+      e.state.score = 99;
+      e.state.nested.a = 99;
+    }
+  }
+  assert.equal(events.filter((e) => e.type === "sessionState").length, 2);
+  assert.deepStrictEqual(r.m.sessionState(), { state: { score: 2, nested: { a: 2 } }, version: 2 });
+  assert.deepStrictEqual(r.m.pendingHandoff().offer.state, { score: 2, nested: { a: 2 } });
+});
