@@ -390,3 +390,69 @@ test("a second leave() or disconnect() waits for the first: one leave frame, the
   assert.equal(client.state(), "disconnected");
   assert.equal(env.live(), 0, "no timer left");
 });
+
+test("leave() while the first socket is connecting: connect() rejects, the socket is closed, nothing stays armed", { timeout: 5000 }, async () => {
+  const Fake = fakeWebSocketClass();
+  const env = fakeEnvironment();
+  const client = new Client({ url: "ws://x/", sessionId: "s1", device, WebSocket: Fake, resume: false }, env);
+  const joined = client.connect();
+  joined.catch(() => {});
+  await until(() => Fake.sockets.length === 1, "the socket");
+  const ws = Fake.sockets[0];
+  await client.leave();
+  await assert.rejects(joined, (e) => e instanceof LoudSyncError && e.kind === "connect");
+  assert.equal(client.state(), "disconnected");
+  assert.equal(ws.closeCalls.length, 1, "the connecting socket is closed");
+  assert.equal(env.live(), 0, "no timer left");
+  // The socket's late reports change nothing: no second socket, no events, no timer.
+  const seen = [];
+  client.onAny((e) => seen.push(e.type));
+  ws.onopen?.({});
+  ws.onmessage?.({ data: JSON.stringify(welcomeFrame("c1")) });
+  ws.onclose?.({ code: 1006, reason: "" });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepStrictEqual(seen, []);
+  assert.equal(Fake.sockets.length, 1);
+  assert.equal(env.live(), 0);
+  assert.equal(client.state(), "disconnected");
+  await client.leave(); // over already: resolves at once
+});
+
+test("a command given from inside a listener goes out after the frames already due, in order", { timeout: 5000 }, async () => {
+  const { client, ws } = await connectedClient();
+  // A member joins; the listener answers at once, and again from the answer's own events.
+  client.on("memberJoined", (e) => {
+    client.sendTo(e.member.id, { hello: e.member.id });
+    client.send({ welcome: e.member.id });
+  });
+  const before = ws.sent.length;
+  ws.receive({ type: "member_joined", timestamp: 1, member: member("m2", "Tab", false, 3) });
+  ws.receive({ type: "member_joined", timestamp: 1, member: member("m3", "Tv", false, 4) });
+  const sent = ws.frames().slice(before).map((f) => [f.type, f.to ?? null, f.data]);
+  assert.deepStrictEqual(sent, [
+    ["message", "m2", { hello: "m2" }],
+    ["message", null, { welcome: "m2" }],
+    ["message", "m3", { hello: "m3" }],
+    ["message", null, { welcome: "m3" }],
+  ]);
+  assert.deepStrictEqual(client.members().map((m) => m.id), ["h", "c1", "m2", "m3"]);
+});
+
+test("the server's reports after a final failure change nothing and leave no timer", { timeout: 5000 }, async () => {
+  const { client, ws, env, Fake } = await connectedClient({ reconnect: { attempts: 1, delayMs: 100 } });
+  const ended = client.events();
+  ws.serverClose(1006);
+  env.advance(100);
+  await until(() => Fake.sockets.length === 2, "the reconnection");
+  Fake.sockets[1].serverClose(1006); // never opened: a failed attempt, the last one
+  await until(() => client.state() === "failed", "failed");
+  assert.equal(env.live(), 0, "no timer left");
+  const types = [];
+  for await (const e of ended) types.push(e.type);
+  assert.ok(types.includes("failed"), types.join(", "));
+  ws.onmessage?.({ data: JSON.stringify(welcomeFrame("c1")) });
+  Fake.sockets[1].onopen?.({});
+  assert.equal(client.state(), "failed");
+  assert.equal(env.live(), 0);
+  assert.equal(Fake.sockets.length, 2);
+});
