@@ -540,7 +540,8 @@ export class PairingClient {
 
   private connectFailed(now: number, reason: string): void {
     this.wsOpen = false;
-    let why = reason;
+    // Named with the endpoint, as the session client's `could not connect: URL: ...`.
+    let why = `could not connect to ${this.endpoint}: ${reason}`;
     if (/\b404\b/.test(reason)) {
       why += ` (the server has no pairing app \`${this.app}\`: it serves one given as \`loudsync serve --app ${this.app}\`)`;
     }

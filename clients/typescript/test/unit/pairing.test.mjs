@@ -1037,3 +1037,30 @@ test("cr_alive goes out every aliveIntervalMs once identified; silence for silen
   assert.equal(f.sockets.length, 1, "the next attempt waits for the reconnect delay");
   await f.client.close();
 });
+
+test("a failed connection names the endpoint it tried", async () => {
+  // Before: the bare socket error ("connect ECONNREFUSED ..."), unlike the session client.
+  class Refused {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      queueMicrotask(() => {
+        this.readyState = 3;
+        this.onerror?.({ message: "connect ECONNREFUSED 127.0.0.1:9" });
+        this.onclose?.({ code: 1006, reason: "" });
+      });
+    }
+    send() {}
+    close() {}
+  }
+  const client = new PairingClient({ url: "ws://127.0.0.1:9/", app: "alpha", role: "responder", accessToken: "tok", WebSocket: Refused });
+  try {
+    await assert.rejects(client.connect(), (e) => {
+      assert.ok(e instanceof PairingError && e.kind === "connect", String(e));
+      assert.equal(e.message, "could not connect to ws://127.0.0.1:9/crsocket/alpha/ws: connect ECONNREFUSED 127.0.0.1:9");
+      return true;
+    });
+  } finally {
+    await client.close();
+  }
+});
