@@ -4,7 +4,8 @@
  * among them, and the driver's own: welcome, aborted, connectFailed, disconnected, error),
  * its snapshot, and the hub that delivers updates in order to `on` / `onAny` listeners and
  * `events()` iterators. A listener's command only queues more updates (no re-entry), and a
- * listener that throws does not stop the others (its error is rethrown in a microtask).
+ * listener that throws does not stop the others nor the client: its error is reported with
+ * `console.error`, as the session client's are (emitter.ts).
  */
 import type { ServerError } from "../events.js";
 import type { PairingEvent, PairingIncomingEvent, PairingMetastates, PairingState } from "./machine.js";
@@ -175,9 +176,9 @@ export class PairingUpdateHub {
           try {
             listener(u);
           } catch (error) {
-            queueMicrotask(() => {
-              throw error;
-            });
+            // Reported, never rethrown (an uncaught exception ends a Node process), as the
+            // session client's listeners (emitter.ts).
+            globalThis.console?.error?.(`loudsync-client: a "${u.type}" pairing listener threw:`, error);
           }
         }
       }

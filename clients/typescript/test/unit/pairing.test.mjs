@@ -1064,3 +1064,31 @@ test("a failed connection names the endpoint it tried", async () => {
     await client.close();
   }
 });
+
+test("a pairing listener that throws is reported with console.error; the others and the client go on", async (t) => {
+  // As the session client's listeners (emitter.ts). Before, the error was rethrown in a
+  // microtask: an uncaught exception, which ends a Node process.
+  const reported = [];
+  t.mock.method(console, "error", (...args) => reported.push(args));
+  const uncaught = [];
+  const onUncaught = (error) => uncaught.push(error);
+  process.on("uncaughtException", onUncaught);
+  t.after(() => process.off("uncaughtException", onUncaught));
+  const f = interactingFake();
+  f.client.onAny((u) => {
+    if (u.type === "appEvent") throw new Error("app bug");
+  });
+  const after = [];
+  f.client.onAny((u) => after.push(u.type));
+  f.ws.deliver(eventFrom(A, "tap"));
+  f.ws.deliver(eventFrom(A, "tap"));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepStrictEqual(uncaught, []);
+  assert.equal(reported.length, 2, JSON.stringify(reported));
+  assert.match(String(reported[0][0]), /"appEvent" pairing listener threw/);
+  assert.equal(reported[0][1].message, "app bug");
+  assert.deepStrictEqual(after, ["appEvent", "appEvent"]);
+  assert.equal(f.client.state(), "interacting");
+  f.client.sendEvent("still", "", []);
+  assert.ok(f.ws.sent.some((fr) => fr.eventType === "still"));
+});
