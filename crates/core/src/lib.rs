@@ -18,6 +18,7 @@
 //! - [`limits`]: the per-connection rate limit (token bucket, error spacing, drop window).
 //! - [`admission`]: who may open a connection, an unjoined socket or a join, by address:
 //!   caps fitted to the open-file limit, per-address counts, join rate, the HTTP deadline.
+//! - [`events`]: the admin event stream's history (a ring) and its `Last-Event-ID` rule.
 //! - [`ids`]: where ids come from (injected, so tests are deterministic).
 //! - [`pairing`]: the controller/responder pairing relay (issue 12, CRSocket): identify, one
 //!   connection per client id, routing and blocking of events, server rejects, liveness.
@@ -27,6 +28,7 @@
 pub mod admission;
 pub mod connection;
 pub mod directory;
+pub mod events;
 pub mod ids;
 pub mod limits;
 pub mod media;

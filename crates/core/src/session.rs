@@ -29,7 +29,8 @@ use bytes::Bytes;
 use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{
     close_code, server::SessionInfo, types::MediaRole, ConnectionStatus, DeviceRef, DeviceType,
-    ErrorCode, Join, LeaveReason, MemberInfo, ResumeFailure, ServerMessage,
+    ErrorCode, HandoffFailure, HostChange, Join, LeaveReason, MemberInfo, ResumeFailure,
+    ServerMessage,
 };
 
 use crate::connection::MemberCommand;
@@ -153,6 +154,67 @@ pub enum SessionAction<T> {
     },
     /// The session is over; every member has been told and closed.
     Ended,
+}
+
+/// What an operator watching the server sees of a session (the admin event stream, `GET
+/// /v1/events`): recorded only while the session is observed ([`Session::set_observed`]),
+/// drained with [`Session::poll_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// A place was created by a join (also the first member's, whom no `member_joined` tells).
+    MemberJoined {
+        /// The member as `member_list` shows it.
+        member: MemberInfo,
+        /// The dialect it speaks.
+        dialect: Dialect,
+    },
+    /// A place ended while the session goes on (left, kicked, timed out, dropped).
+    MemberLeft {
+        /// The member's `clientId`.
+        member_id: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A member's entry changed: its connection status (`reconnecting`, `connected`) or its
+    /// readiness to take control.
+    MemberUpdated {
+        /// The member as `member_list` shows it.
+        member: MemberInfo,
+    },
+    /// The host changed.
+    HostChanged {
+        /// The new host.
+        host_id: String,
+        /// The host before it.
+        previous_host_id: String,
+        /// The new term.
+        term: u64,
+        /// A handoff, or the loss of the host.
+        reason: HostChange,
+    },
+    /// A handoff began: the request is on its way to the candidate.
+    HandoffStarted {
+        /// The request's id.
+        handoff_id: String,
+        /// The host asking.
+        host_id: String,
+        /// The candidate.
+        target_id: String,
+    },
+    /// A handoff did not happen (one event per failure, whoever is told).
+    HandoffFailed {
+        /// The request's id (none for `busy` and `no_candidate`).
+        handoff_id: Option<String>,
+        /// The candidate, when there was one.
+        target_id: Option<String>,
+        /// Why.
+        reason: HandoffFailure,
+    },
+    /// The session ended; every place with it.
+    Closed {
+        /// The reason `session_closed` gives.
+        reason: String,
+    },
 }
 
 /// The settings of one session.
@@ -293,6 +355,9 @@ pub struct Session<T> {
     state: SessionState,
     /// The term, the pending handoff, the readiness order.
     control: Control,
+    /// Whether [`SessionEvent`]s are recorded.
+    observed: bool,
+    events: VecDeque<SessionEvent>,
 }
 
 impl<T> Session<T> {
@@ -313,6 +378,30 @@ impl<T> Session<T> {
             actions: VecDeque::new(),
             state: SessionState::new(),
             control: Control::new(),
+            observed: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Whether to record [`SessionEvent`]s from now on (off by default: an unobserved
+    /// session builds none). Turning it off drops what was not polled.
+    pub fn set_observed(&mut self, observed: bool) {
+        self.observed = observed;
+        if !observed {
+            self.events.clear();
+        }
+    }
+
+    /// The next event for the operators, in the order things happened.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Records an event if the session is observed (built only then).
+    fn note(&mut self, event: impl FnOnce(&Self) -> SessionEvent) {
+        if self.observed {
+            let event = event(self);
+            self.events.push_back(event);
         }
     }
 
@@ -647,6 +736,11 @@ impl<T> Session<T> {
             self.host = Some(member_id.clone());
         }
         let info = self.info(self.members.last().expect("just pushed"));
+        let dialect = joiner.dialect;
+        self.note(|_| SessionEvent::MemberJoined {
+            member: info.clone(),
+            dialect,
+        });
         self.send(
             Recipients::One(member_id.clone()),
             ServerMessage::Welcome {
@@ -940,6 +1034,9 @@ impl<T> Session<T> {
             return;
         };
         let member = self.info(m);
+        self.note(|_| SessionEvent::MemberUpdated {
+            member: member.clone(),
+        });
         self.send(
             Recipients::AllExceptIn(member_id.to_string(), Dialect::LoudSync),
             ServerMessage::MemberUpdated { member },
@@ -1138,6 +1235,10 @@ impl<T> Session<T> {
         // A kick, a leave, a fatal drop: the token is forgotten (a held place that ran out
         // has its fate, `expired`, set already).
         self.depart(member_id, code, close_reason, ResumeFailure::UnknownToken);
+        self.note(|_| SessionEvent::MemberLeft {
+            member_id: member_id.to_string(),
+            reason,
+        });
         self.send(
             Recipients::All,
             ServerMessage::MemberLeft {
@@ -1184,6 +1285,9 @@ impl<T> Session<T> {
         if self.ended {
             return;
         }
+        self.note(|_| SessionEvent::Closed {
+            reason: reason.to_string(),
+        });
         self.send(
             Recipients::All,
             ServerMessage::SessionClosed {

@@ -158,6 +158,22 @@ pub struct ServerConfig {
     /// How long a granted media token may be claimed by its first START (R1, R5).
     #[serde(with = "humantime_serde")]
     pub media_token_ttl: Duration,
+    /// How often the admin event stream (`GET /v1/events`) writes a keep-alive comment.
+    #[serde(with = "humantime_serde")]
+    pub events_keepalive: Duration,
+    /// How often the admin event stream writes a `stats` event.
+    #[serde(with = "humantime_serde")]
+    pub events_stats_interval: Duration,
+    /// Events the admin event stream keeps for reconnecting clients (`Last-Event-ID`).
+    pub events_history: usize,
+    /// Events a subscriber of the admin event stream may fall behind by before it is cut off
+    /// (`overflow`); the memory bound per subscriber, shared by all of them.
+    pub events_buffer: usize,
+    /// How long the server keeps recording events after its last subscriber left, so a
+    /// client that reconnects within it gets what it missed; after it, nothing is recorded
+    /// (sessions pay nothing) and a reconnecting client gets `reset`.
+    #[serde(with = "humantime_serde")]
+    pub events_linger: Duration,
 }
 
 impl Default for ServerConfig {
@@ -216,6 +232,11 @@ impl Default for ServerConfig {
             pairing_cors_origins: Vec::new(),
             media_listen: None,
             media_token_ttl: loudsync_core::media::relay::DEFAULT_TOKEN_TTL,
+            events_keepalive: Duration::from_secs(15),
+            events_stats_interval: Duration::from_secs(1),
+            events_history: 1024,
+            events_buffer: 256,
+            events_linger: Duration::from_secs(60),
         }
     }
 }
@@ -323,6 +344,8 @@ impl ServerConfig {
             ("handoff-timeout", self.handoff_timeout),
             ("pairing-alive-timeout", self.pairing_alive_timeout),
             ("media-token-ttl", self.media_token_ttl),
+            ("events-keepalive", self.events_keepalive),
+            ("events-stats-interval", self.events_stats_interval),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -343,6 +366,8 @@ impl ServerConfig {
             ("resume-buffer-messages", self.resume_buffer_messages),
             ("resume-buffer-bytes", self.resume_buffer_bytes),
             ("ack-every", self.ack_every as usize),
+            ("events-history", self.events_history),
+            ("events-buffer", self.events_buffer),
         ] {
             if n == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -1,5 +1,6 @@
 //! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, the
-//! `/v1/sessions` admin API with its access rule (bearer token, or loopback only), and the
+//! `/v1/sessions` admin API and the `/v1/events` admin event stream with their access rule
+//! (bearer token, or loopback only), and the
 //! pairing routes under `/crsocket/` ([`crate::pairing::routes`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +34,7 @@ pub fn router(app: Arc<ServerState>) -> Router {
     let admin = Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
     let mut router = Router::new()
         .route("/", get(websocket))
@@ -455,6 +457,32 @@ async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Res
             format!("session `{}` already exists", asked.unwrap_or_default()),
         ),
     }
+}
+
+/// `GET /v1/events`: the admin event stream ([`crate::events`]), from the client's
+/// `Last-Event-ID` when it sends one.
+async fn events(State(app): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if app.is_shutting_down() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        );
+    }
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let subscription = app.events.subscribe(last);
+    let mut response = Response::new(crate::events::body(app.clone(), subscription));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 async fn list_sessions(State(app): State<Arc<ServerState>>) -> Response {

@@ -12,6 +12,7 @@
 //! - [`access`]: signed join tokens (JWT): the key settings, verification and minting.
 //! - [`http`]: the router: WebSocket upgrades on `/` and `/ws`, `/healthz`, `/metrics`, and
 //!   the `/v1/sessions` admin API.
+//! - [`events`]: the admin event stream `GET /v1/events` (server-sent events).
 //! - [`ws`]: server-side WebSocket framing that holds no buffer while a connection idles.
 //! - [`ws_pump`]: one WebSocket's task, moving frames between the socket and the member driver.
 //! - [`member`]: the member driver, the transport-independent glue between a transport and
@@ -36,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod encoding;
+pub mod events;
 pub mod floor;
 pub mod http;
 pub mod listener;
@@ -184,6 +186,7 @@ impl Server {
         let deadline = Instant::now() + state.config.drain_timeout;
         state.shutting_down.store(true, Ordering::Relaxed);
         let _ = self.stop.send(Some(deadline));
+        state.events.close();
         if let Some(discovery) = self.discovery.take() {
             discovery.abort();
         }

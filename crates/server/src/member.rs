@@ -284,6 +284,7 @@ impl MemberDriver {
             TokenState::Live(place) => place,
             TokenState::Ended(why) => {
                 self.state.metrics.resume_outcome(why.as_str());
+                self.state.events.resume_failed(why);
                 return self
                     .conn
                     .handle_resume_result(now, ResumeAnswer::Failed(why));
@@ -293,6 +294,9 @@ impl MemberDriver {
             self.state
                 .metrics
                 .resume_outcome(ResumeFailure::SessionClosed.as_str());
+            self.state
+                .events
+                .resume_failed(ResumeFailure::SessionClosed);
             return self
                 .conn
                 .handle_resume_result(now, ResumeAnswer::Failed(ResumeFailure::SessionClosed));

@@ -1,7 +1,8 @@
 //! Prometheus metrics: the recorder, installed once per process, and the handles the hot path
 //! uses (looked up once, not per message).
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
@@ -121,21 +122,21 @@ fn describe() {
 #[derive(Clone)]
 pub struct Metrics {
     /// Open WebSocket connections.
-    pub connections: Gauge,
+    pub connections: Level,
     /// Live sessions.
-    pub sessions: Gauge,
+    pub sessions: Level,
     /// Members in sessions.
-    pub members: Gauge,
+    pub members: Level,
     /// Text/binary frames received from clients.
-    pub frames_received: Counter,
+    pub frames_received: Tally,
     /// Text frames queued to clients (a broadcast counts once per recipient).
-    pub frames_sent: Counter,
+    pub frames_sent: Tally,
     /// Successful joins.
-    pub joins: Counter,
+    pub joins: Tally,
     /// Members disconnected because their outbound queue overflowed.
-    pub slow_consumer_disconnects: Counter,
+    pub slow_consumer_disconnects: Tally,
     /// Members removed for heartbeat silence.
-    pub heartbeat_timeouts: Counter,
+    pub heartbeat_timeouts: Tally,
     /// Open TCP connections (HTTP, TLS and WebSocket; each holds a connection permit).
     pub tcp_connections: Gauge,
     /// Connections closed at once because `max-connections` was reached.
@@ -155,6 +156,68 @@ pub struct Metrics {
     pub join_attempts_limited: Counter,
     /// Upgraded sockets still open at the end of the drain, dropped.
     pub drain_aborted: Counter,
+    /// Resumes answered, and how many of them failed (the admin stream's `stats`).
+    pub resumes: Arc<(AtomicU64, AtomicU64)>,
+}
+
+/// A Prometheus counter that also keeps this server's own total, for the admin event
+/// stream's `stats` (the recorder is process-wide and write-only).
+#[derive(Clone)]
+pub struct Tally {
+    counter: Counter,
+    total: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn new(counter: Counter) -> Self {
+        Tally {
+            counter,
+            total: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds `n`.
+    pub fn increment(&self, n: u64) {
+        self.counter.increment(n);
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// This server's total so far.
+    pub fn get(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A Prometheus gauge of whole numbers that also keeps this server's own value.
+#[derive(Clone)]
+pub struct Level {
+    gauge: Gauge,
+    value: Arc<AtomicI64>,
+}
+
+impl Level {
+    fn new(gauge: Gauge) -> Self {
+        Level {
+            gauge,
+            value: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Adds `n` (negative to take away).
+    pub fn increment(&self, n: f64) {
+        self.gauge.increment(n);
+        self.value.fetch_add(n as i64, Ordering::Relaxed);
+    }
+
+    /// Takes `n` away.
+    pub fn decrement(&self, n: f64) {
+        self.increment(-n);
+    }
+
+    /// This server's value now.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
 }
 
 impl Metrics {
@@ -162,14 +225,16 @@ impl Metrics {
     pub fn new() -> Self {
         prometheus();
         Metrics {
-            connections: gauge!("loudsync_connections"),
-            sessions: gauge!("loudsync_sessions"),
-            members: gauge!("loudsync_members"),
-            frames_received: counter!("loudsync_frames_received_total"),
-            frames_sent: counter!("loudsync_frames_sent_total"),
-            joins: counter!("loudsync_joins_total"),
-            slow_consumer_disconnects: counter!("loudsync_slow_consumer_disconnects_total"),
-            heartbeat_timeouts: counter!("loudsync_heartbeat_timeouts_total"),
+            connections: Level::new(gauge!("loudsync_connections")),
+            sessions: Level::new(gauge!("loudsync_sessions")),
+            members: Level::new(gauge!("loudsync_members")),
+            frames_received: Tally::new(counter!("loudsync_frames_received_total")),
+            frames_sent: Tally::new(counter!("loudsync_frames_sent_total")),
+            joins: Tally::new(counter!("loudsync_joins_total")),
+            slow_consumer_disconnects: Tally::new(counter!(
+                "loudsync_slow_consumer_disconnects_total"
+            )),
+            heartbeat_timeouts: Tally::new(counter!("loudsync_heartbeat_timeouts_total")),
             tcp_connections: gauge!("loudsync_tcp_connections"),
             refused_max_connections: counter!(
                 "loudsync_connections_refused_total", "reason" => "max_connections"
@@ -187,11 +252,16 @@ impl Metrics {
             ),
             join_attempts_limited: counter!("loudsync_join_attempts_limited_total"),
             drain_aborted: counter!("loudsync_drain_aborted_total"),
+            resumes: Arc::default(),
         }
     }
 
     /// Counts a resume by outcome: `resumed`, or the `resume_failed` reason, or `invalid`.
     pub fn resume_outcome(&self, outcome: &'static str) {
+        self.resumes.0.fetch_add(1, Ordering::Relaxed);
+        if outcome != "resumed" {
+            self.resumes.1.fetch_add(1, Ordering::Relaxed);
+        }
         counter!("loudsync_resumes_total", "outcome" => outcome).increment(1);
     }
 

@@ -66,6 +66,18 @@ pub(crate) fn spawn(
         media.open_session(owner.session.id());
     }
     owner.state.metrics.sessions.increment(1.0);
+    let session = &owner.session;
+    owner.state.events.publish("session_opened", || {
+        let info = session.session_info();
+        serde_json::json!({
+            "session": session.id(),
+            "name": session.name(),
+            "maxMembers": session.max_members(),
+            "hostId": info.host_id,
+            "hostName": info.host.map(|h| h.name),
+            "passwordProtected": session.password_protected(),
+        })
+    });
     tracing::info!(session = owner.session.id(), "session opened");
     tokio::spawn(owner.run(rx));
 }
@@ -89,7 +101,9 @@ impl SessionOwner {
                         input = rx.recv() => input,
                         _ = tokio::time::sleep_until(TokioInstant::from_std(at)) => {
                             let before = self.session.member_count() as f64;
+                            self.session.set_observed(self.state.events.observing());
                             self.session.handle_timeout(now());
+                            self.publish_events();
                             self.apply(now());
                             let after = self.session.member_count() as f64;
                             self.state.metrics.members.increment(after - before);
@@ -146,6 +160,13 @@ impl SessionOwner {
         }
     }
 
+    /// Hands the session's events to the admin event stream, in order.
+    fn publish_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            self.state.events.session_event(self.session.id(), event);
+        }
+    }
+
     fn wake_touched(&mut self) {
         for outbox in self.touched.drain(..) {
             outbox.notify();
@@ -158,7 +179,9 @@ impl SessionOwner {
         // The members gauge follows the member table, whatever changed it (a held place that
         // runs out leaves without a transport to close).
         let before = self.session.member_count() as f64;
+        self.session.set_observed(self.state.events.observing());
         self.handle_input(input);
+        self.publish_events();
         self.state
             .metrics
             .members
@@ -224,8 +247,18 @@ impl SessionOwner {
                 self.apply(now);
             }
             SessionInput::Resume { request, reply } => {
+                let member = request.member_id.clone();
                 let answer = self.resume(now, *request);
                 self.state.metrics.resumed(&answer);
+                self.publish_events();
+                let failed = match &answer {
+                    ResumeAnswer::Resumed { .. } => None,
+                    ResumeAnswer::Failed(why) => Some(why.as_str()),
+                    ResumeAnswer::Invalid(_) => Some("invalid"),
+                };
+                self.state
+                    .events
+                    .resume(Some(self.session.id()), Some(&member), failed);
                 self.apply(now);
                 let _ = reply.send(answer);
             }

@@ -42,6 +42,8 @@ pub struct ServerState {
     /// The session media relay (`None` without `--media-listen`, issue 13 R1); set by
     /// [`crate::Server::bind`], which binds its socket.
     pub media: Option<Arc<crate::media::relay::MediaRelay>>,
+    /// The admin event stream (`GET /v1/events`).
+    pub events: Arc<crate::events::EventHub>,
 }
 
 /// Where a live connection token leads: the session and the member.
@@ -69,6 +71,7 @@ impl ServerState {
                 _ => None,
             },
             media: None,
+            events: Arc::new(crate::events::EventHub::new(&config)),
             config,
             metrics: Metrics::new(),
             ids,

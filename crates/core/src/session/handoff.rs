@@ -37,7 +37,7 @@ use loudsync_protocol::{
 };
 use serde_json::json;
 
-use super::{Member, Recipients, Session};
+use super::{Member, Recipients, Session, SessionEvent};
 use crate::Now;
 
 /// What a session does when its host is gone for good (`--on-host-loss`).
@@ -250,6 +250,11 @@ impl<T> Session<T> {
             );
         }
         if self.control.pending.is_some() {
+            self.note(|_| SessionEvent::HandoffFailed {
+                handoff_id: None,
+                target_id: None,
+                reason: HandoffFailure::Busy,
+            });
             return self.send(
                 Recipients::One(member_id.to_string()),
                 ServerMessage::HandoffFailed {
@@ -268,6 +273,11 @@ impl<T> Session<T> {
             None => self.oldest_ready(member_id),
         };
         let Some(candidate) = candidate else {
+            self.note(|_| SessionEvent::HandoffFailed {
+                handoff_id: None,
+                target_id: None,
+                reason: HandoffFailure::NoCandidate,
+            });
             return self.send(
                 Recipients::One(member_id.to_string()),
                 ServerMessage::HandoffFailed {
@@ -285,6 +295,11 @@ impl<T> Session<T> {
             host: member_id.to_string(),
             candidate: candidate.clone(),
             deadline: now.instant + timeout,
+        });
+        self.note(|_| SessionEvent::HandoffStarted {
+            handoff_id: id.clone(),
+            host_id: member_id.to_string(),
+            target_id: candidate.clone(),
         });
         self.send(
             Recipients::One(member_id.to_string()),
@@ -330,6 +345,11 @@ impl<T> Session<T> {
             );
         };
         if !accept {
+            self.note(|_| SessionEvent::HandoffFailed {
+                handoff_id: Some(pending.id.clone()),
+                target_id: Some(pending.candidate.clone()),
+                reason: HandoffFailure::Declined,
+            });
             return self.send(
                 Recipients::One(pending.host),
                 ServerMessage::HandoffFailed {
@@ -355,6 +375,11 @@ impl<T> Session<T> {
         let Some(p) = self.control.pending.take_if(|p| p.deadline <= now.instant) else {
             return;
         };
+        self.note(|_| SessionEvent::HandoffFailed {
+            handoff_id: Some(p.id.clone()),
+            target_id: Some(p.candidate.clone()),
+            reason: HandoffFailure::Timeout,
+        });
         self.send(
             Recipients::One(p.host),
             ServerMessage::HandoffFailed {
@@ -391,6 +416,11 @@ impl<T> Session<T> {
         } else {
             (HandoffFailure::HostLeft, &p.candidate, None)
         };
+        self.note(|_| SessionEvent::HandoffFailed {
+            handoff_id: Some(p.id.clone()),
+            target_id: Some(p.candidate.clone()),
+            reason,
+        });
         self.send(
             Recipients::One(other.clone()),
             ServerMessage::HandoffFailed {
@@ -465,6 +495,13 @@ impl<T> Session<T> {
                 m.ready = declaration;
             }
         }
+        let term = self.control.term;
+        self.note(|_| SessionEvent::HostChanged {
+            host_id: new.to_string(),
+            previous_host_id: previous.to_string(),
+            term,
+            reason,
+        });
         self.send(
             Recipients::AllIn(Dialect::LoudSync),
             ServerMessage::HostChanged {
