@@ -149,7 +149,7 @@ export function resolveConfig(options: ClientOptions): ClientConfig {
   const reconnect: ReconnectPolicy = {
     attempts: ms("reconnect.attempts", options.reconnect?.attempts, DEFAULTS.reconnect.attempts, 0),
     delayMs: ms("reconnect.delayMs", options.reconnect?.delayMs, DEFAULTS.reconnect.delayMs, 0),
-    backoff: options.reconnect?.backoff,
+    backoff: resolveBackoff(options.reconnect?.backoff, fail),
   };
   return {
     url: options.url,
@@ -172,6 +172,26 @@ export function resolveConfig(options: ClientOptions): ClientConfig {
     queueLimit: ms("queueLimit", options.queueLimit, DEFAULTS.queueLimit),
     random: options.random ?? Math.random,
   };
+}
+
+/**
+ * Checks a backoff: every field given, `factor` >= 1, `maxDelayMs` >= 0, `jitter` in 0..1,
+ * all finite (a missing one would make every delay NaN, and the driver's timer spin).
+ */
+function resolveBackoff(backoff: Backoff | undefined, fail: (what: string) => never): Backoff | undefined {
+  if (backoff === undefined) return undefined;
+  if (typeof backoff !== "object" || backoff === null) {
+    return fail("reconnect.backoff must be an object { factor, maxDelayMs, jitter }");
+  }
+  const field = (name: keyof Backoff, min: number, max: number): number => {
+    const v = backoff[name];
+    if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
+      const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
+      fail(`reconnect.backoff.${name} must be a number ${range} (got ${String(v)})`);
+    }
+    return v;
+  };
+  return { factor: field("factor", 1, Infinity), maxDelayMs: field("maxDelayMs", 0, Infinity), jitter: field("jitter", 0, 1) };
 }
 
 /** The wait before reconnection attempt `attempt` (1-based), with backoff and jitter. */

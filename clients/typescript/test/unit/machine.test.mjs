@@ -10,7 +10,7 @@
 // `handleTimeout(now)` once `pollTimeout()` has come, in 100 ms steps.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { isAccessRefusal, delayBefore, DEFAULTS } from "../../dist/esm/index.js";
+import { isAccessRefusal, delayBefore, DEFAULTS, resolveConfig, LoudSyncError } from "../../dist/esm/index.js";
 import {
   Rig,
   T0_MS,
@@ -568,6 +568,36 @@ test("backoff grows caps and jitters within bounds", () => {
       assert.ok(d >= base * 0.8 - 0.001 && d <= base * 1.2 + 0.001, `attempt ${n}: ${d}`);
     }
   }
+});
+
+test("a backoff with a missing or broken field is refused as a setting", () => {
+  // Before, `{ factor: 2 }` (no maxDelayMs, easy to write from JavaScript) made every delay
+  // NaN: the driver's timer then fired every millisecond and never reconnected.
+  const options = (backoff) => ({
+    url: "ws://x/",
+    sessionId: "s1",
+    device: { id: "d", name: "D", type: "client" },
+    reconnect: { attempts: 3, delayMs: 100, backoff },
+  });
+  for (const backoff of [
+    { factor: 2 },
+    { factor: 2, maxDelayMs: 1000 },
+    { factor: Number.NaN, maxDelayMs: 1000, jitter: 0 },
+    { factor: 0.5, maxDelayMs: 1000, jitter: 0 },
+    { factor: 2, maxDelayMs: -1, jitter: 0 },
+    { factor: 2, maxDelayMs: 1000, jitter: 1.5 },
+    { factor: 2, maxDelayMs: Infinity, jitter: 0 },
+    "fast",
+  ]) {
+    assert.throws(
+      () => resolveConfig(options(backoff)),
+      (e) => e instanceof LoudSyncError && e.kind === "config" && /reconnect\.backoff/.test(e.message),
+      JSON.stringify(backoff),
+    );
+  }
+  const good = resolveConfig(options({ factor: 2, maxDelayMs: 1000, jitter: 0.2 })).reconnect.backoff;
+  assert.deepStrictEqual(good, { factor: 2, maxDelayMs: 1000, jitter: 0.2 });
+  for (let n = 1; n <= 5; n++) assert.ok(Number.isFinite(delayBefore({ attempts: 5, delayMs: 100, backoff: good }, n, Math.random)));
 });
 
 // Not ported: `credentials_never_show_in_debug_output` (config.rs). It tests the Rust
