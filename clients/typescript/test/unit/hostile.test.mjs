@@ -297,6 +297,29 @@ test("a resumable joined member survives hostile server frames", () => {
   hostileRuns("resumable", resumableJoined, 2_000, 150, 40);
 });
 
+test("a member still joining (handshake or join sent) survives hostile server frames", () => {
+  // Before welcome nothing is joined: only the no-throw and valid-frame rules apply, and
+  // whatever the frames did, the machine is connected, still joining, or ended cleanly.
+  for (const resume of [true, false]) {
+    for (let run = 0; run < 100; run += 1) {
+      const seed = (resume ? 5_000 : 6_000) + run;
+      const rand = prng(seed);
+      const r = new Rig(resume ? memberConfig() : plainMember());
+      r.m.start(r.now);
+      r.m.handleConnected(r.now);
+      drainChecked(r, `seed ${seed} start`);
+      for (let i = 0; i < 20 && !r.m.isEnded(); i += 1) {
+        const text = hostileText(rand);
+        const context = `joining resume=${resume} seed ${seed} frame ${i}: ${text.slice(0, 200)}`;
+        assert.doesNotThrow(() => r.m.handleText(r.now, text), context);
+        drainChecked(r, context);
+        assert.equal(tableProblem(r.m, listWithDuplicates(text)), null, context);
+      }
+      assert.ok(["connecting", "connected", "disconnected", "failed"].includes(r.m.state()), `seed ${seed}: ${r.m.state()}`);
+    }
+  }
+});
+
 test("a numbered frame with a seq beyond exact integers is not numbered, and nothing sent repeats it", () => {
   // 2^53 + 2 and 1e300 are integers to JSON.parse but not exact ones: they must not become
   // the inbox's last seq (every later frame would be a duplicate, and the ack would carry
