@@ -183,29 +183,33 @@ export class Client {
    */
   connect(): Promise<void> {
     if (this.started) return this.started;
+    let first!: Waiter<void>;
+    // Kept before anything runs: a listener that calls connect() while the first events are
+    // delivered (below, synchronously) gets this same promise, not a second machine.
     this.started = new Promise<void>((resolve, reject) => {
-      try {
-        this.config = resolveConfig(this.options);
-        this.WebSocketClass = this.options.WebSocket ?? globalWebSocket();
-        if (typeof this.WebSocketClass !== "function") {
-          throw new LoudSyncError(
-            "config",
-            "no WebSocket implementation: pass one as the WebSocket option " +
-              '(on Node < 22: `import WebSocket from "ws"` and `{ WebSocket }`)',
-          );
-        }
-      } catch (error) {
-        this.finished = true;
-        this.hub.close();
-        reject(error);
-        return;
-      }
-      this.first = { resolve, reject };
-      const now = this.env.now();
-      this.machine = new Machine(this.config, now, this.env.unixNow());
-      this.machine.start(now);
-      this.pump();
+      first = { resolve, reject };
     });
+    try {
+      this.config = resolveConfig(this.options);
+      this.WebSocketClass = this.options.WebSocket ?? globalWebSocket();
+      if (typeof this.WebSocketClass !== "function") {
+        throw new LoudSyncError(
+          "config",
+          "no WebSocket implementation: pass one as the WebSocket option " +
+            '(on Node < 22: `import WebSocket from "ws"` and `{ WebSocket }`)',
+        );
+      }
+    } catch (error) {
+      this.finished = true;
+      this.hub.close();
+      first.reject(error instanceof LoudSyncError ? error : new LoudSyncError("config", String(error)));
+      return this.started;
+    }
+    this.first = first;
+    const now = this.env.now();
+    this.machine = new Machine(this.config, now, this.env.unixNow());
+    this.machine.start(now);
+    this.pump();
     return this.started;
   }
 

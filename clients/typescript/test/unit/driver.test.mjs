@@ -456,3 +456,23 @@ test("the server's reports after a final failure change nothing and leave no tim
   assert.equal(env.live(), 0);
   assert.equal(Fake.sockets.length, 2);
 });
+
+test("connect() called from a listener during the first connect() is the same call: one machine, one socket", { timeout: 5000 }, async () => {
+  const Fake = fakeWebSocketClass();
+  const env = fakeEnvironment();
+  const client = new Client({ url: "ws://x/", sessionId: "s1", device, WebSocket: Fake, resume: false }, env);
+  const again = [];
+  client.on("stateChanged", () => again.push(client.connect()));
+  const joined = client.connect();
+  await until(() => Fake.sockets.length >= 1, "the socket");
+  assert.ok(again.length >= 1, "the listener ran");
+  for (const p of again) assert.equal(p, joined, "the same promise");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(Fake.sockets.length, 1, "one socket");
+  const ws = Fake.sockets[0];
+  ws.open();
+  ws.receive(welcomeFrame("c1"));
+  await joined;
+  assert.equal(client.clientId(), "c1");
+  assert.ok(env.maxLive() <= 1, "one timer");
+});
