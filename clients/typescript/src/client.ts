@@ -521,6 +521,8 @@ export class Client {
   private openSocket(): void {
     this.dropSocket();
     const machine = this.runningMachine();
+    // A listener ended the client (leave() on the event before this action): nothing to open.
+    if (machine.isEnded()) return;
     const url = this.config?.url ?? this.options.url;
     const token = {};
     const current = (): boolean => this.socketToken === token && !this.finished;

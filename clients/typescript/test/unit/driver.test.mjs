@@ -476,3 +476,19 @@ test("connect() called from a listener during the first connect() is the same ca
   assert.equal(client.clientId(), "c1");
   assert.ok(env.maxLive() <= 1, "one timer");
 });
+
+test("leave() from a listener of the first events opens no socket at all", { timeout: 5000 }, async () => {
+  const Fake = fakeWebSocketClass();
+  const env = fakeEnvironment();
+  const client = new Client({ url: "ws://x/", sessionId: "s1", device, WebSocket: Fake, resume: false }, env);
+  let left = null;
+  client.on("stateChanged", (e) => {
+    if (e.state === "connecting") left = client.leave();
+  });
+  const joined = client.connect();
+  await assert.rejects(joined, (e) => e instanceof LoudSyncError && e.kind === "connect");
+  await left;
+  assert.equal(Fake.sockets.length, 0, "the connect the machine asked for before the leave is not carried out");
+  assert.equal(client.state(), "disconnected");
+  assert.equal(env.live(), 0);
+});
