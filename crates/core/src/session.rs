@@ -217,6 +217,22 @@ pub enum SessionEvent {
     },
 }
 
+/// Why an operator's action on a session (the admin API) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// No member with this id.
+    NoSuchMember,
+    /// The member is the host: it cannot be kicked (close the session, or hand control
+    /// first), nor handed control it has.
+    IsHost,
+    /// The session has no host to hand control from.
+    NoHost,
+    /// A handoff is pending already.
+    Busy,
+    /// The member cannot take control now (away in a resume window, or of the app's dialect).
+    NotEligible,
+}
+
 /// The settings of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -655,6 +671,22 @@ impl<T> Session<T> {
                 .map(|m| self.info(m)),
         );
         infos
+    }
+
+    /// [`Session::member_infos`], each with its member's dialect.
+    pub fn member_details(&self) -> Vec<(MemberInfo, Dialect)> {
+        let host = self.host.as_deref();
+        let mut details = Vec::with_capacity(self.members.len());
+        if let Some(h) = self.members.iter().find(|m| Some(m.id.as_str()) == host) {
+            details.push((self.info(h), h.dialect));
+        }
+        details.extend(
+            self.members
+                .iter()
+                .filter(|m| Some(m.id.as_str()) != host)
+                .map(|m| (self.info(m), m.dialect)),
+        );
+        details
     }
 
     fn info(&self, m: &Member<T>) -> MemberInfo {
@@ -1216,6 +1248,32 @@ impl<T> Session<T> {
             ServerMessage::Kicked { reason },
         );
         self.remove(target, LeaveReason::Kicked, &close_reason);
+    }
+
+    /// The administrator removes `target` (the admin API): as a host's `kick` (`kicked`
+    /// with `reason`, then `member_left` `kicked` to the others), for any member but the host.
+    pub fn handle_admin_kick(
+        &mut self,
+        target: &str,
+        reason: Option<String>,
+    ) -> Result<(), AdminRefusal> {
+        let Some(m) = self.member(target) else {
+            return Err(AdminRefusal::NoSuchMember);
+        };
+        if self.host.as_deref() == Some(target) {
+            return Err(AdminRefusal::IsHost);
+        }
+        let reason = reason.unwrap_or_else(|| "Removed by the server administrator".to_string());
+        let close_reason = match m.dialect {
+            Dialect::App => reason.clone(),
+            Dialect::LoudSync => "kicked".to_string(),
+        };
+        self.send(
+            Recipients::One(target.to_string()),
+            ServerMessage::Kicked { reason },
+        );
+        self.remove(target, LeaveReason::Kicked, &close_reason);
+        Ok(())
     }
 
     /// Ends the session from outside (HTTP `DELETE`, server shutdown): every member gets

@@ -240,6 +240,8 @@ mod tests {
                 m("c_h", "host-dev", "Device 7", true),
                 m("c_g", "guest-dev", "Device 42", false),
             ],
+            dialects: Vec::new(),
+            state: None,
         }
     }
 

@@ -34,6 +34,11 @@ pub fn router(app: Arc<ServerState>) -> Router {
     let admin = Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
+        .route(
+            "/v1/sessions/{id}/members/{member}/kick",
+            axum::routing::post(kick_member),
+        )
+        .route("/v1/sessions/{id}/handoff", axum::routing::post(hand_off))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
     let mut router = Router::new()
@@ -510,10 +515,183 @@ fn not_found(id: &str) -> Response {
 async fn get_session(State(app): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
     match app.registry.get(&id) {
         Some(handle) => match handle.view().await {
-            Some(view) => Json(view).into_response(),
+            Some(view) => Json(session_detail(&view)).into_response(),
             None => not_found(&id),
         },
         None => not_found(&id),
+    }
+}
+
+/// One session as `GET /v1/sessions/{id}` shows it: the list's object, with each member's
+/// `deviceId` and `dialect`, and the state document with its `version` and `term`.
+pub fn session_detail(view: &crate::sessions::SessionView) -> serde_json::Value {
+    use loudsync_protocol::app::Dialect;
+    let mut body = serde_json::to_value(view).expect("a view serialises");
+    if let Some(members) = body["members"].as_array_mut() {
+        for ((m, info), dialect) in members.iter_mut().zip(&view.members).zip(&view.dialects) {
+            m["deviceId"] = info.device_id.clone().into();
+            m["dialect"] = match dialect {
+                Dialect::LoudSync => "loudsync",
+                Dialect::App => "app",
+            }
+            .into();
+        }
+    }
+    if let Some(state) = &view.state {
+        body["state"] = serde_json::from_str(state.state.0.get()).unwrap_or_default();
+        body["version"] = state.version.into();
+        body["term"] = state.term.into();
+    }
+    body
+}
+
+/// The body of `POST /v1/sessions/{id}/members/{member}/kick` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KickBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body of `POST /v1/sessions/{id}/handoff`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HandoffBody {
+    target_id: String,
+}
+
+/// Largest `reason` of an admin kick.
+pub const MAX_KICK_REASON_BYTES: usize = 1024;
+
+fn member_not_found(session: &str, member: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "member_not_found",
+        format!("no member `{member}` in session `{session}`"),
+    )
+}
+
+/// Sends `action` to session `id` and answers with its result (or the error response).
+#[allow(clippy::result_large_err)] // a response, built once per admin request
+async fn admin_action(
+    app: &ServerState,
+    id: &str,
+    action: crate::sessions::AdminAction,
+) -> Result<Option<String>, Response> {
+    use loudsync_core::session::AdminRefusal;
+    let member = match &action {
+        crate::sessions::AdminAction::Kick { member_id, .. } => member_id.clone(),
+        crate::sessions::AdminAction::Handoff { target_id } => target_id.clone(),
+    };
+    let Some(handle) = app.registry.get(id) else {
+        return Err(not_found(id));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if !handle.send(SessionInput::Admin(Box::new((action, reply)))) {
+        return Err(not_found(id));
+    }
+    let conflict = |code: &str, message: String| Err(error(StatusCode::CONFLICT, code, message));
+    match answer.await {
+        Err(_) => Err(not_found(id)),
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(AdminRefusal::NoSuchMember)) => Err(member_not_found(id, &member)),
+        Ok(Err(AdminRefusal::IsHost)) => conflict(
+            "is_host",
+            format!(
+                "`{member}` is the host of `{id}`: close the session or hand control to \
+                 another member first"
+            ),
+        ),
+        Ok(Err(AdminRefusal::NoHost)) => conflict(
+            "no_host",
+            format!("session `{id}` has no host to hand control from"),
+        ),
+        Ok(Err(AdminRefusal::Busy)) => conflict(
+            "busy",
+            format!("a handoff is already pending in session `{id}`"),
+        ),
+        Ok(Err(AdminRefusal::NotEligible)) => conflict(
+            "not_eligible",
+            format!(
+                "`{member}` cannot take control now: it must be connected (not away in a \
+                 resume window) and speak the LoudSync dialect"
+            ),
+        ),
+    }
+}
+
+/// `POST /v1/sessions/{id}/members/{member}/kick`: the member gets `kicked` (with the body's
+/// `reason`), the others `member_left` `kicked`. `204`.
+async fn kick_member(
+    State(app): State<Arc<ServerState>>,
+    Path((id, member)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let body: KickBody = if body.iter().all(u8::is_ascii_whitespace) {
+        KickBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("body: {e}"),
+                )
+            }
+        }
+    };
+    if let Some(reason) = &body.reason {
+        if reason.len() > MAX_KICK_REASON_BYTES || loudsync_protocol::client::has_control(reason) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "`reason` must be at most {MAX_KICK_REASON_BYTES} bytes, without control \
+                     characters"
+                ),
+            );
+        }
+    }
+    let action = crate::sessions::AdminAction::Kick {
+        member_id: member,
+        reason: body.reason,
+    };
+    match admin_action(&app, &id, action).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/sessions/{id}/handoff` `{targetId}`: the host is asked to hand control to the
+/// member, as by its own `handoff_request`; `202` `{handoffId, targetId}` once the request is
+/// on its way (the candidate's answer decides: watch `/v1/events` or the session).
+async fn hand_off(
+    State(app): State<Arc<ServerState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: HandoffBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("body: {e}"),
+            )
+        }
+    };
+    let target = body.target_id.clone();
+    let action = crate::sessions::AdminAction::Handoff {
+        target_id: body.target_id,
+    };
+    match admin_action(&app, &id, action).await {
+        Ok(handoff_id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"handoffId": handoff_id, "targetId": target})),
+        )
+            .into_response(),
+        Err(response) => response,
     }
 }
 

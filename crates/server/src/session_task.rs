@@ -29,7 +29,7 @@ use crate::clock::now;
 use crate::encoding;
 use crate::media::relay;
 use crate::outbox::{OutFrame, Outbox};
-use crate::sessions::{ResumeRequest, SessionInput, SessionView};
+use crate::sessions::{AdminAction, ResumeRequest, SessionInput, SessionView};
 use crate::state::{ServerState, TokenPlace};
 
 /// Inputs handled before the touched members are woken.
@@ -270,6 +270,7 @@ impl SessionOwner {
                 }
             }
             SessionInput::View(reply) => {
+                let details = self.session.member_details();
                 let _ = reply.send(SessionView {
                     id: self.session.id().to_string(),
                     name: self.session.name().to_string(),
@@ -277,8 +278,24 @@ impl SessionOwner {
                     host_id: self.session.host_id().map(str::to_string),
                     password_protected: self.session.password_protected(),
                     host_device: self.session.session_info().host,
-                    members: self.session.member_infos(),
+                    members: details.iter().map(|(m, _)| m.clone()).collect(),
+                    dialects: details.iter().map(|(_, d)| *d).collect(),
+                    state: Some(self.session.state().snapshot(self.session.term())),
                 });
+            }
+            SessionInput::Admin(admin) => {
+                let (action, reply) = *admin;
+                let answer = match action {
+                    AdminAction::Kick { member_id, reason } => self
+                        .session
+                        .handle_admin_kick(&member_id, reason)
+                        .map(|()| None),
+                    AdminAction::Handoff { target_id } => {
+                        self.session.handle_admin_handoff(now, &target_id).map(Some)
+                    }
+                };
+                self.apply(now);
+                let _ = reply.send(answer);
             }
         }
     }

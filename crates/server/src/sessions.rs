@@ -50,7 +50,33 @@ pub struct SessionView {
     pub host_device: Option<DeviceRef>,
     /// As in `member_list`.
     pub members: Vec<MemberInfo>,
+    /// Each member's dialect, in the order of `members` (`GET /v1/sessions/{id}` shows it).
+    #[serde(skip)]
+    pub dialects: Vec<Dialect>,
+    /// The state document with its version and term (`GET /v1/sessions/{id}` shows it).
+    #[serde(skip)]
+    pub state: Option<loudsync_protocol::StateSnapshot>,
 }
+
+/// What the administrator asks of a session (the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Remove this member (`kicked` with the reason).
+    Kick {
+        /// The member's `clientId`.
+        member_id: String,
+        /// Shown to it (else a default).
+        reason: Option<String>,
+    },
+    /// Hand control to this member, through the handoff layer.
+    Handoff {
+        /// The candidate's `clientId`.
+        target_id: String,
+    },
+}
+
+/// A session's answer to an [`AdminAction`]: for a handoff, the request's id.
+pub type AdminResult = Result<Option<String>, loudsync_core::session::AdminRefusal>;
 
 /// The result of a join, as the member's driver receives it: `Ok` once `welcome` is queued.
 pub type JoinResult = Result<(), ServerMessage>;
@@ -153,6 +179,8 @@ pub enum SessionInput {
     },
     /// Report the session's state.
     View(oneshot::Sender<SessionView>),
+    /// An administrator's action (boxed, like a join).
+    Admin(Box<(AdminAction, oneshot::Sender<AdminResult>)>),
 }
 
 /// A cheap handle to a session's task.

@@ -778,3 +778,171 @@ async fn shutdown_ends_the_stream_with_shutdown() {
     );
     stop.await.unwrap();
 }
+
+/// `POST {base}{path}` with a raw body: the status and the JSON answer (`null` if none).
+async fn post_raw(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_admin_kick_removes_a_member_who_gets_kicked() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let base = http(&server);
+    let (mut events, _) = subscribe(addr, None).await;
+    let (mut cs, ids) = party(addr, "KICK", 2).await;
+    for _ in 0..4 {
+        events.next().await; // session_opened, 3 joins
+    }
+    let path = |m: &str| format!("/v1/sessions/KICK/members/{m}/kick");
+    let (status, _) = post_raw(&base, &path(&ids[1]), r#"{"reason":"spam"}"#).await;
+    assert_eq!(status, 204);
+    assert_eq!(cs[1].recv_type("kicked").await["reason"], "spam");
+    let (_, ended) = cs[1].recv_end().await;
+    assert_eq!(ended, Ended::Close(1000, "kicked".into()));
+    let left = cs[0].recv_type("member_left").await;
+    assert_eq!(left["reason"], "kicked");
+    assert_eq!(left["memberId"], ids[1].as_str());
+    let ev = events.expect("member_left").await;
+    assert_eq!(ev.data["memberId"], ids[1].as_str());
+    assert_eq!(ev.data["reason"], "kicked");
+    // Without a body: the default reason.
+    let (status, _) = post_raw(&base, &path(&ids[2]), "").await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        cs[2].recv_until("kicked").await["reason"],
+        "Removed by the server administrator"
+    );
+    // Refusals.
+    for (p, body, status, code) in [
+        (path(&ids[1]), "", 404, "member_not_found"),
+        (path(&ids[0]), "", 409, "is_host"),
+        (
+            "/v1/sessions/NOPE/members/x/kick".to_string(),
+            "",
+            404,
+            "session_not_found",
+        ),
+        (path(&ids[0]), r#"{"why":"x"}"#, 400, "invalid_request"),
+        (path(&ids[0]), "{", 400, "invalid_request"),
+    ] {
+        let (got, v) = post_raw(&base, &p, body).await;
+        assert_eq!(
+            (got, v["code"].as_str()),
+            (status, Some(code)),
+            "{p} {body}: {v}"
+        );
+        assert!(v["message"].is_string(), "{v}");
+    }
+    assert_eq!(
+        cs[0].recv_type("member_left").await["memberId"],
+        ids[2].as_str()
+    );
+    cs[0].assert_alive().await;
+}
+
+#[tokio::test]
+async fn the_admin_handoff_goes_through_the_handoff_layer() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let base = http(&server);
+    let (mut events, _) = subscribe(addr, None).await;
+    let (mut cs, ids) = party(addr, "HAND", 2).await;
+    for _ in 0..4 {
+        events.next().await;
+    }
+    let body = |t: &str| json!({"targetId": t}).to_string();
+    let (status, v) = post_raw(&base, "/v1/sessions/HAND/handoff", &body(&ids[1])).await;
+    assert_eq!(status, 202, "{v}");
+    let handoff_id = v["handoffId"].as_str().unwrap().to_string();
+    assert_eq!(v["targetId"], ids[1].as_str());
+    let started = cs[0].recv_type("handoff_started").await;
+    assert_eq!(started["handoffId"], handoff_id.as_str());
+    let request = cs[1].recv_type("handoff_request").await;
+    assert_eq!(request["handoffId"], handoff_id.as_str());
+    // While it is pending: busy.
+    let (status, v) = post_raw(&base, "/v1/sessions/HAND/handoff", &body(&ids[2])).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("busy")), "{v}");
+    cs[1]
+        .send(&ClientMessage::HandoffAccept {
+            handoff_id: handoff_id.clone(),
+        })
+        .await;
+    let changed = cs[2].recv_type("host_changed").await;
+    assert_eq!(changed["hostId"], ids[1].as_str());
+    let ev = events.expect("handoff").await;
+    assert_eq!(ev.data["outcome"], "started");
+    let ev = events.expect("host_changed").await;
+    assert_eq!(ev.data["hostId"], ids[1].as_str());
+    assert_eq!(ev.data["reason"], "handoff");
+    // Refusals.
+    for (target, raw, status, code) in [
+        (Some(ids[1].as_str()), None, 409, "is_host"),
+        (Some("c_nobody"), None, 404, "member_not_found"),
+        (None, Some("{}"), 400, "invalid_request"),
+        (None, Some(""), 400, "invalid_request"),
+    ] {
+        let b = raw.map_or_else(|| body(target.unwrap()), str::to_string);
+        let (got, v) = post_raw(&base, "/v1/sessions/HAND/handoff", &b).await;
+        assert_eq!((got, v["code"].as_str()), (status, Some(code)), "{b}: {v}");
+    }
+    let (got, v) = post_raw(&base, "/v1/sessions/NOPE/handoff", &body("x")).await;
+    assert_eq!((got, v["code"].as_str()), (404, Some("session_not_found")));
+    // A session without a host.
+    create(&base, "HOSTLESS").await;
+    let (_c, w, _) = join(addr, "HOSTLESS", "dev-h", "client").await;
+    let id = w["clientId"].as_str().unwrap();
+    let (got, v) = post_raw(&base, "/v1/sessions/HOSTLESS/handoff", &body(id)).await;
+    assert_eq!((got, v["code"].as_str()), (409, Some("no_host")), "{v}");
+}
+
+#[tokio::test]
+async fn get_one_session_shows_devices_dialects_and_the_state() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut cs, ids) = party(addr, "VIEW", 1).await;
+    cs[0]
+        .send(&ClientMessage::StateSet {
+            change: loudsync_protocol::StateChange::Replace(
+                json!({"song": 3}).as_object().unwrap().clone(),
+            ),
+            base_version: None,
+            term: None,
+        })
+        .await;
+    cs[1].recv_type("state").await;
+    let got: Value = reqwest::get(format!("{}/v1/sessions/VIEW", http(&server)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], json!({"song": 3}), "{got}");
+    assert_eq!(got["version"], 1);
+    assert_eq!(got["term"], 1);
+    let m = &got["members"];
+    assert_eq!(m[0]["id"], ids[0].as_str());
+    assert_eq!(m[0]["deviceId"], "host-dev");
+    assert_eq!(m[0]["dialect"], "loudsync");
+    assert_eq!(m[0]["isHost"], true);
+    assert_eq!(m[1]["deviceId"], "dev-0");
+    assert_eq!(m[1]["connectionStatus"], "connected");
+    assert_eq!(m[1]["handoffReady"], false);
+    // The list stays as it was: no state, no devices.
+    let list: Value = reqwest::get(format!("{}/v1/sessions", http(&server)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["sessions"][0].get("state").is_none(), "{list}");
+    assert!(list["sessions"][0]["members"][0].get("deviceId").is_none());
+}

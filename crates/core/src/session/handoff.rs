@@ -321,6 +321,38 @@ impl<T> Session<T> {
         );
     }
 
+    /// The administrator asks the host to hand control to `target` (the admin API): checked
+    /// as an operator's request, then exactly the host's `handoff_request {targetId}` (the host
+    /// gets `handoff_started`, the candidate `handoff_request`, and the candidate's answer
+    /// decides). Returns the request's id.
+    pub fn handle_admin_handoff(
+        &mut self,
+        now: Now,
+        target: &str,
+    ) -> Result<String, super::AdminRefusal> {
+        use super::AdminRefusal;
+        let Some(m) = self.members.iter().find(|m| m.id == target) else {
+            return Err(AdminRefusal::NoSuchMember);
+        };
+        let Some(host) = self.host.clone() else {
+            return Err(AdminRefusal::NoHost);
+        };
+        if host == target {
+            return Err(AdminRefusal::IsHost);
+        }
+        if self.control.pending.is_some() {
+            return Err(AdminRefusal::Busy);
+        }
+        if !eligible(m) {
+            return Err(AdminRefusal::NotEligible);
+        }
+        self.handle_handoff_request(now, &host, Some(target.to_string()));
+        match &self.control.pending {
+            Some(p) => Ok(p.id.clone()),
+            None => Err(AdminRefusal::NotEligible),
+        }
+    }
+
     /// `handoff_accept` (`accept`) or `handoff_decline` from member `member_id`.
     pub(super) fn handle_handoff_answer(
         &mut self,
