@@ -232,7 +232,9 @@ impl Outbox {
     /// sent again on the new socket, in order, with its original seq.
     pub(crate) fn resumed(&mut self, last: u64) {
         self.acknowledge(last);
-        self.next = Some(self.first.max(last + 1));
+        // A `last` above what was ever sent (a broken server) counts as everything sent: what
+        // was queued while away still goes out, under the numbers it was given.
+        self.next = Some(self.first.max(last.min(self.sent_up_to) + 1));
     }
 
     /// The numbering ends (a refused resume, a close that ends the place, a plain
@@ -412,6 +414,20 @@ mod tests {
         assert_eq!(a.len(), TOKEN_LEN);
         assert!(loudsync_protocol::client::valid_token(&a), "{a}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_resumed_last_seq_above_what_was_sent_still_sends_what_waits() {
+        let mut o = Outbox::default();
+        o.start();
+        o.push("{\"type\":\"a\"}".into());
+        assert_eq!(o.next_frame().unwrap(), r#"{"seq":1,"type":"a"}"#);
+        o.socket_lost();
+        o.push("{\"type\":\"b\"}".into()); // queued while away: seq 2, never sent
+        o.resumed(7); // the server claims to have processed up to 7
+        assert_eq!(o.next_frame().unwrap(), r#"{"seq":2,"type":"b"}"#);
+        o.push("{\"type\":\"c\"}".into());
+        assert_eq!(o.next_frame().unwrap(), r#"{"seq":3,"type":"c"}"#);
     }
 
     #[test]
