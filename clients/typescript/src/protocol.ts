@@ -349,24 +349,21 @@ function isUint(value: unknown): value is number {
  */
 export const MAX_NESTING = 127;
 
-/** Whether the JSON `text` (already parsed once, so well-formed) nests at most `limit` levels. */
-function nestingWithin(text: string, limit: number): boolean {
-  // Fewer characters than `limit` brackets cannot nest deeper.
-  if (text.length <= limit) return true;
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i += 1) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i += 1; // a backslash: skip the escaped character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
-    } else if (c === 0x5b || c === 0x7b) {
-      depth += 1;
-      if (depth > limit) return false;
-    } else if (c === 0x5d || c === 0x7d) {
-      depth -= 1;
+/**
+ * Whether the parsed JSON `value` of the frame `text` nests at most `limit` levels of arrays
+ * and objects. A text shorter than `2 * limit + 2` characters cannot nest deeper (each level
+ * takes an opening and a closing bracket), which is every usual frame; a longer one is
+ * walked without recursion, container by container.
+ */
+function nestingWithin(text: string, value: unknown, limit: number): boolean {
+  if (text.length < 2 * limit + 2) return true;
+  const stack: Array<{ node: object; depth: number }> = [];
+  if (typeof value === "object" && value !== null) stack.push({ node: value, depth: 1 });
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    if (top.depth > limit) return false;
+    const children: unknown[] = Array.isArray(top.node) ? top.node : Object.values(top.node);
+    for (const child of children) {
+      if (typeof child === "object" && child !== null) stack.push({ node: child, depth: top.depth + 1 });
     }
   }
   return true;
@@ -488,7 +485,7 @@ export function decodeServer(text: string): DecodedServerFrame | DecodeFailure {
   } catch (e) {
     return { error: `not JSON: ${e instanceof Error ? e.message : String(e)}` };
   }
-  if (!nestingWithin(text, MAX_NESTING)) {
+  if (!nestingWithin(text, value, MAX_NESTING)) {
     return { error: `nested deeper than ${MAX_NESTING} levels (the Rust SDK's limit)` };
   }
   if (!isObject(value) || typeof value["type"] !== "string") {
