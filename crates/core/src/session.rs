@@ -1401,3 +1401,6 @@ mod resume_tests;
 
 #[cfg(test)]
 mod handoff_tests;
+
+#[cfg(test)]
+mod event_tests;

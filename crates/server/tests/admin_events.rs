@@ -946,3 +946,42 @@ async fn get_one_session_shows_devices_dialects_and_the_state() {
     assert!(list["sessions"][0].get("state").is_none(), "{list}");
     assert!(list["sessions"][0]["members"][0].get("deviceId").is_none());
 }
+
+#[tokio::test]
+async fn a_stream_outlives_the_request_timeout() {
+    let server = start_with(ServerConfig {
+        request_timeout: Duration::from_millis(200),
+        events_keepalive: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
+    let (mut e, _) = subscribe(server.local_addr(), None).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(900) {
+        assert_eq!(e.next_block().await, ": keep-alive\n\n");
+    }
+    create(&http(&server), "LATE").await;
+    assert_eq!(e.expect("session_opened").await.data["session"], "LATE");
+}
+
+#[tokio::test]
+async fn a_resume_with_a_token_that_leads_nowhere_is_a_resume_failed_event() {
+    let server = start_with(config()).await;
+    let addr = server.local_addr();
+    let (mut e, _) = subscribe(addr, None).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&ClientMessage::Token {
+        token: format!("{}{}", local_token(), local_token()),
+        last_seq: Some(0),
+    })
+    .await;
+    assert_eq!(
+        c.recv_type("resume_failed").await["reason"],
+        "unknown_token"
+    );
+    let ev = e.expect("resume").await;
+    assert_eq!(ev.data["outcome"], "resume_failed");
+    assert_eq!(ev.data["reason"], "unknown_token");
+    assert_eq!(ev.data["session"], Value::Null);
+    assert_eq!(ev.data["memberId"], Value::Null);
+}
