@@ -1,0 +1,1 @@
+// LoudSync operator dashboard: placeholder script, replaced by `npm run build` in dashboard/.
