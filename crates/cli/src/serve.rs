@@ -394,6 +394,47 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     media_token_ttl: Option<Duration>,
 
+    /// How often the admin event stream (`GET /v1/events`) writes a keep-alive comment, so
+    /// proxies and browsers keep an idle stream open [default: 15s]. Must be greater than zero.
+    ///
+    /// Example: --events-keepalive 30s (TOML: events-keepalive = "30s").
+    #[arg(long, env = "LOUDSYNC_EVENTS_KEEPALIVE", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    events_keepalive: Option<Duration>,
+
+    /// How often the admin event stream writes a `stats` event (the dashboard's charts)
+    /// [default: 1s]. Must be greater than zero.
+    ///
+    /// Example: --events-stats-interval 5s (TOML: events-stats-interval = "5s").
+    #[arg(long, env = "LOUDSYNC_EVENTS_STATS_INTERVAL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    events_stats_interval: Option<Duration>,
+
+    /// Events the admin event stream keeps for a client that reconnects with
+    /// `Last-Event-ID`; one further back gets `reset` [default: 1024]. At least 1.
+    ///
+    /// Example: --events-history 4096 (TOML: events-history = 4096).
+    #[arg(long, env = "LOUDSYNC_EVENTS_HISTORY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_history: Option<usize>,
+
+    /// Events a subscriber of the admin event stream may fall behind by before it is cut off
+    /// with `overflow` (the memory bound per subscriber) [default: 256]. At least 1.
+    ///
+    /// Example: --events-buffer 1024 (TOML: events-buffer = 1024).
+    #[arg(long, env = "LOUDSYNC_EVENTS_BUFFER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_buffer: Option<usize>,
+
+    /// How long events are still recorded after the last subscriber of the admin event
+    /// stream left, so one that reconnects within it misses nothing; after it sessions pay
+    /// nothing for the stream [default: 60s]. Written like 500ms, 60s, 5m.
+    ///
+    /// Example: --events-linger 5m (TOML: events-linger = "5m").
+    #[arg(long, env = "LOUDSYNC_EVENTS_LINGER", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    events_linger: Option<Duration>,
+
     /// Log filter, e.g. `info` or `loudsync_server=debug`.
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]
@@ -892,5 +933,70 @@ mod tests {
         assert!(e.to_string().contains("media-token-ttl"), "{e}");
         assert!(T::try_parse_from(["x", "--media-token-ttl", "30"]).is_err());
         assert!(T::try_parse_from(["x", "--media-listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn event_stream_settings_come_from_flags_and_the_file_and_zero_is_refused() {
+        let c = T::parse_from(["x"]).args.resolve().unwrap();
+        assert_eq!(c.events_keepalive, Duration::from_secs(15));
+        assert_eq!(c.events_stats_interval, Duration::from_secs(1));
+        assert_eq!(c.events_history, 1024);
+        assert_eq!(c.events_buffer, 256);
+        assert_eq!(c.events_linger, Duration::from_secs(60));
+        let dir = std::env::temp_dir().join(format!("loudsync-cfg6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("events.toml");
+        std::fs::write(
+            &file,
+            "events-keepalive = \"30s\"\nevents-stats-interval = \"2s\"\n\
+             events-history = 10\nevents-buffer = 20\nevents-linger = \"5m\"\n",
+        )
+        .unwrap();
+        let c = T::parse_from(["x", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.events_keepalive, Duration::from_secs(30));
+        assert_eq!(c.events_stats_interval, Duration::from_secs(2));
+        assert_eq!(c.events_history, 10);
+        assert_eq!(c.events_buffer, 20);
+        assert_eq!(c.events_linger, Duration::from_secs(300));
+        let c = T::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--events-keepalive",
+            "500ms",
+            "--events-stats-interval",
+            "250ms",
+            "--events-history",
+            "7",
+            "--events-buffer",
+            "8",
+            "--events-linger",
+            "0s",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(c.events_keepalive, Duration::from_millis(500));
+        assert_eq!(c.events_stats_interval, Duration::from_millis(250));
+        assert_eq!(c.events_history, 7);
+        assert_eq!(c.events_buffer, 8);
+        assert_eq!(c.events_linger, Duration::ZERO);
+        for bad in [
+            ["--events-keepalive", "0s"],
+            ["--events-stats-interval", "0s"],
+            ["--events-history", "0"],
+            ["--events-buffer", "0"],
+        ] {
+            let e = T::parse_from(["x", bad[0], bad[1]])
+                .args
+                .resolve()
+                .unwrap_err();
+            let name = bad[0].trim_start_matches("--");
+            assert!(e.to_string().contains(name), "{bad:?}: {e}");
+        }
+        assert!(T::try_parse_from(["x", "--events-linger", "60"]).is_err());
     }
 }
