@@ -25,29 +25,29 @@ export interface Chart {
   update(points: readonly Point[], now: number): void;
 }
 
-const W = 560;
 const H = 170;
 const PAD_L = 44;
 const PAD_R = 10;
 const PAD_T = 10;
 const PAD_B = 22;
 
-/** The smallest "nice" number (1, 2, 5 × 10^k) at or above `v`, at least 1. */
-export function niceCeil(v: number): number {
-  if (!(v > 1)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+/** A "nice" grid step (1, 2, 2.5 or 5 × 10^k) for a y axis reaching `max` in about 4 steps. */
+export function niceStep(max: number): number {
+  const raw = max > 0 ? max / 4 : 0.25;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
   return 10 * p;
 }
 
 function fmtTick(v: number): string {
   if (v >= 1e6) return `${(v / 1e6).toFixed(v % 1e6 === 0 ? 0 : 1)}M`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(v % 1e3 === 0 ? 0 : 1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(2)));
 }
 
-/** Creates a chart named `name` (`svg[data-chart="<name>"]`). */
-export function lineChart(name: string, title: string, series: Series[]): Chart {
+/** Creates a chart named `name` (`svg[data-chart="<name>"]`); `wide` for one spanning the row. */
+export function lineChart(name: string, title: string, series: Series[], wide = false): Chart {
+  const W = wide ? 1200 : 560;
   const plot = svg("svg", {
     "data-chart": name,
     viewBox: `0 0 ${W} ${H}`,
@@ -74,12 +74,14 @@ export function lineChart(name: string, title: string, series: Series[]): Chart 
     const inWindow = points.filter((p) => p.t >= t0 - 2000);
     let max = 0;
     for (const p of inWindow) for (const v of p.values) if (v !== null && v > max) max = v;
-    const top = niceCeil(max);
+    const step = max <= 4 && Number.isInteger(max) ? 1 : niceStep(max);
+    const steps = Math.max(1, Math.ceil(max / step - 1e-9));
+    const top = step * steps;
     const x = (t: number): number => PAD_L + ((t - t0) / WINDOW_MS) * (W - PAD_L - PAD_R);
     const y = (v: number): number => PAD_T + (1 - v / top) * (H - PAD_T - PAD_B);
     const nodes: SVGElement[] = [];
-    for (let i = 0; i <= 4; i++) {
-      const v = (top * i) / 4;
+    for (let i = 0; i <= steps; i++) {
+      const v = step * i;
       const yy = y(v);
       nodes.push(svg("line", { class: "grid", x1: PAD_L, x2: W - PAD_R, y1: yy, y2: yy }));
       nodes.push(svg("text", { class: "tick", x: PAD_L - 6, y: yy + 4, "text-anchor": "end" }, fmtTick(v)));

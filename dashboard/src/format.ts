@@ -1,8 +1,8 @@
 // format.ts: how numbers, durations and times read on the dashboard.
 
-/** An integer with thousands separators. */
+/** An integer, plainly (no thousands separators: scripts and tests read these numbers too). */
 export function int(n: number): string {
-  return Math.round(n).toLocaleString("en-US");
+  return String(Math.round(n));
 }
 
 /** A rate per second: one decimal below 100, whole numbers above. */

@@ -11,6 +11,7 @@ interface Stat {
   id: string;
   label: string;
   hint: string;
+  wide?: boolean;
   value(s: Sample): string;
 }
 
@@ -18,12 +19,12 @@ const STATS: Stat[] = [
   { id: "connections", label: "Connections", hint: "WebSockets open", value: (s) => int(s.stats.connections) },
   { id: "sessions", label: "Sessions", hint: "open now", value: (s) => int(s.stats.sessions) },
   { id: "members", label: "Members", hint: "in all sessions", value: (s) => int(s.stats.members) },
-  { id: "joins-per-s", label: "Joins / s", hint: "", value: (s) => (s.rates ? rate(s.rates.joins) : "–") },
+  { id: "joins-per-s", label: "Joins / s", hint: "members joining", value: (s) => (s.rates ? rate(s.rates.joins) : "–") },
   { id: "frames-in-per-s", label: "Frames in / s", hint: "from clients", value: (s) => (s.rates ? rate(s.rates.framesIn) : "–") },
   { id: "frames-out-per-s", label: "Frames out / s", hint: "to clients", value: (s) => (s.rates ? rate(s.rates.framesOut) : "–") },
-  { id: "slow-drops", label: "Slow-consumer drops", hint: "total", value: (s) => int(s.stats.slowConsumerDrops) },
-  { id: "heartbeat-timeouts", label: "Heartbeat timeouts", hint: "total", value: (s) => int(s.stats.heartbeatTimeouts) },
-  { id: "resumes", label: "Resumes", hint: "total", value: (s) => int(s.stats.resumes) },
+  { id: "slow-drops", label: "Slow-consumer drops", hint: "since start: clients too slow to keep up", wide: true, value: (s) => int(s.stats.slowConsumerDrops) },
+  { id: "heartbeat-timeouts", label: "Heartbeat timeouts", hint: "since start: members removed for silence", wide: true, value: (s) => int(s.stats.heartbeatTimeouts) },
+  { id: "resumes", label: "Resumes", hint: "since start", wide: true, value: (s) => int(s.stats.resumes) },
 ];
 
 /** Builds the overview page. */
@@ -35,7 +36,7 @@ export function overviewPage(): Page {
     const hint = h("div", { class: "stat-hint" }, st.hint);
     values.set(st.id, v);
     hints.set(st.id, hint);
-    return h("div", { class: "stat" }, h("div", { class: "stat-label" }, st.label), v, hint);
+    return h("div", { class: st.wide ? "stat wide" : "stat" }, h("div", { class: "stat-label" }, st.label), v, hint);
   });
 
   const charts: { chart: Chart; pick(s: Sample): (number | null)[] }[] = [
@@ -44,7 +45,7 @@ export function overviewPage(): Page {
         { label: "connections", cls: "s1" },
         { label: "members", cls: "s2" },
         { label: "sessions", cls: "s3" },
-      ]),
+      ], true),
       pick: (s) => [s.stats.connections, s.stats.members, s.stats.sessions],
     },
     {
@@ -91,7 +92,7 @@ export function overviewPage(): Page {
     for (const st of STATS) setText(values.get(st.id)!, st.value(last));
     setText(
       hints.get("resumes")!,
-      `total, ${int(last.stats.resumeFailures)} failed`,
+      `since start; ${int(last.stats.resumeFailures)} failed`,
     );
     const now = last.stats.at;
     for (const c of charts) {

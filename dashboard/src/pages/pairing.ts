@@ -21,7 +21,7 @@ export function pairingPage(): Page {
   const empty = h("p", { class: "empty", "data-testid": "pairing-empty", hidden: true }, "No pairing apps: the server runs without --app, or none is configured.");
   const table = h(
     "table",
-    { class: "table pairing" },
+    { class: "table pairing", hidden: true },
     h(
       "thead",
       null,

@@ -38,6 +38,7 @@ export function sessionPage(id: string): Page {
   let disposed = false;
 
   const title = h("h1", { "data-testid": "session-title" }, id);
+  const crumbId = h("span", { class: "mono" }, id);
   const subtitle = h("p", { class: "muted" });
   const endedBanner = h("div", { class: "banner ended", "data-testid": "session-ended", hidden: true });
   const error = h("p", { class: "error", role: "alert", hidden: true });
@@ -53,7 +54,7 @@ export function sessionPage(id: string): Page {
   const el = h(
     "section",
     { class: "page session" },
-    h("p", { class: "crumbs" }, h("a", { href: "#/sessions" }, "Sessions"), " / ", h("span", { class: "mono" }, id)),
+    h("p", { class: "crumbs" }, h("a", { href: "#/sessions" }, "Sessions"), " / ", crumbId),
     h("header", { class: "page-header" }, h("div", null, title, subtitle), h("div", { class: "actions" }, closeBtn)),
     endedBanner,
     error,
@@ -132,7 +133,7 @@ export function sessionPage(id: string): Page {
         h(
           "tr",
           { "data-member-id": m.id, class: m.connectionStatus === "connected" ? "" : "away" },
-          h("td", { "data-col": "name" }, h("div", null, m.name), h("div", { class: "sub mono" }, m.id)),
+          h("td", { "data-col": "name", title: m.id }, m.name),
           h("td", { "data-col": "device", class: "mono" }, m.deviceId ?? ""),
           h("td", { "data-col": "dialect" }, m.dialect ?? ""),
           h("td", { "data-col": "status" }, h("span", { class: `pill ${m.connectionStatus}` }, m.connectionStatus)),
@@ -190,6 +191,7 @@ export function sessionPage(id: string): Page {
   const renderHeader = (): void => {
     if (!detail) return;
     setText(title, detail.name);
+    setText(crumbId, detail.id);
     const host = detail.hostId ? nameOf(detail.hostId) : "no host";
     setText(
       subtitle,
