@@ -151,7 +151,8 @@ function open(): void {
 /** Opens the stream (again); a no-op while it is open. */
 export function start(): void {
   stopped = false;
-  if (source || retryTimer) return;
+  if (source) return;
+  if (retryTimer) clearTimeout(retryTimer);
   open();
 }
 

@@ -21,7 +21,7 @@ export function loginForm(done: () => void): HTMLElement {
     "form",
     { "data-testid": "login", class: "login card" },
     h("h1", null, "Sign in"),
-    h("p", { class: "muted" }, "This server needs its admin token (the --admin-token it was started with)."),
+    h("p", { class: "muted" }, "This server needs its admin token (the ", h("code", null, "--admin-token"), " it was started with)."),
     h("label", { for: "login-token" }, "Admin token"),
     input,
     message,

@@ -10,7 +10,7 @@ import { poll } from "./poll";
 function stateOf(c: PairingClient): string {
   if (!c.connected) return "disconnected";
   if (c.partner === null) return "unpaired";
-  return c.active ? "paired" : "paired, inactive";
+  return c.active ? "paired" : "partner silent";
 }
 
 /** Builds the pairing page. */
@@ -71,7 +71,7 @@ export function pairingPage(): Page {
             h("td", { "data-col": "role" }, c.role),
             h("td", { "data-col": "transport" }, c.transport),
             h("td", { "data-col": "partner", class: "mono" }, c.partner ?? "–"),
-            h("td", { "data-col": "state" }, h("span", { class: `pill ${state.split(",")[0]}` }, state)),
+            h("td", { "data-col": "state" }, h("span", { class: `pill ${state.replace(" ", "-")}` }, state)),
           ),
         );
       }
