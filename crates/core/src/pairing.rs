@@ -290,12 +290,32 @@ pub enum Action<E> {
     },
 }
 
+/// One identified pairing connection as the admin view shows it ([`PairingRelay::clients`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The app's name.
+    pub app: String,
+    /// The client id.
+    pub client_id: String,
+    /// Its role.
+    pub role: Role,
+    /// Its transport.
+    pub transport: Transport,
+    /// The client id it last exchanged a delivered event with, if any.
+    pub partner: Option<String>,
+    /// Whether that partner is connected now, in the same app, with the other role.
+    pub partner_live: bool,
+}
+
 /// An identified connection's identity.
 #[derive(Debug, Clone)]
 struct Peer {
     app: usize,
     role: Role,
     client_id: String,
+    /// The client id it last exchanged a delivered event with (either way), for the admin
+    /// view ([`PairingRelay::clients`]); routing never reads it.
+    partner: Option<String>,
 }
 
 /// One open connection.
@@ -445,6 +465,7 @@ impl<E: RelayEvent> PairingRelay<E> {
             app: index,
             role: identity.role,
             client_id: client_id.clone(),
+            partner: None,
         });
         self.by_client.insert(client_id.clone(), conn);
         Ok(Welcome {
@@ -513,6 +534,10 @@ impl<E: RelayEvent> PairingRelay<E> {
             return routed;
         }
         self.refresh(to, t);
+        self.set_partner(to, &sender_id);
+        if let Some(conn) = sender_conn {
+            self.set_partner(conn, recipient);
+        }
         self.actions.push_back(Action::Deliver {
             to,
             transport: self.conns[&to].transport,
@@ -622,7 +647,46 @@ impl<E: RelayEvent> PairingRelay<E> {
         self.by_client.get(client_id).copied()
     }
 
+    /// Every identified connection, for the admin view (`GET /v1/pairing`), by app then
+    /// client id. The relay keeps no partner table (the pairing is the clients' state); a
+    /// client's `partner` is the client id it last exchanged a delivered event with, either
+    /// way, and `partner_live` says whether that id is connected now in the same app with
+    /// the other role.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut out: Vec<ClientInfo> = self
+            .conns
+            .values()
+            .filter_map(|c| {
+                let p = c.peer.as_ref()?;
+                let partner_live = p.partner.as_deref().is_some_and(|partner| {
+                    self.by_client
+                        .get(partner)
+                        .and_then(|&conn| self.peer(conn))
+                        .is_some_and(|q| q.app == p.app && q.role != p.role)
+                });
+                Some(ClientInfo {
+                    app: self.config.apps[p.app].name.clone(),
+                    client_id: p.client_id.clone(),
+                    role: p.role,
+                    transport: c.transport,
+                    partner: p.partner.clone(),
+                    partner_live,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.app, &a.client_id).cmp(&(&b.app, &b.client_id)));
+        out
+    }
+
     // ---- helpers ----
+
+    fn set_partner(&mut self, conn: ConnId, partner: &str) {
+        if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.peer.as_mut()) {
+            if p.partner.as_deref() != Some(partner) {
+                p.partner = Some(partner.to_string());
+            }
+        }
+    }
 
     fn app_index(&self, name: &str) -> Option<usize> {
         self.config.apps.iter().position(|a| a.name == name)

@@ -42,6 +42,15 @@
 //! than one reports the skipped frames as [`RelayEvent::FramesLost`]; an older number
 //! (reordering, another fragment of the same frame) counts nothing.
 //!
+//! **Per-stream figures** for the admin view ([`Relay::stream_stats`], `GET /v1/media`): each
+//! session counts the copies it forwarded and the frames it saw skipped, and estimates the
+//! publisher's jitter as RFC 3550 (6.4.1) does: for each new frame (a sequence number above
+//! the highest so far), the transit time is the arrival (the `now` the datagram is handed
+//! in with) less the DATA header's timestamp (in seconds: timestamp / frequency);
+//! `D` is the change of transit time since the previous new frame and `J += (|D| - J) / 16`.
+//! It is a few arithmetic operations per frame, on the path that already reads the sequence
+//! number; a new publisher tuple starts from none.
+//!
 //! **Teardown** (R8) is silent: the relay never sends anything unprompted. A streaming tuple
 //! that goes is reported as [`RelayEvent::Stopped`].
 //!
@@ -200,6 +209,59 @@ struct Session {
     subscribers: Vec<SocketAddr>,
     /// The publisher's highest DATA sequence number so far (0 before its first).
     highest_sequence: i64,
+    /// Copies of the publisher's DATA forwarded to subscribers.
+    datagrams_relayed: u64,
+    /// Frames the publisher's sequence numbers skipped.
+    frames_lost: u64,
+    /// The RFC 3550 jitter estimate of the current publisher tuple.
+    jitter: Jitter,
+}
+
+/// RFC 3550 interarrival jitter, in nanoseconds (see the module comment).
+#[derive(Debug, Clone, Copy, Default)]
+struct Jitter {
+    /// The previous new frame's transit time (arrival less send time), if any.
+    last_transit: Option<i128>,
+    /// The estimate `J`; meaningful once two frames were seen.
+    j: f64,
+    /// Whether `j` has been computed from at least one pair of frames.
+    known: bool,
+}
+
+impl Jitter {
+    /// A new frame, sent at `sent_ns` (sender's clock), arrived at `arrival_ns` (ours).
+    fn frame(&mut self, arrival_ns: i128, sent_ns: i128) {
+        let transit = arrival_ns - sent_ns;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).unsigned_abs() as f64;
+            self.j += (d - self.j) / 16.0;
+            self.known = true;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    /// The estimate in milliseconds, once known.
+    fn ms(&self) -> Option<f64> {
+        self.known.then(|| self.j / 1e6)
+    }
+}
+
+/// One session's stream as the admin view shows it ([`Relay::stream_stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStats {
+    /// The session id (the STREAM_ID).
+    pub session_id: String,
+    /// The publisher tuple (pending or streaming): its member and address.
+    pub publisher: Option<(String, SocketAddr)>,
+    /// The streaming subscribers: member and address, in the order they confirmed.
+    pub subscribers: Vec<(String, SocketAddr)>,
+    /// Copies of the publisher's DATA forwarded to subscribers, since the session opened.
+    pub datagrams_relayed: u64,
+    /// Frames the publisher's sequence numbers skipped, since the session opened.
+    pub frames_lost: u64,
+    /// The RFC 3550 interarrival jitter of the current publisher's frames, in milliseconds
+    /// (`None` before two frames of it).
+    pub jitter_ms: Option<f64>,
 }
 
 /// Observable state of one tuple, for logs and tests.
@@ -233,6 +295,8 @@ fn held_by_live_tuple(
 /// The relay state machine (see the module comment).
 pub struct Relay {
     config: RelayConfig,
+    /// Where arrival times are counted from (the `now` of [`Relay::new`]).
+    epoch: Instant,
     ids: IdRandomness,
     tokens: TokenRandomness,
     sessions: HashMap<String, Session>,
@@ -258,14 +322,10 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// A relay with these settings, drawing connection ids from `ids` and tokens from `tokens`.
-    pub fn new(
-        config: RelayConfig,
-        _now: Now,
-        ids: IdRandomness,
-        tokens: TokenRandomness,
-    ) -> Relay {
+    pub fn new(config: RelayConfig, now: Now, ids: IdRandomness, tokens: TokenRandomness) -> Relay {
         Relay {
             config,
+            epoch: now.instant,
             ids,
             tokens,
             sessions: HashMap::new(),
@@ -373,7 +433,7 @@ impl Relay {
             .get(&from)
             .is_some_and(|t| matches!(t.phase, Phase::Pending { .. }));
         match screen(bytes) {
-            Screened::Data => return self.on_data(from, bytes),
+            Screened::Data => return self.on_data(now, from, bytes),
             Screened::Drop | Screened::LegacyStart => return &[],
             Screened::Refuse(code, stream_id) => self.refuse(from, code, stream_id.as_ref()),
             Screened::Frame(frame) => match frame.body {
@@ -450,8 +510,28 @@ impl Relay {
         })
     }
 
+    /// Every open session's stream, by session id, for the admin view (see the module
+    /// comment). O(sessions + tuples).
+    pub fn stream_stats(&self) -> Vec<StreamStats> {
+        let member = |addr: &SocketAddr| self.tuples.get(addr).map(|t| (t.member.clone(), *addr));
+        let mut out: Vec<StreamStats> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| StreamStats {
+                session_id: id.clone(),
+                publisher: s.publisher.as_ref().and_then(member),
+                subscribers: s.subscribers.iter().filter_map(member).collect(),
+                datagrams_relayed: s.datagrams_relayed,
+                frames_lost: s.frames_lost,
+                jitter_ms: s.jitter.ms(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out
+    }
+
     /// R7: the fan-out list for a streaming publisher's DATA, else nothing.
-    fn on_data(&mut self, from: SocketAddr, bytes: &[u8]) -> &[SocketAddr] {
+    fn on_data(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) -> &[SocketAddr] {
         let Some(tuple) = self.tuples.get(&from) else {
             return &[];
         };
@@ -461,12 +541,23 @@ impl Relay {
         let Some(session) = self.sessions.get_mut(&tuple.session) else {
             return &[];
         };
-        let mut sequence = [0u8; 8];
-        sequence.copy_from_slice(&bytes[2..10]);
-        let sequence = i64::from_le_bytes(sequence);
+        let field = |at: usize| {
+            let mut value = [0u8; 8];
+            value.copy_from_slice(&bytes[at..at + 8]);
+            i64::from_le_bytes(value)
+        };
+        let sequence = field(2);
+        session.datagrams_relayed += session.subscribers.len() as u64;
         if sequence > session.highest_sequence {
             let gap = sequence.abs_diff(session.highest_sequence) - 1;
             session.highest_sequence = sequence;
+            let (timestamp, frequency) = (field(10), field(18));
+            if frequency > 0 {
+                let arrival = now.instant.saturating_duration_since(self.epoch).as_nanos() as i128;
+                let sent = i128::from(timestamp) * 1_000_000_000 / i128::from(frequency);
+                session.jitter.frame(arrival, sent);
+            }
+            session.frames_lost += gap;
             if gap > 0 {
                 match self.events.back_mut() {
                     Some(RelayEvent::FramesLost { frames }) => *frames += gap,
@@ -573,7 +664,10 @@ impl Relay {
             match role {
                 MediaRole::Subscribe => session.subscribers.push(from),
                 // A new publisher tuple numbers its frames from 1 (D21).
-                MediaRole::Publish => session.highest_sequence = 0,
+                MediaRole::Publish => {
+                    session.highest_sequence = 0;
+                    session.jitter = Jitter::default();
+                }
             }
         }
         self.events.push_back(RelayEvent::Streaming {

@@ -935,3 +935,70 @@ proptest! {
         }
     }
 }
+
+fn data_at(sequence: i64, timestamp_ns: i64) -> Vec<u8> {
+    encode_data(
+        &DataHeader {
+            sequence,
+            timestamp: timestamp_ns,
+            frequency: FREQUENCY,
+        },
+        0,
+        100,
+    )
+}
+
+#[test]
+fn stream_stats_count_copies_and_losses_and_estimate_rfc3550_jitter() {
+    let now = t0();
+    let mut r = relay(config(), now);
+    let at = |ms: u64| Now {
+        instant: now.instant + Duration::from_millis(ms),
+        unix_ms: now.unix_ms + ms,
+    };
+    let empty = r.stream_stats();
+    assert_eq!(empty.len(), 2);
+    assert_eq!(
+        (
+            empty[0].session_id.as_str(),
+            empty[0].publisher.clone(),
+            empty[0].jitter_ms
+        ),
+        (SESSION, None, None)
+    );
+    join(&mut r, now, addr(1), SESSION, "host", MediaRole::Publish);
+    join(&mut r, now, addr(2), SESSION, "m2", MediaRole::Subscribe);
+    join(&mut r, now, addr(3), SESSION, "m3", MediaRole::Subscribe);
+    // Frames sent every 10 ms of the sender's clock; arrivals 10, 20, 34 (4 ms late), 40 ms.
+    forward(&mut r, at(10), addr(1), &data_at(1, 0));
+    assert_eq!(
+        r.stream_stats()[0].jitter_ms,
+        None,
+        "one frame: no pair yet"
+    );
+    forward(&mut r, at(20), addr(1), &data_at(2, 10_000_000));
+    forward(&mut r, at(20), addr(1), &data_at(2, 10_000_000)); // a second fragment: no frame
+    forward(&mut r, at(34), addr(1), &data_at(3, 20_000_000));
+    forward(&mut r, at(40), addr(1), &data_at(5, 40_000_000)); // frame 4 lost; 10 ms early
+    let s = &r.stream_stats()[0];
+    assert_eq!(s.publisher, Some(("host".into(), addr(1))));
+    assert_eq!(
+        s.subscribers,
+        vec![("m2".into(), addr(2)), ("m3".into(), addr(3))]
+    );
+    assert_eq!(s.datagrams_relayed, 10, "5 datagrams, 2 copies each");
+    assert_eq!(s.frames_lost, 1);
+    // D = 0, 4, -14 ms: J = 0, then 4/16 = 0.25, then 0.25 + (14 - 0.25)/16.
+    let want = 0.25 + (14.0 - 0.25) / 16.0;
+    let got = s.jitter_ms.unwrap();
+    assert!((got - want).abs() < 1e-6, "{got} != {want}");
+    // The other session is untouched; a new publisher tuple starts its jitter afresh, the
+    // session's counters go on.
+    assert_eq!(r.stream_stats()[1].datagrams_relayed, 0);
+    r.member_gone(SESSION, "host");
+    assert_eq!(r.stream_stats()[0].publisher, None);
+    join(&mut r, at(50), addr(4), SESSION, "host", MediaRole::Publish);
+    forward(&mut r, at(60), addr(4), &data_at(1, 0));
+    let s = &r.stream_stats()[0];
+    assert_eq!((s.jitter_ms, s.datagrams_relayed), (None, 12));
+}

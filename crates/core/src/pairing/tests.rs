@@ -1540,3 +1540,59 @@ mod property {
         }
     }
 }
+
+#[test]
+fn the_admin_view_lists_identified_clients_with_the_partner_of_their_last_delivered_event() {
+    let now = t0();
+    let mut r = four(now);
+    r.handle_open(now, ConnId(9), Transport::WebSocket); // not identified: not listed
+    let partners = |r: &Relay| -> Vec<(String, Option<String>, bool)> {
+        r.clients()
+            .into_iter()
+            .map(|c| (c.client_id, c.partner, c.partner_live))
+            .collect()
+    };
+    assert_eq!(
+        partners(&r),
+        vec![
+            ("100001".into(), None, false),
+            ("100002".into(), None, false),
+            ("100003".into(), None, false),
+            ("200001".into(), None, false),
+        ]
+    );
+    let first = &r.clients()[0];
+    assert_eq!(
+        (first.app.as_str(), first.role, first.transport),
+        ("alpha", Role::Controller, Transport::WebSocket)
+    );
+    // A blocked event (same role) pairs nobody.
+    r.handle_event(now, &Sender::Conn(ConnId(1)), "100003", Ev("ping", 0));
+    assert!(partners(&r).iter().all(|p| p.1.is_none()));
+    r.handle_event(now, &Sender::Conn(ConnId(1)), "100002", Ev("ping", 1));
+    assert_eq!(
+        partners(&r)[..2],
+        [
+            ("100001".into(), Some("100002".into()), true),
+            ("100002".into(), Some("100001".into()), true),
+        ]
+    );
+    // A sendevent request from 100003 (which has a stream) moves the responder's partner.
+    let s = Sender::Request(creds(&r, "alpha", C, "100003"));
+    r.handle_event(now, &s, "100002", Ev("ping", 2));
+    assert_eq!(
+        partners(&r)[1],
+        ("100002".into(), Some("100003".into()), true)
+    );
+    assert_eq!(
+        partners(&r)[2],
+        ("100003".into(), Some("100002".into()), true)
+    );
+    // The partner goes: still named, no longer live.
+    r.handle_gone(now, ConnId(2));
+    assert_eq!(
+        partners(&r)[0],
+        ("100001".into(), Some("100002".into()), false)
+    );
+    assert_eq!(r.clients().len(), 3);
+}
