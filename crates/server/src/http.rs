@@ -1,7 +1,8 @@
 //! The HTTP surface: WebSocket upgrades (`/`, `/ws`), `/healthz`, `/metrics`, the
-//! `/v1/sessions` admin API and the `/v1/events` admin event stream with their access rule
-//! (bearer token, or loopback only), and the
-//! pairing routes under `/crsocket/` ([`crate::pairing::routes`]).
+//! `/v1/sessions` admin API, the `/v1/events` admin event stream and the `/v1/pairing` and
+//! `/v1/media` views ([`crate::admin_read`]) with their access rule (bearer token or the
+//! dashboard's login cookie, or loopback only: [`admin_request_access`]), the dashboard
+//! ([`crate::dashboard`]) and the pairing routes under `/crsocket/` ([`crate::pairing::routes`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,13 +41,16 @@ pub fn router(app: Arc<ServerState>) -> Router {
         )
         .route("/v1/sessions/{id}/handoff", axum::routing::post(hand_off))
         .route("/v1/events", get(events))
+        .route("/v1/pairing", get(crate::admin_read::pairing))
+        .route("/v1/media", get(crate::admin_read::media))
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
     let mut router = Router::new()
         .route("/", get(websocket))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(admin);
+        .merge(admin)
+        .merge(crate::dashboard::router(&app));
     if let Some(pairing) = crate::pairing::routes::router(&app) {
         router = router.merge(pairing);
     }
@@ -102,7 +106,7 @@ pub fn valid_websocket_key(key: &[u8]) -> bool {
 
 /// The client's address: what the edge worked out (behind trusted proxies), or, for a router
 /// served by something else, the same rule applied here.
-fn client_address(app: &ServerState, req: &Request, peer: SocketAddr) -> IpAddr {
+pub(crate) fn client_address(app: &ServerState, req: &Request, peer: SocketAddr) -> IpAddr {
     match req.extensions().get::<ClientAddr>() {
         Some(ClientAddr(ip)) => *ip,
         None => app.admission.client_address(peer.ip(), req.headers()),
@@ -240,8 +244,8 @@ pub fn switching_protocols(h: &mut HeaderMap, accept: &str) {
     );
 }
 
-/// `/v1/*` access: a bearer token when one is configured, otherwise loopback clients only
-/// (the client address behind trusted proxies, see [`crate::admission::client_address`]).
+/// `/v1/*` access: [`admin_request_access`] with what the request carries (the client address
+/// behind trusted proxies, see [`crate::admission::client_address`]).
 async fn require_admin(
     State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -249,13 +253,107 @@ async fn require_admin(
     next: Next,
 ) -> Response {
     let client = client_address(&app, &req, peer);
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match admin_access(app.config.admin_token.as_deref(), client, authorization) {
-        Ok(()) => next.run(req).await,
+    let headers = req.headers();
+    let cookie = crate::dashboard::cookie_token(headers);
+    let own_origin = crate::dashboard::request_origin(&app, peer, headers);
+    let access = admin_request_access(&AdminRequest {
+        token: app.config.admin_token.as_deref(),
+        client,
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        cookie: cookie.as_deref(),
+        method: req.method(),
+        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        own_origin: own_origin.as_deref(),
+    });
+    match access {
+        Ok(_) => next.run(req).await,
         Err((status, code, message)) => error(status, code, message),
+    }
+}
+
+/// What the admin rule looks at in one request.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRequest<'a> {
+    /// The server's `--admin-token`.
+    pub token: Option<&'a str>,
+    /// The client's address (behind trusted proxies).
+    pub client: IpAddr,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The admin token in the dashboard's cookie ([`crate::dashboard::COOKIE`]), decoded.
+    pub cookie: Option<&'a str>,
+    /// The request's method.
+    pub method: &'a axum::http::Method,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The request's own origin, `scheme://host` ([`crate::dashboard::request_origin`]).
+    pub own_origin: Option<&'a str>,
+}
+
+/// How a request passed the admin rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminVia {
+    /// No token is configured and the client is on loopback.
+    Loopback,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// The dashboard's login cookie.
+    Cookie,
+}
+
+/// Why a request was refused: status, `code`, message.
+pub type Refusal = (StatusCode, &'static str, &'static str);
+
+/// The admin rule of `/v1/*`. With a token: a request with a Bearer credential is judged on
+/// it alone ([`admin_access`]); otherwise the dashboard's cookie, compared the same way (in
+/// constant time), and a cookie request that changes something (any method but GET and HEAD)
+/// must carry an `Origin` equal to its own origin, else 403 `forbidden_origin` (CSRF: a
+/// browser sends the cookie with a cross-site form too, never the bearer header). Without a
+/// token: loopback clients only, and a browser request that changes something from another
+/// origin (an `Origin` header naming another site) is refused the same way, so a web page
+/// cannot drive a local server's admin API; scripts send no `Origin` and are unaffected.
+pub fn admin_request_access(r: &AdminRequest<'_>) -> Result<AdminVia, Refusal> {
+    use axum::http::Method;
+    let changes = !(r.method == Method::GET || r.method == Method::HEAD);
+    let same_origin = || crate::dashboard::same_origin(r.origin, r.own_origin);
+    let forbidden = (
+        StatusCode::FORBIDDEN,
+        "forbidden_origin",
+        crate::dashboard::FORBIDDEN_ORIGIN_MESSAGE,
+    );
+    match r.token {
+        Some(token) => {
+            if r.authorization.and_then(bearer_token).is_some() {
+                return admin_access(Some(token), r.client, r.authorization)
+                    .map(|()| AdminVia::Bearer);
+            }
+            match r.cookie {
+                Some(given) if loudsync_core::directory::Password::new(token).matches(given) => {
+                    if changes && !same_origin() {
+                        Err(forbidden)
+                    } else {
+                        Ok(AdminVia::Cookie)
+                    }
+                }
+                Some(_) => Err((
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "wrong admin token in the dashboard's cookie: log in again",
+                )),
+                None => {
+                    admin_access(Some(token), r.client, r.authorization).map(|()| AdminVia::Bearer)
+                }
+            }
+        }
+        None => {
+            admin_access(None, r.client, None)?;
+            if changes && r.origin.is_some() && !same_origin() {
+                return Err(forbidden);
+            }
+            Ok(AdminVia::Loopback)
+        }
     }
 }
 
@@ -795,6 +893,110 @@ mod tests {
             );
         }
         assert_eq!(bearer_token("bearer  abc.def "), Some("abc.def"));
+    }
+
+    #[test]
+    fn the_cookie_counts_as_the_token_and_writes_need_the_own_origin() {
+        use axum::http::Method;
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let own = Some("http://srv:8080");
+        let req = |token, client, authorization, cookie, method, origin| AdminRequest {
+            token,
+            client,
+            authorization,
+            cookie,
+            method,
+            origin,
+            own_origin: own,
+        };
+        let get = &Method::GET;
+        let del = &Method::DELETE;
+        let t = Some("s3cret");
+        let code = |r: AdminRequest<'_>| admin_request_access(&r).map_err(|e| (e.0, e.1));
+        assert_eq!(
+            code(req(t, lan, None, Some("s3cret"), get, None)),
+            Ok(AdminVia::Cookie)
+        );
+        assert_eq!(
+            code(req(
+                t,
+                lan,
+                None,
+                Some("s3cret"),
+                &Method::HEAD,
+                Some("http://evil")
+            )),
+            Ok(AdminVia::Cookie)
+        );
+        assert_eq!(
+            code(req(t, lan, None, Some("s3cre"), get, None)),
+            Err((StatusCode::UNAUTHORIZED, "unauthorized"))
+        );
+        assert_eq!(
+            code(req(t, lan, None, None, get, None)),
+            Err((StatusCode::UNAUTHORIZED, "unauthorized"))
+        );
+        for origin in [
+            None,
+            Some("http://evil.example"),
+            Some("null"),
+            Some("https://srv:8080"),
+        ] {
+            assert_eq!(
+                code(req(t, lan, None, Some("s3cret"), del, origin)),
+                Err((StatusCode::FORBIDDEN, "forbidden_origin")),
+                "{origin:?}"
+            );
+        }
+        assert_eq!(
+            code(req(
+                t,
+                lan,
+                None,
+                Some("s3cret"),
+                &Method::POST,
+                Some("http://srv:8080")
+            )),
+            Ok(AdminVia::Cookie)
+        );
+        // Bearer requests: judged on the bearer alone, no Origin needed.
+        assert_eq!(
+            code(req(
+                t,
+                lan,
+                Some("Bearer s3cret"),
+                None,
+                del,
+                Some("http://evil")
+            )),
+            Ok(AdminVia::Bearer)
+        );
+        assert_eq!(
+            code(req(t, lan, Some("Bearer nope"), Some("s3cret"), get, None)),
+            Err((StatusCode::UNAUTHORIZED, "unauthorized"))
+        );
+        // Without a token: loopback only; a foreign Origin may not write.
+        assert_eq!(
+            code(req(None, lo, None, None, del, None)),
+            Ok(AdminVia::Loopback)
+        );
+        assert_eq!(
+            code(req(None, lo, None, None, del, Some("http://srv:8080"))),
+            Ok(AdminVia::Loopback)
+        );
+        assert_eq!(
+            code(req(None, lo, None, None, get, Some("http://evil"))),
+            Ok(AdminVia::Loopback)
+        );
+        assert_eq!(
+            code(req(None, lo, None, None, del, Some("http://evil"))),
+            Err((StatusCode::FORBIDDEN, "forbidden_origin"))
+        );
+        assert_eq!(
+            code(req(None, lan, None, Some("x"), get, None)),
+            Err((StatusCode::FORBIDDEN, "forbidden"))
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`http`]: the router: WebSocket upgrades on `/` and `/ws`, `/healthz`, `/metrics`, and
 //!   the `/v1/sessions` admin API.
 //! - [`events`]: the admin event stream `GET /v1/events` (server-sent events).
+//! - [`admin_read`]: the `GET /v1/pairing` and `GET /v1/media` views of the admin API.
+//! - [`dashboard`]: the operator dashboard at `/dashboard` (embedded assets, cookie login).
 //! - [`ws`]: server-side WebSocket framing that holds no buffer while a connection idles.
 //! - [`ws_pump`]: one WebSocket's task, moving frames between the socket and the member driver.
 //! - [`member`]: the member driver, the transport-independent glue between a transport and
@@ -32,9 +34,11 @@
 //! Start one with [`Server::bind`], stop it with [`Server::shutdown`].
 
 pub mod access;
+pub mod admin_read;
 pub mod admission;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod discovery;
 pub mod encoding;
 pub mod events;

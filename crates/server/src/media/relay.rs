@@ -187,6 +187,12 @@ impl MediaRelay {
         self.lock().subscribers(session_id)
     }
 
+    /// Every open session's stream (publisher, subscribers, copies forwarded, frames lost,
+    /// jitter), for `GET /v1/media`.
+    pub fn stream_stats(&self) -> Vec<loudsync_core::media::relay::StreamStats> {
+        self.lock().stream_stats()
+    }
+
     /// What the relay holds for `tuple` (for logs and tests).
     pub fn tuple(&self, tuple: SocketAddr) -> Option<loudsync_core::media::relay::TupleInfo> {
         self.lock().tuple(tuple)

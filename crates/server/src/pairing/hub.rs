@@ -204,6 +204,18 @@ impl PairingHub {
         }
     }
 
+    /// Every identified pairing connection, by app then client id, with the partner of its
+    /// last delivered event (for `GET /v1/pairing`; see
+    /// [`loudsync_core::pairing::PairingRelay::clients`]).
+    pub fn clients(&self) -> Vec<loudsync_core::pairing::ClientInfo> {
+        self.lock().relay.clients()
+    }
+
+    /// The configured apps, in the order given.
+    pub fn apps(&self) -> &[AppSpec] {
+        &self.apps
+    }
+
     /// How many pairing connections are open.
     pub fn connection_count(&self) -> usize {
         self.lock().relay.connection_count()
