@@ -36,6 +36,7 @@ export function sessionPage(id: string): Page {
   const names = new Map<string, string>();
   let ended = false;
   let disposed = false;
+  let closedHere = false;
 
   const title = h("h1", { "data-testid": "session-title" }, id);
   const crumbId = h("span", { class: "mono" }, id);
@@ -113,14 +114,17 @@ export function sessionPage(id: string): Page {
     setText(result, text);
   };
 
-  const act = async (question: string, run: () => Promise<string>): Promise<void> => {
+  /** Asks, runs an action, shows its outcome; then fetches the session again if it is still open. */
+  const act = async (question: string, run: () => Promise<string>, refetch = true): Promise<void> => {
     if (!window.confirm(question)) return;
+    let ok = false;
     try {
       showResult(await run(), true);
+      ok = true;
     } catch (e) {
       showResult(errorText(e), false);
     }
-    void refresh();
+    if (refetch || !ok) void refresh();
   };
 
   const renderMembers = (): void => {
@@ -223,7 +227,7 @@ export function sessionPage(id: string): Page {
   let eventSeq = 0;
   let inFlight = false;
   const refresh = async (): Promise<void> => {
-    if (ended || disposed || inFlight) return;
+    if (ended || disposed || inFlight || closedHere) return;
     inFlight = true;
     const mine = ++fetchSeq;
     const before = eventSeq;
@@ -252,7 +256,7 @@ export function sessionPage(id: string): Page {
       setText(error, `Could not load the session: ${errorText(e)}`);
     } finally {
       inFlight = false;
-      if (stale && !disposed && !ended) setTimeout(() => void refresh(), 250);
+      if (stale && !disposed && !ended && !closedHere) setTimeout(() => void refresh(), 250);
     }
   };
 
@@ -332,10 +336,18 @@ export function sessionPage(id: string): Page {
   };
 
   closeBtn.addEventListener("click", () =>
-    void act("Close this session for all its members?", async () => {
-      await closeSession(detail?.id ?? id);
-      return "session closed";
-    }),
+    void act(
+      "Close this session for all its members?",
+      async () => {
+        await closeSession(detail?.id ?? id);
+        // No fetch after this (it would be a 404): the session_closed event ends the page, or
+        // this does if the stream is down.
+        closedHere = true;
+        setTimeout(() => end("Session closed by the server administrator"), 3000);
+        return "session closed";
+      },
+      false,
+    ),
   );
 
   const unlisten = listen({ event: onEvent, reload: () => void refresh() });
