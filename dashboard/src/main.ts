@@ -46,7 +46,7 @@ function boot(): void {
     h("div", { class: "nav-foot" }, live, logoutBtn),
   );
   const main = h("main", { class: "main" });
-  replace(root, nav, main);
+  replace(root, h("aside", { class: "sidebar" }, nav), main);
 
   events.listen({
     status: (isLive) => {

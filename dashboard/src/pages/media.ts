@@ -1,15 +1,35 @@
 // pages/media.ts: the media page: the UDP relay's streams (docs/PROTOCOL.md §12), each with its
-// publisher, subscribers, datagrams relayed, frames lost and jitter; GET /v1/media every 2 s
-// while shown.
+// publisher, subscribers (by name, from GET /v1/sessions, and UDP address), datagrams relayed,
+// frames lost and jitter; GET /v1/media every 2 s while shown.
 
-import { getMedia, type Media, type MediaPeer } from "../api";
+import { getMedia, listSessions, type Media, type MediaPeer } from "../api";
 import { h, replace, setText } from "../dom";
 import { int } from "../format";
 import type { Page } from "../router";
 import { poll } from "./poll";
 
-function peer(p: MediaPeer): string {
-  return `${p.memberId} (${p.address})`;
+/** The media answer and the members' names (memberId → name) of the sessions open now. */
+interface View {
+  media: Media;
+  names: Map<string, string>;
+}
+
+async function load(): Promise<View> {
+  const media = await getMedia();
+  const names = new Map<string, string>();
+  if (media.enabled && media.streams.length > 0) {
+    try {
+      for (const s of await listSessions()) for (const m of s.members) names.set(m.id, m.name);
+    } catch {
+      // names are a nicety: ids alone still say who
+    }
+  }
+  return { media, names };
+}
+
+function peer(p: MediaPeer, names: Map<string, string>): HTMLElement {
+  const name = names.get(p.memberId);
+  return h("span", { title: p.memberId }, name ?? p.memberId, " ", h("span", { class: "muted mono" }, p.address));
 }
 
 /** Builds the media page. */
@@ -52,7 +72,7 @@ export function mediaPage(): Page {
     empty,
   );
 
-  const show = (m: Media): void => {
+  const show = ({ media: m, names }: View): void => {
     error.hidden = true;
     disabled.hidden = m.enabled;
     if (!m.enabled) {
@@ -71,11 +91,11 @@ export function mediaPage(): Page {
           "tr",
           { "data-media-stream": s.sessionId },
           h("td", { "data-col": "session", class: "mono" }, s.sessionId),
-          h("td", { "data-col": "publisher" }, s.publisher ? peer(s.publisher) : "–"),
+          h("td", { "data-col": "publisher" }, s.publisher ? peer(s.publisher, names) : "–"),
           h(
             "td",
             { "data-col": "subscribers" },
-            s.subscribers.length === 0 ? "none" : s.subscribers.map((p, i) => [i > 0 ? h("br") : null, peer(p)]),
+            s.subscribers.length === 0 ? "none" : s.subscribers.map((p, i) => [i > 0 ? h("br") : null, peer(p, names)]),
           ),
           h("td", { "data-col": "relayed", class: "num" }, int(s.datagramsRelayed)),
           h("td", { "data-col": "lost", class: "num" }, int(s.framesLost)),
@@ -88,5 +108,5 @@ export function mediaPage(): Page {
     error.hidden = false;
     setText(error, `Could not load media: ${message}`);
   };
-  return { el, dispose: poll(getMedia, show, fail) };
+  return { el, dispose: poll(load, show, fail) };
 }
