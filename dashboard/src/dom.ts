@@ -16,6 +16,9 @@ function apply(el: Element, attrs: Attrs | null | undefined, children: Child[]):
     for (const [key, value] of Object.entries(attrs)) {
       if (typeof value === "function") {
         el.addEventListener(key.slice(2).toLowerCase(), value);
+      } else if (/^on/i.test(key)) {
+        // An inline handler would be code from a string: never (the CSP refuses them anyway).
+        throw new Error(`h(): attribute ${key} must be a function`);
       } else if (value === true) {
         el.setAttribute(key, "");
       } else if (value !== false && value !== null && value !== undefined) {

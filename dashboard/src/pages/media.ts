@@ -29,7 +29,7 @@ async function load(): Promise<View> {
 
 function peer(p: MediaPeer, names: Map<string, string>): HTMLElement {
   const name = names.get(p.memberId);
-  return h("span", { title: p.memberId }, name ?? p.memberId, " ", h("span", { class: "muted mono" }, p.address));
+  return h("span", { title: p.memberId }, h("bdi", null, name ?? p.memberId), " ", h("span", { class: "muted mono" }, p.address));
 }
 
 /** Builds the media page. */

@@ -14,7 +14,7 @@ import {
   type Member,
   type SessionDetail,
 } from "../api";
-import { h, replace, setText } from "../dom";
+import { h, replace, setText, type Child } from "../dom";
 import { listen, type StreamEvent } from "../events";
 import { clock, int } from "../format";
 import type { Page } from "../router";
@@ -102,27 +102,31 @@ export function sessionPage(id: string): Page {
   const nameOf = (memberId: string | null | undefined): string =>
     memberId ? (members.get(memberId)?.name ?? names.get(memberId) ?? memberId) : "nobody";
 
-  const addLog = (at: number, text: string, cls: string): void => {
+  /** A name, bidi-isolated: a name with a direction override cannot reorder the text after it. */
+  const bdi = (name: string): HTMLElement => h("bdi", null, name);
+  const who = (memberId: string | null | undefined): HTMLElement => bdi(nameOf(memberId));
+
+  const addLog = (at: number, parts: Child[], cls: string): void => {
     logEmpty.hidden = true;
-    log.appendChild(h("li", { class: cls }, h("time", null, clock(at)), " ", text));
+    log.appendChild(h("li", { class: cls }, h("time", null, clock(at)), " ", parts));
     while (log.childElementCount > LOG_MAX) log.firstElementChild?.remove();
     log.scrollTop = log.scrollHeight;
   };
 
-  const showResult = (text: string, ok: boolean): void => {
+  const showResult = (parts: Child[], ok: boolean): void => {
     result.className = `action-result ${ok ? "ok" : "fail"}`;
-    setText(result, text);
+    replace(result, parts);
   };
 
   /** Asks, runs an action, shows its outcome; then fetches the session again if it is still open. */
-  const act = async (question: string, run: () => Promise<string>, refetch = true): Promise<void> => {
+  const act = async (question: string, run: () => Promise<Child[]>, refetch = true): Promise<void> => {
     if (!window.confirm(question)) return;
     let ok = false;
     try {
       showResult(await run(), true);
       ok = true;
     } catch (e) {
-      showResult(errorText(e), false);
+      showResult([errorText(e)], false);
     }
     if (refetch || !ok) void refresh();
   };
@@ -161,7 +165,7 @@ export function sessionPage(id: string): Page {
                       onclick: () =>
                         void act(`Hand control of this session to ${m.name}?`, async () => {
                           const r = await handoff(detail?.id ?? id, m.id);
-                          return `handoff to ${m.name} started (${r.handoffId})`;
+                          return ["handoff to ", bdi(m.name), ` started (${r.handoffId})`];
                         }),
                     },
                     "Hand control",
@@ -177,7 +181,7 @@ export function sessionPage(id: string): Page {
                       onclick: () =>
                         void act(`Kick ${m.name} from this session?`, async () => {
                           await kickMember(detail?.id ?? id, m.id);
-                          return `kicked ${m.name}`;
+                          return ["kicked ", bdi(m.name)];
                         }),
                     },
                     "Kick",
@@ -196,10 +200,11 @@ export function sessionPage(id: string): Page {
     if (!detail) return;
     setText(title, detail.name);
     setText(crumbId, detail.id);
-    const host = detail.hostId ? nameOf(detail.hostId) : "no host";
-    setText(
+    replace(
       subtitle,
-      `${detail.id} · ${members.size} of ${detail.maxMembers} members · host: ${host}${detail.passwordProtected ? " · password protected" : ""}`,
+      `${detail.id} · ${members.size} of ${detail.maxMembers} members · host: `,
+      detail.hostId ? who(detail.hostId) : "no host",
+      detail.passwordProtected ? " · password protected" : "",
     );
     setText(version, detail.version === undefined ? "–" : String(detail.version));
     setText(term, detail.term === undefined ? "–" : String(detail.term));
@@ -270,21 +275,21 @@ export function sessionPage(id: string): Page {
       case "session_opened":
         break;
       case "session_closed":
-        addLog(e.data.at, `session closed: ${e.data.reason}`, "closed");
+        addLog(e.data.at, [`session closed: ${e.data.reason}`], "closed");
         end(e.data.reason);
         return;
       case "member_joined": {
         const m = e.data.member;
         names.set(m.id, m.name);
         members.set(m.id, m);
-        addLog(e.data.at, `${m.name} joined${m.isHost ? " as host" : ""} (${m.deviceId ?? "?"}, ${m.dialect ?? "?"})`, "joined");
+        addLog(e.data.at, [bdi(m.name), ` joined${m.isHost ? " as host" : ""} (`, bdi(m.deviceId ?? "?"), `, ${m.dialect ?? "?"})`], "joined");
         break;
       }
       case "member_left": {
-        const who = nameOf(e.data.memberId);
+        const name = who(e.data.memberId);
         members.delete(e.data.memberId);
         const why = e.data.reason === "kicked" ? "was kicked" : e.data.reason === "left" ? "left" : `left (${e.data.reason})`;
-        addLog(e.data.at, `${who} ${why}`, e.data.reason === "kicked" ? "kicked" : "left");
+        addLog(e.data.at, [name, ` ${why}`], e.data.reason === "kicked" ? "kicked" : "left");
         break;
       }
       case "member_updated": {
@@ -293,9 +298,9 @@ export function sessionPage(id: string): Page {
         names.set(m.id, m.name);
         members.set(m.id, { ...prev, ...m });
         if (prev && prev.connectionStatus !== m.connectionStatus) {
-          addLog(e.data.at, `${m.name} is ${m.connectionStatus}`, "updated");
+          addLog(e.data.at, [bdi(m.name), ` is ${m.connectionStatus}`], "updated");
         } else if (prev && prev.handoffReady !== m.handoffReady) {
-          addLog(e.data.at, `${m.name} ${m.handoffReady ? "is ready to take control" : "withdrew its readiness"}`, "updated");
+          addLog(e.data.at, [bdi(m.name), m.handoffReady ? " is ready to take control" : " withdrew its readiness"], "updated");
         }
         break;
       }
@@ -308,24 +313,24 @@ export function sessionPage(id: string): Page {
         if (detail) detail = { ...detail, hostId: e.data.hostId, term: e.data.term };
         addLog(
           e.data.at,
-          `host changed to ${nameOf(e.data.hostId)} (${e.data.reason === "handoff" ? "handoff" : "host lost"}), term ${e.data.term}`,
+          ["host changed to ", who(e.data.hostId), ` (${e.data.reason === "handoff" ? "handoff" : "host lost"}), term ${e.data.term}`],
           "host",
         );
         break;
       }
       case "handoff":
         if (e.data.outcome === "started") {
-          addLog(e.data.at, `handoff started: ${nameOf(e.data.hostId)} → ${nameOf(e.data.targetId)}`, "handoff");
+          addLog(e.data.at, ["handoff started: ", who(e.data.hostId), " → ", who(e.data.targetId)], "handoff");
         } else {
-          addLog(e.data.at, `handoff failed${e.data.targetId ? ` (to ${nameOf(e.data.targetId)})` : ""}: ${e.data.reason ?? "unknown"}`, "handoff failed");
+          addLog(e.data.at, ["handoff failed", e.data.targetId ? [" (to ", who(e.data.targetId), ")"] : null, `: ${e.data.reason ?? "unknown"}`], "handoff failed");
         }
         break;
       case "resume":
         addLog(
           e.data.at,
           e.data.outcome === "resumed"
-            ? `${nameOf(e.data.memberId)} resumed`
-            : `${nameOf(e.data.memberId)} could not resume: ${e.data.reason ?? e.data.outcome}`,
+            ? [who(e.data.memberId), " resumed"]
+            : [who(e.data.memberId), ` could not resume: ${e.data.reason ?? e.data.outcome}`],
           e.data.outcome === "resumed" ? "resumed" : "failed",
         );
         break;
@@ -344,7 +349,7 @@ export function sessionPage(id: string): Page {
         // this does if the stream is down.
         closedHere = true;
         setTimeout(() => end("Session closed by the server administrator"), 3000);
-        return "session closed";
+        return ["session closed"];
       },
       false,
     ),
