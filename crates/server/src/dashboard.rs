@@ -94,7 +94,10 @@ async fn access(
 ) -> Response {
     if app.config.admin_token.is_none() {
         let client = crate::http::client_address(&app, &req, peer);
-        if let Err((status, code, message)) = crate::http::admin_access(None, client, None) {
+        let own = request_origin(&app, peer, req.headers());
+        let refused =
+            crate::http::admin_access(None, client, None).and_then(|()| local_host(own.as_deref()));
+        if let Err((status, code, message)) = refused {
             return error(status, code, message);
         }
     }
@@ -300,6 +303,42 @@ fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
     (!first.is_empty()).then(|| first.to_string())
 }
 
+/// Without an admin token, the request must be addressed to an IP address, `localhost` or a
+/// name under `.localhost`, or a single-label name (`mybox` from `/etc/hosts`): a dotted name
+/// on a loopback connection is what a DNS-rebinding page sends (its own public name,
+/// re-pointed at 127.0.0.1), which would make the page same-origin with the server. `own` is
+/// [`request_origin`]; a request without a host passes (browsers always send one).
+pub fn local_host(own: Option<&str>) -> Result<(), crate::http::Refusal> {
+    let Some(own) = own else { return Ok(()) };
+    let authority = own.split_once("://").map_or(own, |(_, rest)| rest);
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(h, _)| h)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name.parse::<std::net::IpAddr>().is_ok()
+        || !name.contains('.')
+        || name.ends_with(".localhost")
+    {
+        return Ok(());
+    }
+    Err((
+        StatusCode::FORBIDDEN,
+        "forbidden_host",
+        FORBIDDEN_HOST_MESSAGE,
+    ))
+}
+
+/// The message of a `forbidden_host` refusal.
+pub const FORBIDDEN_HOST_MESSAGE: &str =
+    "without --admin-token the admin API and the dashboard answer requests addressed to an \
+     IP address, localhost or a single-label name only (a public name may be a DNS-rebinding \
+     page): use http://127.0.0.1:PORT/, or set --admin-token";
+
 /// Whether `origin` (an `Origin` header) is `own` (scheme and host in any case). A missing
 /// origin, `null`, or a request without a host is not.
 pub fn same_origin(origin: Option<&str>, own: Option<&str>) -> bool {
@@ -414,6 +453,37 @@ mod tests {
         assert!(!same_origin(Some("null"), own));
         assert!(!same_origin(None, own));
         assert!(!same_origin(Some("http://127.0.0.1:8080"), None));
+    }
+
+    #[test]
+    fn without_a_token_only_local_names_and_addresses_are_served() {
+        for ok in [
+            None,
+            Some("http://127.0.0.1:8080"),
+            Some("http://127.0.0.1"),
+            Some("http://[::1]:8080"),
+            Some("http://[::1]"),
+            Some("http://localhost:3000"),
+            Some("http://LocalHost."),
+            Some("https://app.localhost:1"),
+            Some("http://10.0.0.5:80"),
+            Some("http://mybox:8080"),
+            Some("http://x"),
+        ] {
+            assert!(local_host(ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            Some("http://evil.example:8080"),
+            Some("http://evil.example"),
+            Some("http://localhost.evil.example"),
+            Some("http://127.0.0.1.nip.io:8080"),
+        ] {
+            assert_eq!(
+                local_host(refused).unwrap_err().1,
+                "forbidden_host",
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -311,9 +311,11 @@ pub type Refusal = (StatusCode, &'static str, &'static str);
 /// constant time), and a cookie request that changes something (any method but GET and HEAD)
 /// must carry an `Origin` equal to its own origin, else 403 `forbidden_origin` (CSRF: a
 /// browser sends the cookie with a cross-site form too, never the bearer header). Without a
-/// token: loopback clients only, and a browser request that changes something from another
-/// origin (an `Origin` header naming another site) is refused the same way, so a web page
-/// cannot drive a local server's admin API; scripts send no `Origin` and are unaffected.
+/// token: loopback clients only, addressed to an IP address or a local name (else 403
+/// `forbidden_host`: [`crate::dashboard::local_host`], against DNS rebinding), and a browser
+/// request that changes something from another origin (an `Origin` header naming another
+/// site) is refused the same way as a cookie's, so a web page cannot drive a local server's
+/// admin API; scripts send no `Origin` and are unaffected.
 pub fn admin_request_access(r: &AdminRequest<'_>) -> Result<AdminVia, Refusal> {
     use axum::http::Method;
     let changes = !(r.method == Method::GET || r.method == Method::HEAD);
@@ -349,6 +351,7 @@ pub fn admin_request_access(r: &AdminRequest<'_>) -> Result<AdminVia, Refusal> {
         }
         None => {
             admin_access(None, r.client, None)?;
+            crate::dashboard::local_host(r.own_origin)?;
             if changes && r.origin.is_some() && !same_origin() {
                 return Err(forbidden);
             }
@@ -900,7 +903,7 @@ mod tests {
         use axum::http::Method;
         let lan: IpAddr = "192.168.1.20".parse().unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let own = Some("http://srv:8080");
+        let own = Some("http://127.0.0.1:8080");
         let req = |token, client, authorization, cookie, method, origin| AdminRequest {
             token,
             client,
@@ -941,7 +944,7 @@ mod tests {
             None,
             Some("http://evil.example"),
             Some("null"),
-            Some("https://srv:8080"),
+            Some("https://127.0.0.1:8080"),
         ] {
             assert_eq!(
                 code(req(t, lan, None, Some("s3cret"), del, origin)),
@@ -956,7 +959,7 @@ mod tests {
                 None,
                 Some("s3cret"),
                 &Method::POST,
-                Some("http://srv:8080")
+                Some("http://127.0.0.1:8080")
             )),
             Ok(AdminVia::Cookie)
         );
@@ -982,7 +985,14 @@ mod tests {
             Ok(AdminVia::Loopback)
         );
         assert_eq!(
-            code(req(None, lo, None, None, del, Some("http://srv:8080"))),
+            code(req(
+                None,
+                lo,
+                None,
+                None,
+                del,
+                Some("http://127.0.0.1:8080")
+            )),
             Ok(AdminVia::Loopback)
         );
         assert_eq!(
@@ -996,6 +1006,24 @@ mod tests {
         assert_eq!(
             code(req(None, lan, None, Some("x"), get, None)),
             Err((StatusCode::FORBIDDEN, "forbidden"))
+        );
+        // Without a token, a loopback request addressed to another name (DNS rebinding).
+        let rebound = AdminRequest {
+            own_origin: Some("http://evil.example:8080"),
+            ..req(None, lo, None, None, get, None)
+        };
+        assert_eq!(
+            code(rebound),
+            Err((StatusCode::FORBIDDEN, "forbidden_host"))
+        );
+        let with_token = AdminRequest {
+            own_origin: Some("http://dash.example"),
+            ..req(t, lan, Some("Bearer s3cret"), None, get, None)
+        };
+        assert_eq!(
+            code(with_token),
+            Ok(AdminVia::Bearer),
+            "names are fine with a token"
         );
     }
 

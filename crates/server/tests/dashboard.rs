@@ -142,6 +142,27 @@ async fn without_a_token_the_dashboard_answers_loopback_clients_only() {
         .unwrap();
     assert_security_headers(r.headers(), "refused login");
     assert_eq!(error_code(r).await, (403, "forbidden".into()));
+    // A loopback request addressed to another name is what a DNS-rebinding page sends.
+    for path in ["/dashboard/", "/v1/sessions"] {
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("host", "rebound.example:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(r).await,
+            (403, "forbidden_host".into()),
+            "{path}"
+        );
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("host", "localhost:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} as localhost");
+    }
     // A loopback login on a server without a token: nothing to log in to.
     let r = c
         .post(format!("{base}/dashboard/login"))
