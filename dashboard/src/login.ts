@@ -22,6 +22,8 @@ export function loginForm(done: () => void): HTMLElement {
     { "data-testid": "login", class: "login card" },
     h("h1", null, "Sign in"),
     h("p", { class: "muted" }, "This server needs its admin token (the ", h("code", null, "--admin-token"), " it was started with)."),
+    // A username for password managers and Chromium's form check; only the token is sent.
+    h("input", { type: "text", name: "username", autocomplete: "username", value: "admin", hidden: true, tabindex: -1, "aria-hidden": "true" }),
     h("label", { for: "login-token" }, "Admin token"),
     input,
     message,
