@@ -646,3 +646,71 @@ async fn v1_media_is_disabled_without_the_relay_and_shows_streams_with_it() {
     drop(clients);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_cookie_is_secure_and_the_origin_is_the_proxys() {
+    let server = start_with(ServerConfig {
+        admin_token: Some(TOKEN.into()),
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..test_config()
+    })
+    .await;
+    let base = http(&server);
+    let c = client();
+    let login = |proto: Option<&'static str>| {
+        let mut r = c
+            .post(format!("{base}/dashboard/login"))
+            .form(&[("token", TOKEN)]);
+        if let Some(proto) = proto {
+            r = r.header("x-forwarded-proto", proto);
+        }
+        r.send()
+    };
+    let r = login(Some("https")).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (pair, attributes) = cookie_of(r.headers());
+    assert!(attributes.ends_with("; Secure"), "{attributes}");
+    let r = login(None).await.unwrap();
+    assert!(!cookie_of(r.headers()).1.contains("Secure"));
+    let r = c
+        .post(format!("{base}/v1/sessions"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .json(&json!({"name": "p", "id": "p1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The page's origin is the proxy's public one, from X-Forwarded-Proto and -Host.
+    let public = "https://dash.example.org";
+    let r = c
+        .delete(format!("{base}/v1/sessions/p1"))
+        .header(COOKIE, &pair)
+        .header(ORIGIN, public)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (403, "forbidden_origin".into()));
+    let r = c
+        .delete(format!("{base}/v1/sessions/p1"))
+        .header(COOKIE, &pair)
+        .header(ORIGIN, public)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "dash.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    server.shutdown().await;
+
+    // From a peer that is no trusted proxy, the headers are anybody's: ignored.
+    let server = with_token().await;
+    let r = client()
+        .post(format!("{}/dashboard/login", http(&server)))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert!(!cookie_of(r.headers()).1.contains("Secure"));
+    server.shutdown().await;
+}
