@@ -26,7 +26,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -36,6 +35,9 @@ use axum::Router;
 
 use crate::http::error;
 use crate::state::ServerState;
+
+/// The largest login body read.
+pub const MAX_LOGIN_BODY: usize = 16 * 1024;
 
 /// The name of the cookie that carries the admin token for the dashboard.
 pub const COOKIE: &str = "loudsync_admin";
@@ -51,8 +53,20 @@ pub const APP_JS: &[u8] = include_bytes!("../assets/dashboard/app.js");
 /// The built stylesheet.
 pub const APP_CSS: &[u8] = include_bytes!("../assets/dashboard/app.css");
 
+/// Login attempts allowed per client address and second, on average ([`LOGIN_BURST`] at once):
+/// enough for a person, slow for a guesser.
+pub const LOGIN_RATE: u32 = 1;
+/// Login attempts per client address allowed in a burst.
+pub const LOGIN_BURST: u32 = 10;
+
+/// The login attempts of one server's clients, per address (the core's token bucket table).
+type LoginAttempts = Arc<std::sync::Mutex<loudsync_core::admission::JoinRate>>;
+
 /// The dashboard's routes, with their access rule and headers.
 pub fn router(app: &Arc<ServerState>) -> Router<Arc<ServerState>> {
+    let attempts: LoginAttempts = Arc::new(std::sync::Mutex::new(
+        loudsync_core::admission::JoinRate::new(LOGIN_RATE, LOGIN_BURST),
+    ));
     Router::new()
         .route("/dashboard", get(redirect))
         .route("/dashboard/", get(index))
@@ -60,6 +74,7 @@ pub fn router(app: &Arc<ServerState>) -> Router<Arc<ServerState>> {
         .route("/dashboard/app.css", get(app_css))
         .route("/dashboard/login", post(login))
         .route("/dashboard/logout", post(logout))
+        .layer(axum::Extension(attempts))
         .layer(middleware::from_fn_with_state(app.clone(), access))
         .layer(middleware::from_fn(security_headers))
 }
@@ -132,13 +147,25 @@ struct LoginBody {
 
 /// `POST /dashboard/login`: the right token (form field `token` or JSON `{"token"}`) sets
 /// the cookie, 204; a wrong one 401; none 400; a server without `--admin-token` 409
-/// `no_admin_token`; an `Origin` other than the request's own 403 `forbidden_origin`.
+/// `no_admin_token`; an `Origin` other than the request's own 403 `forbidden_origin`; more
+/// than [`LOGIN_BURST`] attempts from one address at [`LOGIN_RATE`] a second 429
+/// `too_many_attempts` with `Retry-After`.
 async fn login(
     State(app): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
+    axum::Extension(attempts): axum::Extension<LoginAttempts>,
+    req: Request,
 ) -> Response {
+    let client = crate::http::client_address(&app, &req, peer);
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let Ok(body) = axum::body::to_bytes(body, MAX_LOGIN_BODY).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("a login body is at most {MAX_LOGIN_BODY} bytes"),
+        );
+    };
     if let Err(refused) = foreign_origin(&app, peer, &headers) {
         return refused;
     }
@@ -150,6 +177,22 @@ async fn login(
              loopback clients only)",
         );
     };
+    let limited = attempts
+        .lock()
+        .expect("login attempts")
+        .try_join(std::time::Instant::now(), client);
+    if let Err(wait) = limited {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many login attempts from this address: try again in {seconds} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return response;
+    }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -714,3 +714,53 @@ async fn behind_a_trusted_tls_proxy_the_cookie_is_secure_and_the_origin_is_the_p
     assert!(!cookie_of(r.headers()).1.contains("Secure"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn login_attempts_are_rate_limited_per_address() {
+    let server = with_token().await;
+    let base = http(&server);
+    let c = client();
+    let burst = loudsync_server::dashboard::LOGIN_BURST;
+    for i in 0..burst {
+        let r = c
+            .post(format!("{base}/dashboard/login"))
+            .form(&[("token", format!("guess-{i}"))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    // Over the burst, even the right token waits: a guesser learns nothing.
+    let r = c
+        .post(format!("{base}/dashboard/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(error_code(r).await, (429, "too_many_attempts".into()));
+    // The Bearer API is not the login's bucket.
+    let r = c
+        .get(format!("{base}/v1/sessions"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // After a second, one more attempt.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c
+        .post(format!("{base}/dashboard/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    server.shutdown().await;
+}
