@@ -8,7 +8,9 @@
 // members' clients; the login form with --admin-token (wrong token, right token, the cookie, the
 // CSRF Origin check, logout); the pairing page with a paired controller and responder; the media
 // page disabled, and with --media-listen a stream with a publisher and a subscriber (support:
-// media.mjs). Every page is screenshotted into dashboard/test/out/. Every wait is bounded.
+// media.mjs); a name with a bidi override not reordering the log; the event stream across a
+// server restart (reconnecting, live again, lists reloaded). Every page is screenshotted into
+// dashboard/test/out/. Every wait is bounded.
 // Run: `node --test dashboard/test/` after `cargo build --release --bin loudsync`,
 // `cd dashboard && npm ci`, and `cd clients/typescript && npm ci && npm run build`
 // (.ci/dashboard.sh does all of it). LOUDSYNC_BIN overrides the binary, CHROMIUM the browser.
@@ -215,6 +217,9 @@ describe("a server without --admin-token (loopback), with --app alpha", () => {
       ["tr[data-member-id]", "data-member-id", [m.desk.id, m.phone.id, m.evil.id].sort()], server);
     assert.match(await page.locator('[data-testid="session-title"]').innerText(), /Alpha party|dash-alpha/);
 
+    // Latency: the server measures it every 200 ms here; the page shows it (as it refreshes).
+    await waitInPage(page, "Desk's latency in ms", (id) => /[0-9]/.test(document.querySelector(
+      `tr[data-member-id="${CSS.escape(id)}"] [data-col="latency"]`)?.textContent ?? ""), m.desk.id, server);
     const desk = await memberCells(page, m.desk.id);
     const phone = await memberCells(page, m.phone.id);
     const evil = await memberCells(page, m.evil.id);
@@ -294,6 +299,8 @@ describe("a server without --admin-token (loopback), with --app alpha", () => {
     t.after(() => page.context().close());
     await waitLive(page, server);
     const eve = await peers.connect(server.ws, "dash-bidi", "eve", "\u202EEve");
+    await waitInPage(page, "the log line of Eve joining", logMatches, "joined", server);
+    await waitInPage(page, "Eve's row", rowsAre, ["tr[data-member-id]", "data-member-id", [host.id, eve.id].sort()], server);
     await within(eve.client.leave(), WAIT_MS, "eve leaving");
     await waitInPage(page, "the log line of Eve leaving", logMatches, "left", server);
     // The letters of "left" (after the name) must run left to right on screen.
@@ -562,5 +569,36 @@ describe("a server with --media-listen: a stream with a publisher and a subscrib
     await waitInPage(page, "the connection indicator saying reconnecting",
       () => document.querySelector('[data-testid="live"]')?.textContent.trim() === "reconnecting");
     await page.context().close();
+  });
+});
+
+describe("the event stream across a server restart", () => {
+  test("the indicator says reconnecting, then live again, and the lists are reloaded", async (t) => {
+    const first = await startServer();
+    const port = first.port;
+    t.after(() => first.stop());
+    const peers = members();
+    t.after(() => peers.closeAll());
+    await peers.connect(first.ws, "before-restart", "desk", "Desk", "host");
+    const page = await openPage(browser, first.http, "/dashboard/#/sessions");
+    t.after(() => page.context().close());
+    await waitLive(page, first);
+    await waitInPage(page, "the session before the restart", rowsAre,
+      ["tr[data-session-id]", "data-session-id", ["before-restart"]], first);
+
+    await first.stop();
+    await waitInPage(page, "the indicator saying reconnecting",
+      () => document.querySelector('[data-testid="live"]')?.textContent.trim() === "reconnecting");
+    const second = await startServer([], { port });
+    t.after(() => second.stop());
+    await waitLive(page, second);
+    // The new process has another stream id: the page reloads its list (the old session is gone)
+    // and follows the new stream (a session opened now appears).
+    await peers.connect(second.ws, "after-restart", "tv", "TV", "host");
+    await waitInPage(page, "the list of the new process", rowsAre,
+      ["tr[data-session-id]", "data-session-id", ["after-restart"]], second);
+    // While the server was away the browser logged failed connections; nothing else went wrong.
+    assert.deepEqual(page.problems.filter((p) => !/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|Failed to load resource|net::/.test(p)), []);
+    await screenshot(page, "sessions-after-restart");
   });
 });

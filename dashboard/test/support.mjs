@@ -37,15 +37,15 @@ if (!existsSync(sdkEntry)) {
 export const sdk = await import(pathToFileURL(sdkEntry).href);
 
 /**
- * Starts `loudsync serve` on a free loopback port with `args` (and `--events-stats-interval
- * 200ms`); resolves once it prints its address.
+ * Starts `loudsync serve` on a free loopback port (or `options.port`, e.g. to restart on the same
+ * address) with `args` (and `--events-stats-interval 200ms`); resolves once it prints its address.
  * @returns {Promise<{ http: string, ws: string, port: number, log(): string, stop(): Promise<void> }>}
  */
-export function startServer(args = []) {
+export function startServer(args = [], { port: listenPort = 0 } = {}) {
   if (!existsSync(serverBin)) {
     return Promise.reject(new Error(`no server binary at ${serverBin}: run \`cargo build --release --bin loudsync\``));
   }
-  const fullArgs = ["serve", "--listen", "127.0.0.1:0", "--events-stats-interval", "200ms", ...args];
+  const fullArgs = ["serve", "--listen", `127.0.0.1:${listenPort}`, "--events-stats-interval", "200ms", ...args];
   const child = spawn(serverBin, fullArgs, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LOUDSYNC_LOG: "info" } });
   let output = "";
   const exited = new Promise((done) => child.once("exit", done));
