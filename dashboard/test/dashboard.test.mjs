@@ -9,7 +9,8 @@
 // CSRF Origin check, logout); the pairing page with a paired controller and responder; the media
 // page disabled, and with --media-listen a stream with a publisher and a subscriber (support:
 // media.mjs); a name with a bidi override not reordering the log; the event stream across a
-// server restart (reconnecting, live again, lists reloaded). Every page is screenshotted into
+// server restart (reconnecting, live again, lists reloaded); a member's dropped connection
+// resumed (status, log, the resumes counter). Every page is screenshotted into
 // dashboard/test/out/. Every wait is bounded.
 // Run: `node --test dashboard/test/` after `cargo build --release --bin loudsync`,
 // `cd dashboard && npm ci`, and `cd clients/typescript && npm ci && npm run build`
@@ -18,7 +19,7 @@ import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import {
   startServer, launchBrowser, openPage, waitInPage, screenshot, members, getJson,
-  record, within, sdk, WebSocket, WAIT_MS,
+  record, within, sdk, WebSocket, WAIT_MS, startProxy,
 } from "./support.mjs";
 import { publish, subscribe } from "./media.mjs";
 
@@ -600,5 +601,40 @@ describe("the event stream across a server restart", () => {
     // While the server was away the browser logged failed connections; nothing else went wrong.
     assert.deepEqual(page.problems.filter((p) => !/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|Failed to load resource|net::/.test(p)), []);
     await screenshot(page, "sessions-after-restart");
+  });
+});
+
+describe("a resumable member whose connection drops", () => {
+  test("the session page shows it reconnecting, then resumed; the overview counts the resume", async (t) => {
+    const server = await startServer(["--resume-window", "10s"]);
+    t.after(() => server.stop());
+    const proxy = await startProxy(server.port);
+    t.after(() => proxy.close());
+    const peers = members();
+    t.after(() => peers.closeAll());
+    await peers.connect(server.ws, "dash-resume", "desk", "Desk", "host");
+    const phone = await peers.connect(proxy.ws, "dash-resume", "phone", "Phone", "client",
+      { resume: true, reconnect: { attempts: 10, delayMs: 300 } });
+
+    const page = await openPage(browser, server.http, "/dashboard/#/sessions/dash-resume");
+    t.after(() => page.context().close());
+    await waitLive(page, server);
+    await waitInPage(page, "Phone listed", isShown, `tr[data-member-id="${phone.id}"]`, server);
+
+    assert.ok(proxy.cutAll() >= 1, "Phone's connection was not open");
+    await phone.log.waitFor("resumed");
+    await waitInPage(page, "the log showing Phone resumed", logMatches, "resumed", server);
+    const lines = await page.evaluate(() => [...document.querySelectorAll('ol[data-testid="event-log"] > li')].map((li) => li.textContent));
+    const away = lines.findIndex((line) => /Phone.*reconnecting/.test(line));
+    const back = lines.findIndex((line) => /Phone.*resumed/.test(line));
+    assert.ok(away >= 0 && away < back, `the log, newest last: ${JSON.stringify(lines)}`);
+    await waitInPage(page, "Phone connected again", (id) => document.querySelector(
+      `tr[data-member-id="${CSS.escape(id)}"] [data-col="status"]`)?.textContent.trim() === "connected", phone.id, server);
+    await screenshot(page, "session-resume");
+    assertClean(page, server.http);
+
+    await page.locator('a[data-nav="overview"]').click();
+    await waitInPage(page, "the overview counting one resume",
+      () => document.querySelector('[data-testid="stat-resumes"]')?.textContent.trim() === "1", undefined, server);
   });
 });

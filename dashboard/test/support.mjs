@@ -5,10 +5,12 @@
 // dashboard's devDependencies), opens dashboard pages that record their console errors, page
 // errors, failed responses and every URL they request, and connects real members with the
 // TypeScript SDK (clients/typescript/dist/esm, built by `npm run build` there) over `ws` (from
-// clients/typescript/node_modules). Every wait here is bounded (WAIT_MS).
+// clients/typescript/node_modules), through a TCP proxy that can cut them when a test needs a
+// lost connection. Every wait here is bounded (WAIT_MS).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
+import { createServer, connect } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -244,4 +246,50 @@ export async function getJson(base, path, headers = {}) {
   const response = await fetch(base + path, { headers, signal: AbortSignal.timeout(WAIT_MS) });
   if (!response.ok) throw new Error(`GET ${path}: ${response.status} ${await response.text()}`);
   return response.json();
+}
+
+/**
+ * A loopback TCP proxy to 127.0.0.1:`targetPort`, so a test can drop its members' connections
+ * uncleanly (`cutAll()`: both sockets destroyed, no close frame), as a lost network does; the
+ * proxy keeps listening, so a client's next connection goes through.
+ * @returns {Promise<{ ws: string, cutAll(): number, close(): Promise<void> }>}
+ */
+export function startProxy(targetPort) {
+  const pairs = new Set();
+  const server = createServer((downstream) => {
+    const upstream = connect({ host: "127.0.0.1", port: targetPort });
+    const pair = { downstream, upstream };
+    pairs.add(pair);
+    const drop = () => {
+      pairs.delete(pair);
+      downstream.destroy();
+      upstream.destroy();
+    };
+    downstream.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+  });
+  return new Promise((resolveStart, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      resolveStart({
+        ws: `ws://127.0.0.1:${port}/`,
+        cutAll() {
+          const count = pairs.size;
+          for (const { downstream, upstream } of [...pairs]) {
+            downstream.destroy();
+            upstream.destroy();
+          }
+          pairs.clear();
+          return count;
+        },
+        close: () => new Promise((done) => {
+          for (const { downstream, upstream } of [...pairs]) { downstream.destroy(); upstream.destroy(); }
+          server.close(() => done());
+        }),
+      });
+    });
+  });
 }
