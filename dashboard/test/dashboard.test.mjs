@@ -331,9 +331,23 @@ describe("a server without --admin-token (loopback), with --app alpha", () => {
       ["tr[data-member-id]", "data-member-id", [m.tv.id, m.tablet.id].sort()], server);
     const before = { tv: await memberCells(page, m.tv.id), tablet: await memberCells(page, m.tablet.id) };
     assert.notEqual(before.tv.host, before.tablet.host);
+    const handTo = (member) => page.locator(`button[data-action="handoff"][data-member-id="${member.id}"]`).click({ timeout: WAIT_MS });
 
-    await page.locator(`button[data-action="handoff"][data-member-id="${m.tablet.id}"]`).click({ timeout: WAIT_MS });
-    const request = await m.tablet.log.waitFor("handoffRequested");
+    // A first request, declined by the target: the log says it failed; the host keeps control.
+    await handTo(m.tablet);
+    const declined = await m.tablet.log.waitFor("handoffRequested");
+    m.tablet.client.declineHandoff(declined.handoffId, "not now");
+    await waitInPage(page, "the log showing the declined handoff", logMatches, "handoff failed.*declined", server);
+
+    // A second one, left pending for a moment: a third request meanwhile gets the API's refusal.
+    const speaker = await peers.connect(server.ws, "dash-beta", "speaker", "Speaker");
+    await waitInPage(page, "Speaker listed", isShown, `tr[data-member-id="${speaker.id}"]`, server);
+    await handTo(m.tablet);
+    const request = await m.tablet.log.waitFor("handoffRequested", (event) => event.handoffId !== declined.handoffId);
+    page.expectedStatus.add(409); // the refusal below
+    await handTo(speaker);
+    await waitInPage(page, "the action result showing the API's busy refusal", () =>
+      /already pending/.test(document.querySelector('[data-testid="action-result"]')?.textContent ?? ""), undefined, server);
     assert.equal(request.fromId, m.tv.id);
     m.tablet.client.acceptHandoff(request.handoffId);
     await m.tablet.log.waitFor("hostChanged", (event) => event.hostId === m.tablet.id);
