@@ -575,9 +575,11 @@ async fn events(State(app): State<Arc<ServerState>>, headers: HeaderMap) -> Resp
             "the server is shutting down",
         );
     }
+    // A value that is not visible ASCII is malformed (a `reset`), not absent: taken as none,
+    // the client would be told nothing and believe itself up to date.
     let last = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
         .filter(|v| !v.is_empty());
     let subscription = app.events.subscribe(last);
     let mut response = Response::new(crate::events::body(app.clone(), subscription));

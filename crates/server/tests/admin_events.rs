@@ -512,12 +512,17 @@ async fn an_unknown_malformed_or_too_old_id_gets_reset_first() {
         create(&base, id).await;
         last = num(&watcher.expect("session_opened").await.id);
     }
-    for (given, reason) in [
+    for (i, (given, reason)) in [
         ("zzzz-3".to_string(), "other_stream"),
         ("3".to_string(), "malformed"),
+        // Not visible ASCII (obs-text bytes): malformed too, not taken for no id at all.
+        (format!("{stream}-3\u{e9}"), "malformed"),
         (format!("{stream}-1"), "too_old"),
         (format!("{stream}-99"), "ahead"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (mut e, hello) = subscribe(addr, Some(&given)).await;
         assert_eq!(hello.id, format!("{stream}-{last}"), "{given}");
         let reset = e.expect("reset").await;
@@ -525,13 +530,13 @@ async fn an_unknown_malformed_or_too_old_id_gets_reset_first() {
         assert_eq!(reset.data["reload"], "/v1/sessions");
         assert_eq!(reset.id, format!("{stream}-{last}"));
         // Then live.
-        create(&base, &format!("L{reason}")).await;
+        create(&base, &format!("L{i}{reason}")).await;
         let next = e.expect("session_opened").await;
         last = num(&watcher.expect("session_opened").await.id);
         assert_eq!(num(&next.id), last);
-        assert_eq!(next.data["session"], format!("L{reason}"));
+        assert_eq!(next.data["session"], format!("L{i}{reason}"));
     }
-    // Still within the ring (history 2: events 7 and 8 kept): replayed.
+    // Still within the ring (history 2: events 8 and 9 kept): replayed from 7.
     let (mut e, _) = subscribe(addr, Some(&format!("{stream}-7"))).await;
     assert_eq!(num(&e.expect("session_opened").await.id), 8);
 }
