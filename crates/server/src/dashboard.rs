@@ -412,8 +412,12 @@ pub fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (`from_str_radix` alone would take a sign: `%+A`).
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -451,6 +455,8 @@ mod tests {
         }
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+A"), None, "a sign is no hex digit");
+        assert_eq!(percent_decode("%+"), None);
     }
 
     #[test]
