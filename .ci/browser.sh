@@ -10,12 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 echo "== browser: pairing pages in headless Chromium"
-if [ ! -x /usr/bin/chromium ]; then
-    sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-fi
+source .ci/chromium.sh
 /usr/bin/chromium --version 2>/dev/null
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --release --bin loudsync

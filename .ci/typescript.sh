@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 echo "== typescript SDK"
-if [ ! -x /usr/bin/chromium ]; then
-    sudo=()
-    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-fi
+source .ci/chromium.sh
 if [ -z "${LOUDSYNC_BIN:-}" ] && [ ! -x target/release/loudsync ]; then
     cargo build --release --bin loudsync
 fi
