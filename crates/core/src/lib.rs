@@ -26,6 +26,7 @@
 //!   handshake, pacing and the receiver's classification (being written).
 
 pub mod admission;
+pub mod cluster;
 pub mod connection;
 pub mod directory;
 pub mod events;
