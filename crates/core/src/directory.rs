@@ -203,6 +203,19 @@ impl Password {
         let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
         self.0.ct_eq(&digest).into()
     }
+
+    /// The password whose SHA-256 digest is `digest`, as [`Password::digest`] gave it: how a
+    /// session's spec is read back from the cluster's store. The digest never leaves the
+    /// server's side (the store, the admin API); clients never see it.
+    pub fn from_digest(digest: [u8; 32]) -> Password {
+        Password(digest)
+    }
+
+    /// The SHA-256 digest this password is kept as, for writing a session's spec to the
+    /// cluster's store (read back with [`Password::from_digest`]). Never shown to clients.
+    pub fn digest(&self) -> [u8; 32] {
+        self.0
+    }
 }
 
 impl PartialEq for Password {
