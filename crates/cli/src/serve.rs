@@ -435,6 +435,46 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     events_linger: Option<Duration>,
 
+    /// Cluster mode (issue 16): several `loudsync serve` processes share one Redis, and any
+    /// member may join or resume on any node. Off unless given; without it nothing is written
+    /// to Redis and a single node pays nothing. See docs/ARCHITECTURE.md "The cluster".
+    ///
+    /// Example: --redis redis://127.0.0.1:6379 (TOML: redis = "redis://127.0.0.1:6379").
+    #[arg(long, env = "LOUDSYNC_REDIS", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<String>,
+
+    /// This node's id in the cluster [default: random]. Must be unique among live nodes.
+    ///
+    /// Example: --node-id eu-1 (TOML: node-id = "eu-1").
+    #[arg(long, env = "LOUDSYNC_NODE_ID", value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+
+    /// How clients reach this node, shown in the admin API's node list (cluster mode).
+    ///
+    /// Example: --advertise-url wss://eu-1.example.org (TOML: advertise-url = "...").
+    #[arg(long, env = "LOUDSYNC_ADVERTISE_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_url: Option<String>,
+
+    /// Cluster mode: a node or a session owner that has not renewed its lease in Redis for
+    /// this long is dead, and its sessions are taken over [default: 10s]; renewals go every
+    /// third of it. At least 300ms.
+    ///
+    /// Example: --lease 5s (TOML: lease = "5s").
+    #[arg(long, env = "LOUDSYNC_LEASE", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    lease: Option<Duration>,
+
+    /// Cluster mode: how often a node reads its sessions' streams even without a wake-up
+    /// (pub/sub may lose one) [default: 250ms].
+    ///
+    /// Example: --cluster-poll 100ms (TOML: cluster-poll = "100ms").
+    #[arg(long, env = "LOUDSYNC_CLUSTER_POLL", value_parser = duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    cluster_poll: Option<Duration>,
+
     /// Log filter, e.g. `info` or `loudsync_server=debug`.
     #[arg(long, env = "LOUDSYNC_LOG", default_value = "info")]
     #[serde(skip)]

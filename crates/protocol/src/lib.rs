@@ -61,6 +61,9 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame larger than the configured `max-message-bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Cluster mode (issue 16): this node stopped serving the session (a rolling restart,
+    /// or it lost the session's lease); resume, on this node or any other.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// A resume moved the member onto a new socket; this one is closed (never resumed).
     pub const REPLACED: u16 = 4000;
 }

@@ -193,6 +193,10 @@ pub enum ErrorCode {
     /// Extension: a `media_token` request to a server started without `--media-listen` (it
     /// has no media relay, issue 13 R4).
     MediaUnavailable,
+    /// Extension (cluster mode, issue 16): the node cannot reach the cluster's Redis, so a
+    /// frame that needs the session's owner was not taken; liveness still works. Resend it
+    /// after the connection resumes.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -218,6 +222,7 @@ impl ErrorCode {
             ErrorCode::StateTooLarge => "state_too_large",
             ErrorCode::HandoffNotPending => "handoff_not_pending",
             ErrorCode::MediaUnavailable => "media_unavailable",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -333,7 +338,7 @@ impl<'de> Deserialize<'de> for AnyErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 19] = [
+    const ALL: [ErrorCode; 20] = [
         ErrorCode::SessionNotFound,
         ErrorCode::SessionFull,
         ErrorCode::AlreadyJoined,
@@ -353,6 +358,7 @@ mod tests {
         ErrorCode::StateTooLarge,
         ErrorCode::HandoffNotPending,
         ErrorCode::MediaUnavailable,
+        ErrorCode::ClusterUnavailable,
     ];
 
     #[test]

@@ -174,6 +174,21 @@ pub struct ServerConfig {
     /// (sessions pay nothing) and a reconnecting client gets `reset`.
     #[serde(with = "humantime_serde")]
     pub events_linger: Duration,
+    /// Cluster mode (issue 16): the Redis every node of the cluster shares, e.g.
+    /// `redis://127.0.0.1:6379`. Off (one node, nothing in Redis) unless given.
+    pub redis: Option<String>,
+    /// This node's id in the cluster; a random one when not given.
+    pub node_id: Option<String>,
+    /// How clients reach this node (shown in the admin API's node list).
+    pub advertise_url: Option<String>,
+    /// A node (or a session's owner) that has not renewed its lease for this long is dead;
+    /// renewals go every third of it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often a node reads the streams of its sessions even without a wake-up (pub/sub is
+    /// at most once; this bounds how long a lost wake-up can delay a frame).
+    #[serde(with = "humantime_serde")]
+    pub cluster_poll: Duration,
 }
 
 impl Default for ServerConfig {
@@ -237,6 +252,11 @@ impl Default for ServerConfig {
             events_history: 1024,
             events_buffer: 256,
             events_linger: Duration::from_secs(60),
+            redis: None,
+            node_id: None,
+            advertise_url: None,
+            lease: Duration::from_secs(10),
+            cluster_poll: Duration::from_millis(250),
         }
     }
 }
@@ -328,6 +348,36 @@ impl ServerConfig {
         }
     }
 
+    /// Checks the cluster settings (issue 16): a `redis://` or `rediss://` URL, a node id
+    /// that is safe inside Redis keys, a lease long enough for a third of it to be a renewal
+    /// interval, a poll interval above zero.
+    fn validate_cluster(&self) -> Result<(), String> {
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "redis must be a redis:// or rediss:// URL, not {:?}",
+                    url.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+        if let Some(id) = &self.node_id {
+            let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if id.is_empty() || id.len() > 64 || !id.chars().all(safe) {
+                return Err(
+                    "node-id must be 1 to 64 of A-Z a-z 0-9 - _ . (it is part of Redis keys)"
+                        .into(),
+                );
+            }
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err("lease must be at least 300ms".into());
+        }
+        if self.cluster_poll.is_zero() {
+            return Err("cluster-poll must be greater than zero".into());
+        }
+        Ok(())
+    }
+
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_members == 0 {
@@ -351,6 +401,7 @@ impl ServerConfig {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
+        self.validate_cluster()?;
         if self.media_token_ttl > MAX_MEDIA_TOKEN_TTL {
             return Err(
                 "media-token-ttl must be at most 24h (a token is a short-lived grant)".into(),

@@ -66,8 +66,17 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `200 ok`; in cluster mode `503` while this node is not part of the cluster (Redis
+/// unreachable, or its lease not renewed), so a load balancer sends clients elsewhere.
+async fn healthz(State(app): State<Arc<ServerState>>) -> Response {
+    match &app.cluster {
+        Some(cluster) if !cluster.is_healthy() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not in the cluster: Redis unreachable\n",
+        )
+            .into_response(),
+        _ => "ok\n".into_response(),
+    }
 }
 
 async fn metrics() -> Response {
@@ -525,11 +534,51 @@ async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Res
         host_name: req.host_name.clone(),
     };
     let asked = req.id.clone();
-    match app
+    if let (Some(cluster), Some(id)) = (&app.cluster, &asked) {
+        match cluster
+            .store
+            .session_spec(&loudsync_core::ids::session_key(id))
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "session_exists",
+                    format!("session `{id}` already exists"),
+                )
+            }
+            Err(_) => return cluster_timeout(id),
+        }
+    }
+    let password_protected = access.password.is_some();
+    let created = app
         .registry
-        .create(&app, req.id, req.name, Some(max_members), access)
-    {
-        Ok((id, handle)) => match handle.view().await {
+        .create(&app, req.id, req.name.clone(), Some(max_members), access);
+    let view = |id: &str, handle: crate::sessions::SessionHandle| {
+        let app = app.clone();
+        let id = id.to_string();
+        let name = req.name.clone();
+        async move {
+            if app.cluster.is_none() {
+                return handle.view().await;
+            }
+            // Cluster mode: the new session as its spec says (its owner starts it).
+            Some(crate::sessions::SessionView {
+                id,
+                name,
+                max_members,
+                host_id: None,
+                password_protected,
+                host_device: None,
+                members: Vec::new(),
+                dialects: Vec::new(),
+                state: None,
+            })
+        }
+    };
+    match created {
+        Ok((id, handle)) => match view(&id, handle).await {
             Some(view) => {
                 let mut body = serde_json::to_value(&view).expect("a view serialises");
                 if let Some(key) = signer {
@@ -594,6 +643,17 @@ async fn events(State(app): State<Arc<ServerState>>, headers: HeaderMap) -> Resp
 }
 
 async fn list_sessions(State(app): State<Arc<ServerState>>) -> Response {
+    if let Some(cluster) = &app.cluster {
+        let ids = match cluster.store.session_ids().await {
+            Ok(ids) => ids,
+            Err(_) => return cluster_timeout("*"),
+        };
+        let Some(mut views) = cluster_views(cluster, &ids).await else {
+            return cluster_timeout("*");
+        };
+        views.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        return Json(json!({ "sessions": views })).into_response();
+    }
     let mut sessions = Vec::new();
     for handle in app.registry.all() {
         if let Some(view) = handle.view().await {
@@ -616,6 +676,14 @@ fn not_found(id: &str) -> Response {
 }
 
 async fn get_session(State(app): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
+    if let Some(cluster) = &app.cluster {
+        let key = loudsync_core::ids::session_key(&id);
+        return match cluster_views(cluster, &[key]).await {
+            Some(mut views) if !views.is_empty() => Json(views.remove(0)).into_response(),
+            Some(_) => not_found(&id),
+            None => cluster_timeout(&id),
+        };
+    }
     match app.registry.get(&id) {
         Some(handle) => match handle.view().await {
             Some(view) => Json(session_detail(&view)).into_response(),
@@ -677,7 +745,7 @@ fn member_not_found(session: &str, member: &str) -> Response {
 /// Sends `action` to session `id` and answers with its result (or the error response).
 #[allow(clippy::result_large_err)] // a response, built once per admin request
 async fn admin_action(
-    app: &ServerState,
+    app: &Arc<ServerState>,
     id: &str,
     action: crate::sessions::AdminAction,
 ) -> Result<Option<String>, Response> {
@@ -686,7 +754,7 @@ async fn admin_action(
         crate::sessions::AdminAction::Kick { member_id, .. } => member_id.clone(),
         crate::sessions::AdminAction::Handoff { target_id } => target_id.clone(),
     };
-    let Some(handle) = app.registry.get(id) else {
+    let Some(handle) = app.registry.resolve(app, id).await else {
         return Err(not_found(id));
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -694,7 +762,10 @@ async fn admin_action(
         return Err(not_found(id));
     }
     let conflict = |code: &str, message: String| Err(error(StatusCode::CONFLICT, code, message));
-    match answer.await {
+    let Some(answer) = cluster_wait(app, answer).await else {
+        return Err(cluster_timeout(id));
+    };
+    match answer {
         Err(_) => Err(not_found(id)),
         Ok(Ok(done)) => Ok(done),
         Ok(Err(AdminRefusal::NoSuchMember)) => Err(member_not_found(id, &member)),
@@ -799,7 +870,7 @@ async fn hand_off(
 }
 
 async fn delete_session(State(app): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
-    let Some(handle) = app.registry.get(&id) else {
+    let Some(handle) = app.registry.resolve(&app, &id).await else {
         return not_found(&id);
     };
     let (done, ack) = tokio::sync::oneshot::channel();
@@ -810,8 +881,51 @@ async fn delete_session(State(app): State<Arc<ServerState>>, Path(id): Path<Stri
     }) {
         return not_found(&id);
     }
-    let _ = ack.await;
+    if cluster_wait(&app, ack).await.is_none() {
+        return cluster_timeout(&id);
+    }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Waits for a session's answer; in cluster mode at most two leases (a takeover holds a
+/// request for at most a lease and a second), `None` past that.
+async fn cluster_wait<T>(
+    app: &ServerState,
+    answer: tokio::sync::oneshot::Receiver<T>,
+) -> Option<Result<T, tokio::sync::oneshot::error::RecvError>> {
+    match &app.cluster {
+        None => Some(answer.await),
+        Some(cluster) => tokio::time::timeout(
+            cluster.lease * 2 + std::time::Duration::from_secs(1),
+            answer,
+        )
+        .await
+        .ok(),
+    }
+}
+
+fn cluster_timeout(id: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unavailable",
+        format!("session `{id}`: its owner did not answer in time (cluster unavailable); retry"),
+    )
+}
+
+/// Cluster mode: the admin views of sessions, as their owners last wrote them to Redis.
+async fn cluster_views(
+    cluster: &crate::cluster::Cluster,
+    ids: &[String],
+) -> Option<Vec<serde_json::Value>> {
+    let views = cluster.store.views(ids).await.ok()?;
+    Some(
+        views
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .filter(|v| v["ended"] != serde_json::Value::Bool(true))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod access;
 pub mod admin_read;
 pub mod admission;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod discovery;
@@ -128,9 +129,24 @@ impl Server {
             None => None,
         };
         let reserve = listener::reserve_file();
+        let cluster = match &config.redis {
+            Some(url) => Some(
+                cluster::Cluster::connect(&config, url)
+                    .await
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
         let mut state = ServerState::new(config, Arc::new(RandomIds));
         state.media = media;
+        if let Some(cluster) = &cluster {
+            state.transports.number_from(cluster.id_base());
+        }
+        state.cluster = cluster;
         let state = Arc::new(state);
+        if let Some(cluster) = &state.cluster {
+            cluster.start(&state);
+        }
         if let Some(media) = &state.media {
             media.start();
         }
@@ -194,8 +210,19 @@ impl Server {
         if let Some(discovery) = self.discovery.take() {
             discovery.abort();
         }
+        if let Some(cluster) = state.cluster.clone() {
+            // Cluster mode: a rolling restart. The sessions this node owns go to other nodes
+            // (their leases are released) and every socket closes with 1012, so members
+            // resume elsewhere with nothing lost; no session is closed.
+            cluster.hand_over(&state).await;
+        }
         let mut acks = Vec::new();
-        for session in state.registry.all() {
+        let sessions = if state.cluster.is_some() {
+            Vec::new()
+        } else {
+            state.registry.all()
+        };
+        for session in sessions {
             let (done, ack) = oneshot::channel();
             if session.send(SessionInput::Close {
                 reason: "Server shutting down".into(),

@@ -72,6 +72,9 @@ pub struct MemberDriver {
     join_answer: Option<oneshot::Receiver<JoinResult>>,
     /// The session's answer to a resume on its way.
     resume_answer: Option<oneshot::Receiver<ResumeAnswer>>,
+    /// Cluster mode: the answer to a resume whose token is being looked up in Redis, with
+    /// the place it leads to.
+    cluster_resume: Option<oneshot::Receiver<ClusterResumed>>,
     /// This transport's id (the session ignores inputs from a transport its member left).
     socket: u64,
     aborted: bool,
@@ -89,6 +92,7 @@ impl MemberDriver {
             membership: None,
             join_answer: None,
             resume_answer: None,
+            cluster_resume: None,
             socket,
             aborted: false,
         }
@@ -169,6 +173,22 @@ impl MemberDriver {
     /// Polls the answer to a join or a resume on its way; `Ready` once it arrived and was
     /// handled.
     pub fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(answer) = self.cluster_resume.as_mut() {
+            let Poll::Ready(answer) = std::pin::Pin::new(answer).poll(cx) else {
+                return Poll::Pending;
+            };
+            self.cluster_resume = None;
+            let Ok(ClusterResumed { answer, place }) = answer else {
+                // The lookup gave up without an answer: the socket was closed with 1012.
+                return Poll::Ready(());
+            };
+            if matches!(answer, ResumeAnswer::Resumed { .. }) {
+                self.peer.unjoined = None;
+                self.membership = place;
+            }
+            self.drive(|conn, now| conn.handle_resume_result(now, answer));
+            return Poll::Ready(());
+        }
         if let Some(answer) = self.resume_answer.as_mut() {
             let Poll::Ready(answer) = std::pin::Pin::new(answer).poll(cx) else {
                 return Poll::Pending;
@@ -274,6 +294,19 @@ impl MemberDriver {
     /// Finds the place of connection `token` and asks its session to move it here; the
     /// answer arrives through [`MemberDriver::poll_join`].
     fn route_resume(&mut self, now: Now, token: String, last_seq: u64) {
+        if self.state.cluster.is_some() {
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(cluster_resume(
+                self.state.clone(),
+                token,
+                last_seq,
+                self.socket,
+                self.outbox.clone(),
+                tx,
+            ));
+            self.cluster_resume = Some(rx);
+            return;
+        }
         let found = self
             .state
             .tokens
@@ -364,6 +397,95 @@ impl MemberDriver {
             }
         }
     }
+}
+
+/// A cluster resume's answer and, when it resumed, the place it leads to.
+struct ClusterResumed {
+    answer: ResumeAnswer,
+    place: Option<Membership>,
+}
+
+/// Cluster mode: looks connection `token` up in Redis (the place may be on any node) and
+/// asks the session's forwarder on this node to resume it. A token Redis does not know is
+/// `unknown_token`; one it knows as ended says why. If Redis cannot be asked, the socket is
+/// closed with 1012 so the client resumes again shortly (a takeover or an outage alone never
+/// makes a `resume_failed`).
+async fn cluster_resume(
+    state: Arc<ServerState>,
+    token: String,
+    last_seq: u64,
+    socket: u64,
+    outbox: Arc<Outbox>,
+    reply: oneshot::Sender<ClusterResumed>,
+) {
+    let cluster = state.cluster.clone().expect("cluster mode");
+    let fail = |why: ResumeFailure| {
+        state.metrics.resume_outcome(why.as_str());
+        state.events.resume_failed(why);
+        ClusterResumed {
+            answer: ResumeAnswer::Failed(why),
+            place: None,
+        }
+    };
+    let retry_later = || {
+        state.metrics.cluster_unavailable.increment(1);
+        outbox.force_close(
+            loudsync_protocol::close_code::SERVICE_RESTART,
+            "cluster unavailable: resume again".to_string(),
+        );
+    };
+    let value = match cluster.store.get_token(&token).await {
+        Ok(value) => value,
+        Err(_) => return retry_later(),
+    };
+    let place = value.as_deref().and_then(|v| {
+        let mut parts = v.splitn(3, '|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("L"), Some(session), Some(member)) => {
+                Some(Ok((session.to_string(), member.to_string())))
+            }
+            (Some("E"), Some(why), None) => Some(Err(why.to_string())),
+            _ => None,
+        }
+    });
+    let (session_id, member_id) = match place {
+        None => {
+            let _ = reply.send(fail(ResumeFailure::UnknownToken));
+            return;
+        }
+        Some(Err(why)) => {
+            let why = serde_json::from_value(serde_json::Value::String(why))
+                .unwrap_or(ResumeFailure::UnknownToken);
+            let _ = reply.send(fail(why));
+            return;
+        }
+        Some(Ok(place)) => place,
+    };
+    let Some(session) = state.registry.resolve(&state, &session_id).await else {
+        let _ = reply.send(fail(ResumeFailure::SessionClosed));
+        return;
+    };
+    let (tx, answer) = oneshot::channel();
+    let request = Box::new(ResumeRequest {
+        member_id: member_id.clone(),
+        token,
+        last_seq,
+        socket,
+        outbox,
+    });
+    if !session.send(SessionInput::Resume { request, reply: tx }) {
+        let _ = reply.send(fail(ResumeFailure::SessionClosed));
+        return;
+    }
+    // The forwarder answers, or drops the request having closed the socket with 1012.
+    let Ok(answer) = answer.await else { return };
+    state.metrics.resumed(&answer);
+    let place = Some(Membership {
+        member_id,
+        session_id,
+        session,
+    });
+    let _ = reply.send(ClusterResumed { answer, place });
 }
 
 impl Drop for MemberDriver {

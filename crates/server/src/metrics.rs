@@ -113,6 +113,22 @@ fn describe() {
          clientNotAlive)."
     );
     describe_counter!(
+        "loudsync_cluster_batches_total",
+        "Cluster mode: outbound batches this node wrote as a session's owner (one per step)."
+    );
+    describe_counter!(
+        "loudsync_cluster_takeovers_total",
+        "Cluster mode: sessions this node took over after their owner's lease lapsed."
+    );
+    describe_counter!(
+        "loudsync_cluster_leases_lost_total",
+        "Cluster mode: sessions this node stopped owning (lease lost, or released at shutdown)."
+    );
+    describe_counter!(
+        "loudsync_cluster_unavailable_total",
+        "Cluster mode: client frames answered `cluster_unavailable` (Redis unreachable)."
+    );
+    describe_counter!(
         "loudsync_drain_aborted_total",
         "Connections still open at the end of the shutdown drain, dropped."
     );
@@ -137,6 +153,14 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Tally,
     /// Members removed for heartbeat silence.
     pub heartbeat_timeouts: Tally,
+    /// Cluster mode: outbound batches written as an owner.
+    pub cluster_batches: Counter,
+    /// Cluster mode: sessions taken over.
+    pub cluster_takeovers: Counter,
+    /// Cluster mode: sessions no longer owned (lease lost or released).
+    pub cluster_leases_lost: Counter,
+    /// Cluster mode: frames answered `cluster_unavailable`.
+    pub cluster_unavailable: Counter,
     /// Open TCP connections (HTTP, TLS and WebSocket; each holds a connection permit).
     pub tcp_connections: Gauge,
     /// Connections closed at once because `max-connections` was reached.
@@ -252,6 +276,10 @@ impl Metrics {
             ),
             join_attempts_limited: counter!("loudsync_join_attempts_limited_total"),
             drain_aborted: counter!("loudsync_drain_aborted_total"),
+            cluster_batches: counter!("loudsync_cluster_batches_total"),
+            cluster_takeovers: counter!("loudsync_cluster_takeovers_total"),
+            cluster_leases_lost: counter!("loudsync_cluster_leases_lost_total"),
+            cluster_unavailable: counter!("loudsync_cluster_unavailable_total"),
             resumes: Arc::default(),
         }
     }

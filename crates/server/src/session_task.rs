@@ -46,43 +46,15 @@ pub(crate) fn spawn(
     serial: u64,
     rx: mpsc::UnboundedReceiver<SessionInput>,
 ) {
-    let config = SessionConfig {
-        password_failures: FailureLimit {
-            max_failures: state.config.password_max_failures,
-            window: state.config.password_failure_window,
-        },
-        detach_hold: state.config.resume_window,
-        replay: state.config.replay_limits(),
-        handoff: state.config.handoff(),
-    };
-    let owner = SessionOwner {
-        session: Session::new(spec, config),
-        state,
-        touched: Vec::new(),
-        serial,
-        media_host: None,
-    };
-    if let Some(media) = &owner.state.media {
-        media.open_session(owner.session.id());
-    }
-    owner.state.metrics.sessions.increment(1.0);
-    let session = &owner.session;
-    owner.state.events.publish("session_opened", || {
-        let info = session.session_info();
-        serde_json::json!({
-            "session": session.id(),
-            "name": session.name(),
-            "maxMembers": session.max_members(),
-            "hostId": info.host_id,
-            "hostName": info.host.map(|h| h.name),
-            "passwordProtected": session.password_protected(),
-        })
-    });
-    tracing::info!(session = owner.session.id(), "session opened");
+    let owner = SessionOwner::open(state, spec, serial);
     tokio::spawn(owner.run(rx));
 }
 
-struct SessionOwner {
+/// The single writer of one session's state machine, and what it does with the machine's
+/// actions. [`spawn`] drives it from a channel with the server's clock; in cluster mode
+/// (`crate::cluster::owner`) the same owner is driven by the session's inbound stream, with
+/// the time each entry carries.
+pub(crate) struct SessionOwner {
     state: Arc<ServerState>,
     session: Session<Arc<Outbox>>,
     /// Outboxes given frames in the current batch, to wake once at its end.
@@ -90,9 +62,107 @@ struct SessionOwner {
     serial: u64,
     /// The host the media relay was last told of.
     media_host: Option<String>,
+    /// Connection tokens the session ended, kept for a cluster owner to record in Redis
+    /// (`None` on a single node, which keeps them in its own token table only).
+    ended_tokens: Option<Vec<(String, ResumeFailure)>>,
 }
 
 impl SessionOwner {
+    /// A new session made from `spec`: the media relay, the metrics and the admin event
+    /// stream are told it opened.
+    pub(crate) fn open(state: Arc<ServerState>, spec: SessionSpec, serial: u64) -> SessionOwner {
+        let config = SessionConfig {
+            password_failures: FailureLimit {
+                max_failures: state.config.password_max_failures,
+                window: state.config.password_failure_window,
+            },
+            detach_hold: state.config.resume_window,
+            replay: state.config.replay_limits(),
+            handoff: state.config.handoff(),
+        };
+        let owner = SessionOwner {
+            session: Session::new(spec, config),
+            state,
+            touched: Vec::new(),
+            serial,
+            media_host: None,
+            ended_tokens: None,
+        };
+        if let Some(media) = &owner.state.media {
+            media.open_session(owner.session.id());
+        }
+        owner.state.metrics.sessions.increment(1.0);
+        let session = &owner.session;
+        owner.state.events.publish("session_opened", || {
+            let info = session.session_info();
+            serde_json::json!({
+                "session": session.id(),
+                "name": session.name(),
+                "maxMembers": session.max_members(),
+                "hostId": info.host_id,
+                "hostName": info.host.map(|h| h.name),
+                "passwordProtected": session.password_protected(),
+            })
+        });
+        tracing::info!(session = owner.session.id(), "session opened");
+        owner
+    }
+
+    /// The state machine (read only).
+    pub(crate) fn session(&self) -> &Session<Arc<Outbox>> {
+        &self.session
+    }
+
+    /// Handles one input at `now`; what it gives members is queued on their outboxes, which
+    /// [`Self::take_touched`] then returns.
+    pub(crate) fn handle_at(&mut self, now: Now, input: SessionInput) {
+        self.handle(now, input);
+    }
+
+    /// The session's timer fired at `now`.
+    pub(crate) fn timeout_at(&mut self, now: Now) {
+        let before = self.session.member_count() as f64;
+        self.session.set_observed(self.state.events.observing());
+        self.session.handle_timeout(now);
+        self.publish_events();
+        self.apply(now);
+        let after = self.session.member_count() as f64;
+        self.state.metrics.members.increment(after - before);
+    }
+
+    /// From now on, keeps the connection tokens the session ends for
+    /// [`Self::take_ended_tokens`] (a cluster owner records them in Redis).
+    pub(crate) fn keep_ended_tokens(&mut self) {
+        self.ended_tokens.get_or_insert_with(Vec::new);
+    }
+
+    /// The connection tokens ended since the last call (with [`Self::keep_ended_tokens`]).
+    pub(crate) fn take_ended_tokens(&mut self) -> Vec<(String, ResumeFailure)> {
+        self.ended_tokens
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The outboxes given frames since the last call (each once).
+    pub(crate) fn take_touched(&mut self) -> Vec<Arc<Outbox>> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// The session is over on this node: the media relay and the metrics forget it. (The
+    /// registry entry is the caller's.)
+    pub(crate) fn finish(&self) {
+        if let Some(media) = &self.state.media {
+            media.end_session(self.session.id());
+        }
+        self.state.metrics.sessions.decrement(1.0);
+        self.state
+            .metrics
+            .members
+            .decrement(self.session.member_count() as f64);
+        tracing::info!(session = self.session.id(), "session closed");
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionInput>) {
         loop {
             let first = match self.session.poll_timeout() {
@@ -100,13 +170,7 @@ impl SessionOwner {
                     tokio::select! {
                         input = rx.recv() => input,
                         _ = tokio::time::sleep_until(TokioInstant::from_std(at)) => {
-                            let before = self.session.member_count() as f64;
-                            self.session.set_observed(self.state.events.observing());
-                            self.session.handle_timeout(now());
-                            self.publish_events();
-                            self.apply(now());
-                            let after = self.session.member_count() as f64;
-                            self.state.metrics.members.increment(after - before);
+                            self.timeout_at(now());
                             self.wake_touched();
                             if self.session.is_ended() { break; }
                             continue;
@@ -121,7 +185,7 @@ impl SessionOwner {
             let mut next = Some(first);
             let mut handled = 0;
             while let Some(input) = next.take() {
-                self.handle(input);
+                self.handle(now(), input);
                 handled += 1;
                 if self.session.is_ended() || handled == MAX_BATCH {
                     break;
@@ -134,12 +198,8 @@ impl SessionOwner {
             }
         }
         // Before the id is free again: a new session under the same id opens after this.
-        if let Some(media) = &self.state.media {
-            media.end_session(self.session.id());
-        }
+        self.finish();
         self.state.registry.remove(self.session.id(), self.serial);
-        self.state.metrics.sessions.decrement(1.0);
-        tracing::info!(session = self.session.id(), "session closed");
         // Inputs that raced with the end: joins are told the session is gone.
         rx.close();
         while let Ok(input) = rx.try_recv() {
@@ -175,12 +235,12 @@ impl SessionOwner {
 
     /// Handles one input. Frames are queued without waking their consumers; [`Self::run`]
     /// wakes every touched member once per batch.
-    fn handle(&mut self, input: SessionInput) {
+    fn handle(&mut self, now: Now, input: SessionInput) {
         // The members gauge follows the member table, whatever changed it (a held place that
         // runs out leaves without a transport to close).
         let before = self.session.member_count() as f64;
         self.session.set_observed(self.state.events.observing());
-        self.handle_input(input);
+        self.handle_input(now, input);
         self.publish_events();
         self.state
             .metrics
@@ -188,8 +248,7 @@ impl SessionOwner {
             .increment(self.session.member_count() as f64 - before);
     }
 
-    fn handle_input(&mut self, input: SessionInput) {
-        let now = now();
+    fn handle_input(&mut self, now: Now, input: SessionInput) {
         match input {
             SessionInput::Join { request, reply } => {
                 let request = *request;
@@ -429,6 +488,9 @@ impl SessionOwner {
                     self.state.metrics.frames_sent.increment(sent);
                 }
                 SessionAction::TokenEnded { token, why } => {
+                    if let Some(ended) = &mut self.ended_tokens {
+                        ended.push((token.clone(), why));
+                    }
                     self.state
                         .tokens
                         .lock()

@@ -25,6 +25,7 @@ use loudsync_protocol::{DeviceRef, Join, LeaveReason, MemberInfo, ServerMessage}
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::Resolve;
 use crate::outbox::Outbox;
 use crate::session_task;
 use crate::state::ServerState;
@@ -222,14 +223,18 @@ pub struct RoutedJoin {
 pub struct Registry {
     directory: Mutex<Directory<SessionHandle>>,
     serial: AtomicU64,
+    ids: Arc<dyn IdSource>,
+    default_max_members: usize,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(ids: Arc<dyn IdSource>, default_max_members: usize) -> Self {
         Registry {
-            directory: Mutex::new(Directory::new(ids, default_max_members)),
+            directory: Mutex::new(Directory::new(ids.clone(), default_max_members)),
             serial: AtomicU64::new(0),
+            ids,
+            default_max_members,
         }
     }
 
@@ -290,7 +295,20 @@ impl Registry {
             admit(&join, token, state.config.require_token).map_err(|e| e.to_message())?;
         let (session, session_id, member_id) = {
             let mut directory = self.directory.lock().expect("registry");
-            let (session, id) = match directory.route(&join).map_err(|e| e.to_message())? {
+            let route = match directory.route(&join) {
+                // Cluster mode: an id this node has not seen may live on another node.
+                Err(JoinError::NotFound { session })
+                    if state.cluster.is_some() && !session.is_empty() =>
+                {
+                    let handle = self.start_cluster(state, session.clone(), Resolve::Existing);
+                    directory
+                        .insert(session.clone(), handle.clone())
+                        .expect("not found under this lock: the id was free");
+                    Route::To(handle)
+                }
+                other => other.map_err(|e| e.to_message())?,
+            };
+            let (session, id) = match route {
                 Route::To(handle) => (handle, join.session_id.clone().unwrap_or_default()),
                 Route::Create(spec) => {
                     let id = spec.id.clone();
@@ -329,10 +347,62 @@ impl Registry {
     }
 
     fn start(&self, state: &Arc<ServerState>, spec: SessionSpec) -> SessionHandle {
+        if state.cluster.is_some() {
+            let id = spec.id.clone();
+            return self.start_cluster(state, id, Resolve::Create(spec));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         session_task::spawn(state.clone(), spec, serial, rx);
         SessionHandle { tx, serial }
+    }
+
+    /// Cluster mode: a handle whose inputs go to the session's forwarder on this node.
+    fn start_cluster(
+        &self,
+        state: &Arc<ServerState>,
+        id: String,
+        resolve: Resolve,
+    ) -> SessionHandle {
+        let cluster = state.cluster.as_ref().expect("cluster mode");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        cluster.forwarder(state, id, resolve, rx);
+        SessionHandle { tx, serial }
+    }
+
+    /// Cluster mode: the handle of session `id` if any node has it (its spec is in Redis),
+    /// starting this node's forwarder for it if needed. On a single node, [`Registry::get`].
+    pub async fn resolve(&self, state: &Arc<ServerState>, id: &str) -> Option<SessionHandle> {
+        if let Some(handle) = self.get(id) {
+            return Some(handle);
+        }
+        let cluster = state.cluster.as_ref()?;
+        let key = loudsync_core::ids::session_key(id);
+        let spec = cluster.store.session_spec(&key).await.ok()??;
+        let id = crate::cluster::wire::decode_spec(&spec).ok()?.id;
+        let mut directory = self.directory.lock().expect("registry");
+        if let Some(handle) = directory.get(&id) {
+            return Some(handle.clone());
+        }
+        let handle = self.start_cluster(state, id.clone(), Resolve::Existing);
+        directory.insert(id, handle.clone()).ok()?;
+        Some(handle)
+    }
+
+    /// Cluster mode: forgets this node's handle of session `id` (it ended, or could not be
+    /// found); its forwarder ends once the last member's handle is dropped.
+    pub(crate) fn forget_cluster(&self, id: &str) {
+        self.directory
+            .lock()
+            .expect("registry")
+            .remove_if(id, |_| true);
+    }
+
+    /// Cluster mode: forgets every session (Redis came back without the cluster's state).
+    pub(crate) fn forget_all_cluster(&self) {
+        *self.directory.lock().expect("registry") =
+            Directory::new(self.ids.clone(), self.default_max_members);
     }
 
     /// Registers a session whose inputs arrive on the returned receiver instead of a task

@@ -44,6 +44,9 @@ pub struct ServerState {
     pub media: Option<Arc<crate::media::relay::MediaRelay>>,
     /// The admin event stream (`GET /v1/events`).
     pub events: Arc<crate::events::EventHub>,
+    /// Cluster mode (`--redis`, issue 16); `None` on a single node. Set by
+    /// [`crate::Server::bind`] after it joined the cluster.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Where a live connection token leads: the session and the member.
@@ -71,6 +74,7 @@ impl ServerState {
                 _ => None,
             },
             media: None,
+            cluster: None,
             events: Arc::new(crate::events::EventHub::new(&config)),
             config,
             metrics: Metrics::new(),
@@ -101,6 +105,12 @@ impl OpenTransports {
             limits,
             all_closed: Notify::new(),
         }
+    }
+
+    /// Numbers transports from `base` on (cluster mode: the node's number in the high bits,
+    /// so socket ids are unique in the cluster). Call before any transport opens.
+    pub fn number_from(&self, base: u64) {
+        self.next.store(base.max(1), Ordering::Relaxed);
     }
 
     /// Registers a new transport: its number and its outbox.

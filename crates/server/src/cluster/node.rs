@@ -1,0 +1,192 @@
+//! The node's own background work in cluster mode: its liveness lease, the cluster epoch,
+//! the takeover of sessions whose owner is gone, the dispatch of pub/sub wake-ups, and the
+//! loop that reads the outbound streams of the sessions it holds sockets of.
+//!
+//! Every third of a lease the node renews `ls:node:ID` and checks the cluster epoch: if Redis
+//! came back empty (the epoch key changed), every session this node knew is gone, so its
+//! members are told `session_closed` ("cluster state lost") and its owners stop without a
+//! write. While renewals fail the node is not part of the cluster: `/healthz` answers 503,
+//! local sockets stay open and liveness goes on; owners stop by themselves when their leases
+//! run out locally. The same tick scans the cluster's sessions for one without an owner and
+//! claims it (a takeover); a node that handed its sessions over announces it, so the others
+//! scan at once instead of a third of a lease later.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use loudsync_protocol::{close_code, ServerMessage};
+
+use super::owner::OwnerSignal;
+use super::store::Wake;
+use super::Cluster;
+use crate::state::ServerState;
+
+/// The reason members are given when Redis came back without the cluster's state.
+pub(crate) const CLUSTER_STATE_LOST: &str = "cluster state lost";
+
+/// Starts the node's tasks.
+pub(crate) fn start(cluster: Arc<Cluster>, state: Arc<ServerState>) {
+    let wakes = cluster.wakes.lock().expect("wakes").take();
+    let (scan_tx, scan_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(wakes) = wakes {
+        tokio::spawn(dispatch(cluster.clone(), wakes, scan_tx));
+    }
+    tokio::spawn(read_loop(cluster.clone(), state.clone()));
+    tokio::spawn(lease_loop(cluster, state, scan_rx));
+}
+
+/// Hands each pub/sub wake-up to whom it is for.
+async fn dispatch(
+    cluster: Arc<Cluster>,
+    mut wakes: tokio::sync::mpsc::UnboundedReceiver<Wake>,
+    scan: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    while let Some(wake) = wakes.recv().await {
+        match wake {
+            Wake::Inbound(session) => cluster.signal_owner(&session, OwnerSignal::Wake),
+            Wake::Outbound(session) => cluster.local.wake(&session),
+            Wake::Released => {
+                let _ = scan.send(());
+            }
+            Wake::Disconnected => {
+                // Redis went away: what was published meanwhile is lost, so read everything
+                // again once it is back (the poll does; this makes it sooner).
+                cluster.local.wake_all();
+            }
+        }
+    }
+}
+
+/// Reads the outbound streams of this node's sessions: at once when woken, every poll
+/// interval for all of them.
+async fn read_loop(cluster: Arc<Cluster>, state: Arc<ServerState>) {
+    let mut next_full = Instant::now() + cluster.poll;
+    loop {
+        cluster.local.wait(cluster.poll).await;
+        if Instant::now() >= next_full {
+            cluster.local.wake_all();
+            next_full = Instant::now() + cluster.poll;
+        }
+        let delivered = cluster
+            .local
+            .read_dirty(&cluster.store, state.ids.as_ref())
+            .await;
+        let ttl = state.config.resume_window.saturating_mul(10);
+        for (token, session, member) in delivered.tokens {
+            let value = format!("L|{session}|{member}");
+            if let Err(e) = cluster.store.set_token(&token, &value, ttl).await {
+                tracing::warn!(error = %e, "could not record a connection token; a resume on another node will fail");
+            }
+        }
+        for session in delivered.ended {
+            cluster.local.forget_session(&session);
+            state.registry.forget_cluster(&session);
+        }
+    }
+}
+
+/// The node's lease, the epoch check and the takeover scan, every third of a lease (and a
+/// scan at once when another node released its sessions).
+async fn lease_loop(
+    cluster: Arc<Cluster>,
+    state: Arc<ServerState>,
+    mut scan: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let every = cluster.lease / 3;
+    let mut last_renewal = Instant::now();
+    loop {
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            got = scan.recv() => got.is_some(),
+        };
+        if state.is_shutting_down() {
+            return;
+        }
+        if !woken {
+            match cluster.renew_node().await {
+                Ok(()) => last_renewal = Instant::now(),
+                Err(e) => tracing::warn!(error = %e, "cluster: node lease renewal failed"),
+            }
+            let alive = last_renewal.elapsed() < cluster.lease;
+            if cluster.healthy.swap(alive, Ordering::Relaxed) != alive {
+                if alive {
+                    tracing::info!(node = cluster.node_id, "cluster: back in the cluster");
+                    cluster.local.wake_all();
+                } else {
+                    tracing::warn!(
+                        node = cluster.node_id,
+                        "cluster: out of the cluster (Redis unreachable); /healthz answers 503"
+                    );
+                }
+            }
+            if alive {
+                check_epoch(&cluster, &state).await;
+            }
+        }
+        if cluster.is_healthy() {
+            scan_for_orphans(&cluster, &state).await;
+        }
+    }
+}
+
+/// Compares the cluster epoch with the one this node joined under; a changed one means
+/// Redis lost everything: every session this node knew is gone.
+async fn check_epoch(cluster: &Arc<Cluster>, state: &Arc<ServerState>) {
+    let Ok(current) = cluster.store.cluster_epoch(&super::random_epoch()).await else {
+        return;
+    };
+    let known = cluster.epoch.lock().expect("epoch").clone();
+    if current == known {
+        return;
+    }
+    tracing::warn!(
+        node = cluster.node_id,
+        "cluster: Redis came back without the cluster's state (epoch changed); every session is closed"
+    );
+    *cluster.epoch.lock().expect("epoch") = current;
+    let owners: Vec<String> = cluster
+        .owners
+        .lock()
+        .expect("owners")
+        .keys()
+        .cloned()
+        .collect();
+    for session in owners {
+        cluster.signal_owner(&session, OwnerSignal::Abandon);
+    }
+    let closed = ServerMessage::SessionClosed {
+        reason: CLUSTER_STATE_LOST.to_string(),
+    };
+    cluster.local.close_sockets(
+        None,
+        Some(&closed),
+        close_code::NORMAL,
+        CLUSTER_STATE_LOST,
+        state.ids.as_ref(),
+    );
+    cluster.local.clear();
+    state.registry.forget_all_cluster();
+    let _ = cluster.renew_node().await;
+}
+
+/// Claims every session of the cluster that has no owner (its owner died or released it).
+async fn scan_for_orphans(cluster: &Arc<Cluster>, state: &Arc<ServerState>) {
+    let Ok(sessions) = cluster.store.session_ids().await else {
+        return;
+    };
+    for session in sessions {
+        if cluster.owns(&session) {
+            continue;
+        }
+        match cluster.store.owner(&session).await {
+            Ok(None) => {
+                if let Err(e) = cluster.claim_and_own(state, &session).await {
+                    tracing::debug!(session, error = %e, "takeover claim failed");
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
