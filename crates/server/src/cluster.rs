@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loudsync_core::ids::session_key;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ServerConfig;
@@ -61,6 +62,7 @@ pub struct Cluster {
     pub poll: Duration,
     next_id: AtomicU64,
     pub(crate) local: local::Local,
+    /// The owner tasks of this node, by session key.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<OwnerSignal>>>,
     /// Whether this node is part of the cluster: Redis answers and its lease is renewed.
     healthy: AtomicBool,
@@ -170,21 +172,28 @@ impl Cluster {
 
     /// Registers an owner task; `false` if the session is owned here already.
     fn add_owner(&self, session: &str, tx: mpsc::UnboundedSender<OwnerSignal>) -> bool {
+        let key = session_key(session);
         let mut owners = self.owners.lock().expect("owners");
-        if owners.contains_key(session) {
+        if owners.contains_key(&key) {
             return false;
         }
-        owners.insert(session.to_string(), tx);
+        owners.insert(key, tx);
         true
     }
 
     fn remove_owner(&self, session: &str) {
-        self.owners.lock().expect("owners").remove(session);
+        self.owners
+            .lock()
+            .expect("owners")
+            .remove(&session_key(session));
     }
 
     /// Whether this node owns `session` now.
     pub(crate) fn owns(&self, session: &str) -> bool {
-        self.owners.lock().expect("owners").contains_key(session)
+        self.owners
+            .lock()
+            .expect("owners")
+            .contains_key(&session_key(session))
     }
 
     /// How many sessions this node owns.
@@ -193,7 +202,12 @@ impl Cluster {
     }
 
     fn signal_owner(&self, session: &str, signal: OwnerSignal) {
-        if let Some(tx) = self.owners.lock().expect("owners").get(session) {
+        if let Some(tx) = self
+            .owners
+            .lock()
+            .expect("owners")
+            .get(&session_key(session))
+        {
             let _ = tx.send(signal);
         }
     }

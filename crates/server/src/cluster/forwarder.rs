@@ -174,6 +174,10 @@ impl Forwarder {
                 Ok(tail) => {
                     let tail = tail.parse::<StreamId>().unwrap_or(StreamId::ZERO);
                     self.cluster.local.start_at(&self.id, tail);
+                    // Wake-ups make delivery prompt; the poll covers a lost one.
+                    if let Err(e) = self.cluster.store.subscribe_session(&self.id, false).await {
+                        tracing::debug!(session = self.id, error = %e, "subscribe failed; the poll reads the stream");
+                    }
                 }
                 Err(_) => {
                     let pending = self.cluster.local.take_pending(socket);
@@ -316,7 +320,13 @@ impl Forwarder {
                     reason,
                     fatal,
                 });
-                self.cluster.local.remove_socket(socket);
+                if self.cluster.local.remove_socket(socket).is_some() {
+                    let _ = self
+                        .cluster
+                        .store
+                        .unsubscribe_session(&self.id, false)
+                        .await;
+                }
                 self.detaches.push_back(entry);
                 self.flush_detaches().await;
             }

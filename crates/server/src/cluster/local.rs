@@ -10,6 +10,9 @@
 //! only delays a frame until the next poll; a position the stream was trimmed past (this node
 //! fell behind the resume window) is a gap that cannot be filled, so the sockets of that
 //! session are closed with 1012 and resume from the owner's replay buffer.
+//!
+//! Sessions are named here by their key ([`session_key`]: upper case, no dashes), as the
+//! wake-ups from Redis name them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use loudsync_core::cluster::StreamId;
 use loudsync_core::connection::ResumeAnswer;
+use loudsync_core::ids::session_key;
 use loudsync_protocol::app::Dialect;
 use loudsync_protocol::{close_code, ErrorCode, ServerMessage, Stamp};
 use tokio::sync::oneshot;
@@ -102,8 +106,9 @@ impl Local {
     /// Registers a socket of session `socket.session`. Returns `true` if the session had no
     /// subscription yet: the caller must then [`Local::start_at`] it before anything is
     /// appended for the socket, so no batch written for it is missed.
-    pub(crate) fn add_socket(&self, id: u64, socket: LocalSocket) -> bool {
+    pub(crate) fn add_socket(&self, id: u64, mut socket: LocalSocket) -> bool {
         let mut t = self.tables.lock().expect("cluster local");
+        socket.session = session_key(&socket.session);
         let session = socket.session.clone();
         t.sockets.insert(id, socket);
         match t.subscriptions.get_mut(&session) {
@@ -128,7 +133,7 @@ impl Local {
     /// first entry was appended). Only moves a subscription that has not started.
     pub(crate) fn start_at(&self, session: &str, tail: StreamId) {
         let mut t = self.tables.lock().expect("cluster local");
-        if let Some(sub) = t.subscriptions.get_mut(session) {
+        if let Some(sub) = t.subscriptions.get_mut(&session_key(session)) {
             if sub.last.is_none() {
                 sub.last = Some(tail);
             }
@@ -202,9 +207,10 @@ impl Local {
 
     /// Marks a session to be read (a pub/sub wake-up) and wakes the reader.
     pub(crate) fn wake(&self, session: &str) {
+        let session = session_key(session);
         let mut t = self.tables.lock().expect("cluster local");
-        if t.subscriptions.contains_key(session) {
-            t.dirty.insert(session.to_string());
+        if t.subscriptions.contains_key(&session) {
+            t.dirty.insert(session);
             drop(t);
             self.wake.notify_one();
         }
@@ -229,11 +235,12 @@ impl Local {
         reason: &str,
         ids: &dyn loudsync_core::ids::IdSource,
     ) -> usize {
+        let session = session.map(session_key);
         let t = self.tables.lock().expect("cluster local");
         let now = crate::clock::now();
         let mut closed = 0;
         for socket in t.sockets.values() {
-            if session.is_some_and(|s| s != socket.session) {
+            if session.as_ref().is_some_and(|s| *s != socket.session) {
                 continue;
             }
             if let Some(message) = message {
@@ -255,13 +262,14 @@ impl Local {
 
     /// Stops reading an ended session (its sockets were sent their close by its last batch).
     pub(crate) fn forget_session(&self, session: &str) {
+        let session = session_key(session);
         let mut t = self.tables.lock().expect("cluster local");
-        if let Some(sub) = t.subscriptions.remove(session) {
+        if let Some(sub) = t.subscriptions.remove(&session) {
             for socket in sub.sockets {
                 t.sockets.remove(&socket);
             }
         }
-        t.dirty.remove(session);
+        t.dirty.remove(&session);
     }
 
     /// Forgets every socket, subscription and request (Redis came back empty).

@@ -141,6 +141,10 @@ struct ClusterOwner {
 
 impl ClusterOwner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<OwnerSignal>) {
+        // Wake-ups for new inbound entries make the owner prompt; the poll covers a lost one.
+        if let Err(e) = self.cluster.store.subscribe_session(&self.id, true).await {
+            tracing::debug!(session = self.id, error = %e, "subscribe failed; the poll reads the stream");
+        }
         let stop = match self.rebuild().await {
             Err(stop) => stop,
             Ok(()) => self.serve(&mut rx).await,
@@ -790,6 +794,7 @@ impl ClusterOwner {
 
     async fn stop(mut self, stop: Stop) {
         self.cluster.remove_owner(&self.id);
+        let _ = self.cluster.store.unsubscribe_session(&self.id, true).await;
         self.owner.finish();
         match stop {
             Stop::Ended => {
