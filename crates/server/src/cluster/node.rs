@@ -96,6 +96,7 @@ async fn lease_loop(
     let every = cluster.lease / 3;
     let mut last_renewal = Instant::now();
     loop {
+        let slept = Instant::now();
         let woken = tokio::select! {
             _ = tokio::time::sleep(every) => false,
             got = scan.recv() => got.is_some(),
@@ -104,6 +105,11 @@ async fn lease_loop(
             return;
         }
         if !woken {
+            if slept.elapsed() >= cluster.lease {
+                // This node was paused for a whole lease: the owners have detached its members
+                // as gone, so its sockets lead nowhere.
+                strand_sockets(&cluster, &state, "this node was paused: resume");
+            }
             match cluster.renew_node().await {
                 Ok(()) => last_renewal = Instant::now(),
                 Err(e) => tracing::warn!(error = %e, "cluster: node lease renewal failed"),
@@ -112,7 +118,8 @@ async fn lease_loop(
             if cluster.healthy.swap(alive, Ordering::Relaxed) != alive {
                 if alive {
                     tracing::info!(node = cluster.node_id, "cluster: back in the cluster");
-                    cluster.local.wake_all();
+                    // Out for a lease or more: owners may have detached this node's members.
+                    strand_sockets(&cluster, &state, "this node was out of the cluster: resume");
                 } else {
                     tracing::warn!(
                         node = cluster.node_id,
@@ -128,6 +135,22 @@ async fn lease_loop(
             scan_for_orphans(&cluster, &state).await;
         }
     }
+}
+
+/// Closes every cluster socket of this node with 1012: their members resume (or rejoin).
+fn strand_sockets(cluster: &Cluster, state: &ServerState, reason: &str) {
+    let closed = cluster.local.close_sockets(
+        None,
+        None,
+        close_code::SERVICE_RESTART,
+        reason,
+        state.ids.as_ref(),
+    );
+    tracing::warn!(
+        node = cluster.node_id,
+        sockets = closed,
+        "cluster: this node's lease lapsed; its sockets are closed with 1012"
+    );
 }
 
 /// Compares the cluster epoch with the one this node joined under; a changed one means

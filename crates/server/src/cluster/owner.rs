@@ -407,9 +407,12 @@ impl ClusterOwner {
                 return Ok(false);
             }
         };
-        if entries.is_empty() {
+        // A new owner writes its view at once, so the admin API of every node lists the
+        // session before anything happened in it.
+        if entries.is_empty() && self.last_view.is_some() {
             return Ok(false);
         }
+        let first_view = entries.is_empty();
         let mut builder = BatchBuilder::new(self.epoch);
         let mut sweep = false;
         let mut view_changed = false;
@@ -447,7 +450,7 @@ impl ClusterOwner {
         }
         self.record_ended_tokens().await;
         self.state.metrics.cluster_batches.increment(1);
-        Ok(true)
+        Ok(!first_view)
     }
 
     /// The oldest outbound entry still worth keeping: one resume window back.
