@@ -461,7 +461,7 @@ async fn killing_the_owner_node_loses_nothing() {
         nodes[0].addr,
         "POST",
         "/v1/sessions",
-        Some(&json!({"id": "own", "name": "Owned by a"})),
+        Some(&json!({"id": "own", "name": "Owned by a", "hostDeviceId": "dev-h"})),
     );
     assert_eq!(status, 201, "{body}");
     let forwarder = Forwarder::start(nodes[0].addr).await;

@@ -577,6 +577,20 @@ async fn create_session(State(app): State<Arc<ServerState>>, body: Bytes) -> Res
             })
         }
     };
+    if let (Some(cluster), Ok((id, _))) = (&app.cluster, &created) {
+        // The forwarder creates the session in Redis: answer once it exists cluster-wide, so a
+        // join on any node right after the answer finds it (and a host's join cannot open a
+        // session of its own under the id first).
+        let key = loudsync_core::ids::session_key(id);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match cluster.store.session_spec(&key).await {
+                Ok(Some(_)) => break,
+                _ if tokio::time::Instant::now() >= deadline => return cluster_timeout(id),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    }
     match created {
         Ok((id, handle)) => match view(&id, handle).await {
             Some(view) => {
