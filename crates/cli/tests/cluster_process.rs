@@ -1,6 +1,10 @@
 //! Cluster mode (issue 16) with real processes: three `loudsync serve` nodes over one real
-//! `redis-server`, SDK clients (`loudsync-client`) as members, and nodes killed with
-//! `SIGKILL` the way a crash kills them.
+//! `redis-server`, SDK clients (`loudsync-client`) as members, and nodes treated the way the
+//! world treats them: killed with `SIGKILL` (a crash: a member node, the owner), frozen with
+//! `SIGSTOP` past the owner's lease and woken with `SIGCONT` (a long pause: the woken owner must
+//! write nothing more, which the test checks in the outbound stream in Redis with
+//! `redis-cli`), and restarted one after the other with `SIGTERM` on the same address (a
+//! rolling restart).
 //!
 //! How it works: each node is a child process started with `--listen 127.0.0.1:0` and short
 //! cluster timers (lease 1 s, poll 50 ms, heartbeat timeout 1 s); its address is read from the
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use loudsync_client::machine::Event;
 use loudsync_client::{Client, ClientConfig};
 use loudsync_protocol::{ConnectionStatus, LeaveReason};
+use loudsync_server::cluster::keys::{parse_owner, SessionKeys};
 use redis::{RedisOptions, RedisServer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +55,12 @@ impl Node {
     /// Starts node `id` on the Redis at `url`, listening on `listen` (`127.0.0.1:0` for any
     /// port); returns once it printed its address.
     fn start(url: &str, id: &str, listen: &str) -> Node {
+        Node::try_start(url, id, listen).unwrap_or_else(|e| panic!("node {id}: {e}"))
+    }
+
+    /// As [`Node::start`], but answers why the node did not come up (e.g. its port is still
+    /// taken) instead of panicking; the failed process is reaped.
+    fn try_start(url: &str, id: &str, listen: &str) -> Result<Node, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_loudsync"))
             .arg("serve")
             .args(["--listen", listen, "--log", "warn"])
@@ -68,19 +79,41 @@ impl Node {
             .expect("spawn loudsync");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("the listening line");
-        let addr = line
+        let _ = stdout.read_line(&mut line);
+        let addr = match line
             .trim()
             .strip_prefix("loudsync listening on http://")
-            .unwrap_or_else(|| panic!("node {id}: unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
+            .map(str::parse)
+        {
+            Some(Ok(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("unexpected first line {line:?}"));
+            }
+        };
         // Keep draining stdout so a later line never blocks or breaks the node.
         std::thread::spawn(move || {
             let mut sink = Vec::new();
             let _ = stdout.read_to_end(&mut sink);
         });
-        Node { child, addr }
+        Ok(Node { child, addr })
+    }
+
+    /// Starts node `id` again on `addr` (the address it had), retrying for a while if the
+    /// port is not free again yet.
+    fn restart(url: &str, id: &str, addr: SocketAddr) -> Node {
+        let deadline = Instant::now() + LONG;
+        loop {
+            match Node::try_start(url, id, &addr.to_string()) {
+                Ok(node) => {
+                    assert_eq!(node.addr, addr, "node {id} came back elsewhere");
+                    return node;
+                }
+                Err(e) if Instant::now() >= deadline => panic!("node {id} not back: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// `ws://ADDR/`.
@@ -88,8 +121,7 @@ impl Node {
         format!("ws://{}/", self.addr)
     }
 
-    /// Sends `signal` to the process (for the SIGSTOP and rolling-restart cases, not written yet).
-    #[allow(dead_code)]
+    /// Sends `signal` to the process.
     fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
@@ -102,10 +134,8 @@ impl Node {
         let _ = self.child.wait();
     }
 
-    /// `SIGTERM` (for the rolling-restart case, not written yet), then waits (bounded) for the process to exit.
-    #[allow(dead_code)]
-    fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
+    /// Waits (bounded) for the process to exit (after a `SIGTERM`), and reaps it.
+    fn wait_exit(&mut self) {
         let deadline = Instant::now() + LONG;
         loop {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -119,9 +149,12 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // A stopped node must be woken to die cleanly; then kill it.
-        // SAFETY: as in `signal`.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+        // A stopped node must be woken to die cleanly; then kill it. Only a process not yet
+        // reaped is signalled (a reaped pid may belong to someone else by now).
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+        }
         self.kill9();
     }
 }
@@ -199,6 +232,50 @@ fn view_members(addr: SocketAddr, session: &str) -> Option<Vec<String>> {
     })
 }
 
+/// `redis-cli -p PORT ARGS...`: its standard output (raw: one value a line), panicking if it
+/// fails.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8 from redis-cli")
+}
+
+/// `(node, epoch)` of `session`'s `owner` key in the Redis on `port`, if it has one.
+fn owner_of(port: u16, session: &str) -> Option<(String, u64)> {
+    let keys = SessionKeys::new(session);
+    parse_owner(redis_cli(port, &["GET", &keys.owner]).trim())
+}
+
+/// Every entry of `session`'s outbound stream as `(entry id, epoch of its writer)`, in stream
+/// order. An entry is one field `b`, the batch's JSON, whose `e` is the writer's epoch.
+fn outbound_epochs(port: u16, session: &str) -> Vec<(String, u64)> {
+    let keys = SessionKeys::new(session);
+    let text = redis_cli(port, &["XRANGE", &keys.outbound, "-", "+"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() % 3, 0, "not id/field/value triples: {text}");
+    lines
+        .chunks(3)
+        .map(|entry| {
+            assert_eq!(entry[1], "b", "an outbound entry's field: {entry:?}");
+            let batch: Value = serde_json::from_str(entry[2]).expect("a batch's JSON");
+            let epoch = batch["e"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no epoch: {batch}"));
+            (entry[0].to_string(), epoch)
+        })
+        .collect()
+}
+
+/// Compares two stream entry ids (`MS-SEQ`) numerically.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().expect("ms"), seq.parse().expect("seq"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The forwarder
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +343,14 @@ fn tune(mut config: ClientConfig, resumable: bool) -> ClientConfig {
     config
 }
 
+/// [`tune`] for a resumable member that also tries again quickly (200 ms between attempts,
+/// not the SDK's 2 s), so a member moved by a restart is back within a few hundred ms.
+fn quick(config: ClientConfig) -> ClientConfig {
+    let mut config = tune(config, true);
+    config.reconnect.delay = Duration::from_millis(200);
+    config
+}
+
 impl Member {
     /// Connects `config` and starts pumping its events; returns once it is welcomed.
     async fn connect(name: &str, config: ClientConfig) -> Member {
@@ -311,6 +396,16 @@ impl Member {
         }
     }
 
+    /// How many events in the log `matches` holds for.
+    fn count(&self, matches: impl Fn(&Event) -> bool) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches(e))
+            .count()
+    }
+
     /// Sends message number `n` to everyone else and records it as sent if accepted.
     fn send_numbered(&mut self, n: u64) {
         if self
@@ -334,6 +429,13 @@ impl Member {
             })
             .collect()
     }
+}
+
+/// [`traffic`] among all of `members`, numbered from `*next` on; `*next` moves past them.
+async fn batch(members: &mut [Member], next: &mut u64, count: u64) {
+    let mut all: Vec<&mut Member> = members.iter_mut().collect();
+    traffic(&mut all, *next, count).await;
+    *next += count;
 }
 
 /// Waits until every member received from every other member exactly what it was told was
@@ -522,4 +624,286 @@ async fn killing_the_owner_node_loses_nothing() {
         .await;
     traffic(&mut [&mut host, &mut on_c, &mut moving], 2000, 20).await;
     check_logs(&[&host, &on_c, &moving], LONG).await;
+}
+
+/// The owner node is frozen (`SIGSTOP`) for longer than its lease, then woken (`SIGCONT`):
+/// another node takes the session over within a lease plus two seconds and members on the
+/// other nodes keep messaging; the woken node writes nothing more for the session (every
+/// outbound entry after the wake has the new owner's epoch, and the stream's epochs never go
+/// back) and closes the socket it held; that member resumes on another node through its
+/// forwarder, and what it sent while its node was frozen is delivered; every log has each
+/// message once and in order. The close is 1012 (service restart), as for any node that finds
+/// it lost a session's lease: the heartbeats that waited in the socket during the freeze are
+/// read before the overdue heartbeat deadline is acted on (`ws_pump.rs`), so the pause is not
+/// charged to the member as a `1000 heartbeat timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owner_that_wakes_writes_nothing_more_and_its_member_resumes_elsewhere() {
+    let (redis, nodes) = cluster();
+    let (status, body) = http(
+        nodes[0].addr,
+        "POST",
+        "/v1/sessions",
+        Some(&json!({"id": "stp", "name": "Owned by a", "hostDeviceId": "dev-h"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let forwarder = Forwarder::start(nodes[0].addr).await;
+    let mut host = Member::connect(
+        "host",
+        quick(ClientConfig::host(
+            nodes[1].ws(),
+            "stp",
+            "Owned",
+            "dev-h",
+            "Host",
+        )),
+    )
+    .await;
+    let mut on_c = Member::connect(
+        "on_c",
+        quick(ClientConfig::member(nodes[2].ws(), "stp", "dev-c", "C")),
+    )
+    .await;
+    // It must not give its socket up by itself while `a` is frozen: the close has to come from
+    // the woken node.
+    let mut config = quick(ClientConfig::member(
+        forwarder.ws(),
+        "stp",
+        "dev-m",
+        "Moving",
+    ));
+    config.silence_timeout = Duration::from_secs(30);
+    let mut moving = Member::connect("moving", config).await;
+    let moving_id = moving.id();
+    host.wait_for(
+        "the moving member's join",
+        LONG,
+        |e| matches!(e, Event::MemberJoined(m) if m.id == moving_id),
+    )
+    .await;
+    traffic(&mut [&mut host, &mut on_c, &mut moving], 0, 20).await;
+    check_logs(&[&host, &on_c, &moving], LONG).await;
+    let (first_owner, old_epoch) = owner_of(redis.port(), "stp").expect("an owner");
+    assert_eq!(first_owner, "a", "the session was created on a");
+
+    forwarder.retarget(nodes[1].addr);
+    nodes[0].signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // The first message after the stop reaches c once another node runs the session.
+    host.send_numbered(1000);
+    let bound = LEASE + Duration::from_secs(2);
+    loop {
+        if on_c.received_from("host").contains(&1000) {
+            break;
+        }
+        assert!(
+            Instant::now() < stopped + bound,
+            "not taken over within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took_over = stopped.elapsed();
+    let (new_owner, new_epoch) = owner_of(redis.port(), "stp").expect("an owner");
+    assert_ne!(new_owner, "a", "still owned by the frozen node");
+    assert!(new_epoch > old_epoch, "epoch {old_epoch} -> {new_epoch}");
+    // Traffic among the others until the freeze has lasted well past the lease; the frozen
+    // node's member sends too: its frames wait in the socket until `a` wakes.
+    let mut n = 1001;
+    while stopped.elapsed() < LEASE + Duration::from_millis(1500) {
+        host.send_numbered(n);
+        on_c.send_numbered(n);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in 0..5 {
+        moving.send_numbered(1000 + k);
+    }
+    let last_before_wake = outbound_epochs(redis.port(), "stp")
+        .last()
+        .map(|(id, _)| id.clone())
+        .expect("outbound entries");
+    let closes_before = moving.count(|e| matches!(e, Event::ConnectionLost { .. }));
+    assert_eq!(
+        closes_before, 0,
+        "moving lost its socket while a was frozen"
+    );
+    nodes[0].signal(libc::SIGCONT);
+    let woken = Instant::now();
+
+    moving
+        .wait_for("its socket closed", LONG, |e| {
+            matches!(e, Event::ConnectionLost { .. })
+        })
+        .await;
+    moving
+        .wait_for(
+            "its socket closed with 1012",
+            Duration::ZERO,
+            |e| matches!(e, Event::ConnectionLost { reason } if reason.contains("(1012")),
+        )
+        .await;
+    moving
+        .wait_for("resumed", LONG, |e| matches!(e, Event::Resumed { .. }))
+        .await;
+    let resumed_after = woken.elapsed();
+    traffic(&mut [&mut host, &mut on_c, &mut moving], 2000, 20).await;
+    check_logs(&[&host, &on_c, &moving], LONG).await;
+
+    // Fencing: the owner is still the new one, the stream's epochs never go back, and nothing
+    // the woken node could have written after it woke is there.
+    assert_eq!(
+        owner_of(redis.port(), "stp"),
+        Some((new_owner.clone(), new_epoch)),
+        "the owner changed again"
+    );
+    let entries = outbound_epochs(redis.port(), "stp");
+    for pair in entries.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].1,
+            "epochs go back in the outbound stream: {pair:?}"
+        );
+    }
+    let first_new = entries
+        .iter()
+        .position(|(_, epoch)| *epoch == new_epoch)
+        .expect("the new owner wrote");
+    assert!(
+        entries[first_new..].iter().all(|(_, e)| *e == new_epoch),
+        "an entry of another epoch after the new owner's first: {:?}",
+        &entries[first_new..]
+    );
+    let after_wake: Vec<_> = entries
+        .iter()
+        .filter(|(id, _)| stream_id(id) > stream_id(&last_before_wake))
+        .collect();
+    assert!(!after_wake.is_empty(), "nothing written after the wake");
+    assert!(
+        after_wake.iter().all(|(_, e)| *e == new_epoch),
+        "written after the wake by another epoch than {new_epoch}: {after_wake:?}"
+    );
+    eprintln!(
+        "taken over by {new_owner} (epoch {old_epoch} -> {new_epoch}) {took_over:?} after the \
+         stop; moving resumed {resumed_after:?} after the wake; {} outbound entries",
+        entries.len()
+    );
+}
+
+/// A rolling restart: each node in turn is stopped with `SIGTERM` (it hands its sessions over
+/// and closes its sockets with 1012) and started again on the same address, under numbered
+/// traffic (sent during the handover, while the node is down, and after it is back). The members it held resume on another node (their forwarders point there before
+/// the stop), including the host; every member resumes at least once, and after each restart
+/// every log has each message once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_nothing() {
+    let (redis, mut nodes) = cluster();
+    let url = redis.url();
+    let mut forwarders = Vec::new();
+    for node in &nodes {
+        forwarders.push(Forwarder::start(node.addr).await);
+    }
+    let mut members = vec![
+        Member::connect(
+            "host",
+            quick(ClientConfig::host(
+                forwarders[0].ws(),
+                "roll",
+                "Rolling",
+                "dev-h",
+                "Host",
+            )),
+        )
+        .await,
+        Member::connect(
+            "on_b",
+            quick(ClientConfig::member(
+                forwarders[1].ws(),
+                "roll",
+                "dev-b",
+                "B",
+            )),
+        )
+        .await,
+        Member::connect(
+            "on_c",
+            quick(ClientConfig::member(
+                forwarders[2].ws(),
+                "roll",
+                "dev-c",
+                "C",
+            )),
+        )
+        .await,
+    ];
+    let last_id = members[2].id();
+    members[0]
+        .wait_for(
+            "the last join",
+            LONG,
+            |e| matches!(e, Event::MemberJoined(m) if m.id == last_id),
+        )
+        .await;
+    let resumes = |m: &Member| m.count(|e| matches!(e, Event::Resumed { .. }));
+    let restart_closes = |m: &Member| {
+        m.count(|e| matches!(e, Event::ConnectionLost { reason } if reason.contains("(1012 ")))
+    };
+    // Which node each member's forwarder sends new connections to.
+    let mut at = [0, 1, 2];
+    let mut next = 0;
+    batch(&mut members, &mut next, 20).await;
+    check_logs(&members.iter().collect::<Vec<_>>(), LONG).await;
+
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let to = (i + 1) % 3;
+        let moving: Vec<usize> = (0..3).filter(|&m| at[m] == i).collect();
+        let before: Vec<usize> = members.iter().map(resumes).collect();
+        let closes_before: Vec<usize> = members.iter().map(restart_closes).collect();
+        for &m in &moving {
+            forwarders[m].retarget(nodes[to].addr);
+            at[m] = to;
+        }
+        let addr = nodes[i].addr;
+        // Traffic goes on while the node hands over, and while it is down (its members
+        // resume elsewhere; what they send meanwhile waits in their clients).
+        nodes[i].signal(libc::SIGTERM);
+        batch(&mut members, &mut next, 20).await;
+        tokio::task::block_in_place(|| nodes[i].wait_exit());
+        batch(&mut members, &mut next, 10).await;
+        nodes[i] = tokio::task::block_in_place(|| Node::restart(&url, id, addr));
+        for &m in &moving {
+            let member = &members[m];
+            let deadline = Instant::now() + LONG;
+            while resumes(member) <= before[m] {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not resume after {id} restarted; events: {:?}",
+                    member.name,
+                    member.events.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                restart_closes(member) > closes_before[m],
+                "{}: its socket was not closed with 1012; events: {:?}",
+                member.name,
+                member.events.lock().unwrap()
+            );
+        }
+        for m in (0..3).filter(|m| !moving.contains(m)) {
+            assert_eq!(
+                restart_closes(&members[m]),
+                closes_before[m],
+                "{} lost its socket though its node did not restart",
+                members[m].name
+            );
+        }
+        batch(&mut members, &mut next, 10).await;
+        check_logs(&members.iter().collect::<Vec<_>>(), LONG).await;
+        eprintln!(
+            "restarted {id}: moved {:?}; owner now {:?}",
+            moving.iter().map(|&m| &members[m].name).collect::<Vec<_>>(),
+            owner_of(redis.port(), "roll")
+        );
+    }
+    for member in &members {
+        assert!(resumes(member) >= 1, "{} never resumed", member.name);
+    }
 }

@@ -33,6 +33,10 @@ const READ_PAUSE_BYTES: usize = 64 * 1024;
 /// Frames handled in a row before what they produced is written (frames that arrived together
 /// are answered in one write, and a flood cannot hold writes and timers off).
 const MAX_READS_BEFORE_WRITE: u8 = 16;
+/// A timer that fires this late suggests the process was paused (SIGSTOP, a VM freeze, a
+/// long stall): the pump lets the I/O driver catch up before acting on it.
+const LATE_TIMER: Duration = Duration::from_millis(50);
+
 /// A deadline far enough away to mean "none".
 const NO_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -162,6 +166,8 @@ pub async fn run_with<S, D, F>(
         overflow_reported: false,
         closing_reported: false,
         reads_in_a_row: 0,
+        read_before_timer: false,
+        yielded_for_late_timer: false,
     };
     pump.run().await;
     drop(pump);
@@ -182,6 +188,10 @@ struct Pump<S, D> {
     /// Frames handled since the last write; while in `1..MAX_READS_BEFORE_WRITE`, the next
     /// poll reads first, so the replies to frames that arrived together go out together.
     reads_in_a_row: u8,
+    /// Whether the due timer already let one frame be read first (see `poll_event`).
+    read_before_timer: bool,
+    /// Whether a timer that fired [`LATE_TIMER`] late already yielded to the I/O driver.
+    yielded_for_late_timer: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, D: Driver> Pump<S, D> {
@@ -200,12 +210,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin, D: Driver> Pump<S, D> {
                 sleep.as_mut().reset(deadline);
             }
             match poll_fn(|cx| self.poll_event(cx, sleep.as_mut())).await {
-                Event::Frame(message) => self.handle_frame(message),
+                Event::Frame(message) => {
+                    self.yielded_for_late_timer = false;
+                    self.handle_frame(message)
+                }
                 Event::Gone => {
                     self.driver.handle_transport_closed();
                     return;
                 }
-                Event::Timer => self.driver.handle_timeout(),
+                Event::Timer => {
+                    let late = TokioInstant::now().saturating_duration_since(sleep.deadline());
+                    if late >= LATE_TIMER && !self.yielded_for_late_timer {
+                        // The process was most likely paused: let the runtime poll its I/O
+                        // driver (`yield_now` wakes us only after it has), so the frames that
+                        // arrived meanwhile are seen and one is read before the timer is
+                        // acted on (`poll_event`).
+                        self.yielded_for_late_timer = true;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    self.yielded_for_late_timer = false;
+                    self.driver.handle_timeout()
+                }
                 Event::Overflow => {
                     self.overflow_reported = true;
                     self.pending.clear();
@@ -290,10 +316,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin, D: Driver> Pump<S, D> {
         if self.driver.poll_answer(cx).is_ready() {
             return Poll::Ready(Event::Joined);
         }
-        // Timers before reads, so a client sending without pause cannot hold them off.
+        // Timers before reads, so a client sending without pause cannot hold them off; but a
+        // due timer first lets one frame that is already here be read. A process that was
+        // paused (SIGSTOP, a VM freeze) wakes with every liveness deadline passed and its
+        // clients' heartbeats waiting in the sockets: they prove the clients alive, so the
+        // pause must not be charged to them as a heartbeat timeout (in cluster mode the
+        // node then closes them with 1012, for what it was: the node's absence).
         if sleep.as_mut().poll(cx).is_ready() {
+            if !self.read_before_timer {
+                self.read_before_timer = true;
+                if let Poll::Ready(event) = self.poll_read(cx) {
+                    return Poll::Ready(event);
+                }
+            }
+            self.read_before_timer = false;
             return Poll::Ready(Event::Timer);
         }
+        self.read_before_timer = false;
         let event = self.poll_read(cx);
         if event.is_ready() {
             self.reads_in_a_row = 1;
