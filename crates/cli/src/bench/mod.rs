@@ -3,6 +3,7 @@
 //! samples the server's RSS and CPU from `/proc` and its counters from `/metrics`, and prints
 //! the results as a table, as JSON, and optionally as an SVG latency plot.
 
+mod cluster;
 mod handoff;
 pub mod http;
 mod media;
@@ -64,6 +65,10 @@ enum Scenario {
     /// bitrates next to `iperf3 -u`, and 1 -> N fan-out (server CPU per relayed datagram, loss
     /// and jitter per subscriber), batched or unbatched datagram I/O.
     Media(media::MediaArgs),
+    /// Cluster mode (issue 16): a redis-server and three nodes of its own; message latency
+    /// and cost on one node and across nodes next to a plain server, takeover time after the
+    /// owner is killed, and a resume storm of a dead node's members onto the others.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Options every scenario shares.
@@ -258,6 +263,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Handoff(a) => handoff::run(a),
         Scenario::Pairing(a) => pairing::run(a),
         Scenario::Media(a) => media::run(a),
+        Scenario::Cluster(a) => cluster::run(a),
         Scenario::BigSession(a) => execute(
             &a.common,
             Plan::big_session(&a.common, a.members, a.duration),
@@ -303,6 +309,7 @@ impl Plan {
             mode: Mode::Idle,
             dialect: common.dialect,
             resumable: false,
+            host_addr: None,
         }
     }
 

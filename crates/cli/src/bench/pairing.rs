@@ -614,6 +614,7 @@ fn worker_main() -> anyhow::Result<()> {
             tag: String::new(),
             mode: Mode::Idle,
             resumable: false,
+            host_addr: None,
         };
         let shared = Arc::new(Shared {
             plan,

@@ -11,6 +11,7 @@
 //! doubled and reordered across the cuts.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_websockets::Message;
 
 use super::worker::{
-    connect, emit, encode_hist, gather_joins, histogram, message_type, WorkerSpec, Ws,
+    connect_at, emit, encode_hist, gather_joins, histogram, message_type, WorkerSpec, Ws,
 };
 
 /// How a storm cuts a socket (all of a worker's sockets in one tight loop, never with a close
@@ -61,6 +62,10 @@ pub struct StormPlan {
     pub resume_timeout_ms: u64,
     /// The client acks after this many numbered frames (and at every heartbeat tick).
     pub ack_every: u64,
+    /// Where members resume, round robin by member number (`bench cluster`: on other nodes
+    /// than the one they joined); empty: where they joined.
+    #[serde(default)]
+    pub resume_addrs: Vec<SocketAddr>,
 }
 
 /// A local token: [`TOKEN_LEN`] characters of `[A-Za-z0-9]`.
@@ -590,7 +595,11 @@ async fn join_one(
 ) -> anyhow::Result<(Member, Ws)> {
     let spec = &shared.spec;
     let device = format!("{}-{n}", spec.tag);
-    let mut ws = connect(spec, n).await?;
+    let addr = match (kind, spec.host_addr) {
+        (DeviceType::Host, Some(host_addr)) => host_addr,
+        _ => spec.addr,
+    };
+    let mut ws = connect_at(spec, addr, n).await?;
     let join = spec
         .dialect
         .join(&spec.sessions[session].id, &device, kind)?;
@@ -1178,8 +1187,13 @@ async fn resume_member(
     let deadline = tokio::time::Instant::from_std(
         start + Duration::from_millis(shared.plan.resume_timeout_ms),
     );
+    let addrs = &shared.plan.resume_addrs;
+    let addr = match addrs.len() {
+        0 => shared.spec.addr,
+        n => addrs[m.n as usize % n],
+    };
     let mut ws = loop {
-        match tokio::time::timeout_at(deadline, connect(&shared.spec, m.n)).await {
+        match tokio::time::timeout_at(deadline, connect_at(&shared.spec, addr, m.n)).await {
             Ok(Ok(ws)) => break ws,
             Ok(Err(_)) => {
                 bump(&c.connect_retries);
@@ -1246,6 +1260,7 @@ mod tests {
                 resume_concurrency: 2,
                 resume_timeout_ms: 5000,
                 ack_every: 4,
+                resume_addrs: Vec::new(),
             };
             let spec = WorkerSpec {
                 dialect: BenchDialect::Loudsync,
@@ -1269,6 +1284,7 @@ mod tests {
                 tag: format!("t{cut:?}"),
                 mode: Mode::ResumeStorm(plan.clone()),
                 resumable: true,
+                host_addr: None,
             };
             let input: &[u8] = b"cut\ncut\ncut-hold\nresume\ndrain\nreport\nexit\n";
             let out = run(spec, plan, tokio::io::BufReader::new(input).lines())

@@ -74,6 +74,7 @@ pub(super) fn run(a: ResumeStormArgs) -> anyhow::Result<()> {
         resume_concurrency: a.resume_concurrency,
         resume_timeout_ms: a.resume_timeout.as_millis() as u64,
         ack_every: a.ack_every.max(1),
+        resume_addrs: Vec::new(),
     };
     let mut plan = Plan::sessions(
         "resume-storm",
@@ -277,7 +278,7 @@ pub(super) fn run(a: ResumeStormArgs) -> anyhow::Result<()> {
 }
 
 /// Adds up the workers' round reports.
-fn merge_round(
+pub(super) fn merge_round(
     kind: &str,
     got: &[Value],
     wall: Duration,
@@ -330,7 +331,7 @@ fn merge_round(
 /// The kernel's TCP counters that explain a slow reconnect (system-wide, from
 /// `/proc/net/netstat`): accept-queue overflows and SYN retransmissions (a dropped SYN is
 /// retried after 1 s).
-fn tcp_counters() -> Option<[u64; 2]> {
+pub(super) fn tcp_counters() -> Option<[u64; 2]> {
     let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let (names, values) = (lines.next()?, lines.next()?);
@@ -342,7 +343,7 @@ fn tcp_counters() -> Option<[u64; 2]> {
 }
 
 /// CPU seconds the worker processes have used so far.
-fn generator_cpu(workers: &[super::Worker]) -> f64 {
+pub(super) fn generator_cpu(workers: &[super::Worker]) -> f64 {
     workers
         .iter()
         .filter_map(|w| probe::sample(w.child.id()))
@@ -350,7 +351,7 @@ fn generator_cpu(workers: &[super::Worker]) -> f64 {
         .sum()
 }
 
-fn add_tcp(round: &mut Value, before: Option<[u64; 2]>) {
+pub(super) fn add_tcp(round: &mut Value, before: Option<[u64; 2]>) {
     if let (Some(b), Some(a)) = (before, tcp_counters()) {
         round["kernel_listen_overflows"] = json!(a[0].saturating_sub(b[0]));
         round["kernel_syn_retransmits"] = json!(a[1].saturating_sub(b[1]));
@@ -358,7 +359,7 @@ fn add_tcp(round: &mut Value, before: Option<[u64; 2]>) {
 }
 
 /// Sums the numbers of JSON objects key by key.
-fn sum_objects<'a>(values: impl Iterator<Item = &'a Value>) -> Value {
+pub(super) fn sum_objects<'a>(values: impl Iterator<Item = &'a Value>) -> Value {
     let mut out = Map::new();
     for v in values {
         for (k, x) in v.as_object().into_iter().flatten() {
@@ -370,7 +371,7 @@ fn sum_objects<'a>(values: impl Iterator<Item = &'a Value>) -> Value {
     Value::Object(out)
 }
 
-fn round_line(r: &Value) -> String {
+pub(super) fn round_line(r: &Value) -> String {
     format!(
         "{}: {} of {} resumed ({} failed), all within {:.0} ms; resume p50 {} ms p99 {} ms max {} ms",
         r["kind"].as_str().unwrap_or("?"),

@@ -162,6 +162,10 @@ pub struct WorkerSpec {
     /// Members do seed 003's token handshake before `join` (resumable, numbered, acks).
     #[serde(default)]
     pub resumable: bool,
+    /// Where the hosts connect, if not to `addr` (`bench cluster`: the sessions live on one
+    /// node, their other members on another).
+    #[serde(default)]
+    pub host_addr: Option<SocketAddr>,
 }
 
 /// What the worker reports.
@@ -441,8 +445,13 @@ async fn join_member(
 
 /// Opens the WebSocket of device number `n` (its source address is the `n`th, round robin).
 pub(super) async fn connect(spec: &WorkerSpec, n: u64) -> anyhow::Result<Ws> {
+    connect_at(spec, spec.addr, n).await
+}
+
+/// [`connect`] to `addr` instead of the spec's address (same path and source addresses).
+pub(super) async fn connect_at(spec: &WorkerSpec, addr: SocketAddr, n: u64) -> anyhow::Result<Ws> {
     let source = spec.sources[n as usize % spec.sources.len()];
-    let socket = if spec.addr.is_ipv4() {
+    let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
@@ -450,10 +459,10 @@ pub(super) async fn connect(spec: &WorkerSpec, n: u64) -> anyhow::Result<Ws> {
     if spec.sources.len() > 1 {
         bind_source(&socket, source)?;
     }
-    let tcp = socket.connect(spec.addr).await?;
+    let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (ws, _) = ClientBuilder::new()
-        .uri(&format!("ws://{}{}", spec.addr, spec.path))?
+        .uri(&format!("ws://{}{}", addr, spec.path))?
         .connect_on(tcp)
         .await?;
     Ok(ws)
