@@ -25,7 +25,7 @@ mod procs;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use clap::{Args, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -35,9 +35,9 @@ use tokio_websockets::Message;
 
 use super::resume::{CutKind, StormPlan};
 use super::storm::{merge_round, round_line, sum_objects};
-use super::worker::{connect_at, decode_hist, histogram, message_type, BenchDialect, Mode};
+use super::worker::{decode_hist, histogram, message_type, BenchDialect, Mode};
 use super::{http, percentiles, spawn_workers, tell, wait_for, Common, Plan};
-use latency::Layout;
+use latency::{connect_and_join, Layout};
 use procs::{Node, Redis};
 
 /// Options of `bench cluster`.
@@ -290,8 +290,22 @@ async fn takeover_phase(
             a.common.admin_token.as_deref(),
         )?;
         ensure!(status == 201, "create on x{k}: {status} {text}");
-        let mut sender = join(&spec, nodes[0].addr(), 2 * k as u64, &session).await?;
-        let mut receiver = join(&spec, nodes[1].addr(), 2 * k as u64 + 1, &session).await?;
+        let (mut sender, _) = connect_and_join(
+            &spec,
+            nodes[0].addr(),
+            2 * k as u64,
+            &session,
+            DeviceType::Client,
+        )
+        .await?;
+        let (mut receiver, _) = connect_and_join(
+            &spec,
+            nodes[1].addr(),
+            2 * k as u64 + 1,
+            &session,
+            DeviceType::Client,
+        )
+        .await?;
         // Kill at a random point of the lease's renewal period.
         let third = a.lease.as_millis() as u64 / 3;
         tokio::time::sleep(Duration::from_millis(fastrand::u64(0..third.max(1)))).await;
@@ -362,36 +376,6 @@ async fn takeover_phase(
         "new_owners": new_owners,
         "hist": super::worker::encode_hist(&hist),
     }))
-}
-
-/// Connects client `n` to `addr` and joins `session` as a plain member, up to its
-/// `member_list`.
-async fn join(
-    spec: &super::worker::WorkerSpec,
-    addr: std::net::SocketAddr,
-    n: u64,
-    session: &str,
-) -> anyhow::Result<super::worker::Ws> {
-    let mut ws = connect_at(spec, addr, n).await?;
-    let device = format!("{}-{n}", spec.tag);
-    ws.send(Message::text(BenchDialect::Loudsync.join(
-        session,
-        &device,
-        DeviceType::Client,
-    )?))
-    .await?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .context("join timed out")?
-            .context("closed during join")??;
-        let Some(text) = msg.as_text() else { continue };
-        match message_type(text) {
-            Some("member_list") => return Ok(ws),
-            Some("error") => bail!("join rejected: {text}"),
-            _ => {}
-        }
-    }
 }
 
 /// The storm: members join through a node X, are cut, X dies, all resume on A and B.

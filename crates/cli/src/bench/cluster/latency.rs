@@ -226,6 +226,22 @@ async fn join(
     place: &'static str,
     recorder: Arc<Recorder>,
 ) -> anyhow::Result<Client> {
+    let (ws, device) = connect_and_join(spec, addr, n, session, kind).await?;
+    let (send, frames) = mpsc::unbounded_channel();
+    let interval = Duration::from_millis(spec.interval_ms.max(1));
+    tokio::spawn(pump(ws, device, interval, frames, place, recorder));
+    Ok(Client { send })
+}
+
+/// Connects client `n` to `addr` and joins `session` as `kind` (device `TAG-n`); returns
+/// the socket once its `member_list` arrived, and the device id.
+pub(super) async fn connect_and_join(
+    spec: &WorkerSpec,
+    addr: SocketAddr,
+    n: u64,
+    session: &str,
+    kind: DeviceType,
+) -> anyhow::Result<(Ws, String)> {
     let mut ws = connect_at(spec, addr, n).await?;
     let device = format!("{}-{n}", spec.tag);
     ws.send(Message::text(
@@ -242,15 +258,11 @@ async fn join(
         }
         let Some(text) = msg.as_text() else { continue };
         match message_type(text) {
-            Some("member_list") => break,
+            Some("member_list") => return Ok((ws, device)),
             Some("error") => bail!("join rejected: {text}"),
             _ => {}
         }
     }
-    let (send, frames) = mpsc::unbounded_channel();
-    let interval = Duration::from_millis(spec.interval_ms.max(1));
-    tokio::spawn(pump(ws, device, interval, frames, place, recorder));
-    Ok(Client { send })
 }
 
 /// A client's task: heartbeats, writes what it is given, records every `message` it
