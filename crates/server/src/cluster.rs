@@ -15,6 +15,7 @@
 //!   stream, writing each step's output with a fenced script.
 //! - `node`: this node's own lease, the cluster epoch, the takeover of sessions whose owner
 //!   died, and the dispatch of pub/sub wake-ups.
+//! - [`pairing`]: controller/responder pairing across nodes (one relay for the cluster).
 //!
 //! A node without `--redis` builds none of this and pays nothing for it.
 
@@ -23,6 +24,7 @@ pub mod keys;
 mod local;
 mod node;
 mod owner;
+pub mod pairing;
 pub mod scripts;
 pub mod store;
 pub mod wire;
@@ -70,6 +72,8 @@ pub struct Cluster {
     epoch: Mutex<String>,
     wakes: Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
     started_ms: u64,
+    /// This node's part of cluster pairing, when it serves pairing apps.
+    pub(crate) pairing: std::sync::OnceLock<Arc<pairing::ClusterPairing>>,
 }
 
 /// Why cluster mode could not start.
@@ -122,6 +126,7 @@ impl Cluster {
             epoch: Mutex::new(epoch),
             wakes: Mutex::new(Some(rx)),
             started_ms: crate::clock::now().unix_ms,
+            pairing: std::sync::OnceLock::new(),
         });
         cluster
             .renew_node()
@@ -255,6 +260,9 @@ impl Cluster {
     /// Rolling restart: releases every session this node owns (another node takes each at
     /// once), then closes this node's sockets with 1012 so their members resume elsewhere.
     pub async fn hand_over(&self, state: &ServerState) {
+        if let Some(pairing) = self.pairing.get() {
+            pairing.release().await;
+        }
         let owners: Vec<(String, mpsc::UnboundedSender<OwnerSignal>)> = self
             .owners
             .lock()

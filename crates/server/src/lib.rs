@@ -146,6 +146,9 @@ impl Server {
         let state = Arc::new(state);
         if let Some(cluster) = &state.cluster {
             cluster.start(&state);
+            if let Some(hub) = &state.pairing {
+                cluster::pairing::start(cluster, hub, &state).await;
+            }
         }
         if let Some(media) = &state.media {
             media.start();

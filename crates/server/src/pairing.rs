@@ -12,6 +12,9 @@
 //! Every rule (identity, one connection per id, routing, blocking, rejects, liveness) is the
 //! core's ([`loudsync_core::pairing`]); the wire is the protocol crate's
 //! ([`loudsync_protocol::pairing`]).
+//!
+//! In cluster mode (`--redis`) the hub of every node is a proxy to the cluster's one relay:
+//! see [`crate::cluster::pairing`].
 
 pub mod hub;
 pub mod routes;

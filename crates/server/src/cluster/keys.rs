@@ -31,6 +31,30 @@ pub const NODES: &str = "ls:nodes";
 /// The set of live session ids (as created, e.g. `K7P3XQ`).
 pub const SESSIONS: &str = "ls:sessions";
 
+/// The prefix of every key and channel of cluster pairing ([`super::pairing`]).
+pub const PAIRING_PREFIX: &str = "ls:pairing:";
+
+/// The lease of the cluster's one pairing relay: `NODE|EPOCH|NONCE`, with a TTL.
+pub const PAIRING_OWNER: &str = "ls:pairing:owner";
+
+/// The counter of pairing relay epochs (one more per claim).
+pub const PAIRING_EPOCH: &str = "ls:pairing:epoch";
+
+/// The pairing relay's admin view (JSON of its clients), written by its owner.
+pub const PAIRING_VIEW: &str = "ls:pairing:view";
+
+/// The stream of every node's pairing inputs, read by the relay's owner.
+pub const PAIRING_IN: &str = "ls:pairing:in";
+
+/// The channel the owner of the pairing relay is woken on.
+pub const PAIRING_IN_CHANNEL: &str = "ls:pairing:in!";
+
+/// The stream of what the pairing relay sends to the connections of `node`; its channel is
+/// the same name followed by `!`.
+pub fn pairing_out(node: &str) -> String {
+    format!("ls:pairing:out:{node}")
+}
+
 /// The cluster-wide channel a node publishes on when it released its sessions (rolling
 /// restart), so the others look for orphans at once instead of at their next scan.
 pub const RELEASED_CHANNEL: &str = "ls:released!";

@@ -53,6 +53,14 @@ async fn dispatch(
                 // Redis went away: what was published meanwhile is lost, so read everything
                 // again once it is back (the poll does; this makes it sooner).
                 cluster.local.wake_all();
+                if let Some(pairing) = cluster.pairing.get() {
+                    pairing.wake_all();
+                }
+            }
+            Wake::Pairing(channel) => {
+                if let Some(pairing) = cluster.pairing.get() {
+                    pairing.wake(&channel);
+                }
             }
         }
     }

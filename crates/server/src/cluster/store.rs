@@ -61,6 +61,8 @@ pub enum Wake {
     /// The connection to Redis broke; the manager is reconnecting (and will resubscribe).
     /// Wake-ups may have been missed: poll.
     Disconnected,
+    /// A message on a pairing channel (`ls:pairing:...!`), named by the channel.
+    Pairing(String),
 }
 
 /// Why a store method failed.
@@ -615,13 +617,13 @@ impl Store {
     }
 
     /// A handle on the shared connection (the manager is a cheap clone).
-    fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         self.inner.manager.clone()
     }
 
     /// Runs one Redis call under [`COMMAND_TIMEOUT`], keeps [`Store::connected`] up to date,
     /// and names the step in the error.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         what: &str,
         call: impl Future<Output = Result<T, RedisError>>,
@@ -688,7 +690,7 @@ impl Store {
     }
 
     /// `XRANGE key (after + COUNT count`, each entry's `field`.
-    async fn read_stream(
+    pub(crate) async fn read_stream(
         &self,
         key: String,
         field: &'static str,
@@ -716,7 +718,7 @@ impl Store {
     }
 
     /// The id of the first (`XRANGE - +`) or last (`XREVRANGE + -`) entry of a stream.
-    async fn edge_id(
+    pub(crate) async fn edge_id(
         &self,
         key: String,
         command: &'static str,
@@ -803,6 +805,9 @@ pub fn wake_of(push: &PushInfo) -> Option<Wake> {
             let channel = push.data.first().and_then(value_text)?;
             if channel == keys::RELEASED_CHANNEL {
                 return Some(Wake::Released);
+            }
+            if channel.starts_with(keys::PAIRING_PREFIX) {
+                return Some(Wake::Pairing(channel));
             }
             let (key, direction) = keys::parse_channel(&channel)?;
             Some(match direction {

@@ -9,9 +9,20 @@
 //! sender's task to its recipient's outbox with no hop in between, and the relay's rules see
 //! every input in one order. The timer task sleeps until the relay's
 //! [`PairingRelay::poll_timeout`] and is woken whenever an input may have moved it earlier.
+//!
+//! **Cluster mode** (`--redis`, see [`crate::cluster::pairing`]) uses the same hub two ways.
+//! Every node's hub is attached to the node's [`ClusterPairing`] ([`PairingHub::attach`]) and
+//! becomes a thin proxy: each input is handed to it (it goes to the cluster's one relay
+//! through Redis) and answers that the caller awaits come back as an [`Answer::Later`]. The
+//! node holding the cluster's pairing lease runs one more hub, whose connections are all
+//! *remote* ([`PairingHub::open_remote`]): what it would push onto a connection's outbox is
+//! collected instead ([`PairingHub::take_shipped`]) and sent to the node holding it. The
+//! encoding and every rule stay the ones above.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use loudsync_core::ids::IdSource;
@@ -28,21 +39,43 @@ use metrics::{counter, gauge};
 use tokio::sync::Notify;
 
 use crate::clock::now;
+use crate::cluster::pairing::ClusterPairing;
 use crate::outbox::{OutFrame, Outbox};
 
 /// The close reason of a WebSocket that sent no valid `cr_identify` in time.
 pub const NO_IDENTIFY: &str = "no identify within the alive timeout";
 
+/// Where a connection's frames go.
+enum SinkTo {
+    /// Its outbox on this node.
+    Local(Arc<Outbox>),
+    /// The node with this id holds it (the cluster's relay hub only).
+    Remote(String),
+}
+
 /// One open connection's way out.
 struct Sink {
-    outbox: Arc<Outbox>,
+    to: SinkTo,
     transport: Transport,
+    stream_id: StreamId,
+}
+
+/// What the cluster's relay hub sends a connection held by a node (see
+/// [`PairingHub::take_shipped`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Shipped {
+    /// A text frame (WebSocket) or SSE event text, for the connection's outbox.
+    Text(String),
+    /// End the connection after what is queued: this close code and reason.
+    Close(u16, String),
 }
 
 struct Inner {
     relay: PairingRelay<Event>,
     sinks: HashMap<ConnId, Sink>,
     next_conn: u64,
+    /// What was sent to remote connections, in order: (node, connection, what).
+    shipped: Vec<(String, ConnId, Shipped)>,
 }
 
 /// The relay, the connections' outboxes, and the timer's wake-up: see the module comment.
@@ -50,6 +83,37 @@ pub struct PairingHub {
     inner: Mutex<Inner>,
     apps: Vec<AppSpec>,
     wake: Notify,
+    /// Cluster mode: the node's way to the cluster's one relay (every input goes there).
+    remote: OnceLock<Arc<ClusterPairing>>,
+}
+
+/// What an identify got: the client id it is live for, or why not; and the connection's
+/// stream id (0 when not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifyAnswer {
+    /// The connection's stream id (P15).
+    pub stream_id: u64,
+    /// The client id (its own or the one assigned), or the refusal.
+    pub result: Result<String, IdentifyError>,
+}
+
+/// An answer now (one node), or one to await (cluster mode: it comes back through Redis;
+/// `None` if it did not come in time or the cluster's relay moved).
+pub enum Answer<T> {
+    /// Known now.
+    Now(T),
+    /// To await.
+    Later(Pin<Box<dyn Future<Output = Option<T>> + Send>>),
+}
+
+impl<T> Answer<T> {
+    /// The answer, awaited if need be.
+    pub async fn get(self) -> Option<T> {
+        match self {
+            Answer::Now(t) => Some(t),
+            Answer::Later(f) => f.await,
+        }
+    }
 }
 
 /// The relay's answer to a `sendevent/` alive or close request.
@@ -70,9 +134,22 @@ impl PairingHub {
                 relay: PairingRelay::new(config, ids),
                 sinks: HashMap::new(),
                 next_conn: 1,
+                shipped: Vec::new(),
             }),
             wake: Notify::new(),
+            remote: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: from now on every input goes to the cluster's relay through `remote`.
+    /// Call before any connection opens.
+    pub fn attach(&self, remote: Arc<ClusterPairing>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The cluster's relay link, in cluster mode.
+    fn remote(&self) -> Option<&Arc<ClusterPairing>> {
+        self.remote.get()
     }
 
     /// The configured app named `name`.
@@ -80,24 +157,105 @@ impl PairingHub {
         self.apps.iter().find(|a| a.name == name)
     }
 
-    /// Opens a connection whose frames go to `outbox`: its handle and stream id.
-    pub fn open(&self, transport: Transport, outbox: Arc<Outbox>) -> (ConnId, StreamId) {
+    /// Opens a connection whose frames go to `outbox`: its handle and stream id (0 in
+    /// cluster mode, where the cluster's relay numbers it: see [`IdentifyAnswer`]).
+    pub fn open(&self, transport: Transport, outbox: Arc<Outbox>) -> (ConnId, u64) {
+        if let Some(remote) = self.remote() {
+            return (remote.open(transport, outbox), 0);
+        }
         let mut inner = self.lock();
         let conn = ConnId(inner.next_conn);
         inner.next_conn += 1;
+        let stream = self.open_sink(&mut inner, conn, transport, SinkTo::Local(outbox));
+        (conn, stream.get())
+    }
+
+    /// The cluster's relay hub: opens connection `conn` held by node `node` (its frames are
+    /// collected for [`PairingHub::take_shipped`]). `conn` is cluster-unique.
+    pub fn open_remote(&self, conn: ConnId, node: String, transport: Transport) -> StreamId {
+        let mut inner = self.lock();
+        self.open_sink(&mut inner, conn, transport, SinkTo::Remote(node))
+    }
+
+    fn open_sink(
+        &self,
+        inner: &mut std::sync::MutexGuard<'_, Inner>,
+        conn: ConnId,
+        transport: Transport,
+        to: SinkTo,
+    ) -> StreamId {
         let before = inner.relay.poll_timeout();
-        let stream = inner.relay.handle_open(now(), conn, transport);
+        let stream_id = inner.relay.handle_open(now(), conn, transport);
         let after = inner.relay.poll_timeout();
-        inner.sinks.insert(conn, Sink { outbox, transport });
+        if let Some(old) = inner.sinks.insert(
+            conn,
+            Sink {
+                to,
+                transport,
+                stream_id,
+            },
+        ) {
+            closed_gauge(old.transport);
+        }
         gauge!("loudsync_pairing_connections", "transport" => transport_label(transport))
             .increment(1.0);
-        drop(inner);
         // The timer task sleeps until the relay's earliest deadline: only an open that makes
         // it earlier must wake it (in a burst of opens, only the first does).
         if after.is_some() && (before.is_none() || after < before) {
             self.wake.notify_one();
         }
-        (conn, stream)
+        stream_id
+    }
+
+    /// Identifies connection `conn` on whichever relay serves it: this node's (answered now,
+    /// see [`PairingHub::identify`]) or, in cluster mode, the cluster's (answered later).
+    pub fn identify_answer(
+        &self,
+        conn: ConnId,
+        app: &str,
+        role: Option<&str>,
+        client_id: ClaimedId<'_>,
+        token: Option<&str>,
+    ) -> Answer<IdentifyAnswer> {
+        if let Some(remote) = self.remote() {
+            return Answer::Later(remote.identify(conn, app, role, client_id, token));
+        }
+        let stream_id = self.stream_of(conn).unwrap_or(0);
+        let result = self
+            .identify(conn, app, role, client_id, token)
+            .map(|w| w.client_id);
+        Answer::Now(IdentifyAnswer { stream_id, result })
+    }
+
+    /// The stream id of open connection `conn`.
+    pub fn stream_of(&self, conn: ConnId) -> Option<u64> {
+        self.lock().sinks.get(&conn).map(|s| s.stream_id.get())
+    }
+
+    /// The cluster's relay hub: everything sent to remote connections since the last call,
+    /// in order, as (node, connection, what).
+    pub fn take_shipped(&self) -> Vec<(String, ConnId, Shipped)> {
+        std::mem::take(&mut self.lock().shipped)
+    }
+
+    /// Runs the relay's timers that are due now (the cluster's relay hub runs them in its
+    /// owner's loop instead of [`PairingHub::run_timers`]).
+    pub fn run_due_timers(&self) {
+        let now = now();
+        let mut inner = self.lock();
+        if inner
+            .relay
+            .poll_timeout()
+            .is_some_and(|at| at <= now.instant)
+        {
+            inner.relay.handle_timeout(now);
+            inner.carry_out(now);
+        }
+    }
+
+    /// When the relay's timers are next due.
+    pub fn next_timer(&self) -> Option<std::time::Instant> {
+        self.lock().relay.poll_timeout()
     }
 
     /// Identifies connection `conn` (P8, P7) and queues its welcome (`cr_welcome`, or the SSE
@@ -158,8 +316,14 @@ impl PairingHub {
             .check_credentials(app, role, client_id, token)
     }
 
-    /// Routes one event (P20..P22).
+    /// Routes one event (P20..P22). In cluster mode a connection's event goes to the
+    /// cluster's relay and the answer is [`Routed::Delivered`] (not known here; metrics are
+    /// counted by the relay's node).
     pub fn event(&self, from: &Sender, recipient: &str, event: Event) -> Routed {
+        if let (Some(remote), Sender::Conn(conn)) = (self.remote(), from) {
+            remote.event(*conn, recipient, &event);
+            return Routed::Delivered;
+        }
         let now = now();
         let mut inner = self.lock();
         let routed = inner.relay.handle_event(now, from, recipient, event);
@@ -171,6 +335,10 @@ impl PairingHub {
 
     /// A WebSocket's `cr_alive`.
     pub fn alive(&self, conn: ConnId) -> bool {
+        if let Some(remote) = self.remote() {
+            remote.alive(conn);
+            return true;
+        }
         let now = now();
         let mut inner = self.lock();
         let answered = inner.relay.handle_alive(now, conn);
@@ -195,8 +363,40 @@ impl PairingHub {
         self.lock().relay.assign_client_id()
     }
 
+    /// A fresh client id from whichever relay serves this node (`clientid/`): the inner
+    /// `None` if every id is connected; the outer `None` if the cluster's relay did not
+    /// answer in time.
+    pub fn assign_client_id_answer(&self) -> Answer<Option<String>> {
+        match self.remote() {
+            Some(remote) => Answer::Later(remote.assign_client_id()),
+            None => Answer::Now(self.assign_client_id()),
+        }
+    }
+
+    /// Cluster mode: a valid `sendevent/` request (its credentials checked here first, for
+    /// the status) goes to the cluster's relay, which checks them again and carries it out.
+    /// `false` on one node (the caller carries it out itself).
+    pub fn send_remote(
+        &self,
+        app: &str,
+        request: &loudsync_protocol::pairing::sse::SendEvent,
+        token: &str,
+    ) -> bool {
+        match self.remote() {
+            Some(remote) => {
+                remote.request(app, request, token);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The connection ended by itself (socket closed, SSE response dropped).
     pub fn gone(&self, conn: ConnId) {
+        if let Some(remote) = self.remote() {
+            remote.gone(conn);
+            return;
+        }
         let mut inner = self.lock();
         inner.relay.handle_gone(now(), conn);
         if let Some(sink) = inner.sinks.remove(&conn) {
@@ -207,7 +407,12 @@ impl PairingHub {
     /// Every identified pairing connection, by app then client id, with the partner of its
     /// last delivered event (for `GET /v1/pairing`; see
     /// [`loudsync_core::pairing::PairingRelay::clients`]).
+    ///
+    /// In cluster mode: the cluster relay's clients, as last read from Redis.
     pub fn clients(&self) -> Vec<loudsync_core::pairing::ClientInfo> {
+        if let Some(remote) = self.remote() {
+            return remote.clients();
+        }
         self.lock().relay.clients()
     }
 
@@ -319,20 +524,33 @@ impl Inner {
         }
     }
 
-    fn send(&self, conn: ConnId, bytes: String) {
-        if let Some(sink) = self.sinks.get(&conn) {
-            sink.outbox.push(
-                OutFrame::Text(Bytes::from(bytes)),
-                std::time::Instant::now(),
-            );
+    fn send(&mut self, conn: ConnId, bytes: String) {
+        match self.sinks.get(&conn).map(|s| &s.to) {
+            Some(SinkTo::Local(outbox)) => {
+                outbox.push(
+                    OutFrame::Text(Bytes::from(bytes)),
+                    std::time::Instant::now(),
+                );
+            }
+            Some(SinkTo::Remote(node)) => {
+                let node = node.clone();
+                self.shipped.push((node, conn, Shipped::Text(bytes)));
+            }
+            None => {}
         }
     }
 
     /// Ends a connection the relay has forgotten: close 1000 after what is queued.
     fn end(&mut self, conn: ConnId, reason: &str) {
         if let Some(sink) = self.sinks.remove(&conn) {
-            sink.outbox
-                .force_close(close_code::NORMAL, reason.to_string());
+            match sink.to {
+                SinkTo::Local(outbox) => outbox.force_close(close_code::NORMAL, reason.to_string()),
+                SinkTo::Remote(node) => self.shipped.push((
+                    node,
+                    conn,
+                    Shipped::Close(close_code::NORMAL, reason.to_string()),
+                )),
+            }
             closed_gauge(sink.transport);
         }
     }

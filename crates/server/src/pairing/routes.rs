@@ -22,13 +22,13 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use loudsync_core::pairing::{Sender, Transport};
+use loudsync_core::pairing::{IdentifyError, Sender, Transport};
 use loudsync_protocol::pairing::sse::{self as wire, SendEventBody};
 use loudsync_protocol::pairing::{AbortReason, ClaimedId};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
-use super::hub::{PairingHub, StreamRequest};
+use super::hub::{IdentifyAnswer, PairingHub, StreamRequest};
 use super::sse::SseBody;
 use super::ws::PairingDriver;
 use crate::state::ServerState;
@@ -144,7 +144,14 @@ async fn clientid(State(state): State<Arc<ServerState>>, Path(app): Path<String>
     let Some(hub) = app_of(&state, &app) else {
         return app_not_found(&app);
     };
-    match hub.assign_client_id() {
+    let Some(assigned) = hub.assign_client_id_answer().get().await else {
+        return crate::http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pairing_relay_unreachable",
+            "the cluster's pairing relay did not answer: try again",
+        );
+    };
+    match assigned {
         Some(id) => (
             [(header::CONTENT_TYPE, wire::CLIENTID_CONTENT_TYPE)],
             wire::clientid_body(&id),
@@ -177,17 +184,36 @@ async fn eventsource(
     }
     let query = wire::parse_query(req.uri().query().unwrap_or(""));
     let transport = state.transports.open();
-    let (conn, stream_id) = hub.open(Transport::Sse, transport.1.clone());
-    let identified = hub.identify(
-        conn,
-        &app,
-        Some(query.get("clientRole")),
-        ClaimedId::Given(query.get("clientId")),
-        Some(query.get("accessToken")),
+    let (conn, _) = hub.open(Transport::Sse, transport.1.clone());
+    let answer = hub
+        .identify_answer(
+            conn,
+            &app,
+            Some(query.get("clientRole")),
+            ClaimedId::Given(query.get("clientId")),
+            Some(query.get("accessToken")),
+        )
+        .get()
+        .await;
+    let stream_id = answer.as_ref().map_or(0, |a| a.stream_id);
+    let unknown = matches!(
+        answer,
+        None | Some(IdentifyAnswer {
+            result: Err(IdentifyError::NotAwaitingIdentify),
+            ..
+        })
     );
-    if let Err(loudsync_core::pairing::IdentifyError::Aborted(reason)) = identified {
+    if unknown {
+        // Cluster mode, and the cluster's relay did not answer or never saw the stream open
+        // (it is gone or moved): the stream ends at once, so `EventSource` reconnects.
+        transport.1.force_close(
+            loudsync_protocol::close_code::SERVICE_RESTART,
+            super::ws::RELAY_MOVED.to_string(),
+        );
+    }
+    if let Some(Err(IdentifyError::Aborted(reason))) = answer.map(|a| a.result) {
         // Refused: `aborted` is the first and only event.
-        let event = wire::sse_event("aborted", &wire::aborted(stream_id.get(), reason, None));
+        let event = wire::sse_event("aborted", &wire::aborted(stream_id, reason, None));
         transport.1.push(
             crate::outbox::OutFrame::Text(event.into()),
             std::time::Instant::now(),
@@ -251,6 +277,10 @@ fn send(hub: &PairingHub, app: &str, query: &str) -> StatusCode {
         Err(AbortReason::NotAuthorized) => return StatusCode::FORBIDDEN,
         Err(_) => return StatusCode::BAD_REQUEST,
     };
+    // Cluster mode: the cluster's relay carries it out.
+    if hub.send_remote(app, &request, query.get("accessToken")) {
+        return StatusCode::NO_CONTENT;
+    }
     match request.body {
         SendEventBody::CrEvent(event) => {
             hub.event(&Sender::Request(credentials), &request.recipient, event);

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use loudsync_core::pairing::{ConnId, StreamId};
+use loudsync_core::pairing::ConnId;
 use loudsync_protocol::close_code;
 use loudsync_protocol::pairing::sse;
 
@@ -31,7 +31,7 @@ pub struct SseBody {
     outbox: Arc<Outbox>,
     transport_id: u64,
     conn: ConnId,
-    stream_id: StreamId,
+    stream_id: u64,
     pending: VecDeque<OutFrame>,
     ended: bool,
 }
@@ -44,7 +44,7 @@ impl SseBody {
         hub: Arc<PairingHub>,
         (transport_id, outbox): (u64, Arc<Outbox>),
         conn: ConnId,
-        stream_id: StreamId,
+        stream_id: u64,
     ) -> Self {
         SseBody {
             state,
@@ -80,7 +80,7 @@ impl Stream for SseBody {
                 }
                 OutFrame::Close(code, _) => {
                     if code == close_code::GOING_AWAY {
-                        let data = sse::shutdown(this.stream_id.get());
+                        let data = sse::shutdown(this.stream_id);
                         chunk.extend_from_slice(sse::sse_event("shutdown", &data).as_bytes());
                     }
                     this.ended = true;

@@ -7,7 +7,14 @@
 //! events the hub queues on it), an identify, an event or a `cr_alive` is handed to the hub
 //! under its lock, and a close is queued on the outbox. When the socket ends the hub forgets
 //! the connection.
+//!
+//! In cluster mode the identify is answered later (through Redis): the driver keeps the
+//! answer's future and the socket's task polls it ([`Driver::poll_answer`]); the socket reads
+//! nothing meanwhile, as while any identify is pending. No answer in time (the cluster's relay
+//! is gone or moved) closes the socket 1012 so the client reconnects.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -21,7 +28,7 @@ use loudsync_protocol::pairing::ws::{self, IdentifyId};
 use loudsync_protocol::pairing::ClaimedId;
 use loudsync_protocol::ErrorCode;
 
-use super::hub::PairingHub;
+use super::hub::{Answer, IdentifyAnswer, PairingHub};
 use crate::admission::Permit;
 use crate::clock::now;
 use crate::outbox::{OutFrame, Outbox};
@@ -40,7 +47,12 @@ pub struct PairingDriver {
     /// welcome.
     unjoined: Option<Permit>,
     aborted: bool,
+    /// Cluster mode: the identify answer being awaited.
+    pending: Option<Pin<Box<dyn Future<Output = Option<IdentifyAnswer>> + Send>>>,
 }
+
+/// The close reason of a pairing WebSocket whose relay did not answer or moved (1012).
+pub const RELAY_MOVED: &str = "pairing relay moved: reconnect";
 
 impl PairingDriver {
     /// A driver for a socket just opened for `app`, writing into `outbox`.
@@ -66,6 +78,27 @@ impl PairingDriver {
             outbox,
             unjoined,
             aborted: false,
+            pending: None,
+        }
+    }
+
+    /// What the relay answered an identify (`None`: no answer, the relay is gone).
+    fn identified(&mut self, now: Now, answer: Option<Result<String, IdentifyError>>) {
+        match answer {
+            Some(Ok(client_id)) => {
+                self.unjoined = None;
+                self.socket.handle_identified(&client_id);
+            }
+            Some(Err(IdentifyError::Aborted(reason))) => self.socket.handle_refused(now, reason),
+            // The relay already ended the connection (its identify deadline passed): its
+            // close is on the outbox, and this one is ignored. In cluster mode the relay may
+            // also never have seen the connection open (it moved meanwhile): then this
+            // close is the one.
+            Some(Err(IdentifyError::NotAwaitingIdentify)) | None => {
+                self.outbox
+                    .force_close(close_code::SERVICE_RESTART, RELAY_MOVED.to_string());
+                self.socket.handle_close_queued(now);
+            }
         }
     }
 
@@ -89,26 +122,16 @@ impl PairingDriver {
                         IdentifyId::Given(id) => ClaimedId::Given(id),
                         IdentifyId::Invalid => ClaimedId::Invalid,
                     };
-                    let result = self.hub.identify(
+                    let answer = self.hub.identify_answer(
                         self.conn,
                         &self.app,
                         frame.client_role.as_deref(),
                         claimed,
                         frame.access_token.as_deref(),
                     );
-                    match result {
-                        Ok(welcome) => {
-                            self.unjoined = None;
-                            self.socket.handle_identified(&welcome.client_id);
-                        }
-                        Err(IdentifyError::Aborted(reason)) => {
-                            self.socket.handle_refused(now, reason)
-                        }
-                        // The relay already ended the connection (its identify deadline
-                        // passed): its close is on the outbox.
-                        Err(IdentifyError::NotAwaitingIdentify) => {
-                            self.socket.handle_close_queued(now)
-                        }
+                    match answer {
+                        Answer::Now(answer) => self.identified(now, Some(answer.result)),
+                        Answer::Later(future) => self.pending = Some(future),
                     }
                 }
                 SocketAction::Event { recipient, event } => {
@@ -204,9 +227,20 @@ impl Driver for PairingDriver {
         self.aborted
     }
 
-    /// Identifies are answered under the hub's lock at once: nothing is awaited.
-    fn poll_answer(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
-        Poll::Pending
+    /// On one node identifies are answered under the hub's lock at once: nothing is
+    /// awaited. In cluster mode the identify's answer is.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(answer) = pending.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        self.pending = None;
+        let now = now();
+        self.identified(now, answer.map(|a| a.result));
+        self.carry_out(now);
+        Poll::Ready(())
     }
 }
 
