@@ -36,11 +36,13 @@
 //! - [`clock`]: [`StreamClock`], stream milliseconds to [`crate::Now`] and back.
 //! - [`lease`]: [`OwnerLease`], the sans-IO lease keeper (session ownership, node liveness).
 //! - [`model`]: [`model::LeaseStore`], the claim / renew / release / fenced-write scripts.
+//! - [`takeover`]: [`TakeoverTimer`], when a node scans for sessions to take over.
 
 pub mod clock;
 pub mod lease;
 pub mod model;
 pub mod stream_id;
+pub mod takeover;
 
 #[cfg(test)]
 mod tests;
@@ -48,3 +50,4 @@ mod tests;
 pub use clock::StreamClock;
 pub use lease::{LeaseStep, OwnerLease};
 pub use stream_id::{StreamId, StreamIdError};
+pub use takeover::TakeoverTimer;

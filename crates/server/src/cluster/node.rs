@@ -7,19 +7,23 @@
 //! members are told `session_closed` ("cluster state lost") and its owners stop without a
 //! write. While renewals fail the node is not part of the cluster: `/healthz` answers 503,
 //! local sockets stay open and liveness goes on; owners stop by themselves when their leases
-//! run out locally. The same tick scans the cluster's sessions for one without an owner and
-//! claims it (a takeover); a node that handed its sessions over announces it, so the others
-//! scan at once instead of a third of a lease later.
+//! run out locally. A second loop scans the cluster's sessions for one without an owner and
+//! claims it (a takeover): every third of a lease, at once when a node that handed its
+//! sessions over announces it, and at the moment another owner's key can have expired, so a
+//! dead owner's session is claimed within a lease (plus a scan) of its last renewal.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use loudsync_core::cluster::TakeoverTimer;
+use loudsync_core::Now;
 use loudsync_protocol::{close_code, ServerMessage};
 
 use super::owner::OwnerSignal;
 use super::store::Wake;
 use super::Cluster;
+use crate::clock;
 use crate::state::ServerState;
 
 /// The reason members are given when Redis came back without the cluster's state.
@@ -33,7 +37,8 @@ pub(crate) fn start(cluster: Arc<Cluster>, state: Arc<ServerState>) {
         tokio::spawn(dispatch(cluster.clone(), wakes, scan_tx));
     }
     tokio::spawn(read_loop(cluster.clone(), state.clone()));
-    tokio::spawn(lease_loop(cluster, state, scan_rx));
+    tokio::spawn(lease_loop(cluster.clone(), state.clone()));
+    tokio::spawn(takeover_loop(cluster, state, scan_rx));
 }
 
 /// Hands each pub/sub wake-up to whom it is for.
@@ -94,53 +99,79 @@ async fn read_loop(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     }
 }
 
-/// The node's lease, the epoch check and the takeover scan, every third of a lease (and a
-/// scan at once when another node released its sessions).
-async fn lease_loop(
-    cluster: Arc<Cluster>,
-    state: Arc<ServerState>,
-    mut scan: tokio::sync::mpsc::UnboundedReceiver<()>,
-) {
+/// The node's lease and the epoch check, every third of a lease.
+async fn lease_loop(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     let every = cluster.lease / 3;
     let mut last_renewal = Instant::now();
     loop {
         let slept = Instant::now();
+        tokio::time::sleep(every).await;
+        if state.is_shutting_down() {
+            return;
+        }
+        if slept.elapsed() >= cluster.lease {
+            // This node was paused for a whole lease: the owners have detached its members
+            // as gone, so its sockets lead nowhere.
+            strand_sockets(&cluster, &state, "this node was paused: resume");
+        }
+        match cluster.renew_node().await {
+            Ok(()) => last_renewal = Instant::now(),
+            Err(e) => tracing::warn!(error = %e, "cluster: node lease renewal failed"),
+        }
+        let alive = last_renewal.elapsed() < cluster.lease;
+        if cluster.healthy.swap(alive, Ordering::Relaxed) != alive {
+            if alive {
+                tracing::info!(node = cluster.node_id, "cluster: back in the cluster");
+                // Out for a lease or more: owners may have detached this node's members.
+                strand_sockets(&cluster, &state, "this node was out of the cluster: resume");
+            } else {
+                tracing::warn!(
+                    node = cluster.node_id,
+                    "cluster: out of the cluster (Redis unreachable); /healthz answers 503"
+                );
+            }
+        }
+        if alive {
+            check_epoch(&cluster, &state).await;
+        }
+    }
+}
+
+/// How long after another node's owner key expires this node looks again: Redis expires a
+/// key at its deadline (a read after it finds it gone), so a little slack for the clocks
+/// of two processes is enough.
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(25);
+
+/// The takeover scan: every third of a lease, at once when another node released its
+/// sessions, and at the earliest moment another node's owner key can have expired
+/// ([`TakeoverTimer`]), so a takeover completes within a lease (and a scan) of the dead
+/// owner's last renewal, not up to a third of a lease later.
+async fn takeover_loop(
+    cluster: Arc<Cluster>,
+    state: Arc<ServerState>,
+    mut released: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let mut timer = TakeoverTimer::new(clock::now(), cluster.lease / 3, TAKEOVER_MARGIN);
+    let mut released_open = true;
+    loop {
+        let deadline = tokio::time::Instant::from_std(timer.poll_timeout());
         let woken = tokio::select! {
-            _ = tokio::time::sleep(every) => false,
-            got = scan.recv() => got.is_some(),
+            _ = tokio::time::sleep_until(deadline) => false,
+            got = released.recv(), if released_open => {
+                released_open = got.is_some();
+                released_open
+            }
         };
         if state.is_shutting_down() {
             return;
         }
-        if !woken {
-            if slept.elapsed() >= cluster.lease {
-                // This node was paused for a whole lease: the owners have detached its members
-                // as gone, so its sockets lead nowhere.
-                strand_sockets(&cluster, &state, "this node was paused: resume");
-            }
-            match cluster.renew_node().await {
-                Ok(()) => last_renewal = Instant::now(),
-                Err(e) => tracing::warn!(error = %e, "cluster: node lease renewal failed"),
-            }
-            let alive = last_renewal.elapsed() < cluster.lease;
-            if cluster.healthy.swap(alive, Ordering::Relaxed) != alive {
-                if alive {
-                    tracing::info!(node = cluster.node_id, "cluster: back in the cluster");
-                    // Out for a lease or more: owners may have detached this node's members.
-                    strand_sockets(&cluster, &state, "this node was out of the cluster: resume");
-                } else {
-                    tracing::warn!(
-                        node = cluster.node_id,
-                        "cluster: out of the cluster (Redis unreachable); /healthz answers 503"
-                    );
-                }
-            }
-            if alive {
-                check_epoch(&cluster, &state).await;
-            }
+        let now = clock::now();
+        if !woken && !timer.is_due(now) {
+            continue;
         }
+        timer.handle_scan_started(now);
         if cluster.is_healthy() {
-            scan_for_orphans(&cluster, &state).await;
+            scan_for_orphans(&cluster, &state, &mut timer, now).await;
         }
     }
 }
@@ -201,23 +232,29 @@ async fn check_epoch(cluster: &Arc<Cluster>, state: &Arc<ServerState>) {
     let _ = cluster.renew_node().await;
 }
 
-/// Claims every session of the cluster that has no owner (its owner died or released it).
-async fn scan_for_orphans(cluster: &Arc<Cluster>, state: &Arc<ServerState>) {
-    let Ok(sessions) = cluster.store.session_ids().await else {
+/// Claims every session of the cluster that has no owner (its owner died or released it),
+/// and tells `timer` when the others' owner keys run out.
+async fn scan_for_orphans(
+    cluster: &Arc<Cluster>,
+    state: &Arc<ServerState>,
+    timer: &mut TakeoverTimer,
+    now: Now,
+) {
+    let Ok(mut sessions) = cluster.store.session_ids().await else {
         return;
     };
-    for session in sessions {
-        if cluster.owns(&session) {
-            continue;
-        }
-        match cluster.store.owner(&session).await {
-            Ok(None) => {
-                if let Err(e) = cluster.claim_and_own(state, &session).await {
+    sessions.retain(|session| !cluster.owns(session));
+    let Ok(ttls) = cluster.store.owner_ttls(&sessions).await else {
+        return;
+    };
+    for (session, ttl) in sessions.iter().zip(ttls) {
+        match ttl {
+            None => {
+                if let Err(e) = cluster.claim_and_own(state, session).await {
                     tracing::debug!(session, error = %e, "takeover claim failed");
                 }
             }
-            Ok(Some(_)) => {}
-            Err(_) => return,
+            Some(ttl) => timer.observe_owner(now, ttl),
         }
     }
 }

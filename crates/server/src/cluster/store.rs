@@ -393,6 +393,33 @@ impl Store {
             .ok_or_else(|| StoreError::Protocol(format!("{key} holds {value:?}, not NODE|EPOCH")))
     }
 
+    /// How long each session's owner key has left to live, in one pipelined `PTTL` per
+    /// session, answers in order: `None` for a session without an owner (the key is gone),
+    /// so a claim can succeed now.
+    pub async fn owner_ttls(&self, session_ids: &[String]) -> StoreResult<Vec<Option<Duration>>> {
+        if session_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in session_ids {
+            pipe.cmd("PTTL").arg(SessionKeys::new(id).owner);
+        }
+        let mut conn = self.conn();
+        let ttls: Vec<i64> = self
+            .run("PTTL", async move { pipe.query_async(&mut conn).await })
+            .await?;
+        // -2: no key. -1: a key without expiry, which no script writes; it never expires, so
+        // it reads as an owner forever (`Duration::MAX`: never claimable, never a wake-up).
+        Ok(ttls
+            .into_iter()
+            .map(|ms| match ms {
+                -2 => None,
+                -1 => Some(Duration::MAX),
+                ms => Some(Duration::from_millis(ms.max(0) as u64)),
+            })
+            .collect())
+    }
+
     /// Appends an entry to the session's inbound stream and wakes its owner: answers the entry
     /// id, or [`StoreError::NoSession`] if the session does not exist or has ended.
     pub async fn append_inbound(&self, session_id: &str, entry_json: &str) -> StoreResult<String> {
